@@ -1,0 +1,271 @@
+"""The public exception tree.
+
+Every error the public API raises derives from :class:`WaveSpeedError`; no aiohttp or
+msgspec exception escapes. Catch the class that matches what you can act on::
+
+    WaveSpeedError
+    ├── ValidationError            bad input, found before any request was sent (also ValueError)
+    ├── ClientClosedError          the Client was closed, or is used from another event loop
+    ├── TransportError             no usable answer: connect failure, reset, read timeout
+    │   └── ConnectError           the request provably never reached the server
+    ├── SubmissionOutcomeUnknown   a submit whose answer was lost: a task MAY exist (and be billed)
+    ├── APIStatusError             the server answered "no" (.status, .code, .message)
+    │   ├── BadRequestError        400 / 413 / envelope code 4xx: change the request
+    │   ├── AuthenticationError    401: the API key is missing or wrong
+    │   ├── PermissionDeniedError  403: the account cannot do this (balance, plan)
+    │   ├── NotFoundError          404: unknown task id or model
+    │   ├── RateLimitError         429 (.retry_after in seconds, when the server said)
+    │   └── ServerError            5xx, or an envelope code 5xx inside a 200
+    ├── DecodeError                an answer that is not the JSON we expect
+    ├── TaskFailedError            the task ended failed/cancelled/timeout/deleted
+    │                              (.task_id, .status, .code, .error, .prediction)
+    ├── TaskTimeoutError           the caller's deadline passed (also TimeoutError; .task_id)
+    └── WebhookVerificationError   a webhook whose signature, id or timestamp does not check out
+
+Errors that concern a task carry its id as ``.task_id`` (``None`` when no task exists), so
+that a task the server created is never lost, whatever happens to the caller.
+
+No error message, ``repr`` or attribute ever contains the API key.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wavespeed_async._models import Prediction
+
+__all__ = [
+    "APIStatusError",
+    "AuthenticationError",
+    "BadRequestError",
+    "ClientClosedError",
+    "ConnectError",
+    "DecodeError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ServerError",
+    "SubmissionOutcomeUnknown",
+    "TaskFailedError",
+    "TaskTimeoutError",
+    "TransportError",
+    "ValidationError",
+    "WaveSpeedError",
+    "WebhookVerificationError",
+]
+
+
+class WaveSpeedError(Exception):
+    """Base class of every error raised by wavespeed_async.
+
+    Attributes:
+        task_id: The task this error concerns, when one is known (else ``None``).
+    """
+
+    task_id: str | None
+
+    def __init__(self, message: str, *, task_id: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.task_id = task_id
+
+    def __str__(self) -> str:
+        if self.task_id and self.task_id not in self.message:
+            return f"{self.message} (task {self.task_id})"
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self)!r})"
+
+
+class ValidationError(WaveSpeedError, ValueError):
+    """An input was rejected locally, before any request was sent.
+
+    Attributes:
+        field: The offending field's name.
+        allowed: A human-readable description of what is allowed (e.g. ``"1 ~ 50"``).
+    """
+
+    def __init__(self, field: str, message: str, *, allowed: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.allowed = allowed
+
+
+class ClientClosedError(WaveSpeedError, RuntimeError):
+    """The Client was used after ``aclose()``, outside ``async with``, or from another loop."""
+
+
+class TransportError(WaveSpeedError):
+    """No usable answer came back: connection refused or reset, read timeout, TLS failure.
+
+    Attributes:
+        method: The HTTP method (``"GET"``, ``"POST"``).
+        url: The URL without any credentials.
+    """
+
+    def __init__(
+        self, message: str, *, method: str = "", url: str = "", task_id: str | None = None
+    ) -> None:
+        super().__init__(message, task_id=task_id)
+        self.method = method
+        self.url = url
+
+
+class ConnectError(TransportError):
+    """The connection could not be opened: the request provably never reached the server."""
+
+
+class SubmissionOutcomeUnknown(WaveSpeedError):
+    """A submit was sent but its answer was lost: a billed task may or may not exist.
+
+    Raised instead of re-sending, because the API has no idempotency key and a second POST
+    would be a second billed task. Decide yourself whether to submit again.
+
+    Attributes:
+        model: The model path that was submitted.
+        input: The request body that was sent (no credentials are in it).
+        cause_kind: What went wrong: ``"reset"``, ``"timeout"``, ``"server_error"``,
+            ``"malformed"``.
+        status: The HTTP status when one was received, else ``None``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        model: str,
+        input: dict[str, Any],  # noqa: A002 - mirrors the API's own name for the body
+        cause_kind: str,
+        status: int | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.model = model
+        self.input = input
+        self.cause_kind = cause_kind
+        self.status = status
+
+
+class APIStatusError(WaveSpeedError):
+    """The server answered, and the answer was an error.
+
+    Attributes:
+        status: The HTTP status code.
+        code: The envelope's ``code`` (may differ from ``status``: a 200 can carry 500).
+        body: Up to 2,000 characters of the raw answer, for diagnostics.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        code: int | None = None,
+        body: str = "",
+        task_id: str | None = None,
+    ) -> None:
+        super().__init__(message, task_id=task_id)
+        self.status = status
+        self.code = code if code is not None else status
+        self.body = body[:2000]
+
+    def __str__(self) -> str:
+        base = super().__str__()
+        return f"HTTP {self.status} (code {self.code}): {base}"
+
+
+class BadRequestError(APIStatusError):
+    """400 or 413: the request itself must change (a field, a size)."""
+
+
+class AuthenticationError(APIStatusError):
+    """401: the API key is missing or not accepted."""
+
+
+class PermissionDeniedError(APIStatusError):
+    """403: the account may not do this (for example, an empty balance)."""
+
+
+class NotFoundError(APIStatusError):
+    """404: the task id or model path is unknown to the server."""
+
+
+class RateLimitError(APIStatusError):
+    """429: too many requests. ``retry_after`` is the server's hint in seconds, if any."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 429,
+        code: int | None = None,
+        body: str = "",
+        task_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, status=status, code=code, body=body, task_id=task_id)
+        self.retry_after = retry_after
+
+
+class ServerError(APIStatusError):
+    """5xx, or a 200 whose envelope carries a 5xx code: transient on the server's side."""
+
+
+class DecodeError(WaveSpeedError):
+    """The server's answer could not be decoded into the expected shape.
+
+    Attributes:
+        body: Up to 2,000 characters of the raw answer.
+    """
+
+    def __init__(self, message: str, *, body: str = "", task_id: str | None = None) -> None:
+        super().__init__(message, task_id=task_id)
+        self.body = body[:2000]
+
+
+class TaskFailedError(WaveSpeedError):
+    """The task reached a terminal status other than ``completed``.
+
+    Attributes:
+        task_id: The task's id (always set).
+        status: ``failed``, ``cancelled``, ``timeout`` or ``deleted``.
+        code: The task-level error code when the server gave one (1xxx: change the request;
+            5xxx: transient on the server).
+        error: The server's error text ("" when none).
+        prediction: The final Prediction as the server returned it.
+    """
+
+    def __init__(self, prediction: Prediction) -> None:
+        detail = prediction.error or "no error message"
+        code = f" code {prediction.code}" if prediction.code is not None else ""
+        super().__init__(
+            f"task {prediction.id} ended {prediction.status}{code}: {detail}",
+            task_id=prediction.id,
+        )
+        self.status = prediction.status
+        self.code = prediction.code
+        self.error = prediction.error
+        self.prediction = prediction
+
+    @property
+    def retryable(self) -> bool:
+        """Whether submitting the same input again may succeed (a 5xxx server-side code)."""
+        return self.code is not None and 5000 <= self.code < 6000
+
+
+class TaskTimeoutError(WaveSpeedError, TimeoutError):
+    """The caller's deadline passed before the task ended. The task still runs on the server.
+
+    Attributes:
+        task_id: The task's id (poll it later with ``client.wait(task_id)``).
+        last: The last Prediction seen, if any.
+    """
+
+    def __init__(self, message: str, *, task_id: str, last: Prediction | None = None) -> None:
+        super().__init__(message, task_id=task_id)
+        self.last = last
+
+
+class WebhookVerificationError(WaveSpeedError):
+    """A webhook delivery failed verification (missing header, bad signature, stale time)."""
