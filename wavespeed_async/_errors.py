@@ -136,7 +136,7 @@ class SubmissionOutcomeUnknown(WaveSpeedError):
         message: str,
         *,
         model: str,
-        input: dict[str, Any],  # noqa: A002 - mirrors the API's own name for the body
+        input: dict[str, Any],
         cause_kind: str,
         status: int | None = None,
     ) -> None:

@@ -145,9 +145,7 @@ def _is_type(value: Any, typ: type) -> bool:
 
 
 def _type_name(typ: type) -> str:
-    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(
-        typ, typ.__name__
-    )
+    return {str: "string", int: "integer", float: "number", bool: "boolean"}.get(typ, typ.__name__)
 
 
 def _num(x: float) -> str:
@@ -155,7 +153,11 @@ def _num(x: float) -> str:
 
 
 _SEED = FieldSpec(
-    "seed", int, default=-1, minimum=-1, maximum=9_999_999_999,
+    "seed",
+    int,
+    default=-1,
+    minimum=-1,
+    maximum=9_999_999_999,
     description="-1 picks a random seed; the same seed and prompt give the same image.",
 )
 
@@ -183,7 +185,10 @@ FLUX_KONTEXT_PRO_T2I: Final = ModelSpec(
         FieldSpec("seed", int, minimum=-1, maximum=9_999_999_999),
         FieldSpec("guidance_scale", float, default=3.5, minimum=1.0, maximum=10.0),
         FieldSpec(
-            "safety_tolerance", str, default="2", choices=("1", "2", "3", "4", "5"),
+            "safety_tolerance",
+            str,
+            default="2",
+            choices=("1", "2", "3", "4", "5"),
             description="1 is the most strict, 5 the most permissive.",
         ),
     ),
