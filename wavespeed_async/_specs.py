@@ -7,6 +7,7 @@ and the allowed range, or ``None`` when the value is fine.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -76,6 +77,8 @@ class FieldSpec:
                 f"{self.name}: expected {_type_name(self.type)}, got "
                 f"{type(value).__name__} {value!r:.60}; allowed: {self.allowed}"
             )
+        if self.type is float and not math.isfinite(value):
+            return f"{self.name}: {value!r} is not allowed; allowed: {self.allowed}"
         if self.size_range is not None:
             parsed = parse_size(value)
             lo, hi = self.size_range
@@ -110,17 +113,25 @@ class ModelSpec:
         return {f.name: f.default for f in self.fields if f.default is not None}
 
 
-def check_input(spec: ModelSpec | None, data: Mapping[str, Any]) -> tuple[str, str] | None:
+def check_input(
+    spec: ModelSpec | None, data: Mapping[str, Any], *, require_prompt: bool = True
+) -> tuple[str, str] | None:
     """Check a request body against a model's spec.
 
     Returns ``(field, message)`` for the first problem found, or ``None``. Unknown fields
-    pass (the server ignores them); for an unknown model (``spec is None``) only the
-    presence of a non-empty ``prompt`` and the types of the control fields are checked.
+    pass (the server ignores them); for an unknown model (``spec is None``) only the types
+    of the control fields are checked, and, with ``require_prompt``, that a non-empty
+    ``prompt`` is present.
     """
     for name, typ in _CONTROL_FIELDS.items():
         if name in data and not isinstance(data[name], typ):
-            return name, f"{name}: expected a boolean, got {type(data[name]).__name__}"
+            return name, (
+                f"{name}: expected a boolean, got {type(data[name]).__name__}; "
+                "allowed: true or false"
+            )
     if spec is None:
+        if not require_prompt:
+            return None
         prompt = data.get("prompt")
         if not isinstance(prompt, str) or not prompt.strip():
             return "prompt", "prompt: required, a non-empty string"

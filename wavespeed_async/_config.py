@@ -1,0 +1,242 @@
+"""Named, documented, frozen defaults: timeouts, retries, polling, and account tiers.
+
+Every object here is immutable and checks its fields when built, so that a bad setting
+fails at construction (with a :class:`~wavespeed_async.ValidationError` naming the field
+and the allowed range) instead of deep inside a request. Units are in the field names:
+``_s`` is seconds. Change a setting with :func:`dataclasses.replace`::
+
+    fast = dataclasses.replace(PollConfig(), min_interval_s=0.05)
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from types import MappingProxyType
+from typing import Final, Literal
+
+from wavespeed_async._errors import ValidationError
+
+__all__ = [
+    "TIERS",
+    "TIERS_ALTERNATE",
+    "AccountTier",
+    "PollConfig",
+    "RetryConfig",
+    "TierLimits",
+    "Timeouts",
+]
+
+
+def _check_number(
+    owner: object,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    integer: bool = False,
+    optional: bool = False,
+) -> None:
+    """Raise ValidationError unless ``owner.name`` is a finite number in the range.
+
+    ``low_open`` makes the lower bound exclusive (``> low`` rather than ``>= low``).
+    """
+    value = getattr(owner, name)
+    cls = type(owner).__name__
+    allowed = _describe(low, high, low_open=low_open, integer=integer, optional=optional)
+    if value is None and optional:
+        return
+    kind_ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not kind_ok:
+        raise ValidationError(
+            name,
+            f"{cls}.{name}: expected {allowed}, got {type(value).__name__} {value!r:.40}",
+            allowed=allowed,
+        )
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and value > high
+    if not math.isfinite(value) or too_low or too_high:
+        raise ValidationError(
+            name, f"{cls}.{name}: {value!r} is out of range; allowed: {allowed}", allowed=allowed
+        )
+
+
+def _describe(
+    low: float | None, high: float | None, *, low_open: bool, integer: bool, optional: bool
+) -> str:
+    what = "an integer" if integer else "a number"
+    parts = []
+    if low is not None:
+        parts.append(f"{'>' if low_open else '>='} {low:g}")
+    if high is not None:
+        parts.append(f"<= {high:g}")
+    text = f"{what} {' and '.join(parts)}" if parts else what
+    return f"{text}, or None" if optional else text
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Timeouts:
+    """How long each kind of wait may take, in seconds.
+
+    Attributes:
+        connect_s: Opening a connection (DNS, TCP, TLS). A connect timeout is always safe
+            to retry, even for a submit: the request never left.
+        request_s: One HTTP request, from sending through reading the whole body.
+        sync_request_s: A submit with ``enable_sync_mode``: the server holds the request
+            open for about 90 s, so this must be longer than that.
+        task_s: The whole-task deadline of ``wait()``/``run()``, from submit to a terminal
+            status; ``None`` waits forever. When it passes the task keeps running on the
+            server (and is billed): ``TaskTimeoutError.task_id`` lets you resume.
+    """
+
+    connect_s: float = 10.0
+    request_s: float = 60.0
+    sync_request_s: float = 120.0
+    task_s: float | None = 1800.0
+
+    def __post_init__(self) -> None:
+        for name in ("connect_s", "request_s", "sync_request_s"):
+            _check_number(self, name, low=0.0, low_open=True)
+        _check_number(self, "task_s", low=0.0, low_open=True, optional=True)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RetryConfig:
+    """When and how fast failed requests are tried again.
+
+    GETs are idempotent and are retried on any transient failure. A submit (POST) is
+    re-sent only when it provably created no task (see ``_policy.decide_submit_retry``):
+    the API has no idempotency key, so a blind re-send can bill twice.
+
+    Attributes:
+        max_attempts: Attempts of an idempotent GET, the first included (1 = no retry).
+        submit_max_attempts: Attempts of a submit, the first included; re-sends happen
+            only when provably safe.
+        backoff_base_s: The cap of the first retry's jittered delay; doubles per attempt.
+        backoff_max_s: The largest cap of a jittered backoff delay.
+        retry_after_cap_s: A server's ``Retry-After`` longer than this is clamped to it.
+    """
+
+    max_attempts: int = 6
+    submit_max_attempts: int = 6
+    backoff_base_s: float = 0.25
+    backoff_max_s: float = 20.0
+    retry_after_cap_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        _check_number(self, "max_attempts", low=1, high=100, integer=True)
+        _check_number(self, "submit_max_attempts", low=1, high=100, integer=True)
+        _check_number(self, "backoff_base_s", low=0.0, high=3600.0)
+        _check_number(self, "backoff_max_s", low=self.backoff_base_s, high=3600.0)
+        _check_number(self, "retry_after_cap_s", low=0.0, high=86400.0)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PollConfig:
+    """How often a running task is polled: an adaptive schedule learned per model.
+
+    The client learns each model's distribution of submit-to-done durations and polls
+    where completions are likely (see ``_policy.next_poll_delay``): no poll before the
+    ``first_poll_fraction`` quantile, polls spaced by the hazard rate (the chance of
+    finishing in the next instant given not finished yet) inside the bulk of the
+    distribution, and intervals growing with the elapsed time in the tail.
+
+    WaveSpeed's docs ask clients to poll image tasks no more often than every 2 s (video
+    every 5 s); the defaults here poll faster only around likely completions. Set
+    ``min_interval_s=2.0`` to follow the docs to the letter.
+
+    Attributes:
+        expected_duration_s: Prior median of a model's submit-to-done time, used until
+            a few tasks of that model have been observed.
+        min_interval_s: Never poll one task more often than this.
+        max_interval_s: Nor less often than this, except for the wait before the first
+            plausible completion (which may be longer when the model is known to be slow).
+        first_poll_fraction: The first poll is at the duration by which this fraction of
+            the model's tasks have finished (a low quantile: 0.05 = the 5th percentile).
+        poll_cost_s: How many seconds of detection latency one poll is worth. The schedule
+            minimises ``polls * poll_cost_s + latency`` on average: smaller means more
+            polls and faster detection. Inside the bulk the interval is about
+            ``sqrt(2 * poll_cost_s / hazard)``.
+        tail_quantile: Past this quantile of the learned durations a task is "late": the
+            distribution says little about it, so the tail rule takes over.
+        tail_interval_fraction: In the tail, the interval is this fraction of the time
+            elapsed since submit (detection within ~10% of the task's own time, with
+            geometrically growing intervals), capped by ``max_interval_s``.
+        created_wait_fraction: A poll after the first that still says ``created`` means
+            the task has not started (it is queued); wait at least this fraction of the
+            first-poll time before polling it again.
+        prior_spread: Log-space standard deviation of the prior duration distribution
+            (0.4: the 5th..95th percentiles are about 0.5x..1.9x the median).
+        estimator_window: How many recent durations per model the estimator keeps.
+    """
+
+    expected_duration_s: float = 3.0
+    min_interval_s: float = 0.1
+    max_interval_s: float = 5.0
+    first_poll_fraction: float = 0.05
+    poll_cost_s: float = 0.05
+    tail_quantile: float = 0.95
+    tail_interval_fraction: float = 0.1
+    created_wait_fraction: float = 0.5
+    prior_spread: float = 0.4
+    estimator_window: int = 256
+
+    def __post_init__(self) -> None:
+        _check_number(self, "expected_duration_s", low=0.0, low_open=True, high=86400.0)
+        _check_number(self, "min_interval_s", low=0.0, low_open=True, high=3600.0)
+        _check_number(self, "max_interval_s", low=self.min_interval_s, high=3600.0)
+        _check_number(self, "first_poll_fraction", low=0.0, high=0.5)
+        _check_number(self, "poll_cost_s", low=0.0, low_open=True, high=60.0)
+        _check_number(self, "tail_quantile", low=0.5, high=1.0)
+        _check_number(self, "tail_interval_fraction", low=0.0, low_open=True, high=1.0)
+        _check_number(self, "created_wait_fraction", low=0.0, high=1.0)
+        _check_number(self, "prior_spread", low=0.01, high=3.0)
+        _check_number(self, "estimator_window", low=8, high=100_000, integer=True)
+
+
+#: The account tiers WaveSpeed documents.
+AccountTier = Literal["bronze", "silver", "gold", "ultra"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TierLimits:
+    """An account tier's limits.
+
+    Attributes:
+        tasks_per_minute: Generations that may be started per minute (over it: 429).
+        max_running: Tasks that may run at once (over it, a task waits on the server,
+            sitting in ``created``).
+    """
+
+    tasks_per_minute: int
+    max_running: int
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            _check_number(self, f.name, low=1, integer=True)
+
+
+#: Tier limits as the first version of WaveSpeed's docs lists them. Two versions of the
+#: docs disagree; the other one's figures are in :data:`TIERS_ALTERNATE`. Nothing here was
+#: checked against the live service: treat these as starting points for client-side limits.
+TIERS: Final[Mapping[str, TierLimits]] = MappingProxyType(
+    {
+        "bronze": TierLimits(tasks_per_minute=2, max_running=2),
+        "silver": TierLimits(tasks_per_minute=500, max_running=300),
+        "gold": TierLimits(tasks_per_minute=3000, max_running=3000),
+        "ultra": TierLimits(tasks_per_minute=5000, max_running=10000),
+    }
+)
+
+#: The other version of the docs: Bronze 10/min and 3 running; for Silver, Gold and Ultra
+#: it gives one different figure each (100, 2,000, 5,000), read here as the running limit.
+TIERS_ALTERNATE: Final[Mapping[str, TierLimits]] = MappingProxyType(
+    {
+        "bronze": TierLimits(tasks_per_minute=10, max_running=3),
+        "silver": TierLimits(tasks_per_minute=500, max_running=100),
+        "gold": TierLimits(tasks_per_minute=3000, max_running=2000),
+        "ultra": TierLimits(tasks_per_minute=5000, max_running=5000),
+    }
+)
