@@ -1,5 +1,20 @@
-"""wavespeed_async: an asyncio-native client for the WaveSpeedAI API."""
+"""wavespeed_async: an asyncio-native client for the WaveSpeedAI API.
 
+::
+
+    from wavespeed_async import Client
+
+    async with Client() as client:  # key from $WAVESPEED_API_KEY
+        pred = await client.run("wavespeed-ai/flux-kontext-pro/text-to-image",
+                                {"prompt": "a lighthouse at dusk"})
+        print(pred.id, pred.outputs)
+
+The built-in emulator of the API lives in :mod:`wavespeed_async.emulator`.
+"""
+
+from wavespeed_async._bulk import BulkResult, BulkRun, Progress
+from wavespeed_async._client import DEFAULT_BASE_URL, Client
+from wavespeed_async._config import TIERS, PollConfig, RetryConfig, TierLimits, Timeouts
 from wavespeed_async._errors import (
     APIStatusError,
     AuthenticationError,
@@ -19,30 +34,55 @@ from wavespeed_async._errors import (
     WaveSpeedError,
     WebhookVerificationError,
 )
+from wavespeed_async._flow import FlowLimits
 from wavespeed_async._models import Prediction, Timings, Urls
+from wavespeed_async._requests import (
+    FluxKontextDev,
+    FluxKontextProTextToImage,
+    TypedRequest,
+    validate_input,
+)
+from wavespeed_async._webhooks import sign_webhook, verify_webhook
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "DEFAULT_BASE_URL",
+    "TIERS",
     "APIStatusError",
     "AuthenticationError",
     "BadRequestError",
+    "BulkResult",
+    "BulkRun",
+    "Client",
     "ClientClosedError",
     "ConnectError",
     "DecodeError",
+    "FlowLimits",
+    "FluxKontextDev",
+    "FluxKontextProTextToImage",
     "NotFoundError",
     "PermissionDeniedError",
+    "PollConfig",
     "Prediction",
+    "Progress",
     "RateLimitError",
+    "RetryConfig",
     "ServerError",
     "SubmissionOutcomeUnknown",
     "TaskFailedError",
     "TaskTimeoutError",
+    "TierLimits",
+    "Timeouts",
     "Timings",
     "TransportError",
+    "TypedRequest",
     "Urls",
     "ValidationError",
     "WaveSpeedError",
     "WebhookVerificationError",
     "__version__",
+    "sign_webhook",
+    "validate_input",
+    "verify_webhook",
 ]

@@ -121,6 +121,14 @@ class WebhookSecretEnvelope(msgspec.Struct, frozen=True):
     data: WebhookSecret | None = None
 
 
+class AnyEnvelope(msgspec.Struct, frozen=True):
+    """An envelope whose ``data`` we do not need typed (e.g. a delete's answer)."""
+
+    code: int | str | None = None
+    message: str | None = None
+    data: Any = None
+
+
 class ErrorBody(msgspec.Struct, frozen=True):
     """The shapes error answers come in: ``{code, message}``, ``error_code``, ``{error}``."""
 
@@ -137,5 +145,6 @@ bare_prediction_decoder: Final = msgspec.json.Decoder(Prediction)  # webhook bod
 balance_decoder: Final = msgspec.json.Decoder(BalanceEnvelope)
 upload_decoder: Final = msgspec.json.Decoder(UploadEnvelope)
 webhook_secret_decoder: Final = msgspec.json.Decoder(WebhookSecretEnvelope)
+any_decoder: Final = msgspec.json.Decoder(AnyEnvelope)
 error_decoder: Final = msgspec.json.Decoder(ErrorBody)
 json_encoder: Final = msgspec.json.Encoder()

@@ -1,0 +1,41 @@
+"""Shared fixtures: an in-process emulator on 127.0.0.1 and a Client pointed at it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from wavespeed_async import Client, PollConfig, RetryConfig
+from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
+
+#: A key that must never show up in a repr, a log line or an error.
+CANARY_KEY = "wsk-canary-9f8e7d6c5b4a39281706"
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def fast_poll() -> PollConfig:
+    """Polling tuned to the emulator's millisecond latencies, so tests run quickly."""
+    return PollConfig(expected_duration_s=0.03, min_interval_s=0.005, max_interval_s=0.05)
+
+
+def fast_retry() -> RetryConfig:
+    return RetryConfig(backoff_base_s=0.001, backoff_max_s=0.01, retry_after_cap_s=0.05)
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    async with Emulator(EmulatorConfig(seed=7, latency=LatencyProfile.fast())) as emu:
+        yield emu
+
+
+@pytest.fixture
+async def client(emulator: Emulator) -> AsyncIterator[Client]:
+    async with Client(
+        CANARY_KEY, base_url=emulator.base_url, poll=fast_poll(), retry=fast_retry(), seed=1
+    ) as c:
+        yield c

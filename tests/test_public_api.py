@@ -1,0 +1,36 @@
+"""The public namespace: flat, complete, and every error in one tree."""
+
+from __future__ import annotations
+
+import inspect
+
+import wavespeed_async
+from wavespeed_async import _errors
+
+
+def test_all_lists_every_public_name_once_and_sorted_within_groups() -> None:
+    exported = wavespeed_async.__all__
+    assert len(exported) == len(set(exported))
+    public = {n for n in vars(wavespeed_async) if not n.startswith("_") and n != "annotations"}
+    modules = {n for n in public if inspect.ismodule(getattr(wavespeed_async, n))}
+    assert public - modules - set(exported) == set(), "public names missing from __all__"
+    for name in exported:
+        assert hasattr(wavespeed_async, name), name
+
+
+def test_every_error_is_exported_and_derives_from_the_base() -> None:
+    errors = {
+        name
+        for name, obj in vars(_errors).items()
+        if inspect.isclass(obj) and issubclass(obj, BaseException)
+    }
+    assert errors == set(_errors.__all__)
+    for name in errors:
+        cls = getattr(wavespeed_async, name)
+        assert issubclass(cls, wavespeed_async.WaveSpeedError)
+        assert name in (_errors.__doc__ or ""), f"{name} is missing from the drawn tree"
+
+
+def test_timeout_error_is_also_a_builtin_timeout_error() -> None:
+    assert issubclass(wavespeed_async.TaskTimeoutError, TimeoutError)
+    assert issubclass(wavespeed_async.ValidationError, ValueError)

@@ -1,0 +1,357 @@
+"""Bulk fan-out: many tasks under bounded concurrency, results as they complete.
+
+::
+
+    async with client.run_many(model, inputs, concurrency=64) as results:
+        async for r in results:          # completion order (or input order: ordered=True)
+            ...
+
+The ``async with`` owns every task it starts (structured concurrency): results are not
+yielded from inside a task group, and leaving the block early (``break``, an exception,
+cancellation) stops submitting and polling at once, leaks no task, and reports the ids of
+tasks that were created and not delivered in :attr:`BulkRun.abandoned` (they still run,
+and are billed, on the server).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from wavespeed_async._errors import (
+    AuthenticationError,
+    PermissionDeniedError,
+    ValidationError,
+    WaveSpeedError,
+)
+from wavespeed_async._models import Prediction
+
+if TYPE_CHECKING:
+    from wavespeed_async._client import Client
+
+__all__ = ["BulkResult", "BulkRun", "Progress"]
+
+log = logging.getLogger("wavespeed_async")
+
+T = TypeVar("T")
+
+#: Errors that end the whole batch: every further job would fail the same way.
+BATCH_FATAL = (AuthenticationError, PermissionDeniedError)
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult(Generic[T]):
+    """The outcome of one job of a batch.
+
+    Attributes:
+        index: The job's position in the inputs (0-based).
+        input: The input as given (``None`` for :meth:`Client.wait_many`).
+        id: The task id, or ``None`` when no task was created (bad input, a refused
+            submit, or a submit whose outcome is unknown: see ``error``).
+        prediction: The final Prediction (``None`` if the task did not complete; for a
+            failed task, the failed Prediction).
+        error: Why the job did not complete, or ``None``.
+    """
+
+    index: int
+    input: T | None
+    id: str | None
+    prediction: Prediction | None
+    error: WaveSpeedError | None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the task completed."""
+        return self.error is None and self.prediction is not None
+
+    @property
+    def outputs(self) -> list[Any]:
+        """The completed task's outputs (empty otherwise)."""
+        return self.prediction.outputs if self.prediction is not None and self.ok else []
+
+
+@dataclass(slots=True)
+class Progress:
+    """Live counters of a batch, safe to read at any time (from a progress bar, a page).
+
+    ``queued``: inputs taken, not yet submitted; ``submitting``: submits under way;
+    ``running``: tasks created, not yet ended; ``completed`` / ``failed``: ended;
+    ``total``: the number of inputs when known in advance.
+    """
+
+    total: int | None = None
+    queued: int = 0
+    submitting: int = 0
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+    started_at: float = field(default_factory=anyio.current_time)
+
+    @property
+    def done(self) -> int:
+        """Jobs ended, either way."""
+        return self.completed + self.failed
+
+    @property
+    def elapsed_s(self) -> float:
+        return anyio.current_time() - self.started_at
+
+    @property
+    def rate_per_s(self) -> float:
+        """Jobs ended per second since the start."""
+        elapsed = self.elapsed_s
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the current rate, when the total is known."""
+        if self.total is None or self.rate_per_s == 0:
+            return None
+        return max(0.0, (self.total - self.done) / self.rate_per_s)
+
+    def __str__(self) -> str:
+        total = f"/{self.total}" if self.total is not None else ""
+        return (
+            f"{self.done}{total} done ({self.completed} ok, {self.failed} failed), "
+            f"{self.running} running, {self.submitting + self.queued} starting, "
+            f"{self.rate_per_s:.1f}/s"
+        )
+
+
+@dataclass(slots=True)
+class _Fatal:
+    error: BaseException
+
+
+class _Inputs(Generic[T]):
+    """Pulls (index, item) pairs lazily from a sync or async iterable, one at a time."""
+
+    def __init__(self, source: Iterable[T] | AsyncIterable[T]) -> None:
+        self._sync: Iterator[T] | None = None
+        self._async: AsyncIterator[T] | None = None
+        if isinstance(source, AsyncIterable):
+            self._async = aiter(source)
+        else:
+            self._sync = iter(source)
+        self._lock = anyio.Lock()
+        self._next = 0
+        self.exhausted = False
+
+    async def next(self) -> tuple[int, T] | None:
+        async with self._lock:  # async generators cannot be advanced concurrently
+            if self.exhausted:
+                return None
+            try:
+                item = next(self._sync) if self._sync is not None else await anext(self._async)  # type: ignore[arg-type]
+            except (StopIteration, StopAsyncIteration):
+                self.exhausted = True
+                return None
+            index = self._next
+            self._next += 1
+            return index, item
+
+
+class BulkRun(Generic[T]):
+    """An ``async with`` block that runs a batch; iterate it for results.
+
+    Made by :meth:`Client.run_many` and :meth:`Client.wait_many`; see the module docs.
+
+    Attributes:
+        progress: Live counters.
+        abandoned: After leaving the block early: ids of tasks created and not delivered.
+            They keep running (and are billed) on the server; ``client.wait_many(ids)``
+            collects them later.
+    """
+
+    def __init__(
+        self,
+        job: Callable[[int, T, Callable[[str], None]], Any],
+        inputs: Iterable[T] | AsyncIterable[T],
+        *,
+        concurrency: int,
+        ordered: bool,
+        reorder_window: int | None,
+        on_task_created: Callable[[int, str], Any] | None,
+        keep_inputs: bool = True,
+    ) -> None:
+        if not isinstance(concurrency, int) or concurrency < 1:
+            raise ValidationError(
+                "concurrency", f"concurrency: {concurrency!r}; allowed: an integer >= 1"
+            )
+        window = reorder_window if reorder_window is not None else 4 * concurrency
+        if ordered and window < concurrency:
+            raise ValidationError(
+                "reorder_window",
+                f"reorder_window: {window}; allowed: an integer >= concurrency ({concurrency})",
+            )
+        self._job = job
+        self._inputs = _Inputs(inputs)
+        self._concurrency = concurrency
+        self._ordered = ordered
+        # Jobs taken from the inputs and not yet delivered to the consumer, at most: this
+        # bounds memory whatever the consumer's speed, and the reorder buffer when ordered.
+        self._window = anyio.Semaphore(window if ordered else concurrency * 2)
+        self._on_task_created = on_task_created
+        self._keep_inputs = keep_inputs
+        size = getattr(inputs, "__len__", None)
+        self.progress = Progress(total=size() if callable(size) else None)
+        self._created: dict[int, str] = {}  # index -> task id, until delivered
+        self._pending: dict[int, BulkResult[T]] = {}  # ordered mode: waiting for their turn
+        self._next_index = 0
+        self._tg: TaskGroup | None = None
+        self._send: MemoryObjectSendStream[BulkResult[T] | _Fatal] | None = None
+        self._recv: MemoryObjectReceiveStream[BulkResult[T] | _Fatal] | None = None
+        self._stop = False
+        self._finished = False
+        self.abandoned: list[str] = []
+
+    def __repr__(self) -> str:
+        return f"<BulkRun {self.progress}>"
+
+    async def __aenter__(self) -> BulkRun[T]:
+        send, recv = anyio.create_memory_object_stream[BulkResult[T] | _Fatal](self._concurrency)
+        self._send, self._recv = send, recv
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        for _ in range(self._concurrency):
+            tg.start_soon(self._worker, send.clone())
+        send.close()  # the stream ends when the last worker closes its clone
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        if self._tg is None or self._recv is None:
+            return None
+        self._stop = True
+        if not self._finished:
+            self._tg.cancel_scope.cancel()
+        try:
+            if exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class()):
+                # The consumer's own error (or a batch-fatal one raised from __anext__):
+                # tear the workers down and let it propagate as itself, not wrapped in an
+                # exception group.
+                await self._tg.__aexit__(None, None, None)
+                return False
+            return await self._tg.__aexit__(exc_type, exc, tb)
+        finally:
+            self._recv.close()
+            self.abandoned = sorted(set(self._created.values()))
+            if self.abandoned:
+                log.warning(
+                    "left a batch early: %d task(s) still run on the server and are billed: %s",
+                    len(self.abandoned),
+                    ", ".join(self.abandoned[:20]) + (" ..." if len(self.abandoned) > 20 else ""),
+                )
+
+    def __aiter__(self) -> BulkRun[T]:
+        return self
+
+    async def __anext__(self) -> BulkResult[T]:
+        if self._recv is None:
+            raise RuntimeError("use a BulkRun inside 'async with' before iterating it")
+        while True:
+            if self._ordered and self._next_index in self._pending:
+                return self._deliver(self._pending.pop(self._next_index))
+            try:
+                item = await self._recv.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                self._finished = True
+                if self._pending:  # unreachable unless a worker vanished; never drop results
+                    return self._deliver(self._pending.pop(min(self._pending)))
+                raise StopAsyncIteration from None
+            if isinstance(item, _Fatal):
+                self._stop = True
+                raise item.error
+            if not self._ordered:
+                return self._deliver(item)
+            self._pending[item.index] = item
+
+    def _deliver(self, result: BulkResult[T]) -> BulkResult[T]:
+        self._created.pop(result.index, None)
+        self._next_index = max(self._next_index, result.index + 1)
+        self._window.release()
+        return result
+
+    async def _worker(self, send: MemoryObjectSendStream[BulkResult[T] | _Fatal]) -> None:
+        async with send:
+            while not self._stop:
+                await self._window.acquire()
+                try:
+                    pulled = await self._inputs.next()
+                except Exception as exc:  # the caller's input iterator failed
+                    self._window.release()
+                    await send.send(_Fatal(exc))
+                    return
+                if pulled is None:
+                    self._window.release()
+                    return
+                index, item = pulled
+                result = await self._run(index, item)
+                if isinstance(result, _Fatal):
+                    await send.send(result)
+                    return
+                await send.send(result)
+
+    async def _run(self, index: int, item: T) -> BulkResult[T] | _Fatal:
+        progress = self.progress
+        progress.queued += 1
+        task_id: str | None = None
+
+        def created(tid: str) -> None:
+            nonlocal task_id
+            task_id = tid
+            self._created[index] = tid
+            progress.submitting -= 1
+            progress.running += 1
+            if self._on_task_created is not None:
+                try:
+                    self._on_task_created(index, tid)
+                except Exception:
+                    log.exception("on_task_created failed for task %s", tid)
+
+        progress.queued -= 1
+        progress.submitting += 1
+        kept = item if self._keep_inputs else None
+        try:
+            pred: Prediction = await self._job(index, item, created)
+        except BATCH_FATAL as exc:
+            self._stop = True
+            self._count_end(task_id, ok=False)
+            return _Fatal(exc)
+        except WaveSpeedError as exc:
+            self._count_end(task_id, ok=False)
+            tid = task_id or exc.task_id
+            final = getattr(exc, "prediction", None) or getattr(exc, "last", None)
+            return BulkResult(index, kept, tid, final, exc)
+        self._count_end(task_id, ok=True)
+        return BulkResult(index, kept, pred.id, pred, None)
+
+    def _count_end(self, task_id: str | None, *, ok: bool) -> None:
+        progress = self.progress
+        if task_id is None:
+            progress.submitting -= 1
+        else:
+            progress.running -= 1
+        if ok:
+            progress.completed += 1
+        else:
+            progress.failed += 1
+
+
+def default_concurrency(client: Client) -> int:
+    """The batch concurrency when none is given: the Client's in-flight cap, else 64."""
+    cap = client.limits.max_in_flight
+    return cap if cap is not None and cap < math.inf else 64

@@ -1,0 +1,817 @@
+"""The Client: one aiohttp session, shared flow control, typed results."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import collections
+import inspect
+import logging
+import os
+import platform
+import random
+import secrets
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Mapping,
+)
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Final, Union
+from urllib.parse import urlsplit
+
+import aiohttp
+import anyio
+import msgspec
+
+from wavespeed_async import _policy
+from wavespeed_async._bulk import BulkRun, default_concurrency
+from wavespeed_async._config import PollConfig, RetryConfig, Timeouts
+from wavespeed_async._errors import (
+    APIStatusError,
+    ClientClosedError,
+    DecodeError,
+    TaskFailedError,
+    TaskTimeoutError,
+    TransportError,
+    ValidationError,
+)
+from wavespeed_async._flow import FlowControl, FlowLimits
+from wavespeed_async._models import (
+    Prediction,
+    any_decoder,
+    balance_decoder,
+    prediction_decoder,
+    upload_decoder,
+    webhook_secret_decoder,
+)
+from wavespeed_async._policy import DurationEstimator, FailureKind
+from wavespeed_async._requests import TypedRequest, coerce_request
+from wavespeed_async._transport import Transport
+
+__all__ = ["DEFAULT_BASE_URL", "Client", "TaskCreatedHook"]
+
+log = logging.getLogger("wavespeed_async")
+
+DEFAULT_BASE_URL: Final = "https://api.wavespeed.ai"
+_VERSION: Final = "0.1.0"
+#: Submit times remembered for tasks not yet waited on (bounded, oldest dropped first).
+_MAX_REMEMBERED: Final = 100_000
+_CHUNK: Final = 1 << 20
+
+#: Called with the created Prediction the moment a task id exists, before any polling.
+TaskCreatedHook = Callable[[Prediction], Awaitable[None] | None]
+ModelOrRequest = str | TypedRequest
+FileInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
+
+
+class _Unset:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+_UNSET: Final = _Unset()
+
+
+def _same_origin(a: str, b: str) -> bool:
+    x, y = urlsplit(a), urlsplit(b)
+    return (x.scheme, x.netloc) == (y.scheme, y.netloc)
+
+
+def _sniff_ext(data: bytes) -> str:
+    if data.startswith(b"\x89PNG"):
+        return ".png"
+    if data.startswith(b"\xff\xd8"):
+        return ".jpg"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return ".webp"
+    if data[:6] in (b"GIF87a", b"GIF89a"):
+        return ".gif"
+    return ".bin"
+
+
+_EXT_BY_TYPE: Final = {
+    "image/png": ".png",
+    "image/jpeg": ".jpg",
+    "image/webp": ".webp",
+    "image/gif": ".gif",
+    "video/mp4": ".mp4",
+    "audio/mpeg": ".mp3",
+    "audio/wav": ".wav",
+}
+
+
+class Client:
+    """An async client for the WaveSpeedAI API.
+
+    Use it as ``async with Client() as client:``, or create it once (e.g. in a web app's
+    lifespan) and ``await client.aclose()`` at the end. One Client owns one aiohttp session
+    with a bounded connection pool, and one set of limits (:class:`FlowLimits`) shared by
+    every call made through it. A Client belongs to the event loop it is first used on.
+
+    Args:
+        api_key: The API key; default ``$WAVESPEED_API_KEY``. Never shown in a repr, a log
+            line or an error.
+        base_url: Default ``$WAVESPEED_BASE_URL``, else ``https://api.wavespeed.ai``.
+        timeouts: Connect / per-request / whole-task timeouts.
+        retry: Retry attempts and backoff.
+        poll: Adaptive polling settings.
+        limits: In-flight cap, start rate, poll budget and pool size, shared by all calls.
+        on_task_created: Called (sync or async) with each created Prediction the moment its
+            id exists, before polling: persist ids here so no task is ever lost.
+        headers: Extra headers for API requests.
+        seed: Seeds the retry jitter (for reproducible tests).
+
+    Raises:
+        ValidationError: no API key was given or found in the environment, or a setting is
+            out of range.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str | None = None,
+        timeouts: Timeouts | None = None,
+        retry: RetryConfig | None = None,
+        poll: PollConfig | None = None,
+        limits: FlowLimits | None = None,
+        on_task_created: TaskCreatedHook | None = None,
+        headers: Mapping[str, str] | None = None,
+        seed: int | None = None,
+    ) -> None:
+        key = api_key if api_key is not None else os.environ.get("WAVESPEED_API_KEY", "")
+        if not key or not key.strip():
+            raise ValidationError(
+                "api_key",
+                "api_key: no API key; pass Client(api_key=...) or set WAVESPEED_API_KEY "
+                "(the built-in emulator accepts any non-empty key)",
+            )
+        url = base_url or os.environ.get("WAVESPEED_BASE_URL") or DEFAULT_BASE_URL
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValidationError(
+                "base_url", f"base_url: {url!r} is not allowed; allowed: an http(s) URL"
+            )
+        self.base_url = url.rstrip("/")
+        self._auth = f"Bearer {key.strip()}"
+        self.timeouts = timeouts or Timeouts()
+        self.retry = retry or RetryConfig()
+        self.poll = poll or PollConfig()
+        self.limits = limits or FlowLimits()
+        self.on_task_created = on_task_created
+        self._extra_headers = {
+            "User-Agent": f"wavespeed-async/{_VERSION}",
+            "X-Client-Name": "wavespeed-async",
+            "X-Client-Version": _VERSION,
+            "X-Client-OS": platform.system().lower() or "unknown",
+            **(headers or {}),
+        }
+        self._rng = random.Random(seed)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._media_session: aiohttp.ClientSession | None = None
+        self._transport: Transport | None = None
+        self._flow: FlowControl | None = None
+        self._closed = False
+        self._estimators: dict[str, DurationEstimator] = {}
+        self._submitted: collections.OrderedDict[str, tuple[float, str]] = collections.OrderedDict()
+        self.tasks_created = 0
+        self.polls_sent = 0
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else ("open" if self._session else "not opened")
+        flow = self._flow
+        in_flight = int(flow.in_flight.borrowed_tokens) if flow else 0
+        return (
+            f"<Client {self.base_url} {state} tasks_created={self.tasks_created} "
+            f"in_flight={in_flight} polls_sent={self.polls_sent}>"
+        )
+
+    async def __aenter__(self) -> Client:
+        self._open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pools. Idempotent; the Client cannot be used afterwards."""
+        self._closed = True
+        sessions = [s for s in (self._session, self._media_session) if s is not None]
+        self._session = self._media_session = None
+        self._transport = None
+        for s in sessions:
+            await s.close()
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`aclose` was called."""
+        return self._closed
+
+    def _open(self) -> Transport:
+        """The transport for the running loop, opening the session on first use."""
+        if self._closed:
+            raise ClientClosedError("this Client is closed; create a new one")
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and self._loop is not loop:
+            raise ClientClosedError(
+                "this Client belongs to another event loop; create one Client per event loop "
+                "(for example in your app's lifespan), not at import time"
+            )
+        if self._transport is None:
+            self._loop = loop
+            connector = aiohttp.TCPConnector(
+                limit=self.limits.max_connections, limit_per_host=self.limits.max_connections
+            )
+            self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+            self._flow = self._flow or FlowControl(self.limits)
+            self._transport = Transport(
+                self._session,
+                base_url=self.base_url,
+                auth_header=self._auth,
+                timeouts=self.timeouts,
+                retry=self.retry,
+                flow=self._flow,
+                rng=self._rng,
+                extra_headers=self._extra_headers,
+            )
+        return self._transport
+
+    @property
+    def flow(self) -> FlowControl:
+        """The flow control shared by every call on this Client."""
+        self._open()
+        if self._flow is None:  # pragma: no cover - _open() always sets it
+            raise ClientClosedError("this Client is closed")
+        return self._flow
+
+    # -- tasks -------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        model: ModelOrRequest,
+        input: Mapping[str, Any] | None = None,
+        *,
+        webhook: str | None = None,
+        sync: bool = False,
+    ) -> Prediction:
+        """Submit one task (one POST) and return it as created.
+
+        Args:
+            model: A model path such as ``"wavespeed-ai/flux-kontext-dev"``, or a typed
+                request such as ``FluxKontextDev(prompt=...)`` (then ``input`` is omitted).
+            input: The model's inputs, a flat mapping.
+            webhook: A URL that the server POSTs the finished task to.
+            sync: Ask the server to hold the answer until the task ends
+                (``enable_sync_mode``). If the connection is lost while it holds, the task
+                id is lost with it: prefer polling or webhooks for bulk work.
+
+        Raises:
+            ValidationError: bad input, before anything is sent.
+            SubmissionOutcomeUnknown: the answer was lost; a task may exist. Not re-sent.
+            RateLimitError, APIStatusError, TransportError: the submit was refused or could
+                not be sent (re-sent first where provably safe).
+        """
+        path, body = coerce_request(model, input)
+        if sync:
+            body["enable_sync_mode"] = True
+        if webhook is not None:
+            if urlsplit(webhook).scheme not in ("http", "https"):
+                raise ValidationError(
+                    "webhook", f"webhook: {webhook!r:.80} is not allowed; allowed: an http(s) URL"
+                )
+            if body.get("enable_base64_output"):
+                raise ValidationError(
+                    "webhook",
+                    "webhook: cannot be combined with enable_base64_output (the server "
+                    "rejects it); allowed: one or the other",
+                )
+        transport = self._open()
+        await self.flow.acquire_start()
+        try:
+            env = await transport.submit(
+                path,
+                body,
+                prediction_decoder,
+                params={"webhook": webhook} if webhook else None,
+                timeout_s=self.timeouts.sync_request_s if sync else None,
+            )
+        except APIStatusError as exc:
+            if exc.task_id is not None:
+                # An error answer that names a task: the task exists. Report it as created.
+                await self._task_created(Prediction(id=exc.task_id, model=path), path)
+            raise
+        if env.data is None:
+            raise DecodeError(f"submit to {path}: the answer has no task in it")
+        await self._task_created(env.data, path)
+        return env.data
+
+    async def _task_created(self, pred: Prediction, model: str) -> None:
+        self.tasks_created += 1
+        self._submitted[pred.id] = (anyio.current_time(), model)
+        if len(self._submitted) > _MAX_REMEMBERED:
+            self._submitted.popitem(last=False)
+        log.info("task %s created for %s", pred.id, model)
+        hook = self.on_task_created
+        if hook is None:
+            return
+        try:
+            result = hook(pred)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            # The task exists whatever the hook does; its id is still returned.
+            log.exception("on_task_created hook failed for task %s", pred.id)
+
+    async def get_result(self, task_id: str) -> Prediction:
+        """Fetch a task's current state (one GET, retried on transient errors).
+
+        Raises:
+            NotFoundError: the id is unknown to the server.
+        """
+        return await self._get(task_id, deadline=None)
+
+    async def _get(self, task_id: str, *, deadline: float | None) -> Prediction:
+        if not task_id or "/" in task_id or "?" in task_id:
+            raise ValidationError("task_id", f"task_id: {task_id!r} is not a task id")
+        env = await self._open().call(
+            "GET",
+            f"/api/v3/predictions/{task_id}/result",
+            prediction_decoder,
+            deadline=deadline,
+            task_id=task_id,
+        )
+        if env.data is None:
+            raise DecodeError("the result has no task in it", task_id=task_id)
+        return env.data
+
+    def _estimator(self, model: str) -> DurationEstimator:
+        est = self._estimators.get(model)
+        if est is None:
+            est = self._estimators[model] = DurationEstimator.from_config(self.poll)
+        return est
+
+    async def wait(
+        self,
+        task: Prediction | str,
+        *,
+        timeout: float | _Unset | None = _UNSET,
+    ) -> Prediction:
+        """Poll a task until it ends; return it completed.
+
+        Polling adapts to how long this model's tasks take, so it notices the end soon
+        after it happens with few requests, within the Client's poll budget.
+
+        Args:
+            task: A Prediction from :meth:`submit`, or a task id (also from an earlier
+                process).
+            timeout: Seconds to wait; default ``timeouts.task_s``; ``None``: no limit.
+
+        Raises:
+            TaskFailedError: the task ended failed, cancelled, timed out or deleted.
+            TaskTimeoutError: ``timeout`` passed (also a ``TimeoutError``); the task still
+                runs on the server: wait again with its id later.
+        """
+        pred = task if isinstance(task, Prediction) else None
+        task_id = task if isinstance(task, str) else task.id
+        if pred is not None and pred.done:
+            return self._finished(pred)
+        self._open()
+        limit = self.timeouts.task_s if isinstance(timeout, _Unset) else timeout
+        if limit is not None and limit <= 0:
+            raise ValidationError("timeout", f"timeout: {limit!r}; allowed: a number > 0 or None")
+        now = anyio.current_time()
+        known = self._submitted.get(task_id)
+        started, model = known if known else (now, pred.model if pred else "")
+        last: list[Prediction | None] = [pred]
+        deadline = None if limit is None else now + limit
+        with anyio.move_on_after(limit if limit is not None else float("inf")):
+            result = await self._poll(task_id, model, started, known is not None, deadline, last)
+            self._submitted.pop(task_id, None)
+            return self._finished(result)
+        raise TaskTimeoutError(
+            f"task {task_id} did not finish within {limit} s; it still runs on the server",
+            task_id=task_id,
+            last=last[0],
+        )
+
+    async def _poll(
+        self,
+        task_id: str,
+        model: str,
+        started: float,
+        learn: bool,
+        deadline: float | None,
+        last: list[Prediction | None],
+    ) -> Prediction:
+        flow = self.flow
+        est = self._estimator(model)
+        status = last[0].status if last[0] is not None else "created"
+        polls = 0
+        pending_at: float | None = None  # when the last poll saw the task still running
+        while True:
+            now = anyio.current_time()
+            delay = _policy.next_poll_delay(
+                elapsed_s=now - started,
+                polls_done=polls,
+                status=status,
+                estimator=est,
+                config=self.poll,
+            )
+            if deadline is not None:
+                # Poll once more just before the deadline rather than sleeping past it.
+                delay = max(0.0, min(delay, deadline - now - 0.05))
+            await anyio.sleep(delay)
+            await flow.acquire_poll()
+            pred = await self._get(task_id, deadline=deadline)
+            polls += 1
+            self.polls_sent += 1
+            last[0] = pred
+            status = pred.status
+            seen_at = anyio.current_time() - started
+            if not pred.done:
+                pending_at = seen_at
+            else:
+                if learn:
+                    # Learn when the task ended (between the last two polls), not when it
+                    # was seen: a schedule that learned its own lateness could never recover.
+                    est.observe_detection(seen_at, pending_at)
+                log.debug("task %s %s after %d polls", task_id, status, polls)
+                return pred
+
+    @staticmethod
+    def _finished(pred: Prediction) -> Prediction:
+        if pred.status != "completed":
+            raise TaskFailedError(pred)
+        return pred
+
+    async def run(
+        self,
+        model: ModelOrRequest,
+        input: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | _Unset | None = _UNSET,
+        webhook: str | None = None,
+        sync: bool = False,
+    ) -> Prediction:
+        """Submit a task and wait for it: the one call most code needs.
+
+        Holds one of the Client's in-flight slots from submit until the task ends.
+        ``timeout`` counts from when the task was created. With ``sync=True`` the server
+        holds the answer; if its wait runs out, this continues by polling the same task,
+        never by submitting again.
+
+        Raises:
+            Everything :meth:`submit` and :meth:`wait` raise.
+        """
+        return await self._run_one(
+            model, input, timeout=timeout, webhook=webhook, sync=sync, on_created=None
+        )
+
+    async def _run_one(
+        self,
+        model: ModelOrRequest,
+        input: Mapping[str, Any] | None,
+        *,
+        timeout: float | _Unset | None,
+        webhook: str | None,
+        sync: bool,
+        on_created: Callable[[str], None] | None,
+    ) -> Prediction:
+        """run(), with ``on_created`` told each task id the moment it exists."""
+        flow = self.flow
+        token = object()
+        await flow.in_flight.acquire_on_behalf_of(token)
+        try:
+            try:
+                pred = await self.submit(model, input, webhook=webhook, sync=sync)
+            except APIStatusError as exc:
+                # The server named a task but answered with a server-side error (e.g. a sync
+                # wait that ran out, code 5004): the task exists, so follow it.
+                if exc.task_id is None or exc.status < 500:
+                    raise
+                log.info("task %s: %s; polling it", exc.task_id, exc)
+                if on_created is not None:
+                    on_created(exc.task_id)
+                return await self.wait(exc.task_id, timeout=timeout)
+            if on_created is not None:
+                on_created(pred.id)
+            return await self.wait(pred, timeout=timeout)
+        finally:
+            flow.in_flight.release_on_behalf_of(token)
+
+    # -- many tasks ----------------------------------------------------------------------
+
+    def run_many(
+        self,
+        model: str | None,
+        inputs: Iterable[Any] | AsyncIterable[Any],
+        *,
+        concurrency: int | None = None,
+        ordered: bool = False,
+        reorder_window: int | None = None,
+        timeout: float | _Unset | None = _UNSET,
+        webhook: str | None = None,
+        on_task_created: Callable[[int, str], Any] | None = None,
+    ) -> BulkRun[Any]:
+        """Run many tasks; iterate the results as they complete.
+
+        ::
+
+            async with client.run_many(model, inputs, concurrency=64) as results:
+                async for r in results:
+                    print(r.index, r.id, r.ok, r.error or r.outputs)
+
+        Args:
+            model: The model path for dict inputs; ``None`` when every input is a typed
+                request (which carries its model).
+            inputs: An iterable or async iterable of dicts or typed requests, consumed
+                lazily: at most about ``2 * concurrency`` are held at once, so a generator of
+                a million inputs runs in memory that does not grow.
+            concurrency: Jobs at once (default: the Client's ``max_in_flight``). The
+                Client's limits still apply across everything it runs.
+            ordered: Yield in input order (through a reorder buffer of ``reorder_window``
+                results, default ``4 * concurrency``) instead of completion order.
+            timeout: Per-task deadline once created (default ``timeouts.task_s``).
+            webhook: A webhook URL passed with every submit.
+            on_task_created: Called with ``(index, task_id)`` the moment each task id
+                exists, before polling: persist ids here.
+
+        One job's failure is a result with ``.error`` (a WaveSpeedError), never an
+        exception that ends the batch; only a bad key (401) or a refused account (403)
+        raises, from the ``async for``.
+        """
+        self._open()
+
+        async def job(index: int, item: Any, created: Callable[[str], None]) -> Prediction:
+            if isinstance(item, TypedRequest):
+                return await self._run_one(
+                    item, None, timeout=timeout, webhook=webhook, sync=False, on_created=created
+                )
+            if not isinstance(item, Mapping):
+                raise ValidationError(
+                    "inputs",
+                    f"inputs[{index}]: {type(item).__name__} is not allowed; allowed: a dict "
+                    "of inputs or a typed request",
+                )
+            if model is None:
+                raise ValidationError(
+                    "model", f"inputs[{index}]: a dict input needs run_many(model, ...)"
+                )
+            return await self._run_one(
+                model, item, timeout=timeout, webhook=webhook, sync=False, on_created=created
+            )
+
+        return BulkRun(
+            job,
+            inputs,
+            concurrency=default_concurrency(self) if concurrency is None else concurrency,
+            ordered=ordered,
+            reorder_window=reorder_window,
+            on_task_created=on_task_created,
+        )
+
+    def wait_many(
+        self,
+        task_ids: Iterable[str] | AsyncIterable[str],
+        *,
+        concurrency: int | None = None,
+        ordered: bool = False,
+        timeout: float | _Unset | None = _UNSET,
+    ) -> BulkRun[str]:
+        """Collect results of tasks by id (e.g. from an earlier process's journal).
+
+        The same interface as :meth:`run_many`: ``async with`` it and iterate; each
+        result's ``input`` is the id.
+        """
+        self._open()
+
+        async def job(index: int, task_id: str, created: Callable[[str], None]) -> Prediction:
+            created(task_id)
+            token = object()
+            await self.flow.in_flight.acquire_on_behalf_of(token)
+            try:
+                return await self.wait(task_id, timeout=timeout)
+            finally:
+                self.flow.in_flight.release_on_behalf_of(token)
+
+        return BulkRun(
+            job,
+            task_ids,
+            concurrency=default_concurrency(self) if concurrency is None else concurrency,
+            ordered=ordered,
+            reorder_window=None,
+            on_task_created=None,
+        )
+
+    # -- other endpoints ---------------------------------------------------------------
+
+    async def balance(self) -> float:
+        """The account balance in USD."""
+        env = await self._open().call("GET", "/api/v3/balance", balance_decoder)
+        if env.data is None:
+            raise DecodeError("the balance answer has no data")
+        return env.data.balance
+
+    async def webhook_secret(self) -> str:
+        """The account's webhook signing secret (``whsec_...``), for ``verify_webhook``."""
+        env = await self._open().call("GET", "/api/v3/webhook/secret", webhook_secret_decoder)
+        if env.data is None:
+            raise DecodeError("the webhook secret answer has no data")
+        return env.data.secret
+
+    async def delete(self, task_ids: list[str]) -> None:
+        """Delete tasks and their outputs on the server (there is no cancel: a running task
+        is still billed)."""
+        if not task_ids:
+            return
+        await self._open().call(
+            "POST",
+            "/api/v3/predictions/delete",
+            any_decoder,
+            json_body=msgspec.json.encode({"ids": list(task_ids)}),
+        )
+
+    async def upload(
+        self,
+        file: FileInput,
+        *,
+        filename: str | None = None,
+        content_type: str | None = None,
+    ) -> str:
+        """Upload media and return its URL, to pass as a model's ``image`` input.
+
+        Args:
+            file: A path, bytes, or a binary file object. Files are read in a worker
+                thread, never on the event loop.
+            filename: The name to store it under (default: the path's name, or
+                ``upload.bin``).
+
+        Raises:
+            BadRequestError: the file is too large for the server (413).
+        """
+        data, name = await _read_file_input(file)
+        name = filename or name
+        ctype = content_type or _guess_type(name)
+
+        def form() -> aiohttp.FormData:
+            fd = aiohttp.FormData()
+            fd.add_field("file", data, filename=name, content_type=ctype)
+            return fd
+
+        # An upload creates no task: sending it twice costs storage, not money.
+        env = await self._open().call(
+            "POST", "/api/v3/media/upload/binary", upload_decoder, form=form
+        )
+        if env.data is None:
+            raise DecodeError("the upload answer has no data")
+        log.info("uploaded %s (%d bytes)", name, len(data))
+        return env.data.download_url
+
+    async def download(
+        self, prediction: Prediction, directory: str | os.PathLike[str]
+    ) -> list[Path]:
+        """Save every output of a completed task into ``directory``; return the paths.
+
+        Files are named ``{task_id}_{n}{ext}``, written atomically (a partial file never
+        appears under the final name). URL outputs are streamed to disk through a separate
+        connection pool that never carries the API key; base64 outputs are decoded.
+
+        Raises:
+            TransportError, APIStatusError: an output could not be fetched (after retries).
+        """
+        self._open()
+        folder = anyio.Path(os.fspath(directory))
+        await folder.mkdir(parents=True, exist_ok=True)
+        paths: list[Path] = []
+        for n, output in enumerate(prediction.outputs):
+            stem = f"{prediction.id}_{n}"
+            if isinstance(output, str) and output.startswith(("http://", "https://")):
+                paths.append(await self._download_url(output, folder, stem, prediction.id))
+            elif isinstance(output, str):
+                try:
+                    raw = base64.b64decode(output, validate=True)
+                except ValueError:
+                    raise DecodeError(
+                        f"output {n} is neither a URL nor base64", task_id=prediction.id
+                    ) from None
+                paths.append(await _write_atomic(folder / (stem + _sniff_ext(raw)), [raw]))
+            else:
+                raw = msgspec.json.encode(output)
+                paths.append(await _write_atomic(folder / (stem + ".json"), [raw]))
+        return paths
+
+    def _media(self) -> aiohttp.ClientSession:
+        if self._media_session is None:
+            # Its own pool and no default headers: the API key never reaches output hosts.
+            self._media_session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self.limits.max_connections),
+                headers={"User-Agent": f"wavespeed-async/{_VERSION}"},
+            )
+        return self._media_session
+
+    async def _download_url(self, url: str, folder: anyio.Path, stem: str, task_id: str) -> Path:
+        session = self._media()
+        timeout = aiohttp.ClientTimeout(
+            sock_connect=self.timeouts.connect_s, sock_read=self.timeouts.request_s
+        )
+        attempt = 0
+        while True:
+            attempt += 1
+            kind: FailureKind | None = None
+            status: int | None = None
+            try:
+                async with session.get(url, timeout=timeout) as resp:
+                    status = resp.status
+                    if status == 200:
+                        ext = _EXT_BY_TYPE.get(resp.content_type) or (
+                            Path(urlsplit(url).path).suffix[:8] or ".bin"
+                        )
+                        return await _write_atomic(
+                            folder / (stem + ext), resp.content.iter_chunked(_CHUNK)
+                        )
+                    kind = FailureKind.STATUS
+            except aiohttp.ClientConnectorError:
+                kind = FailureKind.CONNECT
+            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+                kind = FailureKind.TIMEOUT
+            except aiohttp.ClientError:
+                kind = FailureKind.RESET
+            decision = _policy.decide_get_retry(
+                kind, status=status, retry_after_s=None, attempt=attempt,
+                config=self.retry, rng=self._rng, time_left_s=None)  # fmt: skip
+            if not decision.retry:
+                where = urlsplit(url)
+                what = f"HTTP {status}" if status else kind.name.lower()
+                raise TransportError(
+                    f"cannot download output {where.netloc}{where.path}: {what}",
+                    method="GET",
+                    url=f"{where.scheme}://{where.netloc}{where.path}",
+                    task_id=task_id,
+                )
+            await anyio.sleep(decision.delay_s)
+
+
+async def _read_file_input(file: FileInput) -> tuple[bytes, str]:
+    if isinstance(file, (bytes, bytearray, memoryview)):
+        return bytes(file), "upload.bin"
+    if isinstance(file, (str, os.PathLike)):
+        p = anyio.Path(os.fspath(file))
+        try:
+            return await p.read_bytes(), p.name
+        except OSError as exc:
+            raise ValidationError("file", f"file: cannot read {os.fspath(file)!r}: {exc}") from None
+    read = getattr(file, "read", None)
+    if read is None:
+        raise ValidationError(
+            "file", f"file: {type(file).__name__} is not allowed; allowed: a path, bytes or a "
+            "binary file object")  # fmt: skip
+    data = await anyio.to_thread.run_sync(read)
+    if not isinstance(data, bytes):
+        raise ValidationError("file", "file: the file object must be opened in binary mode")
+    return data, Path(str(getattr(file, "name", "upload.bin"))).name
+
+
+def _guess_type(name: str) -> str:
+    import mimetypes
+
+    return mimetypes.guess_type(name)[0] or "application/octet-stream"
+
+
+async def _write_atomic(final: anyio.Path, chunks: list[bytes] | AsyncIterator[bytes]) -> Path:
+    """Write chunks (a list, or an async iterator of bytes) to ``final`` atomically."""
+    tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.part")
+    try:
+        async with await anyio.open_file(tmp, "wb") as f:
+            if isinstance(chunks, list):
+                for chunk in chunks:
+                    await f.write(chunk)
+            else:
+                buf = bytearray()
+                async for chunk in chunks:
+                    buf += chunk
+                    if len(buf) >= _CHUNK:
+                        await f.write(bytes(buf))
+                        buf.clear()
+                if buf:
+                    await f.write(bytes(buf))
+        await tmp.replace(final)
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await tmp.unlink(missing_ok=True)
+        raise
+    return Path(final)

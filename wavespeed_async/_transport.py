@@ -1,0 +1,362 @@
+"""The HTTP layer: send one API call, classify what happened, follow the retry policy.
+
+Every decision (retry or not, how long to wait, whether a submit's outcome is unknown) is
+made by the pure functions of :mod:`wavespeed_async._policy`; this module only carries them
+out, and turns whatever aiohttp raises into the public error tree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
+
+import aiohttp
+import anyio
+import msgspec
+
+from wavespeed_async import _policy
+from wavespeed_async._config import RetryConfig, Timeouts
+from wavespeed_async._errors import (
+    APIStatusError,
+    ConnectError,
+    DecodeError,
+    RateLimitError,
+    SubmissionOutcomeUnknown,
+    TransportError,
+    WaveSpeedError,
+)
+from wavespeed_async._flow import FlowControl
+from wavespeed_async._models import error_decoder
+from wavespeed_async._policy import FailureKind
+
+__all__ = ["Envelope", "Transport"]
+
+log = logging.getLogger("wavespeed_async")
+
+_CAUSE_KIND = {
+    FailureKind.RESET: "reset",
+    FailureKind.TIMEOUT: "timeout",
+    FailureKind.MALFORMED: "malformed",
+    FailureKind.STATUS: "server_error",
+    FailureKind.CONNECT: "connect",
+}
+
+
+class Envelope(Protocol):
+    """What every decoded answer looks like: ``{code, message, data}``."""
+
+    @property
+    def code(self) -> int | str | None: ...
+    @property
+    def message(self) -> str | None: ...
+    @property
+    def data(self) -> Any: ...
+
+
+E = TypeVar("E", bound=Envelope)
+E_co = TypeVar("E_co", bound=Envelope, covariant=True)
+
+
+class _Decoder(Protocol, Generic[E_co]):
+    def decode(self, buf: bytes, /) -> E_co: ...
+
+
+@dataclass(slots=True)
+class _Attempt:
+    """What one HTTP attempt came to, when it did not succeed."""
+
+    kind: FailureKind
+    status: int | None = None
+    retry_after_s: float | None = None
+    error: WaveSpeedError | None = None
+    task_id: str | None = None
+
+
+def _envelope_code(code: int | str | None) -> int | None:
+    if code is None or isinstance(code, int):
+        return code
+    try:
+        return int(code)
+    except ValueError:
+        return None
+
+
+def _text(body: bytes) -> str:
+    return body[:2000].decode("utf-8", "replace")
+
+
+def _error_message(body: bytes, status: int) -> tuple[str, int | None]:
+    """A readable message and the envelope code from an error answer, whatever its shape."""
+    try:
+        err = error_decoder.decode(body)
+    except msgspec.DecodeError:
+        text = _text(body).strip()
+        return (text[:300] or f"HTTP {status} with an empty body"), None
+    code = _envelope_code(err.code)
+    if code is None:
+        code = _envelope_code(err.error_code)
+    message = err.message
+    if not message and err.error is not None:
+        message = err.error if isinstance(err.error, str) else str(err.error)
+    return (message or f"HTTP {status}"), code
+
+
+class Transport:
+    """Sends API calls for one Client over one aiohttp session.
+
+    Not public: the Client owns it. The API key lives only in the ``Authorization`` header
+    built here, which is sent to the API's base URL and nowhere else.
+    """
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        *,
+        base_url: str,
+        auth_header: str,
+        timeouts: Timeouts,
+        retry: RetryConfig,
+        flow: FlowControl,
+        rng: random.Random,
+        extra_headers: Mapping[str, str],
+    ) -> None:
+        self.session = session
+        self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": auth_header, **extra_headers}
+        self.timeouts = timeouts
+        self.retry = retry
+        self.flow = flow
+        self.rng = rng
+        self.requests_sent = 0
+        self.retries = 0
+
+    def url(self, path: str) -> str:
+        """An absolute API URL from a path (``/api/v3/...``)."""
+        return self.base_url + path
+
+    def _timeout(self, read_s: float) -> aiohttp.ClientTimeout:
+        # Waiting for a pooled connection and connecting are "connect" phases: a timeout
+        # there proves the request never left, so even a submit may be re-sent. Only a
+        # timeout while waiting for the answer (sock_read) leaves a submit's outcome unknown,
+        # which is why there is no "total" that could fire during the pool wait.
+        return aiohttp.ClientTimeout(
+            total=None,
+            connect=self.timeouts.request_s,
+            sock_connect=self.timeouts.connect_s,
+            sock_read=read_s,
+        )
+
+    async def _attempt(
+        self,
+        method: str,
+        url: str,
+        decoder: _Decoder[E],
+        *,
+        json_body: bytes | None,
+        form: Callable[[], aiohttp.FormData] | None,
+        params: Mapping[str, str] | None,
+        timeout_s: float,
+    ) -> E | _Attempt:
+        """One HTTP exchange; a decoded envelope on success, else what went wrong."""
+        await self.flow.wait_cooldown()
+        headers = self._headers
+        if json_body is not None:
+            headers = {**headers, "Content-Type": "application/json"}
+        self.requests_sent += 1
+        try:
+            async with self.session.request(
+                method,
+                url,
+                data=json_body if json_body is not None else (form() if form else None),
+                params=params,
+                headers=headers,
+                timeout=self._timeout(timeout_s),
+                # A redirected POST could be re-sent by the redirect: never follow for POST.
+                allow_redirects=method == "GET",
+            ) as resp:
+                status = resp.status
+                body = await resp.read()
+                retry_after_text = resp.headers.get("Retry-After")
+        except aiohttp.ClientConnectorError as exc:
+            error: WaveSpeedError = ConnectError(
+                f"cannot connect to {self.base_url}: {exc.os_error or exc}", method=method, url=url
+            )
+            return _Attempt(FailureKind.CONNECT, error=error)
+        except aiohttp.ConnectionTimeoutError:
+            error = ConnectError(
+                f"timed out connecting to {self.base_url} after {self.timeouts.connect_s} s",
+                method=method,
+                url=url,
+            )
+            return _Attempt(FailureKind.CONNECT, error=error)
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            error = TransportError(
+                f"{method} {url}: no answer within {timeout_s} s", method=method, url=url
+            )
+            return _Attempt(FailureKind.TIMEOUT, error=error)
+        except aiohttp.ClientError as exc:
+            # Reset, server disconnect, broken payload, bad HTTP: the request may have been
+            # received, so for a submit the outcome is unknown.
+            error = TransportError(
+                f"{method} {url}: connection lost ({type(exc).__name__}: {exc})",
+                method=method,
+                url=url,
+            )
+            return _Attempt(FailureKind.RESET, error=error)
+
+        retry_after = _policy.parse_retry_after(retry_after_text, now=time.time())
+        if 200 <= status < 300:
+            try:
+                env = decoder.decode(body)
+            except msgspec.DecodeError as exc:
+                return _Attempt(FailureKind.MALFORMED, status=status, error=DecodeError(
+                    f"{method} {url}: the answer is not the expected JSON ({exc})",
+                    body=_text(body)))  # fmt: skip
+            effective = _policy.classify_status(status, _envelope_code(env.code))
+            if effective is None:
+                return env
+            task_id = getattr(env.data, "id", None)
+            message = env.message or f"code {env.code}"
+            return self._status_failure(effective, message, env.code, body, retry_after, task_id)
+        message, code = _error_message(body, status)
+        return self._status_failure(status, message, code, body, retry_after, None)
+
+    def _status_failure(
+        self,
+        status: int,
+        message: str,
+        code: int | str | None,
+        body: bytes,
+        retry_after: float | None,
+        task_id: str | None,
+    ) -> _Attempt:
+        cls = _policy.error_class_for(status)
+        ecode = _envelope_code(code)
+        err: APIStatusError
+        if cls is RateLimitError:
+            err = RateLimitError(
+                message, status=status, code=ecode, body=_text(body),
+                task_id=task_id, retry_after=retry_after)  # fmt: skip
+        else:
+            err = cls(message, status=status, code=ecode, body=_text(body), task_id=task_id)
+        return _Attempt(FailureKind.STATUS, status=status, retry_after_s=retry_after,
+                        error=err, task_id=task_id)  # fmt: skip
+
+    async def call(
+        self,
+        method: str,
+        path_or_url: str,
+        decoder: _Decoder[E],
+        *,
+        json_body: bytes | None = None,
+        form: Callable[[], aiohttp.FormData] | None = None,
+        params: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+        deadline: float | None = None,
+        task_id: str | None = None,
+    ) -> E:
+        """An idempotent call (GET, upload, delete): retried per the GET policy.
+
+        Args:
+            deadline: ``anyio.current_time()`` value after which no retry is started.
+            task_id: Attached to any error raised, so the caller keeps the id.
+        """
+        url = path_or_url if "://" in path_or_url else self.url(path_or_url)
+        attempt = 0
+        while True:
+            attempt += 1
+            out = await self._attempt(
+                method, url, decoder, json_body=json_body, form=form, params=params,
+                timeout_s=timeout_s or self.timeouts.request_s)  # fmt: skip
+            if not isinstance(out, _Attempt):
+                return out
+            time_left = None if deadline is None else deadline - anyio.current_time()
+            decision = _policy.decide_get_retry(
+                out.kind, status=out.status, retry_after_s=out.retry_after_s, attempt=attempt,
+                config=self.retry, rng=self.rng, time_left_s=time_left)  # fmt: skip
+            self._note_rate_limit(out, decision.delay_s)
+            if not decision.retry:
+                raise self._final(out, task_id)
+            self.retries += 1
+            log.info(
+                "retrying %s %s in %.2f s (attempt %d): %s",
+                method, _loggable(url), decision.delay_s, attempt, decision.reason)  # fmt: skip
+            await anyio.sleep(decision.delay_s)
+
+    async def submit(
+        self,
+        model: str,
+        body: dict[str, Any],
+        decoder: _Decoder[E],
+        *,
+        params: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> E:
+        """POST a task. Re-sent only when the policy proves no task was created.
+
+        Raises:
+            SubmissionOutcomeUnknown: the answer was lost; a billed task may exist.
+        """
+        url = self.url(f"/api/v3/{model}")
+        payload = msgspec.json.encode(body)
+        attempt = 0
+        while True:
+            attempt += 1
+            out = await self._attempt(
+                "POST", url, decoder, json_body=payload, form=None, params=params,
+                timeout_s=timeout_s or self.timeouts.request_s)  # fmt: skip
+            if not isinstance(out, _Attempt):
+                return out
+            if out.task_id is not None:
+                # The server answered with an error but named a task: it exists. Never
+                # re-send; hand the id to the caller with the error.
+                raise self._final(out, out.task_id)
+            decision = _policy.decide_submit_retry(
+                out.kind, status=out.status, retry_after_s=out.retry_after_s, attempt=attempt,
+                config=self.retry, rng=self.rng, time_left_s=None)  # fmt: skip
+            self._note_rate_limit(out, decision.delay_s)
+            if decision.retry:
+                self.retries += 1
+                log.info(
+                    "re-sending submit to %s in %.2f s (attempt %d): %s",
+                    model, decision.delay_s, attempt, decision.reason)  # fmt: skip
+                await anyio.sleep(decision.delay_s)
+                continue
+            if _policy.submit_outcome_unknown(
+                out.kind, status=out.status, retry_after_s=out.retry_after_s
+            ):
+                cause = _CAUSE_KIND[out.kind]
+                log.warning(
+                    "submit to %s: outcome unknown (%s); not re-sent, a task may exist",
+                    model, cause)  # fmt: skip
+                raise SubmissionOutcomeUnknown(
+                    f"submit to {model}: the answer was lost ({cause}: {out.error}); a task "
+                    "may or may not have been created and billed, so it was not re-sent",
+                    model=model, input=body, cause_kind=cause, status=out.status,
+                ) from out.error  # fmt: skip
+            raise self._final(out, None)
+
+    def _note_rate_limit(self, out: _Attempt, delay_s: float) -> None:
+        if out.kind is FailureKind.STATUS and out.status == 429:
+            wait = out.retry_after_s if out.retry_after_s is not None else delay_s
+            wait = min(wait, self.retry.retry_after_cap_s)
+            if wait > 0:
+                log.warning("rate limited (429): every request waits %.2f s", wait)
+                self.flow.start_cooldown(wait)
+
+    @staticmethod
+    def _final(out: _Attempt, task_id: str | None) -> WaveSpeedError:
+        err = out.error or TransportError(f"request failed: {out.kind.name}")
+        if task_id is not None and err.task_id is None:
+            err.task_id = task_id
+        return err
+
+
+def _loggable(url: str) -> str:
+    """A URL safe to log: without a query string (which may carry a webhook token)."""
+    return url.split("?", 1)[0]
