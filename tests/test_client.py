@@ -310,3 +310,53 @@ async def test_request_timeout_is_configurable() -> None:
     assert t.task_s is None
     with pytest.raises(ValidationError):
         Timeouts(request_s=-1.0)
+
+
+async def test_a_webhook_delivery_ends_the_wait_without_polling(emulator: Emulator) -> None:
+    from aiohttp import web
+
+    from wavespeed_async import PollConfig, verify_webhook
+
+    async with Client(
+        CANARY_KEY,
+        base_url=emulator.base_url,
+        poll=PollConfig(expected_duration_s=0.03, webhook_fallback_s=30.0),
+    ) as c:
+        secret = await c.webhook_secret()
+        delivered: list[bool] = []
+
+        async def hook(request: web.Request) -> web.Response:
+            pred = verify_webhook(secret, dict(request.headers), await request.read())
+            delivered.append(c.deliver(pred))
+            c.deliver(pred)  # a duplicate is harmless
+            return web.Response(status=204)
+
+        app = web.Application()
+        app.router.add_post("/hook", hook)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            with anyio.fail_after(10):
+                pred = await c.run(
+                    PRO, {"prompt": "pushed [latency:50]"}, webhook=f"http://127.0.0.1:{port}/hook"
+                )
+        finally:
+            await runner.cleanup()
+    assert pred.ok
+    assert delivered == [True]
+    assert emulator.stats().polls_per_task.get(pred.id, 0) == 0
+
+
+async def test_a_delivery_before_the_wait_is_remembered(client: Client, emulator: Emulator) -> None:
+    created = await client.submit(PRO, {"prompt": "early"})
+    done = await client.wait(created.id)
+    polls = emulator.stats().polls_per_task[done.id]
+    # Replay the final state as if a webhook came before a second wait started.
+    assert client.deliver(done) is False
+    again = await client.wait(done.id)
+    assert again == done
+    assert emulator.stats().polls_per_task[done.id] == polls  # answered without a poll
+    assert client.deliver(created) is False  # not terminal: ignored

@@ -21,7 +21,7 @@ from collections.abc import (
 )
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Final, Union
+from typing import IO, Any, Final, TypeVar, Union
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -62,11 +62,28 @@ _VERSION: Final = "0.1.0"
 #: Submit times remembered for tasks not yet waited on (bounded, oldest dropped first).
 _MAX_REMEMBERED: Final = 100_000
 _CHUNK: Final = 1 << 20
+_V = TypeVar("_V")
 
 #: Called with the created Prediction the moment a task id exists, before any polling.
 TaskCreatedHook = Callable[[Prediction], Awaitable[None] | None]
 ModelOrRequest = str | TypedRequest
 FileInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
+
+
+class _Waiter:
+    """A wait() that a webhook delivery can end early."""
+
+    __slots__ = ("event", "prediction")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.prediction: Prediction | None = None
+
+
+def _bounded_put(d: collections.OrderedDict[str, _V], key: str, value: _V) -> None:
+    d[key] = value
+    if len(d) > _MAX_REMEMBERED:
+        d.popitem(last=False)
 
 
 class _Unset:
@@ -182,8 +199,13 @@ class Client:
         self._closed = False
         self._estimators: dict[str, DurationEstimator] = {}
         self._submitted: collections.OrderedDict[str, tuple[float, str]] = collections.OrderedDict()
+        self._waiters: dict[str, _Waiter] = {}
+        #: Deliveries that came before their wait() started (bounded, oldest dropped).
+        self._early: collections.OrderedDict[str, Prediction] = collections.OrderedDict()
+        self._webhook_tasks: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.tasks_created = 0
         self.polls_sent = 0
+        self.deliveries = 0
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -317,14 +339,14 @@ class Client:
             raise
         if env.data is None:
             raise DecodeError(f"submit to {path}: the answer has no task in it")
+        if webhook is not None:
+            _bounded_put(self._webhook_tasks, env.data.id, None)
         await self._task_created(env.data, path)
         return env.data
 
     async def _task_created(self, pred: Prediction, model: str) -> None:
         self.tasks_created += 1
-        self._submitted[pred.id] = (anyio.current_time(), model)
-        if len(self._submitted) > _MAX_REMEMBERED:
-            self._submitted.popitem(last=False)
+        _bounded_put(self._submitted, pred.id, (anyio.current_time(), model))
         log.info("task %s created for %s", pred.id, model)
         hook = self.on_task_created
         if hook is None:
@@ -336,6 +358,29 @@ class Client:
         except Exception:
             # The task exists whatever the hook does; its id is still returned.
             log.exception("on_task_created hook failed for task %s", pred.id)
+
+    def deliver(self, prediction: Prediction) -> bool:
+        """Hand a verified webhook delivery to this Client.
+
+        Wakes the pending :meth:`wait` / :meth:`run` for that task at once, so it returns
+        without another poll. Only terminal statuses are taken. Duplicate and late
+        deliveries are harmless; one that comes before its wait starts is remembered
+        (a bounded number of them). Verify first: see ``verify_webhook``.
+
+        Returns:
+            Whether a wait for this task was pending.
+        """
+        if not prediction.done:
+            return False
+        self.deliveries += 1
+        waiter = self._waiters.get(prediction.id)
+        if waiter is None:
+            _bounded_put(self._early, prediction.id, prediction)
+            return False
+        if waiter.prediction is None:
+            waiter.prediction = prediction
+            waiter.event.set()
+        return True
 
     async def get_result(self, task_id: str) -> Prediction:
         """Fetch a task's current state (one GET, retried on transient errors).
@@ -390,6 +435,9 @@ class Client:
         task_id = task if isinstance(task, str) else task.id
         if pred is not None and pred.done:
             return self._finished(pred)
+        early = self._early.pop(task_id, None)
+        if early is not None:
+            return self._finished(early)
         self._open()
         limit = self.timeouts.task_s if isinstance(timeout, _Unset) else timeout
         if limit is not None and limit <= 0:
@@ -402,6 +450,7 @@ class Client:
         with anyio.move_on_after(limit if limit is not None else float("inf")):
             result = await self._poll(task_id, model, started, known is not None, deadline, last)
             self._submitted.pop(task_id, None)
+            self._webhook_tasks.pop(task_id, None)
             return self._finished(result)
         raise TaskTimeoutError(
             f"task {task_id} did not finish within {limit} s; it still runs on the server",
@@ -423,35 +472,59 @@ class Client:
         status = last[0].status if last[0] is not None else "created"
         polls = 0
         pending_at: float | None = None  # when the last poll saw the task still running
-        while True:
-            now = anyio.current_time()
-            delay = _policy.next_poll_delay(
-                elapsed_s=now - started,
-                polls_done=polls,
-                status=status,
-                estimator=est,
-                config=self.poll,
-            )
-            if deadline is not None:
-                # Poll once more just before the deadline rather than sleeping past it.
-                delay = max(0.0, min(delay, deadline - now - 0.05))
-            await anyio.sleep(delay)
-            await flow.acquire_poll()
-            pred = await self._get(task_id, deadline=deadline)
-            polls += 1
-            self.polls_sent += 1
-            last[0] = pred
-            status = pred.status
-            seen_at = anyio.current_time() - started
-            if not pred.done:
-                pending_at = seen_at
-            else:
+        waiter: _Waiter | None = None
+        if task_id in self._webhook_tasks or self.deliveries:
+            # Results are pushed for this task (or deliveries are in use): listen for one.
+            waiter = self._waiters.setdefault(task_id, _Waiter())
+        try:
+            while True:
+                now = anyio.current_time()
+                if task_id in self._webhook_tasks:
+                    delay = self.poll.webhook_fallback_s
+                else:
+                    delay = _policy.next_poll_delay(
+                        elapsed_s=now - started,
+                        polls_done=polls,
+                        status=status,
+                        estimator=est,
+                        config=self.poll,
+                    )
+                if deadline is not None:
+                    # Poll once more just before the deadline rather than sleeping past it.
+                    delay = max(0.0, min(delay, deadline - now - 0.05))
+                if waiter is None:
+                    await anyio.sleep(delay)
+                else:
+                    with anyio.move_on_after(delay):
+                        await waiter.event.wait()
+                    if waiter.prediction is not None:
+                        log.debug("task %s %s by webhook", task_id, waiter.prediction.status)
+                        return waiter.prediction
+                pred = await self._poll_once(task_id, deadline, flow)
+                polls += 1
+                last[0] = pred
+                status = pred.status
+                seen_at = anyio.current_time() - started
+                if not pred.done:
+                    pending_at = seen_at
+                    continue
                 if learn:
                     # Learn when the task ended (between the last two polls), not when it
                     # was seen: a schedule that learned its own lateness could never recover.
                     est.observe_detection(seen_at, pending_at)
                 log.debug("task %s %s after %d polls", task_id, status, polls)
                 return pred
+        finally:
+            if waiter is not None:
+                self._waiters.pop(task_id, None)
+
+    async def _poll_once(
+        self, task_id: str, deadline: float | None, flow: FlowControl
+    ) -> Prediction:
+        await flow.acquire_poll()
+        pred = await self._get(task_id, deadline=deadline)
+        self.polls_sent += 1
+        return pred
 
     @staticmethod
     def _finished(pred: Prediction) -> Prediction:

@@ -161,6 +161,8 @@ class PollConfig:
             ``sqrt(2 * poll_cost_s / hazard)``.
         tail_quantile: Past this quantile of the learned durations a task is "late": the
             distribution says little about it, so the tail rule takes over.
+        webhook_fallback_s: For a task submitted with a webhook, the interval of the
+            fallback polls that catch a delivery that never comes.
         tail_interval_fraction: In the tail, the interval is this fraction of the time
             elapsed since submit (detection within ~10% of the task's own time, with
             geometrically growing intervals), capped by ``max_interval_s``.
@@ -182,6 +184,7 @@ class PollConfig:
     created_wait_fraction: float = 0.5
     prior_spread: float = 0.4
     estimator_window: int = 256
+    webhook_fallback_s: float = 10.0
 
     def __post_init__(self) -> None:
         _check_number(self, "expected_duration_s", low=0.0, low_open=True, high=86400.0)
@@ -194,6 +197,7 @@ class PollConfig:
         _check_number(self, "created_wait_fraction", low=0.0, high=1.0)
         _check_number(self, "prior_spread", low=0.01, high=3.0)
         _check_number(self, "estimator_window", low=8, high=100_000, integer=True)
+        _check_number(self, "webhook_fallback_s", low=0.0, low_open=True, high=3600.0)
 
 
 #: The account tiers WaveSpeed documents.
