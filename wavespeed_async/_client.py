@@ -35,6 +35,7 @@ from wavespeed_async._errors import (
     APIStatusError,
     ClientClosedError,
     DecodeError,
+    ServerError,
     TaskFailedError,
     TaskTimeoutError,
     TransportError,
@@ -572,10 +573,10 @@ class Client:
         try:
             try:
                 pred = await self.submit(model, input, webhook=webhook, sync=sync)
-            except APIStatusError as exc:
+            except ServerError as exc:
                 # The server named a task but answered with a server-side error (e.g. a sync
                 # wait that ran out, code 5004): the task exists, so follow it.
-                if exc.task_id is None or exc.status < 500:
+                if exc.task_id is None:
                     raise
                 log.info("task %s: %s; polling it", exc.task_id, exc)
                 if on_created is not None:
@@ -825,8 +826,14 @@ class Client:
             except aiohttp.ClientError:
                 kind = FailureKind.RESET
             decision = _policy.decide_get_retry(
-                kind, status=status, retry_after_s=None, attempt=attempt,
-                config=self.retry, rng=self._rng, time_left_s=None)  # fmt: skip
+                kind,
+                status=status,
+                retry_after_s=None,
+                attempt=attempt,
+                config=self.retry,
+                rng=self._rng,
+                time_left_s=None,
+            )
             if not decision.retry:
                 where = urlsplit(url)
                 what = f"HTTP {status}" if status else kind.name.lower()
@@ -851,8 +858,10 @@ async def _read_file_input(file: FileInput) -> tuple[bytes, str]:
     read = getattr(file, "read", None)
     if read is None:
         raise ValidationError(
-            "file", f"file: {type(file).__name__} is not allowed; allowed: a path, bytes or a "
-            "binary file object")  # fmt: skip
+            "file",
+            f"file: {type(file).__name__} is not allowed; allowed: a path, bytes or a "
+            "binary file object",
+        )
     data = await anyio.to_thread.run_sync(read)
     if not isinstance(data, bytes):
         raise ValidationError("file", "file: the file object must be opened in binary mode")

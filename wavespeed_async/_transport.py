@@ -214,38 +214,59 @@ class Transport:
             try:
                 env = decoder.decode(body)
             except msgspec.DecodeError as exc:
-                return _Attempt(FailureKind.MALFORMED, status=status, error=DecodeError(
-                    f"{method} {url}: the answer is not the expected JSON ({exc})",
-                    body=_text(body)))  # fmt: skip
+                return _Attempt(
+                    FailureKind.MALFORMED,
+                    status=status,
+                    error=DecodeError(
+                        f"{method} {url}: the answer is not the expected JSON ({exc})",
+                        body=_text(body),
+                    ),
+                )
             effective = _policy.classify_status(status, _envelope_code(env.code))
             if effective is None:
                 return env
             task_id = getattr(env.data, "id", None)
             message = env.message or f"code {env.code}"
-            return self._status_failure(effective, message, env.code, body, retry_after, task_id)
+            return self._status_failure(
+                status, effective, message, env.code, body, retry_after, task_id
+            )
         message, code = _error_message(body, status)
-        return self._status_failure(status, message, code, body, retry_after, None)
+        return self._status_failure(status, status, message, code, body, retry_after, None)
 
+    @staticmethod
     def _status_failure(
-        self,
-        status: int,
+        http_status: int,
+        effective: int,
         message: str,
         code: int | str | None,
         body: bytes,
         retry_after: float | None,
         task_id: str | None,
     ) -> _Attempt:
-        cls = _policy.error_class_for(status)
+        """An error answer: typed by ``effective`` (the HTTP status, or the envelope's code
+        when a 2xx carries an error), keeping the HTTP status as ``.status``."""
+        cls = _policy.error_class_for(effective)
         ecode = _envelope_code(code)
         err: APIStatusError
         if cls is RateLimitError:
             err = RateLimitError(
-                message, status=status, code=ecode, body=_text(body),
-                task_id=task_id, retry_after=retry_after)  # fmt: skip
+                message,
+                status=http_status,
+                code=ecode,
+                body=_text(body),
+                task_id=task_id,
+                retry_after=retry_after,
+            )
         else:
-            err = cls(message, status=status, code=ecode, body=_text(body), task_id=task_id)
-        return _Attempt(FailureKind.STATUS, status=status, retry_after_s=retry_after,
-                        error=err, task_id=task_id)  # fmt: skip
+            err = cls(message, status=http_status, code=ecode, body=_text(body), task_id=task_id)
+        # The policy decides on the effective status: a 200 carrying code 500 is a 5xx.
+        return _Attempt(
+            FailureKind.STATUS,
+            status=effective,
+            retry_after_s=retry_after,
+            error=err,
+            task_id=task_id,
+        )
 
     async def call(
         self,
@@ -271,21 +292,38 @@ class Transport:
         while True:
             attempt += 1
             out = await self._attempt(
-                method, url, decoder, json_body=json_body, form=form, params=params,
-                timeout_s=timeout_s or self.timeouts.request_s)  # fmt: skip
+                method,
+                url,
+                decoder,
+                json_body=json_body,
+                form=form,
+                params=params,
+                timeout_s=timeout_s or self.timeouts.request_s,
+            )
             if not isinstance(out, _Attempt):
                 return out
             time_left = None if deadline is None else deadline - anyio.current_time()
             decision = _policy.decide_get_retry(
-                out.kind, status=out.status, retry_after_s=out.retry_after_s, attempt=attempt,
-                config=self.retry, rng=self.rng, time_left_s=time_left)  # fmt: skip
+                out.kind,
+                status=out.status,
+                retry_after_s=out.retry_after_s,
+                attempt=attempt,
+                config=self.retry,
+                rng=self.rng,
+                time_left_s=time_left,
+            )
             self._note_rate_limit(out, decision.delay_s)
             if not decision.retry:
                 raise self._final(out, task_id)
             self.retries += 1
             log.info(
                 "retrying %s %s in %.2f s (attempt %d): %s",
-                method, _loggable(url), decision.delay_s, attempt, decision.reason)  # fmt: skip
+                method,
+                _loggable(url),
+                decision.delay_s,
+                attempt,
+                decision.reason,
+            )
             await anyio.sleep(decision.delay_s)
 
     async def submit(
@@ -308,8 +346,14 @@ class Transport:
         while True:
             attempt += 1
             out = await self._attempt(
-                "POST", url, decoder, json_body=payload, form=None, params=params,
-                timeout_s=timeout_s or self.timeouts.request_s)  # fmt: skip
+                "POST",
+                url,
+                decoder,
+                json_body=payload,
+                form=None,
+                params=params,
+                timeout_s=timeout_s or self.timeouts.request_s,
+            )
             if not isinstance(out, _Attempt):
                 return out
             if out.task_id is not None:
@@ -317,14 +361,24 @@ class Transport:
                 # re-send; hand the id to the caller with the error.
                 raise self._final(out, out.task_id)
             decision = _policy.decide_submit_retry(
-                out.kind, status=out.status, retry_after_s=out.retry_after_s, attempt=attempt,
-                config=self.retry, rng=self.rng, time_left_s=None)  # fmt: skip
+                out.kind,
+                status=out.status,
+                retry_after_s=out.retry_after_s,
+                attempt=attempt,
+                config=self.retry,
+                rng=self.rng,
+                time_left_s=None,
+            )
             self._note_rate_limit(out, decision.delay_s)
             if decision.retry:
                 self.retries += 1
                 log.info(
                     "re-sending submit to %s in %.2f s (attempt %d): %s",
-                    model, decision.delay_s, attempt, decision.reason)  # fmt: skip
+                    model,
+                    decision.delay_s,
+                    attempt,
+                    decision.reason,
+                )
                 await anyio.sleep(decision.delay_s)
                 continue
             if _policy.submit_outcome_unknown(
@@ -333,12 +387,17 @@ class Transport:
                 cause = _CAUSE_KIND[out.kind]
                 log.warning(
                     "submit to %s: outcome unknown (%s); not re-sent, a task may exist",
-                    model, cause)  # fmt: skip
+                    model,
+                    cause,
+                )
                 raise SubmissionOutcomeUnknown(
                     f"submit to {model}: the answer was lost ({cause}: {out.error}); a task "
                     "may or may not have been created and billed, so it was not re-sent",
-                    model=model, input=body, cause_kind=cause, status=out.status,
-                ) from out.error  # fmt: skip
+                    model=model,
+                    input=body,
+                    cause_kind=cause,
+                    status=out.status,
+                ) from out.error
             raise self._final(out, None)
 
     def _note_rate_limit(self, out: _Attempt, delay_s: float) -> None:
