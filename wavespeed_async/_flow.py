@@ -108,7 +108,9 @@ class SlidingWindow:
     def delay(self, now: float) -> float:
         """Seconds to wait before an event at ``now`` would be allowed (0: allowed now)."""
         events = self._events
-        while events and events[0] <= now - self.window_s:
+        # One expression decides both pruning and the wait, so rounding cannot make them
+        # disagree (an event that "must be waited for 0 s" but is still counted).
+        while events and events[0] + self.window_s <= now:
             events.popleft()
         if len(events) < self.limit:
             return 0.0
