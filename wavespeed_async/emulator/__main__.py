@@ -1,0 +1,153 @@
+"""``python -m wavespeed_async.emulator``: run the emulator as a server until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from wavespeed_async.emulator._config import (
+    TIERS,
+    EmulatorConfig,
+    FaultRates,
+    LatencyProfile,
+    Limits,
+)
+from wavespeed_async.emulator._server import Emulator
+
+__all__ = ["build_config", "main", "parse_args"]
+
+
+def _latency(text: str) -> LatencyProfile:
+    if text == "realistic":
+        return LatencyProfile.realistic()
+    if text == "fast":
+        return LatencyProfile.fast()
+    try:
+        factor = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--latency: {text!r}; allowed: realistic, fast, or a scale factor of realistic"
+        ) from None
+    if factor < 0:
+        raise argparse.ArgumentTypeError("--latency: the scale factor must be >= 0")
+    return LatencyProfile.realistic().scaled(factor)
+
+
+def _fault(text: str) -> tuple[str, str, float]:
+    target, _, rest = text.partition(".")
+    name, _, value = rest.partition("=")
+    allowed = ", ".join(FaultRates.names())
+    if target not in ("submit", "poll") or name not in FaultRates.names():
+        raise argparse.ArgumentTypeError(
+            f"--fault: {text!r}; allowed: submit.KIND=RATE or poll.KIND=RATE, KIND one of {allowed}"
+        )
+    try:
+        rate = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--fault: {text!r}: RATE must be a number") from None
+    return target, name, rate
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m wavespeed_async.emulator",
+        description="Run a local emulator of the WaveSpeed v3 REST API.",
+    )
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080, help="0 picks a free port")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--latency",
+        type=_latency,
+        default=LatencyProfile.realistic(),
+        metavar="realistic|fast|SCALE",
+        help="latency profile, or a factor applied to the realistic one",
+    )
+    p.add_argument("--api-key", default=None, help="accept only this key (default: any)")
+    p.add_argument("--failure-rate", type=float, default=0.0)
+    p.add_argument(
+        "--fault",
+        type=_fault,
+        action="append",
+        default=[],
+        metavar="TARGET.KIND=RATE",
+        help="e.g. submit.reset_after=0.05 or poll.server_error_before=0.1 (repeatable)",
+    )
+    p.add_argument("--tier", choices=sorted(TIERS), default=None)
+    p.add_argument("--submits-per-minute", type=int, default=None)
+    p.add_argument("--max-running", type=int, default=None)
+    p.add_argument("--sync-wait", type=float, default=90.0, help="seconds (default 90)")
+    p.add_argument("--stall", type=float, default=30.0, help="seconds (default 30)")
+    p.add_argument("--initial-balance", type=float, default=100.0)
+    p.add_argument("--enforce-balance", action="store_true")
+    p.add_argument("--max-upload-bytes", type=int, default=300 * 1024 * 1024)
+    p.add_argument("--webhook-failure-rate", type=float, default=0.0)
+    p.add_argument(
+        "--print-url",
+        action="store_true",
+        help="also print the bare URL on a second line, after the listening line",
+    )
+    p.add_argument("--log-level", default="WARNING")
+    return p.parse_args(argv)
+
+
+def build_config(args: argparse.Namespace) -> EmulatorConfig:
+    rates: dict[str, dict[str, float]] = {"submit": {}, "poll": {}}
+    for target, name, rate in args.fault:
+        rates[target][name] = rate
+    limits = Limits.tier(args.tier) if args.tier else Limits()
+    if args.submits_per_minute is not None or args.max_running is not None:
+        limits = Limits(
+            submits_per_minute=args.submits_per_minute or limits.submits_per_minute,
+            max_running=args.max_running or limits.max_running,
+        )
+    return EmulatorConfig(
+        seed=args.seed,
+        api_key=args.api_key,
+        latency=args.latency,
+        failure_rate=args.failure_rate,
+        submit_faults=FaultRates(**rates["submit"]),
+        poll_faults=FaultRates(**rates["poll"]),
+        limits=limits,
+        sync_wait_s=args.sync_wait,
+        stall_s=args.stall,
+        initial_balance=args.initial_balance,
+        enforce_balance=args.enforce_balance,
+        max_upload_bytes=args.max_upload_bytes,
+        webhook_failure_rate=args.webhook_failure_rate,
+    )
+
+
+async def _serve(config: EmulatorConfig, host: str, port: int, print_url: bool) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    async with Emulator(config, host=host, port=port) as emu:
+        sys.stdout.write(f"WaveSpeed emulator listening on {emu.base_url}\n")
+        if print_url:
+            sys.stdout.write(emu.base_url + "\n")
+        sys.stdout.flush()
+        await stop.wait()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = build_config(args)
+    except ValueError as exc:
+        sys.stderr.write(f"error: {exc}\n")
+        return 2
+    asyncio.run(_serve(config, args.host, args.port, args.print_url))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

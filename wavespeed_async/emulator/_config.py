@@ -1,0 +1,259 @@
+"""Configuration of the emulator: clocks, latencies, fault rates, limits."""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from typing import Final, Literal, Protocol
+
+__all__ = [
+    "DEFAULT_PRICES",
+    "FAULT_KINDS",
+    "TIERS",
+    "Clock",
+    "EmulatorConfig",
+    "FaultRates",
+    "LatencyDist",
+    "LatencyProfile",
+    "Limits",
+    "ManualClock",
+    "RealClock",
+]
+
+#: Fault kinds as stats report them (phase "before"/"after" on submits, "poll" on GETs).
+FAULT_KINDS: Final = ("rate_limit", "server_error", "reset", "malformed", "stall")
+
+#: USD per output image when a task completes (models not listed: ``default_price``).
+DEFAULT_PRICES: Final[Mapping[str, float]] = {
+    "wavespeed-ai/flux-kontext-dev": 0.025,
+    "wavespeed-ai/flux-kontext-pro/text-to-image": 0.04,
+}
+
+#: Tier presets ``(submits_per_minute, max_running)``: the first-listed figures of the API
+#: notes, then the figures of the other version of the docs.
+TIERS: Final[Mapping[str, tuple[tuple[int, int], tuple[int, int]]]] = {
+    "bronze": ((2, 2), (10, 3)),
+    "silver": ((500, 300), (500, 100)),
+    "gold": ((3000, 3000), (3000, 2000)),
+    "ultra": ((5000, 10000), (5000, 5000)),
+}
+
+
+class Clock(Protocol):
+    """Monotonic seconds as the emulator sees them."""
+
+    def now(self) -> float: ...
+
+
+class RealClock:
+    """The wall clock (``time.monotonic``)."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+
+class ManualClock:
+    """A clock that only moves when told to: tests step it with ``await emu.advance(s)``."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self._t = float(start)
+
+    def now(self) -> float:
+        return self._t
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward. Prefer ``Emulator.advance``, which also runs what became due."""
+        if seconds < 0:
+            raise ValueError(f"seconds: {seconds} is negative; allowed: >= 0")
+        self._t += seconds
+
+    def __repr__(self) -> str:
+        return f"ManualClock(now={self._t})"
+
+
+@dataclass(frozen=True)
+class FaultRates:
+    """Probabilities (0..1 each, summing to at most 1) of faults injected on requests.
+
+    On submits, ``*_before`` faults answer before any task exists and ``*_after`` faults
+    after the task was created (so a re-send would create a second, billed task);
+    ``rate_limit`` is always before and ``malformed`` always after. On polls the phase does
+    not matter: ``reset_before`` and ``reset_after`` both mean "reset the poll".
+    """
+
+    rate_limit: float = 0.0
+    server_error_before: float = 0.0
+    server_error_after: float = 0.0
+    reset_before: float = 0.0
+    reset_after: float = 0.0
+    malformed: float = 0.0
+    stall_before: float = 0.0
+    stall_after: float = 0.0
+
+    def __post_init__(self) -> None:
+        total = 0.0
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+                raise ValueError(f"{f.name}: {value!r} is not a probability; allowed: 0 ~ 1")
+            total += value
+        if total > 1.0 + 1e-9:
+            raise ValueError(f"fault rates sum to {total:g}; allowed: at most 1")
+
+    def items(self) -> tuple[tuple[str, float], ...]:
+        """``(name, rate)`` pairs in a fixed order (the order faults are drawn in)."""
+        return tuple((f.name, float(getattr(self, f.name))) for f in fields(self))
+
+    @classmethod
+    def names(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls))
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Account limits: generations started per minute (sliding 60 s) and tasks running."""
+
+    submits_per_minute: int | None = None
+    max_running: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("submits_per_minute", "max_running"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValueError(f"{name}: {value!r}; allowed: None or an integer >= 1")
+
+    @classmethod
+    def tier(cls, name: str, *, variant: Literal["first", "second"] = "first") -> Limits:
+        """A tier preset: ``bronze``, ``silver``, ``gold`` or ``ultra``.
+
+        The two versions of WaveSpeed's docs disagree; ``variant="first"`` takes the
+        first-listed figures (bronze 2/min & 2 running), ``"second"`` the others.
+        """
+        try:
+            first, second = TIERS[name.lower()]
+        except KeyError:
+            raise ValueError(
+                f"tier: {name!r} is unknown; allowed: one of {', '.join(TIERS)}"
+            ) from None
+        per_minute, running = first if variant == "first" else second
+        return cls(submits_per_minute=per_minute, max_running=running)
+
+
+@dataclass(frozen=True)
+class LatencyDist:
+    """Durations of one model in milliseconds: triangular ``(low, mode, high)`` each.
+
+    ``queue_ms`` is the time spent in ``created`` (when a running slot is free),
+    ``inference_ms`` the time in ``processing`` (reported as ``timings.inference``).
+    """
+
+    queue_ms: tuple[float, float, float]
+    inference_ms: tuple[float, float, float]
+
+    def __post_init__(self) -> None:
+        for name in ("queue_ms", "inference_ms"):
+            lo, mode, hi = getattr(self, name)
+            if not (0 <= lo <= mode <= hi and math.isfinite(hi)):
+                raise ValueError(f"{name}: {(lo, mode, hi)}; allowed: 0 <= low <= mode <= high")
+
+    def draw(self, rng: random.Random) -> tuple[float, float]:
+        """``(queue_s, inference_s)``; always draws exactly two numbers."""
+        q = rng.triangular(self.queue_ms[0], self.queue_ms[2], self.queue_ms[1])
+        i = rng.triangular(self.inference_ms[0], self.inference_ms[2], self.inference_ms[1])
+        return q / 1000.0, i / 1000.0
+
+    def scaled(self, factor: float) -> LatencyDist:
+        q, i = self.queue_ms, self.inference_ms
+        return LatencyDist(
+            (q[0] * factor, q[1] * factor, q[2] * factor),
+            (i[0] * factor, i[1] * factor, i[2] * factor),
+        )
+
+
+@dataclass(frozen=True)
+class LatencyProfile:
+    """Latency distributions per model path, with a default for the others."""
+
+    default: LatencyDist
+    per_model: Mapping[str, LatencyDist] = field(default_factory=dict)
+
+    def for_model(self, model: str) -> LatencyDist:
+        return self.per_model.get(model, self.default)
+
+    @classmethod
+    def realistic(cls) -> LatencyProfile:
+        """A few seconds per task: 100-600 ms queued, 1,000-6,000 ms of inference."""
+        dev = LatencyDist((100, 250, 600), (1000, 2200, 6000))
+        pro = LatencyDist((100, 300, 700), (1200, 2800, 6000))
+        return cls(
+            default=LatencyDist((100, 250, 600), (1000, 2500, 6000)),
+            per_model={
+                "wavespeed-ai/flux-kontext-dev": dev,
+                "wavespeed-ai/flux-kontext-pro/text-to-image": pro,
+            },
+        )
+
+    @classmethod
+    def fast(cls) -> LatencyProfile:
+        """For tests: 1-5 ms queued, 4-35 ms of inference (about 5-40 ms in all)."""
+        return cls(default=LatencyDist((1, 2, 5), (4, 12, 35)))
+
+    def scaled(self, factor: float) -> LatencyProfile:
+        """This profile with every duration multiplied by ``factor``."""
+        if not (factor >= 0 and math.isfinite(factor)):
+            raise ValueError(f"factor: {factor!r}; allowed: a finite number >= 0")
+        return LatencyProfile(
+            default=self.default.scaled(factor),
+            per_model={k: v.scaled(factor) for k, v in self.per_model.items()},
+        )
+
+
+def _realistic() -> LatencyProfile:
+    return LatencyProfile.realistic()
+
+
+@dataclass(frozen=True)
+class EmulatorConfig:
+    """Everything the emulator does; everything random derives from ``seed``."""
+
+    seed: int = 0
+    #: ``None``: any non-empty Bearer key is accepted; else only this one (401 otherwise).
+    api_key: str | None = None
+    latency: LatencyProfile = field(default_factory=_realistic)
+    #: Fraction of tasks that end ``failed`` (codes 5000, 1403 or 5003).
+    failure_rate: float = 0.0
+    submit_faults: FaultRates = field(default_factory=FaultRates)
+    poll_faults: FaultRates = field(default_factory=FaultRates)
+    limits: Limits = field(default_factory=Limits)
+    #: How long ``enable_sync_mode`` holds the POST before answering processing/5004.
+    sync_wait_s: float = 90.0
+    #: How long a ``stall`` fault holds the response.
+    stall_s: float = 30.0
+    initial_balance: float = 100.0
+    #: Answer 403 to submits while the balance is <= 0 (off by default: benchmarks run long).
+    enforce_balance: bool = False
+    prices: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+    default_price: float = 0.03
+    max_upload_bytes: int = 300 * 1024 * 1024
+    #: Fraction of webhook deliveries dropped (recorded as failures, never retried).
+    webhook_failure_rate: float = 0.0
+    #: ``Retry-After`` seconds on injected 429s and 503s.
+    retry_after_s: int = 1
+    #: Byte budget of the LRU cache of generated PNGs.
+    image_cache_bytes: int = 64 * 1024 * 1024
+    #: ``None``: real time; a ``ManualClock`` for tests that step time.
+    clock: ManualClock | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("failure_rate", "webhook_failure_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}: {value!r} is not a probability; allowed: 0 ~ 1")
+        for name in ("sync_wait_s", "stall_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}: must be >= 0")
+        if self.max_upload_bytes < 0:
+            raise ValueError("max_upload_bytes: must be >= 0")
