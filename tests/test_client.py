@@ -360,3 +360,9 @@ async def test_a_delivery_before_the_wait_is_remembered(client: Client, emulator
     assert again == done
     assert emulator.stats().polls_per_task[done.id] == polls  # answered without a poll
     assert client.deliver(created) is False  # not terminal: ignored
+
+
+async def test_download_names_files_by_the_given_stem(client: Client, tmp_path: Path) -> None:
+    pred = await client.run(PRO, {"prompt": "named", "num_images": 2})
+    paths = await client.download(pred, tmp_path, stem=f"line00007_{pred.id}")
+    assert [p.name for p in paths] == [f"line00007_{pred.id}_0.png", f"line00007_{pred.id}_1.png"]

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import collections
 import inspect
 import logging
 import os
 import platform
 import random
-import secrets
 from collections.abc import (
     AsyncIterable,
-    AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
@@ -21,7 +18,7 @@ from collections.abc import (
 )
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Final, TypeVar, Union
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -38,10 +35,10 @@ from wavespeed_async._errors import (
     ServerError,
     TaskFailedError,
     TaskTimeoutError,
-    TransportError,
     ValidationError,
 )
 from wavespeed_async._flow import FlowControl, FlowLimits
+from wavespeed_async._media import Downloader, FileInput, guess_type, read_file_input
 from wavespeed_async._models import (
     Prediction,
     any_decoder,
@@ -50,7 +47,7 @@ from wavespeed_async._models import (
     upload_decoder,
     webhook_secret_decoder,
 )
-from wavespeed_async._policy import DurationEstimator, FailureKind
+from wavespeed_async._policy import DurationEstimator
 from wavespeed_async._requests import TypedRequest, coerce_request
 from wavespeed_async._transport import Transport
 
@@ -62,13 +59,11 @@ DEFAULT_BASE_URL: Final = "https://api.wavespeed.ai"
 _VERSION: Final = "0.1.0"
 #: Submit times remembered for tasks not yet waited on (bounded, oldest dropped first).
 _MAX_REMEMBERED: Final = 100_000
-_CHUNK: Final = 1 << 20
 _V = TypeVar("_V")
 
 #: Called with the created Prediction the moment a task id exists, before any polling.
 TaskCreatedHook = Callable[[Prediction], Awaitable[None] | None]
 ModelOrRequest = str | TypedRequest
-FileInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
 
 
 class _Waiter:
@@ -95,34 +90,6 @@ class _Unset:
 
 
 _UNSET: Final = _Unset()
-
-
-def _same_origin(a: str, b: str) -> bool:
-    x, y = urlsplit(a), urlsplit(b)
-    return (x.scheme, x.netloc) == (y.scheme, y.netloc)
-
-
-def _sniff_ext(data: bytes) -> str:
-    if data.startswith(b"\x89PNG"):
-        return ".png"
-    if data.startswith(b"\xff\xd8"):
-        return ".jpg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return ".webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return ".gif"
-    return ".bin"
-
-
-_EXT_BY_TYPE: Final = {
-    "image/png": ".png",
-    "image/jpeg": ".jpg",
-    "image/webp": ".webp",
-    "image/gif": ".gif",
-    "video/mp4": ".mp4",
-    "audio/mpeg": ".mp3",
-    "audio/wav": ".wav",
-}
 
 
 class Client:
@@ -194,7 +161,7 @@ class Client:
         self._rng = random.Random(seed)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._session: aiohttp.ClientSession | None = None
-        self._media_session: aiohttp.ClientSession | None = None
+        self._downloader: Downloader | None = None
         self._transport: Transport | None = None
         self._flow: FlowControl | None = None
         self._closed = False
@@ -234,11 +201,13 @@ class Client:
     async def aclose(self) -> None:
         """Close the connection pools. Idempotent; the Client cannot be used afterwards."""
         self._closed = True
-        sessions = [s for s in (self._session, self._media_session) if s is not None]
-        self._session = self._media_session = None
+        session, downloader = self._session, self._downloader
+        self._session = self._downloader = None
         self._transport = None
-        for s in sessions:
-            await s.close()
+        if session is not None:
+            await session.close()
+        if downloader is not None:
+            await downloader.aclose()
 
     @property
     def closed(self) -> bool:
@@ -738,9 +707,9 @@ class Client:
         Raises:
             BadRequestError: the file is too large for the server (413).
         """
-        data, name = await _read_file_input(file)
+        data, name = await read_file_input(file)
         name = filename or name
-        ctype = content_type or _guess_type(name)
+        ctype = content_type or guess_type(name)
 
         def form() -> aiohttp.FormData:
             fd = aiohttp.FormData()
@@ -757,143 +726,30 @@ class Client:
         return env.data.download_url
 
     async def download(
-        self, prediction: Prediction, directory: str | os.PathLike[str]
+        self,
+        prediction: Prediction,
+        directory: str | os.PathLike[str],
+        *,
+        stem: str | None = None,
     ) -> list[Path]:
         """Save every output of a completed task into ``directory``; return the paths.
 
-        Files are named ``{task_id}_{n}{ext}``, written atomically (a partial file never
-        appears under the final name). URL outputs are streamed to disk through a separate
-        connection pool that never carries the API key; base64 outputs are decoded.
+        Files are named ``{stem}_{n}{ext}`` (``stem`` defaults to the task id) and written
+        atomically (a partial file never appears under the final name). URL outputs are
+        streamed to disk through a separate connection pool that never carries the API
+        key; base64 outputs are decoded.
 
         Raises:
-            TransportError, APIStatusError: an output could not be fetched (after retries).
+            TransportError: an output could not be fetched (after retries).
+            DecodeError: an output is neither a URL nor base64.
         """
         self._open()
-        folder = anyio.Path(os.fspath(directory))
-        await folder.mkdir(parents=True, exist_ok=True)
-        paths: list[Path] = []
-        for n, output in enumerate(prediction.outputs):
-            stem = f"{prediction.id}_{n}"
-            if isinstance(output, str) and output.startswith(("http://", "https://")):
-                paths.append(await self._download_url(output, folder, stem, prediction.id))
-            elif isinstance(output, str):
-                try:
-                    raw = base64.b64decode(output, validate=True)
-                except ValueError:
-                    raise DecodeError(
-                        f"output {n} is neither a URL nor base64", task_id=prediction.id
-                    ) from None
-                paths.append(await _write_atomic(folder / (stem + _sniff_ext(raw)), [raw]))
-            else:
-                raw = msgspec.json.encode(output)
-                paths.append(await _write_atomic(folder / (stem + ".json"), [raw]))
-        return paths
-
-    def _media(self) -> aiohttp.ClientSession:
-        if self._media_session is None:
-            # Its own pool and no default headers: the API key never reaches output hosts.
-            self._media_session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self.limits.max_connections),
-                headers={"User-Agent": f"wavespeed-async/{_VERSION}"},
-            )
-        return self._media_session
-
-    async def _download_url(self, url: str, folder: anyio.Path, stem: str, task_id: str) -> Path:
-        session = self._media()
-        timeout = aiohttp.ClientTimeout(
-            sock_connect=self.timeouts.connect_s, sock_read=self.timeouts.request_s
-        )
-        attempt = 0
-        while True:
-            attempt += 1
-            kind: FailureKind | None = None
-            status: int | None = None
-            try:
-                async with session.get(url, timeout=timeout) as resp:
-                    status = resp.status
-                    if status == 200:
-                        ext = _EXT_BY_TYPE.get(resp.content_type) or (
-                            Path(urlsplit(url).path).suffix[:8] or ".bin"
-                        )
-                        return await _write_atomic(
-                            folder / (stem + ext), resp.content.iter_chunked(_CHUNK)
-                        )
-                    kind = FailureKind.STATUS
-            except aiohttp.ClientConnectorError:
-                kind = FailureKind.CONNECT
-            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-                kind = FailureKind.TIMEOUT
-            except aiohttp.ClientError:
-                kind = FailureKind.RESET
-            decision = _policy.decide_get_retry(
-                kind,
-                status=status,
-                retry_after_s=None,
-                attempt=attempt,
-                config=self.retry,
+        if self._downloader is None:
+            self._downloader = Downloader(
+                timeouts=self.timeouts,
+                retry=self.retry,
                 rng=self._rng,
-                time_left_s=None,
+                max_connections=self.limits.max_connections,
+                user_agent=self._extra_headers["User-Agent"],
             )
-            if not decision.retry:
-                where = urlsplit(url)
-                what = f"HTTP {status}" if status else kind.name.lower()
-                raise TransportError(
-                    f"cannot download output {where.netloc}{where.path}: {what}",
-                    method="GET",
-                    url=f"{where.scheme}://{where.netloc}{where.path}",
-                    task_id=task_id,
-                )
-            await anyio.sleep(decision.delay_s)
-
-
-async def _read_file_input(file: FileInput) -> tuple[bytes, str]:
-    if isinstance(file, (bytes, bytearray, memoryview)):
-        return bytes(file), "upload.bin"
-    if isinstance(file, (str, os.PathLike)):
-        p = anyio.Path(os.fspath(file))
-        try:
-            return await p.read_bytes(), p.name
-        except OSError as exc:
-            raise ValidationError("file", f"file: cannot read {os.fspath(file)!r}: {exc}") from None
-    read = getattr(file, "read", None)
-    if read is None:
-        raise ValidationError(
-            "file",
-            f"file: {type(file).__name__} is not allowed; allowed: a path, bytes or a "
-            "binary file object",
-        )
-    data = await anyio.to_thread.run_sync(read)
-    if not isinstance(data, bytes):
-        raise ValidationError("file", "file: the file object must be opened in binary mode")
-    return data, Path(str(getattr(file, "name", "upload.bin"))).name
-
-
-def _guess_type(name: str) -> str:
-    import mimetypes
-
-    return mimetypes.guess_type(name)[0] or "application/octet-stream"
-
-
-async def _write_atomic(final: anyio.Path, chunks: list[bytes] | AsyncIterator[bytes]) -> Path:
-    """Write chunks (a list, or an async iterator of bytes) to ``final`` atomically."""
-    tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.part")
-    try:
-        async with await anyio.open_file(tmp, "wb") as f:
-            if isinstance(chunks, list):
-                for chunk in chunks:
-                    await f.write(chunk)
-            else:
-                buf = bytearray()
-                async for chunk in chunks:
-                    buf += chunk
-                    if len(buf) >= _CHUNK:
-                        await f.write(bytes(buf))
-                        buf.clear()
-                if buf:
-                    await f.write(bytes(buf))
-        await tmp.replace(final)
-    except BaseException:
-        with anyio.CancelScope(shield=True):
-            await tmp.unlink(missing_ok=True)
-        raise
-    return Path(final)
+        return await self._downloader.save(prediction, directory, stem)
