@@ -309,3 +309,16 @@ async def test_bulk_settings_are_validated(client: Client) -> None:
     with pytest.raises(ValidationError) as info:
         client.run_many(PRO, [], concurrency=8, ordered=True, reorder_window=2)
     assert info.value.field == "reorder_window"
+
+
+async def test_model_and_input_pairs_mix_models_in_one_batch(
+    client: Client, emulator: Emulator
+) -> None:
+    dev = "wavespeed-ai/flux-kontext-dev"
+    inputs = [(PRO, {"prompt": "pair pro"}), (dev, {"prompt": "pair dev", "size": "512*512"})]
+    async with client.run_many(None, inputs, concurrency=2) as results:
+        got = {r.index: r async for r in results}
+    assert got[0].ok
+    assert got[1].ok
+    models = {t.prompt: t.model for t in emulator.stats().tasks.values()}
+    assert models == {"pair pro": PRO, "pair dev": dev}

@@ -232,3 +232,19 @@ async def test_the_key_is_sent_to_the_api_and_attribution_headers_too(
         await c.balance()
     assert seen["Authorization"] == f"Bearer {CANARY_KEY}"
     assert seen["X-Client-Name"] == "wavespeed-async"
+
+
+async def test_a_refused_submit_that_names_a_task_still_reports_its_id(
+    scripted: Scripted,
+) -> None:
+    scripted.on(SUBMIT, lambda r: envelope(prediction("failed"), code=400, message="bad image"))
+    seen: list[tuple[int, str]] = []
+    async with client_for(scripted) as c:
+        async with c.run_many(
+            "m/x", [{"prompt": "p"}], on_task_created=lambda i, t: seen.append((i, t))
+        ) as results:
+            [r] = [r async for r in results]
+    assert isinstance(r.error, BadRequestError)
+    assert r.id == TASK
+    assert seen == [(0, TASK)]
+    assert scripted.hits[SUBMIT] == 1

@@ -36,6 +36,7 @@ from wavespeed_async._errors import (
     TaskFailedError,
     TaskTimeoutError,
     ValidationError,
+    WaveSpeedError,
 )
 from wavespeed_async._flow import FlowControl, FlowLimits
 from wavespeed_async._media import Downloader, FileInput, guess_type, read_file_input
@@ -542,14 +543,18 @@ class Client:
         try:
             try:
                 pred = await self.submit(model, input, webhook=webhook, sync=sync)
-            except ServerError as exc:
-                # The server named a task but answered with a server-side error (e.g. a sync
-                # wait that ran out, code 5004): the task exists, so follow it.
+            except WaveSpeedError as exc:
                 if exc.task_id is None:
                     raise
-                log.info("task %s: %s; polling it", exc.task_id, exc)
+                # An error answer that names a task: the task exists, so its id is reported
+                # whatever comes next.
                 if on_created is not None:
                     on_created(exc.task_id)
+                if not isinstance(exc, ServerError):
+                    raise
+                # A server-side error for a task that exists (e.g. a sync wait that ran out,
+                # code 5004): follow it by polling, never by submitting again.
+                log.info("task %s: %s; polling it", exc.task_id, exc)
                 return await self.wait(exc.task_id, timeout=timeout)
             if on_created is not None:
                 on_created(pred.id)
@@ -580,9 +585,10 @@ class Client:
                     print(r.index, r.id, r.ok, r.error or r.outputs)
 
         Args:
-            model: The model path for dict inputs; ``None`` when every input is a typed
-                request (which carries its model).
-            inputs: An iterable or async iterable of dicts or typed requests, consumed
+            model: The model path for dict inputs; ``None`` when every input carries its
+                model (a typed request, or a ``(model, dict)`` pair).
+            inputs: An iterable or async iterable of dicts, ``(model, dict)`` pairs or
+                typed requests, consumed
                 lazily: at most about ``2 * concurrency`` are held at once, so a generator of
                 a million inputs runs in memory that does not grow.
             concurrency: Jobs at once (default: the Client's ``max_in_flight``). The
@@ -601,22 +607,36 @@ class Client:
         self._open()
 
         async def job(index: int, item: Any, created: Callable[[str], None]) -> Prediction:
+            job_model: ModelOrRequest | None = model
+            job_input: Mapping[str, Any] | None = None
             if isinstance(item, TypedRequest):
-                return await self._run_one(
-                    item, None, timeout=timeout, webhook=webhook, sync=False, on_created=created
-                )
-            if not isinstance(item, Mapping):
+                job_model = item
+            elif isinstance(item, Mapping):
+                job_input = item
+            elif (
+                isinstance(item, tuple)
+                and len(item) == 2
+                and isinstance(item[0], str)
+                and isinstance(item[1], Mapping)
+            ):
+                job_model, job_input = item
+            else:
                 raise ValidationError(
                     "inputs",
                     f"inputs[{index}]: {type(item).__name__} is not allowed; allowed: a dict "
-                    "of inputs or a typed request",
+                    "of inputs, a (model, dict) pair or a typed request",
                 )
-            if model is None:
+            if job_model is None:
                 raise ValidationError(
                     "model", f"inputs[{index}]: a dict input needs run_many(model, ...)"
                 )
             return await self._run_one(
-                model, item, timeout=timeout, webhook=webhook, sync=False, on_created=created
+                job_model,
+                job_input,
+                timeout=timeout,
+                webhook=webhook,
+                sync=False,
+                on_created=created,
             )
 
         return BulkRun(
