@@ -1,0 +1,354 @@
+"""A crash-safe journal of a batch's jobs: SQLite (standard library), WAL, one row per job.
+
+The journal is what makes a batch resumable and what makes sure that no task id the
+server returned is ever lost, whatever happens to the process (Ctrl-C, ``kill -9``, a
+power cut)::
+
+    with Journal.open("out/journal.sqlite3") as j:
+        j.ensure(line=3, job_hash=h, model=m)      # a job known to the journal
+        j.mark_submitting(3, body)                 # BEFORE the submit: the intent
+        ...                                        # POST
+        j.mark_created(3, task_id)                 # the moment the id exists
+        ...                                        # poll, download
+        j.mark_completed(3, ["line00003_..._0.png"], inference_ms=2400.0)
+
+A job moves through ``pending -> submitting -> created -> completed | failed``; a
+``submitting`` job whose answer was lost (or whose process died mid-submit) becomes
+``unknown``: a billed task may or may not exist, so it is never re-submitted silently.
+Lines that cannot be run at all are ``invalid``.
+
+Every write is its own transaction, committed before the call returns, with
+``synchronous=FULL`` (WAL): once :meth:`Journal.mark_created` returns, the task id
+survives ``kill -9`` and an operating-system crash. The calls are synchronous and small
+(one row each): call them from one thread (the event loop's, in the command line).
+
+The journal never stores credentials: only line numbers, content hashes, model paths,
+request bodies, task ids, file names, errors and times.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+__all__ = ["STATES", "JobRecord", "Journal", "JournalError"]
+
+#: Job states, in the order a job goes through them.
+STATES: Final = ("pending", "submitting", "created", "completed", "failed", "unknown", "invalid")
+
+#: States in which a job is finished: a resumed batch skips it.
+FINISHED: Final = frozenset({"completed", "failed"})
+
+SCHEMA_VERSION: Final = 1
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    line         INTEGER PRIMARY KEY,   -- 1-based line number in the jobs file
+    hash         TEXT NOT NULL,         -- hash of the line's content (model + inputs)
+    model        TEXT,
+    state        TEXT NOT NULL,
+    task_id      TEXT,
+    body         TEXT,                  -- the JSON body as submitted (uploads resolved)
+    outputs      TEXT,                  -- JSON list of file names, relative to the folder
+    error        TEXT,
+    code         INTEGER,
+    inference_ms REAL,
+    submitted_at REAL,                  -- unix seconds: the intent was recorded
+    created_at   REAL,                  -- unix seconds: the task id was recorded
+    finished_at  REAL,                  -- unix seconds: completed or failed
+    attempts     INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_task_id ON jobs(task_id);
+"""
+
+_COLUMNS: Final = (
+    "line, hash, model, state, task_id, body, outputs, error, code, inference_ms, "
+    "submitted_at, created_at, finished_at, attempts"
+)
+
+
+class JournalError(Exception):
+    """The journal cannot be opened or used (not a journal, a newer schema, a bad state)."""
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """One job as the journal knows it."""
+
+    line: int
+    hash: str
+    model: str | None
+    state: str
+    task_id: str | None
+    body: dict[str, Any] | None
+    outputs: list[str]
+    error: str | None
+    code: int | None
+    inference_ms: float | None
+    submitted_at: float | None
+    created_at: float | None
+    finished_at: float | None
+    attempts: int
+
+    @property
+    def finished(self) -> bool:
+        """Completed or failed: nothing left to do for this job."""
+        return self.state in FINISHED
+
+
+def _record(row: tuple[Any, ...]) -> JobRecord:
+    (line, job_hash, model, state, task_id, body, outputs, error, code, inference_ms,
+     submitted_at, created_at, finished_at, attempts) = row  # fmt: skip
+    return JobRecord(
+        line=line,
+        hash=job_hash,
+        model=model,
+        state=state,
+        task_id=task_id,
+        body=json.loads(body) if body else None,
+        outputs=json.loads(outputs) if outputs else [],
+        error=error,
+        code=code,
+        inference_ms=inference_ms,
+        submitted_at=submitted_at,
+        created_at=created_at,
+        finished_at=finished_at,
+        attempts=attempts,
+    )
+
+
+def _set_up(conn: sqlite3.Connection) -> str | None:
+    """Configure a new connection and create the tables; return a problem, if any."""
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    if mode is None or str(mode[0]).lower() != "wal":
+        return "cannot switch the journal to WAL mode"
+    # FULL: a commit is fsync'ed, so a recorded task id survives even an OS crash.
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.executescript(_SCHEMA)
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    if row is None:
+        conn.execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+    elif int(row[0]) > SCHEMA_VERSION:
+        return f"written by a newer wavespeed-async (schema {row[0]}); upgrade it"
+    return None
+
+
+class Journal:
+    """The jobs of one batch, in a SQLite file. Open with :meth:`open`; close when done.
+
+    Args:
+        conn: An open connection (use :meth:`open`, which sets it up).
+        clock: Unix seconds, for the recorded times.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, *, clock: Any = time.time) -> None:
+        self._conn = conn
+        self._clock = clock
+
+    @classmethod
+    def open(cls, path: str | Path) -> Journal:
+        """Open (or create) the journal at ``path``, in WAL mode with full durability.
+
+        Raises:
+            JournalError: the file is not a journal, or was written by a newer version.
+        """
+        p = Path(path)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        # Autocommit: every statement is its own transaction, committed when it returns.
+        conn = sqlite3.connect(p, isolation_level=None, timeout=10.0)
+        try:
+            conn.execute("PRAGMA busy_timeout = 10000")
+            problem = _set_up(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise JournalError(f"{p}: not a usable journal: {exc}") from None
+        except BaseException:
+            conn.close()
+            raise
+        if problem is not None:
+            conn.close()
+            raise JournalError(f"{p}: {problem}")
+        return cls(conn)
+
+    def close(self) -> None:
+        """Close the file. Everything was committed already."""
+        self._conn.close()
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- metadata --------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._conn.execute(
+            "INSERT INTO meta(key, value) VALUES (?, ?) "
+            "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            (key, value),
+        )
+
+    # -- reading ---------------------------------------------------------------------
+
+    def get(self, line: int) -> JobRecord | None:
+        """The job on ``line``, or ``None`` if the journal has never seen it."""
+        row = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM jobs WHERE line = ?",  # noqa: S608 - constant columns
+            (line,),
+        ).fetchone()
+        return None if row is None else _record(row)
+
+    def all(self) -> list[JobRecord]:
+        """Every job, in line order."""
+        rows = self._conn.execute(
+            f"SELECT {_COLUMNS} FROM jobs ORDER BY line"  # noqa: S608 - constant columns
+        ).fetchall()
+        return [_record(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each state."""
+        rows = self._conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        return {str(state): int(n) for state, n in rows}
+
+    # -- writing ---------------------------------------------------------------------
+
+    def ensure(self, line: int, job_hash: str, model: str | None) -> JobRecord:
+        """Make the journal know the job on ``line`` (``pending`` when new); return it.
+
+        Raises:
+            JournalError: the journal has another job on this line (the file was edited):
+                call :meth:`forget` first if that is intended.
+        """
+        self._conn.execute(
+            "INSERT INTO jobs(line, hash, model, state) VALUES (?, ?, ?, 'pending') "
+            "ON CONFLICT(line) DO NOTHING",
+            (line, job_hash, model),
+        )
+        rec = self.get(line)
+        if rec is None or rec.hash != job_hash:
+            raise JournalError(f"line {line}: the journal holds a different job on this line")
+        return rec
+
+    def forget(self, lines: Iterable[int]) -> None:
+        """Drop the jobs on ``lines`` (an edited file: the old jobs are no longer wanted)."""
+        self._conn.executemany("DELETE FROM jobs WHERE line = ?", [(n,) for n in lines])
+
+    def mark_invalid(self, line: int, job_hash: str, error: str) -> None:
+        """A line that cannot run (bad JSON, bad input): no task, nothing sent."""
+        self._conn.execute(
+            "INSERT INTO jobs(line, hash, state, error) VALUES (?, ?, 'invalid', ?) "
+            "ON CONFLICT(line) DO UPDATE SET hash = excluded.hash, model = NULL, "
+            "state = 'invalid', task_id = NULL, body = NULL, outputs = NULL, "
+            "error = excluded.error, code = NULL, inference_ms = NULL, "
+            "submitted_at = NULL, created_at = NULL, finished_at = NULL",
+            (line, job_hash, error),
+        )
+
+    def mark_submitting(self, line: int, body: Mapping[str, Any], model: str | None = None) -> None:
+        """Record the intent to submit, BEFORE the request is sent.
+
+        A job left in this state by a dead process has an unknown outcome.
+        """
+        self._update(
+            line,
+            "state = 'submitting', task_id = NULL, body = ?, model = COALESCE(?, model), "
+            "outputs = NULL, error = NULL, code = NULL, inference_ms = NULL, "
+            "submitted_at = ?, created_at = NULL, finished_at = NULL, attempts = attempts + 1",
+            (json.dumps(dict(body), separators=(",", ":")), model, self._clock()),
+        )
+
+    def mark_created(self, line: int, task_id: str) -> None:
+        """Record the task id; durable (fsync'ed) when this returns."""
+        if not task_id:
+            raise JournalError(f"line {line}: empty task id")
+        self._update(
+            line,
+            "state = 'created', task_id = ?, error = NULL, created_at = ?",
+            (task_id, self._clock()),
+        )
+
+    def note_error(self, line: int, error: str) -> None:
+        """Keep the state, remember why the job did not finish (e.g. a failed download)."""
+        self._update(line, "error = ?", (error,))
+
+    def mark_completed(
+        self, line: int, outputs: list[str], *, inference_ms: float | None = None
+    ) -> None:
+        """The task completed and its outputs are saved (``outputs``: file names)."""
+        self._update(
+            line,
+            "state = 'completed', outputs = ?, error = NULL, code = NULL, inference_ms = ?, "
+            "finished_at = ?",
+            (json.dumps(outputs), inference_ms, self._clock()),
+        )
+
+    def mark_failed(
+        self,
+        line: int,
+        error: str,
+        *,
+        task_id: str | None = None,
+        code: int | None = None,
+        inference_ms: float | None = None,
+    ) -> None:
+        """The job ended without outputs: a failed task, or a submit that was refused."""
+        self._update(
+            line,
+            "state = 'failed', task_id = COALESCE(?, task_id), error = ?, code = ?, "
+            "inference_ms = ?, finished_at = ?",
+            (task_id, error, code, inference_ms, self._clock()),
+        )
+
+    def mark_unknown(self, line: int, error: str) -> None:
+        """A submit whose answer was lost: a task may exist. Never re-sent silently."""
+        self._update(line, "state = 'unknown', error = ?", (error,))
+
+    def reset(self, line: int) -> None:
+        """Make a job ``pending`` again (to re-submit it; its old task id is dropped)."""
+        self._update(
+            line,
+            "state = 'pending', task_id = NULL, outputs = NULL, error = NULL, code = NULL, "
+            "inference_ms = NULL, submitted_at = NULL, created_at = NULL, finished_at = NULL",
+            (),
+        )
+
+    def submitting_to_unknown(self, error: str) -> list[int]:
+        """Turn every ``submitting`` job into ``unknown``; return their lines."""
+        rows = self._conn.execute(
+            "SELECT line FROM jobs WHERE state = 'submitting' ORDER BY line"
+        ).fetchall()
+        lines = [int(r[0]) for r in rows]
+        if lines:
+            self._conn.execute(
+                "UPDATE jobs SET state = 'unknown', error = ? WHERE state = 'submitting'",
+                (error,),
+            )
+        return lines
+
+    def _update(self, line: int, assignments: str, params: tuple[Any, ...]) -> None:
+        cur = self._conn.execute(
+            f"UPDATE jobs SET {assignments} WHERE line = ?",  # noqa: S608 - constant SQL
+            (*params, line),
+        )
+        if cur.rowcount != 1:
+            raise JournalError(f"line {line}: not in the journal")

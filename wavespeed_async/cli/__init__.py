@@ -1,0 +1,81 @@
+"""The ``wavespeed-async`` command line (install the ``cli`` extra for the progress bar).
+
+::
+
+    wavespeed-async batch examples/jobs.jsonl -o out --emulator
+    wavespeed-async run wavespeed-ai/flux-kontext-pro/text-to-image --prompt "a fox" -o out
+    wavespeed-async get TASK_ID -o out
+    wavespeed-async balance
+    wavespeed-async emulator --port 8080
+
+Exit codes: 0 every job succeeded; 1 some failed; 2 a usage or configuration error (bad
+arguments, no API key); 130 interrupted (Ctrl-C). See ``docs/cli.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from wavespeed_async.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, err
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    from wavespeed_async.cli import _batch, _commands
+
+    p = argparse.ArgumentParser(
+        prog="wavespeed-async",
+        description="Generate images with the WaveSpeedAI API: one task, or a resumable "
+        "batch from a JSONL file. Add --emulator to try it offline without a key.",
+        epilog="Exit codes: 0 all jobs succeeded, 1 some failed, 2 usage or configuration "
+        "error, 130 interrupted. The key is read from $WAVESPEED_API_KEY.",
+    )
+    from wavespeed_async import __version__
+
+    p.add_argument("--version", action="version", version=f"wavespeed-async {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    _batch.add_parser(sub)
+    _commands.add_parsers(sub)
+    sub.add_parser(
+        "emulator",
+        help="run the built-in emulator of the API as a server "
+        "(options: wavespeed-async emulator --help)",
+        add_help=False,
+    )
+    return p
+
+
+def _logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit code."""
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list and args_list[0] == "emulator":
+        from wavespeed_async.emulator.__main__ import main as emulator_main
+
+        try:
+            return emulator_main(args_list[1:])
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+    parser = _parser()
+    args = parser.parse_args(args_list)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    _logging(args.verbose)
+    try:
+        code: int = args.func(args)
+    except UsageError as exc:
+        err(f"error: {exc}")
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        err("interrupted")
+        return EXIT_INTERRUPTED
+    return code

@@ -1,0 +1,236 @@
+"""``run`` (one generation), ``get`` (a task by id) and ``balance``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import msgspec
+
+from wavespeed_async._errors import TaskFailedError, WaveSpeedError
+from wavespeed_async._models import Prediction
+from wavespeed_async._specs import MODEL_SPECS
+from wavespeed_async.cli._common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    UsageError,
+    add_connection_options,
+    err,
+    open_client,
+    resolve_target,
+)
+from wavespeed_async.cli._jobs import is_url
+
+__all__ = ["add_parsers", "parse_set"]
+
+
+def add_parsers(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser(
+        "run",
+        help="one generation: submit, wait, save the outputs",
+        description="Run one task and save its outputs to DIR.",
+    )
+    p.add_argument(
+        "model", metavar="MODEL", help="e.g. wavespeed-ai/flux-kontext-pro/text-to-image"
+    )
+    p.add_argument("--prompt", required=True, help="the prompt")
+    p.add_argument(
+        "--image", default=None, metavar="PATH_OR_URL", help="an input image: a URL, or a "
+        "local file (uploaded first)",
+    )  # fmt: skip
+    p.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another input, e.g. --set aspect_ratio=16:9 --set num_images=2 (repeatable; "
+        "values are typed from the model's spec, else read as JSON, else kept as text)",
+    )
+    p.add_argument("-o", "--output", default=".", metavar="DIR", help="where to save outputs")
+    p.add_argument("--json", action="store_true", help="print the final task as JSON")
+    add_connection_options(p)
+    p.set_defaults(func=run_command)
+
+    p = sub.add_parser(
+        "get",
+        help="show a task by id (and save its outputs)",
+        description="Print a task's current state as JSON; with -o, save its outputs.",
+    )
+    p.add_argument("task_id", metavar="ID", help="the task id")
+    p.add_argument("-o", "--output", default=None, metavar="DIR", help="save outputs to DIR")
+    p.add_argument("--wait", action="store_true", help="wait until the task ends")
+    add_connection_options(p)
+    p.set_defaults(func=get_command)
+
+    p = sub.add_parser("balance", help="show the account balance", description="Show the "
+                       "account balance in USD.")  # fmt: skip
+    add_connection_options(p)
+    p.set_defaults(func=balance_command)
+
+
+_BOOLEANS = {"true": True, "1": True, "yes": True, "on": True,
+             "false": False, "0": False, "no": False, "off": False}  # fmt: skip
+
+
+def _coerce(model: str, key: str, text: str) -> Any:
+    spec = MODEL_SPECS.get(model)
+    field = spec.by_name.get(key) if spec is not None else None
+    kind = field.type if field is not None else None
+    try:
+        if kind is str:
+            return text
+        if kind is int:
+            return int(text)
+        if kind is float:
+            return float(text)
+        if kind is bool and text.lower() in _BOOLEANS:
+            return _BOOLEANS[text.lower()]
+        if kind is bool:
+            raise UsageError(f"--set {key}={text}: expected true or false")
+    except ValueError:
+        raise UsageError(
+            f"--set {key}={text}: expected {getattr(kind, '__name__', 'a value')}"
+        ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def parse_set(model: str, items: list[str]) -> dict[str, Any]:
+    """``--set key=value`` items as inputs, typed from the model's spec when known."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise UsageError(f"--set {item!r}: expected KEY=VALUE")
+        out[key] = _coerce(model, key, value)
+    return out
+
+
+def _pretty(pred: Prediction) -> str:
+    return msgspec.json.format(msgspec.json.encode(pred), indent=2).decode()
+
+
+def _describe(pred: Prediction, files: list[Path], submit_s: float, total_s: float) -> str:
+    inference = pred.inference_ms
+    lines = [
+        f"task       {pred.id}",
+        f"status     {pred.status}",
+        f"model      {pred.model}",
+        f"inference  {f'{inference:,.0f} ms' if inference is not None else '-'}",
+        f"timings    submit {submit_s:.2f} s, total {total_s:.2f} s",
+    ]
+    lines += [f"file       {f}" for f in files]
+    return "\n".join(lines)
+
+
+def run_command(args: argparse.Namespace) -> int:
+    target = resolve_target(args)
+    inputs = parse_set(args.model, args.sets)
+    inputs["prompt"] = args.prompt
+    image: str | None = args.image
+    local: Path | None = None
+    if image is not None:
+        if is_url(image):
+            inputs["image"] = image
+        else:
+            local = Path(image).expanduser()
+            if not local.is_file():
+                raise UsageError(f"--image: no such file {image!r}; allowed: a URL or a file")
+    created: list[str] = []
+    started = time.monotonic()
+    created_at: list[float] = []
+
+    def on_created(pred: Prediction) -> None:
+        created.append(pred.id)
+        created_at.append(time.monotonic())
+        if not args.quiet:
+            err(f"task {pred.id} created")
+
+    async def go() -> int:
+        async with open_client(
+            target, timeout_s=args.timeout, on_task_created=on_created
+        ) as client:
+            if local is not None:
+                inputs["image"] = await client.upload(local)
+            try:
+                pred = await client.run(args.model, inputs)
+            except TaskFailedError as exc:
+                if args.json:
+                    print(_pretty(exc.prediction))
+                err(f"error: {exc}")
+                return EXIT_FAILED
+            files = await client.download(pred, args.output)
+            total = time.monotonic() - started
+            submit_s = (created_at[0] if created_at else started) - started
+            print(_pretty(pred) if args.json else _describe(pred, files, submit_s, total))
+            return EXIT_OK
+
+    try:
+        return anyio.run(go)
+    except KeyboardInterrupt:
+        if created:
+            err(
+                f"interrupted: task {created[0]} still runs on the server; collect it with "
+                f"wavespeed-async get {created[0]} --wait -o {args.output}"
+            )
+        raise
+    except WaveSpeedError as exc:
+        err(f"error: {exc}")
+        if created and exc.task_id is None:
+            err(f"task {created[0]}: wavespeed-async get {created[0]} --wait -o {args.output}")
+        return EXIT_FAILED
+
+
+def get_command(args: argparse.Namespace) -> int:
+    target = resolve_target(args)
+
+    async def go() -> int:
+        async with open_client(target, timeout_s=args.timeout) as client:
+            status = EXIT_OK
+            if args.wait:
+                try:
+                    pred = await client.wait(args.task_id)
+                except TaskFailedError as exc:
+                    pred = exc.prediction
+                    status = EXIT_FAILED
+            else:
+                pred = await client.get_result(args.task_id)
+            print(_pretty(pred))
+            if args.output is not None:
+                if pred.ok:
+                    for f in await client.download(pred, args.output):
+                        err(f"saved {f}")
+                else:
+                    err(f"task {pred.id} is {pred.status}: nothing to save yet")
+                    status = EXIT_FAILED
+            return status
+
+    try:
+        return anyio.run(go)
+    except WaveSpeedError as exc:
+        err(f"error: {exc}")
+        return EXIT_FAILED
+
+
+def balance_command(args: argparse.Namespace) -> int:
+    target = resolve_target(args)
+
+    async def go() -> float:
+        async with open_client(target, timeout_s=args.timeout) as client:
+            return await client.balance()
+
+    try:
+        value = anyio.run(go)
+    except WaveSpeedError as exc:
+        err(f"error: {exc}")
+        return EXIT_FAILED
+    print(f"{value:.2f} USD")
+    return EXIT_OK

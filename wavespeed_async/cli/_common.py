@@ -1,0 +1,221 @@
+"""What every command shares: where to send requests, with which key, and how to say so."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, Final, TextIO
+from urllib.parse import urlsplit
+
+from wavespeed_async._client import DEFAULT_BASE_URL, Client
+from wavespeed_async._config import PollConfig, Timeouts
+from wavespeed_async._flow import FlowLimits
+from wavespeed_async._models import Prediction
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "Target",
+    "UsageError",
+    "add_connection_options",
+    "open_client",
+    "resolve_target",
+]
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_INTERRUPTED: Final = 130
+
+#: The in-process emulator's default latency: the realistic profile, a bit shorter, so
+#: that the quick start shows its progress and still ends in seconds.
+DEFAULT_EMULATOR_LATENCY: Final = "realistic"
+
+NO_KEY_MESSAGE: Final = (
+    "no API key: set WAVESPEED_API_KEY (export WAVESPEED_API_KEY=...), or pass --api-key.\n"
+    "To try it without a key and without network, add --emulator: it runs the built-in "
+    "emulator of the WaveSpeed API in this process and produces real PNG files."
+)
+
+
+class UsageError(Exception):
+    """A bad command line or configuration: exit code 2 with this message."""
+
+
+def err(text: str, *, stream: TextIO | None = None) -> None:
+    """Print a line to stderr (never anything that holds the API key)."""
+    out = stream or sys.stderr
+    out.write(text + "\n")
+    out.flush()
+
+
+def add_connection_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("connection")
+    g.add_argument(
+        "--api-key",
+        default=None,
+        help="the API key (default: $WAVESPEED_API_KEY; prefer the variable: a key on "
+        "the command line is visible to other users of the machine)",
+    )
+    g.add_argument(
+        "--base-url",
+        default=None,
+        help=f"the API's base URL (default: $WAVESPEED_BASE_URL, else {DEFAULT_BASE_URL})",
+    )
+    g.add_argument(
+        "--emulator",
+        action="store_true",
+        help="run against the built-in emulator, started in this process (no key, no "
+        "network; real PNG outputs)",
+    )
+    g.add_argument(
+        "--emulator-latency",
+        default=None,
+        metavar="fast|realistic|SCALE",
+        help=f"the emulator's task durations: fast (milliseconds), realistic (a few "
+        f"seconds), or a factor of realistic (default {DEFAULT_EMULATOR_LATENCY})",
+    )
+    g.add_argument(
+        "--timeout",
+        type=float,
+        default=1800.0,
+        metavar="S",
+        help="give up waiting for one task after S seconds (the task keeps running on the "
+        "server; default 1800)",
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors and results")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="log requests (-vv: debug)")
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where to send requests. ``api_key`` is never printed (see ``__repr__``)."""
+
+    base_url: str | None
+    api_key: str = ""
+    emulator_scale: float | None = None  # set: start an in-process emulator
+
+    def __repr__(self) -> str:
+        return f"Target(base_url={self.base_url!r}, emulator_scale={self.emulator_scale!r})"
+
+    @property
+    def emulator(self) -> bool:
+        return self.emulator_scale is not None
+
+
+def _emulator_scale(text: str) -> float:
+    if text == "realistic":
+        return 1.0
+    if text == "fast":
+        return 0.0  # the "fast" profile (milliseconds)
+    try:
+        factor = float(text)
+    except ValueError:
+        raise UsageError(
+            f"--emulator-latency: {text!r}; allowed: fast, realistic, or a factor of "
+            "realistic such as 0.5"
+        ) from None
+    if not 0 < factor <= 100:
+        raise UsageError(f"--emulator-latency: {text!r}; allowed: a factor > 0 and <= 100")
+    return factor
+
+
+def resolve_target(args: argparse.Namespace) -> Target:
+    """The target from the options and the environment, or UsageError (exit 2)."""
+    if args.timeout is not None and not args.timeout > 0:
+        raise UsageError(f"--timeout: {args.timeout}; allowed: a number of seconds > 0")
+    if args.emulator:
+        if args.base_url:
+            raise UsageError("--emulator and --base-url: pass one or the other")
+        return Target(
+            None, "emulator", _emulator_scale(args.emulator_latency or DEFAULT_EMULATOR_LATENCY)
+        )
+    if args.emulator_latency is not None:
+        raise UsageError("--emulator-latency needs --emulator")
+    key = args.api_key if args.api_key is not None else os.environ.get("WAVESPEED_API_KEY", "")
+    if not key.strip():
+        raise UsageError(NO_KEY_MESSAGE)
+    url = args.base_url or os.environ.get("WAVESPEED_BASE_URL") or DEFAULT_BASE_URL
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"--base-url: {url!r}; allowed: an http(s) URL")
+    return Target(url.rstrip("/"), key.strip())
+
+
+def public_url(url: str) -> str:
+    """A URL without any credentials in it, to show or record."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return f"{parts.scheme}://{host}{parts.path}".rstrip("/")
+
+
+def _poll_for(scale: float | None) -> PollConfig:
+    """Polling matched to the emulator's durations (the defaults suit the real API)."""
+    if scale is None:
+        return PollConfig()
+    if scale == 0.0:  # fast: tasks take milliseconds
+        return PollConfig(expected_duration_s=0.03, min_interval_s=0.005, max_interval_s=0.05)
+    expected = max(0.03, 3.5 * scale)
+    low = min(0.1, expected / 30)
+    return PollConfig(
+        expected_duration_s=expected,
+        min_interval_s=low,
+        max_interval_s=max(low, min(5.0, expected)),
+    )
+
+
+@asynccontextmanager
+async def open_client(
+    target: Target,
+    *,
+    timeout_s: float | None,
+    on_started: Callable[[str], None] | None = None,
+    on_task_created: Callable[[Prediction], Any] | None = None,
+    seed: int = 0,
+) -> AsyncIterator[Client]:
+    """A Client for the target; with ``--emulator``, an emulator runs for its lifetime.
+
+    ``on_started`` is told the (credential-free) base URL once requests can be sent.
+    In-flight and start-rate limits are left to the caller (the batch paces itself, so
+    that a job is recorded as "submitting" only just before its request goes out).
+    """
+    limits = FlowLimits(max_in_flight=None, tasks_per_minute=None)
+    timeouts = Timeouts(task_s=timeout_s)
+    if target.emulator_scale is None:
+        base_url = target.base_url or ""
+        if on_started is not None:
+            on_started(public_url(base_url))
+        async with Client(
+            target.api_key,
+            base_url=base_url,
+            limits=limits,
+            timeouts=timeouts,
+            on_task_created=on_task_created,
+        ) as client:
+            yield client
+        return
+
+    from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
+
+    scale = target.emulator_scale
+    latency = LatencyProfile.fast() if scale == 0.0 else LatencyProfile.realistic().scaled(scale)
+    async with Emulator(EmulatorConfig(seed=seed, latency=latency)) as emu:
+        if on_started is not None:
+            on_started(emu.base_url)
+        async with Client(
+            target.api_key,
+            base_url=emu.base_url,
+            limits=limits,
+            timeouts=timeouts,
+            poll=_poll_for(scale),
+            on_task_created=on_task_created,
+        ) as client:
+            yield client

@@ -1,0 +1,141 @@
+"""Reading a jobs file: one JSON object of inputs per line, optionally with its own model."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+from wavespeed_async._errors import ValidationError
+from wavespeed_async._requests import validate_input, validate_model_path
+
+__all__ = ["Job", "is_url", "media_keys", "parse_jobs", "resolve_media"]
+
+#: Prefixes of values that are already remote (or inline) media, never local paths.
+_REMOTE: Final = ("http://", "https://", "data:")
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One line of a jobs file.
+
+    Attributes:
+        line: The 1-based line number in the file.
+        model: The model path (the line's ``"model"``, else ``--model``).
+        inputs: The inputs, without ``"model"``; local media paths not yet uploaded.
+        hash: A hash of the job's content: the model and the inputs (whitespace and key
+            order do not matter). The journal uses it to notice an edited file.
+        error: Why the line cannot run (``None`` when it can).
+        local_media: Input keys whose values are local files, with the resolved paths.
+    """
+
+    line: int
+    model: str | None
+    inputs: dict[str, Any]
+    hash: str
+    error: str | None = None
+    local_media: dict[str, list[Path]] = field(default_factory=dict)
+
+
+def is_url(value: str) -> bool:
+    return value.startswith(_REMOTE)
+
+
+def media_keys(inputs: dict[str, Any]) -> list[str]:
+    """The input keys that hold media: ``image``/``images`` and ``*_image``/``*_images``."""
+    return [
+        k
+        for k in inputs
+        if k in ("image", "images")
+        or (k.endswith(("_image", "_images")) and not k.startswith("num_"))
+    ]
+
+
+def _digest(payload: str) -> str:
+    return hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:32]
+
+
+def content_hash(model: str | None, inputs: dict[str, Any]) -> str:
+    """The hash of a job's content (canonical JSON of the model and the inputs)."""
+    canonical = json.dumps(
+        {"model": model, "inputs": inputs}, sort_keys=True, separators=(",", ":")
+    )
+    return _digest(canonical)
+
+
+def resolve_media(inputs: dict[str, Any], base: Path) -> tuple[dict[str, list[Path]], str | None]:
+    """Find the local files among the media inputs (relative paths: relative to ``base``).
+
+    Returns:
+        The local files by key, and an error message if a value is neither a URL nor an
+        existing file.
+    """
+    local: dict[str, list[Path]] = {}
+    for key in media_keys(inputs):
+        value = inputs[key]
+        values = value if isinstance(value, list) else [value]
+        paths: list[Path] = []
+        for v in values:
+            if not isinstance(v, str) or is_url(v):
+                continue  # not media we could upload: the model's checks decide
+            p = Path(v).expanduser()
+            p = p if p.is_absolute() else base / p
+            if not p.is_file():
+                return {}, (
+                    f"{key}: no such file {v!r} (relative paths are relative to the jobs "
+                    f"file's folder, {str(base)!r}); allowed: an http(s) URL or a local file"
+                )
+            paths.append(p.resolve())
+        if paths:
+            local[key] = paths
+    return local, None
+
+
+def _parse_line(number: int, text: str, default_model: str | None, base: Path) -> Job:
+    raw_hash = _digest(text)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return Job(number, None, {}, raw_hash, f"not valid JSON: {exc.msg} (column {exc.colno})")
+    if not isinstance(obj, dict):
+        return Job(
+            number, None, {}, raw_hash,
+            f"expected a JSON object of inputs, got a JSON {type(obj).__name__}",
+        )  # fmt: skip
+    model = obj.pop("model", None)
+    if model is None:
+        model = default_model
+    if model is None:
+        return Job(
+            number, None, obj, raw_hash,
+            'no model: add "model": "owner/model" to the line, or pass --model',
+        )  # fmt: skip
+    job_hash = content_hash(model, obj)
+    try:
+        model = validate_model_path(model)
+        validate_input(model, obj)
+    except ValidationError as exc:
+        return Job(number, model if isinstance(model, str) else None, obj, job_hash, str(exc))
+    local, problem = resolve_media(obj, base)
+    if problem is not None:
+        return Job(number, model, obj, job_hash, problem)
+    return Job(number, model, obj, job_hash, None, local)
+
+
+def parse_jobs(text: str, *, default_model: str | None, base: Path) -> list[Job]:
+    """Parse a jobs file's text; blank lines are skipped (they keep their numbers).
+
+    Every non-blank line becomes a Job; a line that cannot run has ``error`` set, and
+    does not stop the others.
+    """
+    jobs: list[Job] = []
+    text = text.removeprefix("\ufeff")
+    # Split on "\n" only, so that numbers match what an editor shows.
+    for number, line in enumerate(text.split("\n"), start=1):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        jobs.append(_parse_line(number, stripped, default_model, base))
+    return jobs
