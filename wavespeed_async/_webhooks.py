@@ -75,22 +75,25 @@ def verify_webhook(
             if not value
         ]
         raise WebhookVerificationError(f"missing webhook header(s): {', '.join(missing)}")
+    current = time.time() if now is None else now
     try:
         timestamp = int(ts_text)
-    except ValueError:
+        skew = float(current - timestamp)  # OverflowError for absurd integers
+    except (ValueError, OverflowError):
         raise WebhookVerificationError(
-            f"webhook-timestamp is not an integer: {ts_text!r:.40}"
+            f"webhook-timestamp is not a unix time in seconds: {ts_text!r:.40}"
         ) from None
-    current = time.time() if now is None else now
-    if abs(current - timestamp) > tolerance_s:
+    if abs(skew) > tolerance_s:
         raise WebhookVerificationError(
-            f"webhook-timestamp is {current - timestamp:.0f} s from now; "
-            f"allowed: within {tolerance_s:.0f} s"
+            f"webhook-timestamp is {skew:.0f} s from now; allowed: within {tolerance_s:.0f} s"
         )
-    expected = sign_webhook(secret, webhook_id, timestamp, body)
-    # A header may carry several space-separated signatures (during secret rotation).
-    candidates = sig_header.split()
-    if not any(hmac.compare_digest(expected.encode(), c.encode()) for c in candidates):
+    try:
+        expected = sign_webhook(secret, webhook_id, timestamp, body).encode()
+        # A header may carry several space-separated signatures (during secret rotation).
+        candidates = [c.encode() for c in sig_header.split()]
+    except UnicodeEncodeError:  # lone surrogates: undecodable header bytes
+        raise WebhookVerificationError("webhook headers are not valid text") from None
+    if not any(hmac.compare_digest(expected, c) for c in candidates):
         raise WebhookVerificationError("webhook-signature does not match the body")
     try:
         return bare_prediction_decoder.decode(body)
