@@ -1,0 +1,450 @@
+"""FastAPI integration: one Client per app, and results pushed by WaveSpeed webhooks.
+
+::
+
+    from fastapi import FastAPI, Request
+    from wavespeed_async.fastapi import WaveSpeed
+
+    ws = WaveSpeed(public_url="https://myapp.example.com")   # key: $WAVESPEED_API_KEY
+    app = FastAPI(lifespan=ws.lifespan)                      # opens / closes the Client
+    app.include_router(ws.router)                            # POST /wavespeed/webhook
+
+    @app.post("/generate")
+    async def generate(request: Request, prompt: str) -> dict[str, object]:
+        pred = await ws.run(request, "wavespeed-ai/flux-kontext-pro/text-to-image",
+                            {"prompt": prompt})
+        return {"id": pred.id, "outputs": pred.outputs}
+
+``ws.run`` submits with ``?webhook=<public_url>/wavespeed/webhook``; the router verifies each
+delivery against its raw body and wakes the matching wait at once. Polling continues only as
+a slow fallback (``PollConfig.webhook_fallback_s``) in case a delivery never comes. If the
+HTTP client disconnects, the wait is cancelled and the task id is logged: the task itself
+keeps running, and is billed, on WaveSpeed (there is no cancel endpoint).
+
+Needs the ``fastapi`` extra: ``pip install "wavespeed-async[fastapi]"``. See
+``docs/fastapi.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextvars import ContextVar
+from typing import Any, Final, ParamSpec, TypeVar
+
+import anyio
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.requests import ClientDisconnect
+
+from wavespeed_async._client import _UNSET, Client, _Unset
+from wavespeed_async._errors import (
+    ClientClosedError,
+    ValidationError,
+    WaveSpeedError,
+    WebhookVerificationError,
+)
+from wavespeed_async._models import Prediction
+from wavespeed_async._requests import TypedRequest
+from wavespeed_async._webhooks import DEFAULT_TOLERANCE_S, verify_webhook
+
+__all__ = [
+    "CLIENT_CLOSED_STATUS",
+    "DEFAULT_WEBHOOK_PATH",
+    "ClientDisconnected",
+    "WaveSpeed",
+    "run_until_disconnected",
+]
+
+log = logging.getLogger("wavespeed_async.fastapi")
+
+#: Where :attr:`WaveSpeed.router` receives deliveries, unless told otherwise.
+DEFAULT_WEBHOOK_PATH: Final = "/wavespeed/webhook"
+#: The status of a request whose client went away (nginx's "client closed request"). No
+#: one receives it; it shows in access logs.
+CLIENT_CLOSED_STATUS: Final = 499
+#: Deliveries are bare Predictions of URLs (base64 output cannot go with a webhook), so a
+#: body larger than this is not WaveSpeed's: refused before it is buffered.
+DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+#: Ids of the tasks created by the run_until_disconnected() call running in this context.
+_created_ids: ContextVar[list[str] | None] = ContextVar("wavespeed_created_ids", default=None)
+
+TaskHook = Callable[[Prediction], Awaitable[None] | None]
+
+
+class ClientDisconnected(HTTPException):
+    """The HTTP client went away while its handler waited for WaveSpeed; the wait stopped.
+
+    Left unhandled, FastAPI answers :data:`CLIENT_CLOSED_STATUS` (499) to no one, without a
+    traceback. The tasks in :attr:`task_ids` keep running, and are billed, on WaveSpeed:
+    collect them later with ``client.wait(task_id)`` if you want their results.
+
+    Attributes:
+        task_ids: Tasks created by the cancelled call (empty if it was cancelled before its
+            submit was answered: a task may still exist then).
+    """
+
+    def __init__(self, task_ids: Sequence[str]) -> None:
+        super().__init__(
+            status_code=CLIENT_CLOSED_STATUS,
+            detail="the client disconnected; the task keeps running on WaveSpeed",
+        )
+        self.task_ids = tuple(task_ids)
+
+    def __repr__(self) -> str:
+        return f"ClientDisconnected(task_ids={self.task_ids!r})"
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    """Return when the HTTP client has gone away (the ASGI ``http.disconnect`` message)."""
+    try:
+        # Read (and keep, for the handler) any body first: after it, the server's next
+        # message is the disconnect, which it sends only when the connection is lost.
+        await request.body()
+    except ClientDisconnect:
+        return
+    except RuntimeError:
+        pass  # the handler consumed the stream itself: only the disconnect is left to come
+    while (await request.receive())["type"] != "http.disconnect":
+        # Not sent by uvicorn or hypercorn; a server that does must not make this spin.
+        await anyio.sleep(0.1)
+
+
+async def run_until_disconnected(
+    request: Request,
+    fn: Callable[_P, Awaitable[_T]],
+    /,
+    *args: _P.args,
+    **kwargs: _P.kwargs,
+) -> _T:
+    """Await ``fn(*args, **kwargs)``, cancelling it if the HTTP client of ``request`` leaves.
+
+    ASGI servers do not cancel a handler whose client disconnected: without this, a handler
+    would keep polling for a result no one will receive. ::
+
+        pred = await run_until_disconnected(request, client.run, model, {"prompt": p})
+
+    Returns:
+        What ``fn`` returned; its exceptions propagate unchanged.
+
+    Raises:
+        ClientDisconnected: the client left first. The ids of tasks the call created are
+            logged at WARNING (logger ``wavespeed_async.fastapi``) and carried in
+            ``.task_ids`` when the Client was opened by :class:`WaveSpeed`; those tasks keep
+            running on WaveSpeed.
+    """
+    ids: list[str] = []
+    token = _created_ids.set(ids)
+    result: list[_T] = []
+    error: Exception | None = None
+    try:
+        async with anyio.create_task_group() as tg:
+
+            async def watch() -> None:
+                try:
+                    await _wait_for_disconnect(request)
+                except Exception:
+                    # Watching is best effort: it must never break the call it watches.
+                    log.debug("cannot watch the request for a disconnect", exc_info=True)
+                    return
+                tg.cancel_scope.cancel()
+
+            tg.start_soon(watch)
+            try:
+                result.append(await fn(*args, **kwargs))
+            except Exception as exc:
+                # Raised after the task group, so that it is not wrapped in an ExceptionGroup.
+                error = exc
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        _created_ids.reset(token)
+    if error is not None:
+        raise error
+    if result:
+        return result[0]
+    # Neither a result nor an error: the watcher cancelled the call (an outer cancellation
+    # would have propagated from the task group).
+    if ids:
+        log.warning(
+            "the HTTP client disconnected: stopped waiting for task %s, which keeps running "
+            "(and is billed) on WaveSpeed; collect it later with client.wait(task_id)",
+            ", ".join(ids),
+        )
+    else:
+        log.warning(
+            "the HTTP client disconnected before a task id was known; if a submit was in "
+            "flight, a task may exist on WaveSpeed"
+        )
+    raise ClientDisconnected(ids)
+
+
+def _record_created(pred: Prediction) -> None:
+    ids = _created_ids.get()
+    if ids is not None:
+        ids.append(pred.id)
+
+
+async def _read_limited(request: Request, limit: int) -> bytes | None:
+    """The raw body, or None when it is larger than ``limit`` bytes."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _problem(status: int, detail: str) -> Response:
+    return JSONResponse({"detail": detail}, status_code=status)
+
+
+class WaveSpeed:
+    """One :class:`~wavespeed_async.Client` for a FastAPI app, and its webhook receiver.
+
+    * ``FastAPI(lifespan=ws.lifespan)`` opens the Client at startup and closes it at
+      shutdown (or ``async with ws.lifespan(app):`` inside your own lifespan). Every
+      handler shares it, so they share its flow control: in-flight cap, start rate, poll
+      budget and connection pool.
+    * ``Depends(ws.get_client)`` hands the Client to a handler.
+    * ``app.include_router(ws.router)`` receives WaveSpeed's webhooks at ``webhook_path``.
+    * ``await ws.run(request, model, input)`` runs a task with the webhook and stops
+      waiting if the HTTP client disconnects.
+
+    Args:
+        public_url: The app's base URL as WaveSpeed can reach it, e.g.
+            ``https://myapp.example.com``; webhooks go to ``public_url + webhook_path``.
+            ``None``: :meth:`run` polls instead. May be set later (before requests come).
+        webhook_path: The path of the webhook route of :attr:`router`.
+        webhook_secret: The signing secret (``whsec_...``). Default: fetched once with
+            ``client.webhook_secret()`` on the first delivery, then cached until shutdown.
+        tolerance_s: Deliveries whose timestamp is further than this from now, in seconds,
+            are refused.
+        max_body_bytes: Larger delivery bodies are refused (413) without being buffered.
+        on_delivery: Called (sync or async) with every verified delivery, whether or not a
+            wait in this process was pending for it: persist results here for tasks whose
+            waiter is gone (a disconnected client, a restart, another worker process). Its
+            exceptions are logged; the delivery is still acknowledged.
+        **client_kwargs: Passed to ``Client(...)`` at startup (``api_key``, ``base_url``,
+            ``limits``, ``poll``, ``on_task_created``, ...).
+
+    Foot-gun: with several worker processes a delivery reaches one of them; a wait in
+    another is not woken and falls back to polling (every ``webhook_fallback_s``).
+    """
+
+    __slots__ = (
+        "_client",
+        "_client_kwargs",
+        "_given_secret",
+        "_secret",
+        "_secret_lock",
+        "deliveries_received",
+        "deliveries_rejected",
+        "max_body_bytes",
+        "on_delivery",
+        "public_url",
+        "router",
+        "tolerance_s",
+        "webhook_path",
+    )
+
+    def __init__(
+        self,
+        *,
+        public_url: str | None = None,
+        webhook_path: str = DEFAULT_WEBHOOK_PATH,
+        webhook_secret: str | None = None,
+        tolerance_s: float = DEFAULT_TOLERANCE_S,
+        max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        on_delivery: TaskHook | None = None,
+        **client_kwargs: Any,
+    ) -> None:
+        if not webhook_path.startswith("/"):
+            raise ValidationError(
+                "webhook_path", f"webhook_path: {webhook_path!r}; allowed: a path starting with /"
+            )
+        self.public_url = public_url
+        self.webhook_path = webhook_path
+        self._given_secret = webhook_secret
+        self._secret = webhook_secret
+        self._secret_lock: anyio.Lock | None = None
+        self.tolerance_s = tolerance_s
+        self.max_body_bytes = max_body_bytes
+        self.on_delivery = on_delivery
+        self._client_kwargs = client_kwargs
+        self._client: Client | None = None
+        self.deliveries_received = 0
+        self.deliveries_rejected = 0
+        self.router = APIRouter()
+        self.router.add_api_route(
+            webhook_path,
+            self._receive_webhook,
+            methods=["POST"],
+            include_in_schema=False,
+            response_model=None,
+        )
+
+    def __repr__(self) -> str:
+        state = "open" if self._client is not None else "not open"
+        return (
+            f"<WaveSpeed {state} webhook={self.webhook_url} "
+            f"deliveries_received={self.deliveries_received} "
+            f"deliveries_rejected={self.deliveries_rejected}>"
+        )
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, app: object) -> AsyncIterator[None]:
+        """Open the Client for the app's lifetime; pass as ``FastAPI(lifespan=...)``.
+
+        Raises:
+            ValidationError: no API key, or a Client setting out of range (startup fails).
+            RuntimeError: this WaveSpeed is already open (one app at a time).
+        """
+        if self._client is not None:
+            raise RuntimeError("this WaveSpeed is already open; use one per app")
+        user_hook: TaskHook | None = self._client_kwargs.get("on_task_created")
+
+        async def on_task_created(pred: Prediction) -> None:
+            _record_created(pred)
+            if user_hook is not None:
+                result = user_hook(pred)
+                if inspect.isawaitable(result):
+                    await result
+
+        client = Client(**{**self._client_kwargs, "on_task_created": on_task_created})
+        self._secret_lock = anyio.Lock()
+        self._client = client
+        try:
+            async with client:
+                log.info("WaveSpeed client open; webhooks: %s", self.webhook_url or "off")
+                yield
+        finally:
+            self._client = None
+            # A restarted app fetches the secret again (it may have been rotated).
+            self._secret = self._given_secret
+
+    @property
+    def client(self) -> Client:
+        """The app's Client.
+
+        Raises:
+            ClientClosedError: the app is not running (``lifespan`` not entered).
+        """
+        if self._client is None:
+            raise ClientClosedError(
+                "no open Client: pass lifespan=ws.lifespan to FastAPI(...), or enter "
+                "`async with ws.lifespan(app):` in your own lifespan"
+            )
+        return self._client
+
+    def get_client(self) -> Client:
+        """A dependency: ``client: Annotated[Client, Depends(ws.get_client)]``."""
+        return self.client
+
+    @property
+    def webhook_url(self) -> str | None:
+        """Where WaveSpeed delivers results (``None`` without a ``public_url``)."""
+        if not self.public_url:
+            return None
+        return self.public_url.rstrip("/") + self.webhook_path
+
+    # -- running ---------------------------------------------------------------------
+
+    async def run(
+        self,
+        request: Request,
+        model: str | TypedRequest,
+        input: Mapping[str, Any] | None = None,
+        *,
+        timeout: float | _Unset | None = _UNSET,
+        sync: bool = False,
+    ) -> Prediction:
+        """``client.run(...)`` with this app's webhook, stopped if the HTTP client leaves.
+
+        Args:
+            request: The handler's request, watched for a disconnect.
+            model, input, timeout: As for ``Client.run``.
+            sync: Use ``enable_sync_mode`` instead of a webhook; if the server's wait runs
+                out, the task is polled by id, never submitted again.
+
+        Raises:
+            ClientDisconnected: the HTTP client left first; the task keeps running on
+                WaveSpeed and its id is logged.
+            Everything ``Client.run`` raises.
+        """
+        webhook = None if sync else self.webhook_url
+        return await run_until_disconnected(
+            request, self.client.run, model, input, timeout=timeout, webhook=webhook, sync=sync
+        )
+
+    # -- webhooks --------------------------------------------------------------------
+
+    async def webhook_secret(self) -> str:
+        """The signing secret: the one given, else fetched once from WaveSpeed and cached."""
+        if self._secret is None:
+            lock = self._secret_lock
+            if lock is None:  # not open: self.client raises the explanation
+                return await self.client.webhook_secret()
+            async with lock:
+                if self._secret is None:
+                    self._secret = await self.client.webhook_secret()
+        return self._secret
+
+    async def _receive_webhook(self, request: Request) -> Response:
+        """Verify one delivery against its raw body and wake the wait for its task."""
+        length = request.headers.get("content-length", "")
+        if length.isdecimal() and int(length) > self.max_body_bytes:
+            return self._reject(413, "the body is larger than a WaveSpeed delivery")
+        try:
+            body = await _read_limited(request, self.max_body_bytes)
+        except ClientDisconnect:
+            return self._reject(400, "the sender disconnected")
+        if body is None:
+            return self._reject(413, "the body is larger than a WaveSpeed delivery")
+        if self._client is None:
+            return _problem(503, "the app is not running")
+        try:
+            secret = await self.webhook_secret()
+        except WaveSpeedError as exc:
+            # Not the sender's fault: ask it to come again (polling covers it if it does not).
+            log.warning("cannot verify a webhook delivery: the secret is unavailable: %s", exc)
+            return _problem(503, "the webhook secret is unavailable")
+        try:
+            pred = verify_webhook(secret, request.headers, body, tolerance_s=self.tolerance_s)
+        except WebhookVerificationError as exc:
+            return self._reject(401, f"webhook verification failed: {exc}")
+        except (ValueError, OverflowError) as exc:  # defence in depth
+            # Headers are attacker-controlled: whatever the verifier trips on, it is a 4xx.
+            return self._reject(400, f"webhook verification failed: {type(exc).__name__}")
+        self.deliveries_received += 1
+        woke = self.client.deliver(pred)
+        log.debug(
+            "webhook: task %s %s (%s)",
+            pred.id,
+            pred.status,
+            "a wait was pending" if woke else "no wait pending here",
+        )
+        hook = self.on_delivery
+        if hook is not None:
+            try:
+                result = hook(pred)
+                if inspect.isawaitable(result):
+                    await result
+            except Exception:
+                log.exception("on_delivery hook failed for task %s", pred.id)
+        return JSONResponse({"received": pred.id})
+
+    def _reject(self, status: int, detail: str) -> Response:
+        self.deliveries_rejected += 1
+        log.warning("rejected a webhook delivery (%d): %s", status, detail)
+        return _problem(status, detail)
