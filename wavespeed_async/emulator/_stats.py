@@ -1,10 +1,19 @@
-"""Snapshots of what the emulator saw: served as JSON at ``GET /_emulator/stats``."""
+"""What the emulator saw: the live counters, and their snapshots.
+
+``EmulatorStats`` is served as JSON at ``GET /_emulator/stats``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 import msgspec
 
-__all__ = ["EmulatorStats", "TaskRecord"]
+if TYPE_CHECKING:
+    from wavespeed_async.emulator._tasks import Task
+
+__all__ = ["Counters", "EmulatorStats", "TaskRecord"]
 
 
 class TaskRecord(msgspec.Struct, frozen=True):
@@ -68,3 +77,68 @@ class EmulatorStats(msgspec.Struct, frozen=True):
     balance: float
     #: Tasks created since the last reset, by id.
     tasks: dict[str, TaskRecord]
+
+
+class Counters:
+    """The live counters behind ``EmulatorStats``, shared by the emulator's parts."""
+
+    def __init__(self) -> None:
+        self.reset(in_flight=0, running=0)
+
+    def reset(self, *, in_flight: int, running: int) -> None:
+        """Zero everything; the maxima restart from what is in flight and running now."""
+        self.submits_received = 0
+        self.tasks_per_prompt: dict[str, int] = {}
+        #: Tasks created since the last reset, by id.
+        self.tasks: dict[str, Task] = {}
+        self.polls_total = 0
+        self.requests_total = 0
+        self.max_concurrent = in_flight
+        self.faults: dict[str, dict[str, int]] = {}
+        self.rate_limited = 0
+        self.max_running = running
+        self.completed = 0
+        self.failed = 0
+        self.webhook_ok = 0
+        self.webhook_failed = 0
+        self.sync_timeouts = 0
+        self.media_requests = 0
+        self.media_with_auth = 0
+        self.uploads = 0
+
+    def count_task(self, task: Task) -> None:
+        self.tasks[task.id] = task
+        self.tasks_per_prompt[task.prompt] = self.tasks_per_prompt.get(task.prompt, 0) + 1
+
+    def count_fault(self, kind: str, phase: str) -> None:
+        by_phase = self.faults.setdefault(kind, {})
+        by_phase[phase] = by_phase.get(phase, 0) + 1
+
+    def snapshot(
+        self, all_tasks: Iterable[Task], *, running: int, queued: int, balance: float
+    ) -> EmulatorStats:
+        return EmulatorStats(
+            submits_received=self.submits_received,
+            tasks_created=len(self.tasks),
+            tasks_per_prompt=dict(self.tasks_per_prompt),
+            duplicate_prompts=[p for p, n in self.tasks_per_prompt.items() if n > 1],
+            polls_per_task={t.id: t.polls for t in all_tasks if t.polls},
+            polls_total=self.polls_total,
+            requests_total=self.requests_total,
+            max_concurrent_requests=self.max_concurrent,
+            faults={k: dict(v) for k, v in self.faults.items()},
+            rate_limited=self.rate_limited,
+            max_running=self.max_running,
+            running=running,
+            queued=queued,
+            tasks_completed=self.completed,
+            tasks_failed=self.failed,
+            webhook_deliveries=self.webhook_ok,
+            webhook_failures=self.webhook_failed,
+            sync_timeouts=self.sync_timeouts,
+            media_requests=self.media_requests,
+            media_requests_with_auth=self.media_with_auth,
+            uploads=self.uploads,
+            balance=balance,
+            tasks={tid: t.record() for tid, t in self.tasks.items()},
+        )

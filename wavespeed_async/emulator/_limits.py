@@ -1,0 +1,58 @@
+"""Account limits on new generations: per-minute rate and balance.
+
+``Limits.submits_per_minute`` counts tasks created in a sliding 60 s window (each
+submit pops the expired entries: amortised O(1)); ``enforce_balance`` refuses submits
+once the balance is spent. ``Limits.max_running`` is the task queue's (``_tasks``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Final
+
+from aiohttp import web
+
+from wavespeed_async.emulator._config import EmulatorConfig
+from wavespeed_async.emulator._scheduler import Scheduler
+from wavespeed_async.emulator._stats import Counters
+from wavespeed_async.emulator._wire import error
+
+__all__ = ["SubmitLimits"]
+
+_RATE_WINDOW_S: Final = 60.0
+
+
+class SubmitLimits:
+    """Decides whether a valid submit may create a task."""
+
+    def __init__(self, config: EmulatorConfig, scheduler: Scheduler, counters: Counters) -> None:
+        self._config = config
+        self._scheduler = scheduler
+        self._counters = counters
+        self._window: deque[float] = deque()
+
+    def refuse(self, balance: float) -> web.Response | None:
+        """The 429 or 403 answer to this submit, or ``None`` to go ahead."""
+        limit = self._config.limits.submits_per_minute
+        if limit is not None:
+            now = self._scheduler.now()
+            window = self._window
+            while window and window[0] <= now - _RATE_WINDOW_S:
+                window.popleft()
+            if len(window) >= limit:
+                self._counters.rate_limited += 1
+                retry = max(1, math.ceil(window[0] + _RATE_WINDOW_S - now))
+                return error(
+                    429,
+                    f"rate limit exceeded: {limit} generations per minute",
+                    {"Retry-After": str(retry)},
+                )
+        if self._config.enforce_balance and balance <= 0:
+            return error(403, "insufficient balance")
+        return None
+
+    def record(self, created_at: float) -> None:
+        """Count a task created at ``created_at`` against the per-minute rate."""
+        if self._config.limits.submits_per_minute is not None:
+            self._window.append(created_at)

@@ -1,0 +1,209 @@
+"""The prediction endpoints (submit, poll, delete) and the prediction JSON they carry.
+
+A submit is checked (API key, model path, body, webhook, limits), may be hit by a fault
+before or after its task is created, and with ``enable_sync_mode`` is held until the task
+ends or ``sync_wait_s`` passes. Webhooks carry the same prediction shape as polls.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import msgspec
+from aiohttp import web
+
+from wavespeed_async._specs import MODEL_SPECS, check_input
+from wavespeed_async.emulator._config import EmulatorConfig
+from wavespeed_async.emulator._faults import FaultInjector
+from wavespeed_async.emulator._limits import SubmitLimits
+from wavespeed_async.emulator._png import ImageCache
+from wavespeed_async.emulator._scheduler import Scheduler, Wake
+from wavespeed_async.emulator._stats import Counters
+from wavespeed_async.emulator._tasks import Task, TaskEngine, error_text
+from wavespeed_async.emulator._wire import (
+    authorized,
+    base_of,
+    envelope,
+    error,
+    iso,
+    json_response,
+    shutting_down,
+    unauthorized,
+)
+
+__all__ = ["Predictions", "render_prediction"]
+
+
+def render_prediction(task: Task, base: str, epoch: float, images: ImageCache) -> dict[str, Any]:
+    """The API's prediction object for ``task``; URLs start with ``base``.
+
+    ``epoch`` is the wall-clock time of the emulator clock's zero.
+    """
+    status = task.visible_status
+    outputs: list[str] = []
+    nsfw: list[bool] | None = None
+    inference: int | None = None
+    error_message = ""
+    if task.finished_at is not None:
+        assert task.started_at is not None  # noqa: S101 - set before finished_at
+        inference = round(task.inference_s * 1000)
+        nsfw = []
+    if status == "completed":
+        if task.base64:
+            outputs = [
+                base64.b64encode(
+                    images.get(task.prompt, task.seed, n, task.width, task.height)
+                ).decode()
+                for n in range(task.num_images)
+            ]
+        else:
+            outputs = [f"{base}/media/outputs/{task.id}/{n}.png" for n in range(task.num_images)]
+        nsfw = [task.nsfw] * task.num_images
+    elif status == "failed":
+        error_message = error_text(task.code)
+    data: dict[str, Any] = {
+        "id": task.id,
+        "model": task.model,
+        "outputs": outputs,
+        "urls": {"get": f"{base}/api/v3/predictions/{task.id}/result"},
+        "has_nsfw_contents": nsfw,
+        "status": status,
+        "created_at": iso(epoch + task.created_at),
+        "error": error_message,
+        "timings": {"inference": inference},
+        "executionTime": (
+            round((task.finished_at - task.created_at) * 1000)
+            if task.finished_at is not None
+            else 0
+        ),
+    }
+    if status == "failed":
+        data["code"] = task.code
+    return data
+
+
+class Predictions:
+    """``POST /api/v3/{model}``, ``GET /api/v3/predictions/{id}[/result]`` and delete."""
+
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        scheduler: Scheduler,
+        counters: Counters,
+        tasks: TaskEngine,
+        faults: FaultInjector,
+        limits: SubmitLimits,
+        render: Callable[[Task, str], dict[str, Any]],
+        reachable: Callable[[str, str], bool],
+    ) -> None:
+        self._config = config
+        self._scheduler = scheduler
+        self._counters = counters
+        self._tasks = tasks
+        self._faults = faults
+        self._limits = limits
+        self._render = render
+        self._reachable = reachable
+
+    async def submit(self, request: web.Request) -> web.StreamResponse:
+        self._counters.submits_received += 1  # refused ones too: checked here, not guarded
+        if not authorized(request, self._config.api_key):
+            return unauthorized()
+        model = request.match_info["model"].strip("/")
+        segments = model.split("/")
+        if not 2 <= len(segments) <= 3 or not all(segments):
+            return error(404, f"model {model!r} not found")
+        kind, phase = self._faults.draw("submit")
+        if phase == "before":
+            answer = await self._faults.carry_out(kind, phase, request)
+            if answer is not None:
+                return answer
+        try:
+            body = msgspec.json.decode(await request.read())
+        except msgspec.DecodeError:
+            return error(400, "body: not valid JSON; allowed: a JSON object of model inputs")
+        if not isinstance(body, dict):
+            return error(400, "body: expected a JSON object of model inputs")
+        problem = check_input(MODEL_SPECS.get(model), body)
+        if problem is not None:
+            return error(400, problem[1])
+        webhook = request.query.get("webhook")
+        if webhook is not None:
+            parts = urlsplit(webhook)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                return error(400, f"webhook: {webhook!r:.80} is not an http(s) URL")
+            if body.get("enable_base64_output") is True:
+                return error(
+                    400, "enable_base64_output: cannot be combined with a webhook; allowed: false"
+                )
+        refusal = self._limits.refuse(self._tasks.balance)
+        if refusal is not None:
+            return refusal
+        base = base_of(request)
+        host = request.host
+        task = self._tasks.create(model, body, webhook, lambda url: self._reachable(url, host))
+        self._limits.record(task.created_at)
+        sync_timed_out = False
+        if body.get("enable_sync_mode") is True and task.status not in ("completed", "failed"):
+            woke = await self._hold(task)
+            if woke == "closing":
+                return shutting_down()
+            self._scheduler.run_due()
+            sync_timed_out = woke == "timeout"
+        data = self._render(task, base)
+        data["input"] = body
+        payload = envelope(data)
+        if sync_timed_out:
+            self._counters.sync_timeouts += 1
+            data["status"] = "processing"
+            data["code"] = 5004
+            payload = envelope(data, 5004, "timeout: the task is still running; poll its id")
+        if phase == "after":
+            answer = await self._faults.carry_out(kind, phase, request)
+            if answer is not None:
+                return answer
+            if kind == "malformed":
+                return self._faults.malformed(payload)
+        if not sync_timed_out:
+            task.seen(self._scheduler.now())
+        return json_response(200, payload)
+
+    async def _hold(self, task: Task) -> Wake:
+        """Wait until ``task`` ends (``"done"``), ``sync_wait_s`` passes, or we close."""
+        fut = self._scheduler.future()
+        if task.waiters is None:
+            task.waiters = []
+        task.waiters.append(fut)
+        self._scheduler.time_out(fut, self._config.sync_wait_s)
+        return await fut
+
+    async def poll(self, request: web.Request) -> web.StreamResponse:
+        task = self._tasks.get(request.match_info["id"])
+        if task is not None:
+            task.polls += 1
+            self._counters.polls_total += 1
+        kind, _ = self._faults.draw("poll")
+        answer = await self._faults.carry_out(kind, "poll", request)
+        if answer is not None:
+            return answer
+        if task is None:
+            return error(404, f"prediction {request.match_info['id']!r:.80} not found")
+        payload = envelope(self._render(task, base_of(request)))
+        if kind == "malformed":
+            return self._faults.malformed(payload)
+        task.seen(self._scheduler.now())
+        return json_response(200, payload)
+
+    async def delete(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = msgspec.json.decode(await request.read())
+        except msgspec.DecodeError:
+            return error(400, 'body: not valid JSON; allowed: {"ids": [...]}')
+        ids = body.get("ids") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            return error(400, "ids: expected a list of task ids")
+        self._tasks.delete(ids)
+        return json_response(200, envelope(None))
