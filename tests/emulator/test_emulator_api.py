@@ -500,3 +500,20 @@ async def test_max_concurrent_requests(session: aiohttp.ClientSession) -> None:
         results = await asyncio.gather(*pending)
         assert [status for status, _ in results] == [200] * 5
         assert emu.stats().max_concurrent_requests == 5
+
+
+async def test_api_paths_are_not_models_and_odd_digits_are_not_server_errors() -> None:
+    async with (
+        Emulator(EmulatorConfig(seed=1, latency=LatencyProfile.fast())) as emu,
+        aiohttp.ClientSession(headers={"Authorization": "Bearer k"}) as s,
+    ):
+        async with s.post(f"{emu.base_url}/api/v3/predictions/xyz", json={"prompt": "x"}) as r:
+            assert r.status == 404
+        async with s.post(
+            f"{emu.base_url}/api/v3/someone/model", json={"prompt": "odd [fail:\u00b2]"}
+        ) as r:
+            assert r.status == 200
+            task_id = (await r.json())["data"]["id"]
+        async with s.get(f"{emu.base_url}/media/outputs/{task_id}/\u00b2.png") as r:
+            assert r.status == 404
+        assert emu.stats().tasks_created == 1

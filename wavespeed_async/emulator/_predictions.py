@@ -36,6 +36,9 @@ from wavespeed_async.emulator._wire import (
 
 __all__ = ["Predictions", "render_prediction"]
 
+#: First path segments that belong to the API itself, never to a model owner.
+_RESERVED = frozenset({"predictions", "media", "balance", "webhook"})
+
 
 def render_prediction(task: Task, base: str, epoch: float, images: ImageCache) -> dict[str, Any]:
     """The API's prediction object for ``task``; URLs start with ``base``.
@@ -114,7 +117,9 @@ class Predictions:
             return unauthorized()
         model = request.match_info["model"].strip("/")
         segments = model.split("/")
-        if not 2 <= len(segments) <= 3 or not all(segments):
+        if not 2 <= len(segments) <= 3 or not all(segments) or segments[0] in _RESERVED:
+            # The API's own endpoints are not model owners: POST /api/v3/predictions/x is a
+            # 404, not a task.
             return error(404, f"model {model!r} not found")
         kind, phase = self._faults.draw("submit")
         if phase == "before":

@@ -57,7 +57,7 @@ def parse_directives(prompt: str) -> tuple[int | None, float | None, bool]:
         name, arg = m.group(1).lower(), m.group(2)
         if name == "fail":
             fail = 5000
-            if arg is not None and arg.strip().isdigit():
+            if arg is not None and arg.strip().isascii() and arg.strip().isdigit():
                 fail = int(arg.strip())
         elif name == "latency" and arg is not None:
             with contextlib.suppress(ValueError):
@@ -130,7 +130,7 @@ class Task:
     def output_index(self, name: str) -> int | None:
         """The index of output ``name`` (``N`` or ``N.png``) if it can be downloaded."""
         index = name.removesuffix(".png")
-        if self.visible_status != "completed" or not index.isdigit():
+        if self.visible_status != "completed" or not (index.isascii() and index.isdigit()):
             return None
         n = int(index)
         return n if n < self.num_images else None
