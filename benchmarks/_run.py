@@ -1,0 +1,391 @@
+"""The orchestrator: ``python -m benchmarks [--quick] [--out DIR]``.
+
+It starts the emulator in its own process, then runs each client in a fresh interpreter
+(``benchmarks._worker``), one after another on the same emulator, and resets the emulator's
+counters between runs. A client's warm-up batch runs first and is left out of the figures
+(its own figures are kept in the JSON, as the "cold start"). Every request goes to
+127.0.0.1; every batch is bounded in jobs and in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+
+from benchmarks._common import (
+    MODEL,
+    PROTOCOL_PREFIX,
+    ClientKind,
+    PhaseOutcome,
+    WorkerReport,
+    WorkerSpec,
+)
+from benchmarks._emulator import EmulatorProcess
+from benchmarks._machine import machine_info
+from benchmarks._metrics import RunFigures, phase_figures, run_figures
+from benchmarks._report import (
+    Results,
+    Workload,
+    evaluate_targets,
+    render_markdown,
+    simulate_policies,
+)
+
+__all__ = ["Plan", "Scenario", "main"]
+
+ROOT = Path(__file__).resolve().parent.parent
+SEED = 7
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One client configuration to run."""
+
+    name: str
+    label: str
+    client: ClientKind
+    poll: str
+    poll_interval_s: float | None = None
+    max_in_flight: int | None = 256
+    max_polls_per_s: float | None = 500.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The whole run: a comparison on one workload, then a scale run."""
+
+    mode: Literal["quick", "full"]
+    latency: str
+    concurrency: int
+    jobs: int
+    warmup: int
+    scenarios: tuple[Scenario, ...]
+    scale_latency: str
+    scale_concurrency: int
+    scale_jobs: tuple[int, ...]
+    scale_warmup: int
+    scale_scenarios: tuple[Scenario, ...] = field(default=())
+    time_limit_s: float = 300.0
+
+
+OURS = Scenario(
+    "ours",
+    "wavespeed_async `run_many`",
+    "ours",
+    "adaptive (default `PollConfig`)",
+)
+FLOOR = {
+    s: Scenario(f"floor-{s:g}s", "hand-written aiohttp floor", "floor", f"fixed {s:g} s", s)
+    for s in (1.0, 0.5, 0.25)
+}
+OFFICIAL = {
+    s: Scenario(
+        f"official-{s:g}s",
+        "official `wavespeed` SDK, thread pool",
+        "official",
+        f"fixed {s:g} s" + (" (its default)" if s == 1.0 else ""),
+        s,
+    )
+    for s in (1.0, 0.1)
+}
+OURS_SCALE = Scenario(
+    "ours-scale",
+    "wavespeed_async `run_many`",
+    "ours",
+    "adaptive (default `PollConfig`)",
+    max_in_flight=None,
+    max_polls_per_s=None,
+)
+FLOOR_SCALE = Scenario(
+    "floor-scale",
+    "hand-written aiohttp floor",
+    "floor",
+    "fixed 1 s",
+    1.0,
+)
+
+COMPARISON = (OURS, FLOOR[1.0], FLOOR[0.5], FLOOR[0.25], OFFICIAL[1.0], OFFICIAL[0.1])
+
+PLANS = {
+    "full": Plan(
+        mode="full",
+        latency="0.5",
+        concurrency=100,
+        jobs=1500,
+        warmup=300,
+        scenarios=COMPARISON,
+        scale_latency="0.25",
+        scale_concurrency=1000,
+        scale_jobs=(10_000, 40_000),
+        scale_warmup=1000,
+        scale_scenarios=(OURS_SCALE, FLOOR_SCALE),
+    ),
+    "quick": Plan(
+        mode="quick",
+        latency="0.5",
+        concurrency=50,
+        jobs=150,
+        warmup=50,
+        scenarios=(OURS, FLOOR[1.0], FLOOR[0.25], OFFICIAL[1.0], OFFICIAL[0.1]),
+        scale_latency="0.25",
+        scale_concurrency=500,
+        scale_jobs=(1000, 3000),
+        scale_warmup=250,
+        scale_scenarios=(OURS_SCALE,),
+        time_limit_s=120.0,
+    ),
+}
+
+
+def _log(message: str) -> None:
+    sys.stderr.write(f"[benchmarks] {message}\n")
+    sys.stderr.flush()
+
+
+class _Worker:
+    """A client subprocess speaking the ``benchmarks._worker`` protocol."""
+
+    def __init__(self, spec: WorkerSpec, hard_limit_s: float) -> None:
+        self.proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
+            [sys.executable, "-m", "benchmarks._worker", msgspec.json.encode(spec).decode()],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        # A worker that overruns every bound is killed (only this one process, by handle).
+        self._watchdog = threading.Timer(hard_limit_s, self.proc.kill)
+        self._watchdog.daemon = True
+        self._watchdog.start()
+
+    def expect(self, kind: str) -> bytes:
+        """Read protocol lines until one of ``kind``; pass any other output to stderr."""
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if not line.startswith(PROTOCOL_PREFIX):
+                sys.stderr.write(line)
+                continue
+            got, _, payload = line[len(PROTOCOL_PREFIX) :].partition(" ")
+            if got == kind:
+                return payload.encode()
+            raise RuntimeError(f"worker said {got!r}, expected {kind!r}")
+        code = self.proc.wait()
+        raise RuntimeError(f"worker ended (exit code {code}) before {kind!r}")
+
+    def go(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write("go\n")
+        self.proc.stdin.flush()
+
+    def finish(self) -> None:
+        try:
+            self.proc.wait(timeout=30)
+        finally:
+            self._watchdog.cancel()
+            if self.proc.poll() is None:
+                self.proc.kill()
+                self.proc.wait()
+            for stream in (self.proc.stdin, self.proc.stdout):
+                if stream is not None:
+                    stream.close()
+
+
+def run_scenario(
+    emu: EmulatorProcess,
+    scenario: Scenario,
+    *,
+    jobs: int,
+    warmup: int,
+    concurrency: int,
+    time_limit_s: float,
+    tag: str,
+) -> RunFigures:
+    """Run one client in its own process against ``emu`` and gather its figures."""
+    spec = WorkerSpec(
+        client=scenario.client,
+        base_url=emu.base_url,
+        jobs=jobs,
+        warmup=warmup,
+        concurrency=concurrency,
+        tag=tag,
+        poll_interval_s=scenario.poll_interval_s,
+        max_in_flight=scenario.max_in_flight,
+        max_polls_per_s=scenario.max_polls_per_s,
+        time_limit_s=time_limit_s,
+    )
+    emu.reset()
+    worker = _Worker(spec, hard_limit_s=2 * time_limit_s + 60)
+    try:
+        worker.expect("ready")
+        warm_outcome = msgspec.json.decode(worker.expect("warm"), type=PhaseOutcome)
+        warm_fig = phase_figures(emu.stats(), warm_outcome.jobs, concurrency)
+        emu.reset()
+        cpu0 = emu.cpu_seconds()
+        worker.go()
+        report = msgspec.json.decode(worker.expect("done"), type=WorkerReport)
+        cpu1 = emu.cpu_seconds()
+    finally:
+        worker.finish()
+    measured = phase_figures(emu.stats(), jobs, concurrency)
+    settings: dict[str, object] = {"concurrency": concurrency, "warmup_jobs": warmup}
+    if scenario.client == "ours":
+        settings.update(
+            max_in_flight=scenario.max_in_flight,
+            max_polls_per_s=scenario.max_polls_per_s,
+            max_connections=spec.max_connections,
+            poll="PollConfig() defaults",
+        )
+    elif scenario.client == "floor":
+        settings.update(
+            poll_interval_s=scenario.poll_interval_s, connection_limit=spec.connection_limit
+        )
+    else:
+        settings.update(poll_interval_s=scenario.poll_interval_s, threads=concurrency)
+    return run_figures(
+        name=scenario.name,
+        label=scenario.label,
+        poll=scenario.poll,
+        poll_interval_s=scenario.poll_interval_s,
+        concurrency=concurrency,
+        settings=settings,
+        report=report,
+        measured=measured,
+        warmup=warm_fig,
+        emulator_cpu_s=(cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None,
+    )
+
+
+def _summary(fig: RunFigures) -> str:
+    e = fig.emulator
+    share = f"{fig.emulator_cpu_share:.0%}" if fig.emulator_cpu_share is not None else "n/a"
+    return (
+        f"{fig.name}: {fig.ok}/{fig.jobs} ok in {fig.wall_s:.1f} s "
+        f"(ideal {e.ideal_s:.1f} s), CPU {fig.cpu_ms_per_job:.2f} ms/job, "
+        f"{e.requests_per_job:.2f} req/job, detect p50 {e.detect_p50_ms:.0f} ms, "
+        f"peak RSS {fig.rss_peak_mib:.1f} MiB, emulator CPU {share}"
+    )
+
+
+def execute(plan: Plan, only: Sequence[str] | None = None) -> Results:
+    """Run the plan; ``only`` restricts it to scenarios with these names."""
+    started = time.monotonic()
+    info = machine_info(ROOT)
+    comparison: list[RunFigures] = []
+    scale: list[RunFigures] = []
+    run_id = time.strftime("%H%M%S")
+    scenarios = [s for s in plan.scenarios if not only or s.name in only]
+    if scenarios:
+        with EmulatorProcess(latency=plan.latency, seed=SEED, cwd=ROOT) as emu:
+            _log(f"emulator (--latency {plan.latency}) on {emu.base_url}")
+            for i, sc in enumerate(scenarios, 1):
+                _log(f"[{i}/{len(scenarios)}] {sc.name}: {plan.jobs} jobs, c={plan.concurrency}")
+                fig = run_scenario(
+                    emu,
+                    sc,
+                    jobs=plan.jobs,
+                    warmup=plan.warmup,
+                    concurrency=plan.concurrency,
+                    time_limit_s=plan.time_limit_s,
+                    tag=f"{run_id} {sc.name}",
+                )
+                comparison.append(fig)
+                _log("    " + _summary(fig))
+    scale_scenarios = [s for s in plan.scale_scenarios if not only or s.name in only]
+    if scale_scenarios:
+        with EmulatorProcess(latency=plan.scale_latency, seed=SEED, cwd=ROOT) as emu:
+            _log(f"scale emulator (--latency {plan.scale_latency}) on {emu.base_url}")
+            for sc in scale_scenarios:
+                for jobs in plan.scale_jobs:
+                    _log(f"{sc.name}: {jobs} jobs, c={plan.scale_concurrency}")
+                    fig = run_scenario(
+                        emu,
+                        sc,
+                        jobs=jobs,
+                        warmup=plan.scale_warmup,
+                        concurrency=plan.scale_concurrency,
+                        time_limit_s=plan.time_limit_s,
+                        tag=f"{run_id} {sc.name} {jobs}",
+                    )
+                    scale.append(fig)
+                    _log("    " + _summary(fig))
+    results = Results(
+        mode=plan.mode,
+        command="python -m benchmarks" + (" --quick" if plan.mode == "quick" else ""),
+        machine=info,
+        workload=Workload(
+            model=MODEL,
+            latency=plan.latency,
+            jobs=plan.jobs,
+            warmup_jobs=plan.warmup,
+            concurrency=plan.concurrency,
+            scale_latency=plan.scale_latency,
+            scale_jobs=list(plan.scale_jobs),
+            scale_warmup_jobs=plan.scale_warmup,
+            scale_concurrency=plan.scale_concurrency,
+            seed=SEED,
+        ),
+        comparison=comparison,
+        scale=scale,
+        simulation=simulate_policies(seed=SEED),
+        duration_s=time.monotonic() - started,
+    )
+    results.targets = evaluate_targets(comparison, scale)
+    return results
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks",
+        description="Benchmark wavespeed_async against the official SDK and a hand-written "
+        "aiohttp floor, on a local emulator; write a markdown table and a JSON file.",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="a small smoke run (about a minute) instead"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write latest.md and latest.json (default benchmarks/results/; "
+        "--quick: benchmarks/results/quick/)",
+    )
+    p.add_argument(
+        "--render",
+        type=Path,
+        metavar="JSON",
+        help="only re-render latest.md (next to --out) from a results JSON file",
+    )
+    p.add_argument(
+        "--only",
+        nargs="+",
+        metavar="NAME",
+        help="run only these scenarios (ours, floor-1s, floor-0.5s, floor-0.25s, "
+        "official-1s, official-0.1s, ours-scale, floor-scale)",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    plan = PLANS["quick" if args.quick else "full"]
+    default_out = ROOT / "benchmarks" / "results"
+    out: Path = args.out or (default_out / "quick" if args.quick else default_out)
+    if args.render is not None:
+        results = msgspec.json.decode(args.render.read_bytes(), type=Results)
+        results.targets = evaluate_targets(results.comparison, results.scale)
+    else:
+        results = execute(plan, args.only)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_bytes(msgspec.json.format(msgspec.json.encode(results)) + b"\n")
+    (out / "latest.md").write_text(render_markdown(results), encoding="utf-8")
+    _log(f"done in {results.duration_s:.0f} s; wrote {out / 'latest.md'} and latest.json")
+    return 0
