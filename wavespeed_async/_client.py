@@ -6,6 +6,7 @@ import asyncio
 import collections
 import inspect
 import logging
+import math
 import os
 import platform
 import random
@@ -61,6 +62,8 @@ _VERSION: Final = "0.1.0"
 #: Submit times remembered for tasks not yet waited on (bounded, oldest dropped first).
 _MAX_REMEMBERED: Final = 100_000
 _V = TypeVar("_V")
+#: Poll wake-ups are rounded up to this grid (seconds).
+_POLL_GRID_S: Final = 0.01
 
 #: Called with the created Prediction the moment a task id exists, before any polling.
 TaskCreatedHook = Callable[[Prediction], Awaitable[None] | None]
@@ -77,10 +80,22 @@ class _Waiter:
         self.prediction: Prediction | None = None
 
 
+def _unopened_clock() -> float:
+    return asyncio.get_running_loop().time()
+
+
 def _bounded_put(d: collections.OrderedDict[str, _V], key: str, value: _V) -> None:
     d[key] = value
     if len(d) > _MAX_REMEMBERED:
         d.popitem(last=False)
+
+
+async def _acquire_slot(limiter: anyio.CapacityLimiter, token: object) -> None:
+    """Take an in-flight slot, without a trip through the event loop when one is free."""
+    try:
+        limiter.acquire_on_behalf_of_nowait(token)
+    except anyio.WouldBlock:
+        await limiter.acquire_on_behalf_of(token)
 
 
 class _Unset:
@@ -161,6 +176,8 @@ class Client:
         }
         self._rng = random.Random(seed)
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: The event loop's monotonic clock (cheaper than anyio.current_time on hot paths).
+        self._now: Callable[[], float] = _unopened_clock
         self._session: aiohttp.ClientSession | None = None
         self._downloader: Downloader | None = None
         self._transport: Transport | None = None
@@ -227,11 +244,12 @@ class Client:
             )
         if self._transport is None:
             self._loop = loop
+            self._now = loop.time
             connector = aiohttp.TCPConnector(
                 limit=self.limits.max_connections, limit_per_host=self.limits.max_connections
             )
             self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
-            self._flow = self._flow or FlowControl(self.limits)
+            self._flow = self._flow or FlowControl(self.limits, clock=loop.time)
             self._transport = Transport(
                 self._session,
                 base_url=self.base_url,
@@ -317,7 +335,7 @@ class Client:
 
     async def _task_created(self, pred: Prediction, model: str) -> None:
         self.tasks_created += 1
-        _bounded_put(self._submitted, pred.id, (anyio.current_time(), model))
+        _bounded_put(self._submitted, pred.id, (self._now(), model))
         log.info("task %s created for %s", pred.id, model)
         hook = self.on_task_created
         if hook is None:
@@ -413,7 +431,7 @@ class Client:
         limit = self.timeouts.task_s if isinstance(timeout, _Unset) else timeout
         if limit is not None and limit <= 0:
             raise ValidationError("timeout", f"timeout: {limit!r}; allowed: a number > 0 or None")
-        now = anyio.current_time()
+        now = self._now()
         known = self._submitted.get(task_id)
         started, model = known if known else (now, pred.model if pred else "")
         last: list[Prediction | None] = [pred]
@@ -449,7 +467,7 @@ class Client:
             waiter = self._waiters.setdefault(task_id, _Waiter())
         try:
             while True:
-                now = anyio.current_time()
+                now = self._now()
                 if task_id in self._webhook_tasks:
                     delay = self.poll.webhook_fallback_s
                 else:
@@ -460,6 +478,9 @@ class Client:
                         estimator=est,
                         config=self.poll,
                     )
+                # Wake on a grid: polls of many tasks that fall due together are sent in
+                # one pass of the event loop instead of one pass each.
+                delay = math.ceil((now + delay) / _POLL_GRID_S) * _POLL_GRID_S - now
                 if deadline is not None:
                     # Poll once more just before the deadline rather than sleeping past it.
                     delay = max(0.0, min(delay, deadline - now - 0.05))
@@ -475,7 +496,7 @@ class Client:
                 polls += 1
                 last[0] = pred
                 status = pred.status
-                seen_at = anyio.current_time() - started
+                seen_at = self._now() - started
                 if not pred.done:
                     pending_at = seen_at
                     continue
@@ -539,7 +560,7 @@ class Client:
         """run(), with ``on_created`` told each task id the moment it exists."""
         flow = self.flow
         token = object()
-        await flow.in_flight.acquire_on_behalf_of(token)
+        await _acquire_slot(flow.in_flight, token)
         try:
             try:
                 pred = await self.submit(model, input, webhook=webhook, sync=sync)
@@ -666,7 +687,7 @@ class Client:
         async def job(index: int, task_id: str, created: Callable[[str], None]) -> Prediction:
             created(task_id)
             token = object()
-            await self.flow.in_flight.acquire_on_behalf_of(token)
+            await _acquire_slot(self.flow.in_flight, token)
             try:
                 return await self.wait(task_id, timeout=timeout)
             finally:

@@ -177,7 +177,7 @@ class PollConfig:
     expected_duration_s: float = 3.0
     min_interval_s: float = 0.1
     max_interval_s: float = 5.0
-    first_poll_fraction: float = 0.05
+    first_poll_fraction: float = 0.1
     poll_cost_s: float = 0.05
     tail_quantile: float = 0.95
     tail_interval_fraction: float = 0.1

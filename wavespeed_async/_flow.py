@@ -190,6 +190,10 @@ class FlowControl:
         self.cooldown = Cooldown()
         self.cooldowns_started = 0
 
+    def now(self) -> float:
+        """The monotonic clock these limits run on, in seconds."""
+        return self._clock()
+
     async def wait_cooldown(self) -> None:
         """Wait out a 429 cool-down, if one is running."""
         while (d := self.cooldown.delay(self._clock())) > 0:

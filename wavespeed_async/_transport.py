@@ -134,12 +134,19 @@ class Transport:
         self.rng = rng
         self.requests_sent = 0
         self.retries = 0
+        self._timeout_cache: dict[float, aiohttp.ClientTimeout] = {}
 
     def url(self, path: str) -> str:
         """An absolute API URL from a path (``/api/v3/...``)."""
         return self.base_url + path
 
     def _timeout(self, read_s: float) -> aiohttp.ClientTimeout:
+        timeout = self._timeout_cache.get(read_s)
+        if timeout is None:
+            timeout = self._timeout_cache[read_s] = self._make_timeout(read_s)
+        return timeout
+
+    def _make_timeout(self, read_s: float) -> aiohttp.ClientTimeout:
         # Waiting for a pooled connection and connecting are "connect" phases: a timeout
         # there proves the request never left, so even a submit may be re-sent. Only a
         # timeout while waiting for the answer (sock_read) leaves a submit's outcome unknown,
@@ -284,7 +291,7 @@ class Transport:
         """An idempotent call (GET, upload, delete): retried per the GET policy.
 
         Args:
-            deadline: ``anyio.current_time()`` value after which no retry is started.
+            deadline: event-loop time (``loop.time()``) after which no retry is started.
             task_id: Attached to any error raised, so the caller keeps the id.
         """
         url = path_or_url if "://" in path_or_url else self.url(path_or_url)
@@ -302,7 +309,7 @@ class Transport:
             )
             if not isinstance(out, _Attempt):
                 return out
-            time_left = None if deadline is None else deadline - anyio.current_time()
+            time_left = None if deadline is None else deadline - self.flow.now()
             decision = _policy.decide_get_retry(
                 out.kind,
                 status=out.status,
