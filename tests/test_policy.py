@@ -22,7 +22,6 @@ from wavespeed_async._errors import (
     ServerError,
 )
 from wavespeed_async._policy import (
-    DurationEstimator,
     FailureKind,
     backoff_delay,
     classify_status,
@@ -31,12 +30,15 @@ from wavespeed_async._policy import (
     error_class_for,
     is_failure,
     is_terminal,
-    next_poll_delay,
     parse_retry_after,
-    simulate_fixed_polling,
-    simulate_polling,
     submit_outcome_unknown,
     unknown_outcome_cause,
+)
+from wavespeed_async._polling import (
+    DurationEstimator,
+    next_poll_delay,
+    simulate_fixed_polling,
+    simulate_polling,
 )
 
 NOW = 1_700_000_000.0  # a fixed unix time: 2023-11-14T22:13:20Z

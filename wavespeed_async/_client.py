@@ -26,7 +26,6 @@ import aiohttp
 import anyio
 import msgspec
 
-from wavespeed_async import _policy
 from wavespeed_async._bulk import BulkRun, default_concurrency
 from wavespeed_async._config import PollConfig, RetryConfig, Timeouts
 from wavespeed_async._errors import (
@@ -49,7 +48,7 @@ from wavespeed_async._models import (
     upload_decoder,
     webhook_secret_decoder,
 )
-from wavespeed_async._policy import DurationEstimator
+from wavespeed_async._polling import DurationEstimator, next_poll_delay
 from wavespeed_async._requests import TypedRequest, coerce_request
 from wavespeed_async._transport import Transport
 
@@ -471,7 +470,7 @@ class Client:
                 if task_id in self._webhook_tasks:
                     delay = self.poll.webhook_fallback_s
                 else:
-                    delay = _policy.next_poll_delay(
+                    delay = next_poll_delay(
                         elapsed_s=now - started,
                         polls_done=polls,
                         status=status,

@@ -138,7 +138,7 @@ class PollConfig:
     """How often a running task is polled: an adaptive schedule learned per model.
 
     The client learns each model's distribution of submit-to-done durations and polls
-    where completions are likely (see ``_policy.next_poll_delay``): no poll before the
+    where completions are likely (see ``_polling.next_poll_delay``): no poll before the
     ``first_poll_fraction`` quantile, polls spaced by the hazard rate (the chance of
     finishing in the next instant given not finished yet) inside the bulk of the
     distribution, and intervals growing with the elapsed time in the tail.
