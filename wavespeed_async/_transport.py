@@ -310,16 +310,7 @@ class Transport:
             if not isinstance(out, _Attempt):
                 return out
             time_left = None if deadline is None else deadline - self.flow.now()
-            decision = _policy.decide_get_retry(
-                out.kind,
-                status=out.status,
-                retry_after_s=out.retry_after_s,
-                attempt=attempt,
-                config=self.retry,
-                rng=self.rng,
-                time_left_s=time_left,
-            )
-            self._note_rate_limit(out, decision.delay_s)
+            decision = self._decide(_policy.decide_get_retry, out, attempt, time_left)
             if not decision.retry:
                 raise self._final(out, task_id)
             self.retries += 1
@@ -367,16 +358,7 @@ class Transport:
                 # The server answered with an error but named a task: it exists. Never
                 # re-send; hand the id to the caller with the error.
                 raise self._final(out, out.task_id)
-            decision = _policy.decide_submit_retry(
-                out.kind,
-                status=out.status,
-                retry_after_s=out.retry_after_s,
-                attempt=attempt,
-                config=self.retry,
-                rng=self.rng,
-                time_left_s=None,
-            )
-            self._note_rate_limit(out, decision.delay_s)
+            decision = self._decide(_policy.decide_submit_retry, out, attempt, None)
             if decision.retry:
                 self.retries += 1
                 log.info(
@@ -406,6 +388,26 @@ class Transport:
                     status=out.status,
                 ) from out.error
             raise self._final(out, None)
+
+    def _decide(
+        self,
+        policy: Callable[..., _policy.RetryDecision],
+        out: _Attempt,
+        attempt: int,
+        time_left_s: float | None,
+    ) -> _policy.RetryDecision:
+        """Ask ``policy`` whether to retry; a 429 also starts the shared cool-down."""
+        decision = policy(
+            out.kind,
+            status=out.status,
+            retry_after_s=out.retry_after_s,
+            attempt=attempt,
+            config=self.retry,
+            rng=self.rng,
+            time_left_s=time_left_s,
+        )
+        self._note_rate_limit(out, decision.delay_s)
+        return decision
 
     def _note_rate_limit(self, out: _Attempt, delay_s: float) -> None:
         if out.kind is FailureKind.STATUS and out.status == 429:
