@@ -259,8 +259,17 @@ async def test_leaving_early_stops_work_and_reports_abandoned_ids(
     inputs = [{"prompt": "quick [latency:1]"}] + [
         {"prompt": f"long {i} [latency:60000]"} for i in range(7)
     ]
-    run = client.run_many(PRO, inputs, concurrency=8)
+    created: list[str] = []
+    all_created = anyio.Event()
+
+    def on_created(index: int, task_id: str) -> None:
+        created.append(task_id)
+        if len(created) == len(inputs):
+            all_created.set()
+
+    run = client.run_many(PRO, inputs, concurrency=8, on_task_created=on_created)
     async with run as results:
+        await all_created.wait()
         async for r in results:
             assert r.index == 0
             break
@@ -270,12 +279,25 @@ async def test_leaving_early_stops_work_and_reports_abandoned_ids(
 
 
 async def test_cancellation_from_outside_reports_abandoned_ids(client: Client) -> None:
-    run = client.run_many(PRO, jobs(5, "long [latency:60000]"), concurrency=5)
-    with anyio.move_on_after(0.3):
+    all_created = anyio.Event()
+    created: list[str] = []
+
+    def on_created(index: int, task_id: str) -> None:
+        created.append(task_id)
+        if len(created) == 5:
+            all_created.set()
+
+    run = client.run_many(
+        PRO, jobs(5, "long [latency:60000]"), concurrency=5, on_task_created=on_created
+    )
+    with anyio.CancelScope() as scope:
         async with run as results:
+            await all_created.wait()
+            scope.cancel()
             async for _ in results:
                 pass
-    assert len(run.abandoned) == 5
+    assert scope.cancelled_caught
+    assert sorted(run.abandoned) == sorted(created)
 
 
 async def test_wait_many_resumes_from_ids(emulator: Emulator) -> None:
