@@ -17,7 +17,7 @@ PRO = "wavespeed-ai/flux-kontext-pro/text-to-image"
 
 @pytest.fixture
 async def emu() -> AsyncIterator[Emulator]:
-    config = EmulatorConfig(seed=21, latency=LatencyProfile.fast(), stall_s=0.3)
+    config = EmulatorConfig(seed=21, latency=LatencyProfile.fast(), stall_s=3.0)
     async with Emulator(config) as e:
         yield e
 
@@ -28,7 +28,8 @@ def client(emu: Emulator) -> Client:
         base_url=emu.base_url,
         poll=fast_poll(),
         retry=fast_retry(),
-        timeouts=Timeouts(request_s=0.1, connect_s=1.0),
+        # Stalls (3 s) outlast the read timeout; a normal answer under load never does.
+        timeouts=Timeouts(request_s=1.0, connect_s=1.0),
     )
 
 
