@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import msgspec
 
+from wavespeed_async._client import Client
 from wavespeed_async._errors import TaskFailedError, WaveSpeedError
 from wavespeed_async._models import Prediction
 from wavespeed_async._specs import MODEL_SPECS
@@ -189,29 +191,13 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
-def get_command(args: argparse.Namespace) -> int:
+def _with_client(args: argparse.Namespace, work: Callable[[Client], Awaitable[int]]) -> int:
+    """Run ``work`` with a client for the command's target; a WaveSpeedError exits 1."""
     target = resolve_target(args)
 
     async def go() -> int:
         async with open_client(target, timeout_s=args.timeout) as client:
-            status = EXIT_OK
-            if args.wait:
-                try:
-                    pred = await client.wait(args.task_id)
-                except TaskFailedError as exc:
-                    pred = exc.prediction
-                    status = EXIT_FAILED
-            else:
-                pred = await client.get_result(args.task_id)
-            print(_pretty(pred))
-            if args.output is not None:
-                if pred.ok:
-                    for f in await client.download(pred, args.output):
-                        err(f"saved {f}")
-                else:
-                    err(f"task {pred.id} is {pred.status}: nothing to save yet")
-                    status = EXIT_FAILED
-            return status
+            return await work(client)
 
     try:
         return anyio.run(go)
@@ -220,17 +206,34 @@ def get_command(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
+def get_command(args: argparse.Namespace) -> int:
+    async def get(client: Client) -> int:
+        status = EXIT_OK
+        if args.wait:
+            try:
+                pred = await client.wait(args.task_id)
+            except TaskFailedError as exc:
+                pred = exc.prediction
+                status = EXIT_FAILED
+        else:
+            pred = await client.get_result(args.task_id)
+        print(_pretty(pred))
+        if args.output is not None:
+            if pred.ok:
+                for f in await client.download(pred, args.output):
+                    err(f"saved {f}")
+            else:
+                err(f"task {pred.id} is {pred.status}: nothing to save yet")
+                status = EXIT_FAILED
+        return status
+
+    return _with_client(args, get)
+
+
 def balance_command(args: argparse.Namespace) -> int:
-    target = resolve_target(args)
+    async def balance(client: Client) -> int:
+        value = await client.balance()
+        print(f"{value:.2f} USD")
+        return EXIT_OK
 
-    async def go() -> float:
-        async with open_client(target, timeout_s=args.timeout) as client:
-            return await client.balance()
-
-    try:
-        value = anyio.run(go)
-    except WaveSpeedError as exc:
-        err(f"error: {exc}")
-        return EXIT_FAILED
-    print(f"{value:.2f} USD")
-    return EXIT_OK
+    return _with_client(args, balance)

@@ -1,0 +1,128 @@
+"""Taking jobs into a batch: each waits for room and for the start rate, has its local
+files uploaded, and is journaled ``submitting`` just before ``run_many`` submits it.
+
+The pacing comes before the journal, so a job that waits for its turn is still
+``pending``: a process killed while jobs wait leaves them pending, not "unknown".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+
+from wavespeed_async._client import Client
+from wavespeed_async._errors import WaveSpeedError
+from wavespeed_async._flow import WINDOW_MARGIN_S, SlidingWindow
+from wavespeed_async._journal import Journal
+from wavespeed_async.cli._jobs import Job
+from wavespeed_async.cli._progress import Counters
+from wavespeed_async.cli._uploads import Uploads
+
+__all__ = ["Feed", "Intake", "Pacer"]
+
+
+class Pacer:
+    """The start rate (``--rate``): at most so many tasks started per minute."""
+
+    def __init__(self, per_minute: int | None, stop: anyio.Event) -> None:
+        self._window = (
+            SlidingWindow(per_minute, 60.0 + WINDOW_MARGIN_S) if per_minute is not None else None
+        )
+        self._lock = anyio.Lock()
+        self._stop = stop
+
+    async def wait(self) -> None:
+        """Wait until the start rate allows one more task (or the batch stops)."""
+        window = self._window
+        if window is None:
+            return
+        async with self._lock:
+            while (delay := window.delay(anyio.current_time())) > 0:
+                with anyio.move_on_after(delay):
+                    await self._stop.wait()
+                if self._stop.is_set():
+                    return
+            window.record(anyio.current_time())
+
+
+class Intake:
+    """What the feeds of one batch share: room (``--concurrency``), pace, and uploads."""
+
+    def __init__(
+        self,
+        client: Client,
+        journal: Journal,
+        counters: Counters,
+        stop: anyio.Event,
+        *,
+        concurrency: int,
+        rate: int | None,
+    ) -> None:
+        self.journal = journal
+        self.counters = counters
+        self.stop = stop
+        self.gate = anyio.Semaphore(concurrency)
+        self.pacer = Pacer(rate, stop)
+        self.uploads = Uploads(client)
+
+    def release(self) -> None:
+        """A job taken in has ended: room for another."""
+        self.gate.release()
+
+    async def prepare(self, job: Job) -> dict[str, Any] | None:
+        """The request body: local files uploaded (each once). ``None``: upload failed."""
+        try:
+            return await self.uploads.request_body(job)
+        except WaveSpeedError as exc:
+            self.journal.mark_failed(job.line, f"upload failed: {exc}")
+            self.counters.queued -= 1
+            self.counters.failed += 1
+            self.counters.ended_this_run += 1
+            return None
+
+
+class Feed:
+    """The inputs of one model's ``run_many``: paced, uploaded, and journaled as they go.
+
+    A job is taken only when the batch has room (the shared gate) and the start rate
+    allows; its local files are uploaded; then it is marked ``submitting`` and handed to
+    ``run_many``, which submits it at once.
+    """
+
+    def __init__(self, intake: Intake, jobs: list[Job]) -> None:
+        self.intake = intake
+        self._jobs: Iterator[Job] = iter(jobs)
+        #: run_many's index -> line number.
+        self.lines: list[int] = []
+
+    def __aiter__(self) -> Feed:
+        return self
+
+    async def __anext__(self) -> dict[str, Any]:
+        i = self.intake
+        while True:
+            if i.stop.is_set():
+                raise StopAsyncIteration
+            job = next(self._jobs, None)
+            if job is None:
+                raise StopAsyncIteration
+            await i.gate.acquire()
+            fed = False
+            try:
+                await i.pacer.wait()
+                if i.stop.is_set():
+                    raise StopAsyncIteration
+                body = await i.prepare(job)
+                if body is None:
+                    continue
+                i.journal.mark_submitting(job.line, body, job.model)
+                i.counters.queued -= 1
+                i.counters.submitting += 1
+                self.lines.append(job.line)
+                fed = True
+                return body
+            finally:
+                if not fed:
+                    i.gate.release()

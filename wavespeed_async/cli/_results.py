@@ -1,0 +1,120 @@
+"""What becomes of a task that ended: its outputs saved, or why not, in the journal."""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from pathlib import Path
+from typing import Any, Final
+
+import anyio
+from anyio.abc import TaskGroup
+
+from wavespeed_async._bulk import BulkResult
+from wavespeed_async._client import Client
+from wavespeed_async._errors import (
+    NotFoundError,
+    SubmissionOutcomeUnknown,
+    TaskFailedError,
+    WaveSpeedError,
+)
+from wavespeed_async._journal import Journal
+from wavespeed_async._models import Prediction
+from wavespeed_async.cli._outdir import PARTIAL_DIR, output_name
+from wavespeed_async.cli._progress import Counters
+
+__all__ = ["MAX_SAVING", "Downloads", "record_end"]
+
+#: Downloads (and their journal writes) running at once.
+MAX_SAVING: Final = 16
+
+
+class Downloads:
+    """The outputs of completed tasks, downloaded into DIR (``MAX_SAVING`` at once)."""
+
+    def __init__(self, journal: Journal, counters: Counters, out: Path) -> None:
+        self.journal = journal
+        self.counters = counters
+        self.out = out
+        self._slots = anyio.Semaphore(MAX_SAVING)
+
+    async def start(self, work: TaskGroup, client: Client, line: int, pred: Prediction) -> None:
+        """Start saving the outputs of ``pred`` (waits while too many downloads run)."""
+        self.counters.running -= 1
+        self.counters.saving += 1
+        await self._slots.acquire()
+        work.start_soon(self._save, client, line, pred)
+
+    async def _save(self, client: Client, line: int, pred: Prediction) -> None:
+        c = self.counters
+        try:
+            tmp = self.out / PARTIAL_DIR / pred.id
+            names: list[str] = []
+            try:
+                paths = await client.download(pred, tmp)
+                for n, path in enumerate(paths):
+                    name = output_name(line, pred.id, n, path.suffix)
+                    await anyio.Path(path).replace(self.out / name)
+                    names.append(name)
+            except WaveSpeedError as exc:
+                self.journal.note_error(
+                    line, f"task completed but its outputs could not be saved: {exc}; "
+                    "re-run the same command to download them",
+                )  # fmt: skip
+                c.saving -= 1
+                c.incomplete += 1
+                c.ended_this_run += 1
+                return
+            finally:
+                with suppress(OSError):
+                    await anyio.Path(tmp).rmdir()
+            self.journal.mark_completed(line, names, inference_ms=pred.inference_ms)
+            c.saving -= 1
+            c.completed += 1
+            c.ended_this_run += 1
+        finally:
+            self._slots.release()
+
+
+def record_end(
+    journal: Journal, counters: Counters, line: int, r: BulkResult[Any], *, resumed: bool
+) -> None:
+    """Journal a job that ended without outputs to save: failed, unknown, or incomplete.
+
+    ``resumed``: the job's task was created by an earlier run.
+    """
+    c = counters
+    if r.id is None:
+        c.submitting -= 1
+    else:
+        c.running -= 1
+    c.ended_this_run += 1
+    error = r.error
+    text = str(error) if error is not None else "no result"
+    if isinstance(error, TaskFailedError):
+        journal.mark_failed(
+            line,
+            text,
+            task_id=error.task_id,
+            code=error.code,
+            inference_ms=error.prediction.inference_ms,
+        )
+        c.failed += 1
+    elif isinstance(error, NotFoundError) and resumed:
+        journal.mark_failed(
+            line,
+            f"task {r.id} is unknown to the server (expired, deleted, or created on "
+            "another server); --retry-failed submits the job again",
+            code=404,
+        )
+        c.failed += 1
+    elif isinstance(error, SubmissionOutcomeUnknown):
+        journal.mark_unknown(line, text)
+        c.unknown += 1
+    elif r.id is not None:
+        # The task exists and did not end here (a timeout, a network failure): keep it.
+        journal.note_error(line, f"{text}; re-run the same command to collect it")
+        c.incomplete += 1
+    else:  # refused before any task existed (bad input, no balance, network)
+        code = getattr(error, "code", None)
+        journal.mark_failed(line, text, code=code if isinstance(code, int) else None)
+        c.failed += 1
