@@ -52,6 +52,8 @@ class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
         tag: Makes this run's prompts unique.
         poll_interval_s: The fixed poll interval (``floor``, ``official``).
         max_in_flight, max_polls_per_s, max_connections: ``ours``: its ``FlowLimits``.
+        webhook: ``ours``: submit with a webhook to a receiver in the worker's process,
+            which verifies each delivery and hands it to ``Client.deliver``.
         connection_limit: ``floor``: the aiohttp pool size.
         time_limit_s: A batch that takes longer is abandoned (the run is then reported as
             incomplete); the orchestrator also kills a worker that overruns.
@@ -67,6 +69,7 @@ class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
     max_in_flight: int | None = 256
     max_polls_per_s: float | None = 500.0
     max_connections: int = 100
+    webhook: bool = False
     connection_limit: int = 100
     time_limit_s: float = 600.0
 

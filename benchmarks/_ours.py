@@ -1,21 +1,54 @@
-"""Client 1: ``wavespeed_async`` through ``Client.run_many``, with its default polling."""
+"""Client 1: ``wavespeed_async`` through ``Client.run_many``: default polling, or webhooks."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
 import anyio
+from aiohttp import web
 
 from benchmarks._common import MODEL, Checkpoint, PhaseOutcome, Stopwatch, WorkerSpec, prompts
-from wavespeed_async import Client, FlowLimits
+from wavespeed_async import Client, FlowLimits, WebhookVerificationError, verify_webhook
 
 __all__ = ["run"]
 
 
-async def _batch(client: Client, spec: WorkerSpec, n: int, tag: str) -> PhaseOutcome:
+@asynccontextmanager
+async def _receiver(client: Client) -> AsyncIterator[str]:
+    """A webhook endpoint on 127.0.0.1 that verifies deliveries and wakes the waits."""
+    secret = await client.webhook_secret()
+
+    async def deliver(request: web.Request) -> web.Response:
+        try:
+            pred = verify_webhook(secret, request.headers, await request.read())
+        except WebhookVerificationError:
+            return web.Response(status=401)
+        client.deliver(pred)
+        return web.Response(status=204)
+
+    app = web.Application()
+    app.router.add_post("/hook", deliver)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
+    finally:
+        await runner.cleanup()
+
+
+async def _batch(
+    client: Client, spec: WorkerSpec, n: int, tag: str, webhook: str | None
+) -> PhaseOutcome:
     watch = Stopwatch()
     ok = failed = 0
     timed_out = True
     with anyio.move_on_after(spec.time_limit_s):
-        async with client.run_many(MODEL, prompts(tag, n), concurrency=spec.concurrency) as rs:
+        async with client.run_many(
+            MODEL, prompts(tag, n), concurrency=spec.concurrency, webhook=webhook
+        ) as rs:
             async for r in rs:
                 if r.ok:
                     ok += 1
@@ -32,10 +65,19 @@ async def _main(spec: WorkerSpec, checkpoint: Checkpoint) -> tuple[PhaseOutcome,
         max_connections=spec.max_connections,
     )
     async with Client(api_key="benchmark", base_url=spec.base_url, limits=limits) as client:
-        warm = await _batch(client, spec, spec.warmup, f"{spec.tag} warm-up")
-        # Blocks the loop on purpose: nothing runs between the two batches.
-        checkpoint(warm)
-        measured = await _batch(client, spec, spec.jobs, spec.tag)
+        if spec.webhook:
+            async with _receiver(client) as url:
+                return await _phases(client, spec, checkpoint, url)
+        return await _phases(client, spec, checkpoint, None)
+
+
+async def _phases(
+    client: Client, spec: WorkerSpec, checkpoint: Checkpoint, webhook: str | None
+) -> tuple[PhaseOutcome, PhaseOutcome]:
+    warm = await _batch(client, spec, spec.warmup, f"{spec.tag} warm-up", webhook)
+    # Blocks the loop on purpose: nothing runs between the two batches.
+    checkpoint(warm)
+    measured = await _batch(client, spec, spec.jobs, spec.tag, webhook)
     return warm, measured
 
 

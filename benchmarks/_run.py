@@ -57,6 +57,8 @@ class Scenario:
     poll_interval_s: float | None = None
     max_in_flight: int | None = 256
     max_polls_per_s: float | None = 500.0
+    #: ``ours`` only: results pushed by webhooks to a receiver in the client's process.
+    webhook: bool = False
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,13 @@ OURS = Scenario(
     "wavespeed_async `run_many`",
     "ours",
     "adaptive (default `PollConfig`)",
+)
+OURS_WEBHOOK = Scenario(
+    "ours-webhook",
+    "wavespeed_async `run_many`",
+    "ours",
+    "webhooks (polling as a 10 s fallback)",
+    webhook=True,
 )
 FLOOR = {
     s: Scenario(f"floor-{s:g}s", "hand-written aiohttp floor", "floor", f"fixed {s:g} s", s)
@@ -113,7 +122,7 @@ FLOOR_SCALE = Scenario(
     1.0,
 )
 
-COMPARISON = (OURS, FLOOR[1.0], FLOOR[0.5], FLOOR[0.25], OFFICIAL[1.0], OFFICIAL[0.1])
+COMPARISON = (OURS, OURS_WEBHOOK, FLOOR[1.0], FLOOR[0.5], FLOOR[0.25], OFFICIAL[1.0], OFFICIAL[0.1])
 
 PLANS = {
     "full": Plan(
@@ -135,7 +144,7 @@ PLANS = {
         concurrency=50,
         jobs=150,
         warmup=50,
-        scenarios=(OURS, FLOOR[1.0], FLOOR[0.25], OFFICIAL[1.0], OFFICIAL[0.1]),
+        scenarios=(OURS, OURS_WEBHOOK, FLOOR[1.0], FLOOR[0.25], OFFICIAL[1.0], OFFICIAL[0.1]),
         scale_latency="0.25",
         scale_concurrency=500,
         scale_jobs=(1000, 3000),
@@ -220,6 +229,7 @@ def run_scenario(
         poll_interval_s=scenario.poll_interval_s,
         max_in_flight=scenario.max_in_flight,
         max_polls_per_s=scenario.max_polls_per_s,
+        webhook=scenario.webhook,
         time_limit_s=time_limit_s,
     )
     emu.reset()
@@ -243,6 +253,7 @@ def run_scenario(
             max_polls_per_s=scenario.max_polls_per_s,
             max_connections=spec.max_connections,
             poll="PollConfig() defaults",
+            webhook=scenario.webhook,
         )
     elif scenario.client == "floor":
         settings.update(
@@ -368,7 +379,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--only",
         nargs="+",
         metavar="NAME",
-        help="run only these scenarios (ours, floor-1s, floor-0.5s, floor-0.25s, "
+        help="run only these scenarios (ours, ours-webhook, floor-1s, floor-0.5s, floor-0.25s, "
         "official-1s, official-0.1s, ours-scale, floor-scale)",
     )
     return p.parse_args(argv)
