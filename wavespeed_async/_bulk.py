@@ -16,7 +16,6 @@ and are billed, on the server).
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -387,4 +386,4 @@ async def _send(stream: MemoryObjectSendStream[T], item: T) -> None:
 def default_concurrency(client: Client) -> int:
     """The batch concurrency when none is given: the Client's in-flight cap, else 64."""
     cap = client.limits.max_in_flight
-    return cap if cap is not None and cap < math.inf else 64
+    return cap if cap is not None else 64

@@ -26,6 +26,7 @@ from typing import Final
 
 import anyio
 
+from wavespeed_async._config import TIERS
 from wavespeed_async._errors import ValidationError
 
 __all__ = ["Cooldown", "FlowControl", "FlowLimits", "SlidingWindow", "TokenBucket"]
@@ -79,8 +80,6 @@ class FlowLimits:
         The start rate and the in-flight cap follow the tier's published limits (see
         ``wavespeed_async.TIERS``); ``overrides`` replace any field.
         """
-        from wavespeed_async._config import TIERS
-
         try:
             t = TIERS[tier.lower()]
         except KeyError:

@@ -216,7 +216,6 @@ class Transport:
             )
             return _Attempt(FailureKind.RESET, error=error)
 
-        retry_after = _policy.parse_retry_after(retry_after_text, now=time.time())
         if 200 <= status < 300:
             try:
                 env = decoder.decode(body)
@@ -232,12 +231,14 @@ class Transport:
             effective = _policy.classify_status(status, _envelope_code(env.code))
             if effective is None:
                 return env
+            retry_after = _policy.parse_retry_after(retry_after_text, now=time.time())
             task_id = getattr(env.data, "id", None)
             message = env.message or f"code {env.code}"
             return self._status_failure(
                 status, effective, message, env.code, body, retry_after, task_id
             )
         message, code = _error_message(body, status)
+        retry_after = _policy.parse_retry_after(retry_after_text, now=time.time())
         return self._status_failure(status, status, message, code, body, retry_after, None)
 
     @staticmethod
