@@ -108,6 +108,13 @@ class RowResult:
     images: list[bytes] = field(default_factory=list)
 
 
+def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
 def _outputs(pred: Prediction) -> list[str]:
     return [o if isinstance(o, str) else msgspec.json.encode(o).decode() for o in pred.outputs]
 
@@ -155,7 +162,13 @@ class GenerateWorker:
         # connections on the loop it belongs to (a killed actor skips this, harmlessly).
         client, loop = self._client, self._loop
         try:
-            if client is not None and loop is not None and loop.is_running():
+            if (
+                client is not None
+                and not client.closed
+                and loop is not None
+                and loop.is_running()
+                and not _on_loop(loop)
+            ):
                 asyncio.run_coroutine_threadsafe(client.aclose(), loop).result(timeout=5)
             if self._ledger is not None:
                 self._ledger.close()

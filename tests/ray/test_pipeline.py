@@ -94,7 +94,9 @@ def test_the_same_pipeline_twice_with_one_ledger_creates_no_new_task(
     assert stats["polls_total"] == 0  # finished rows are answered from the ledger
 
     def outcome(rs: list[dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
-        return {r["prompt"]: (r["task_id"], r["status"], list(r["outputs"]), r["error"]) for r in rs}
+        return {
+            r["prompt"]: (r["task_id"], r["status"], list(r["outputs"]), r["error"]) for r in rs
+        }
 
     assert outcome(second) == outcome(first)
     assert collections.Counter(r["status"] for r in second) == {"completed": 39, "failed": 1}
