@@ -185,14 +185,19 @@ class GenerateWorker:
             raise ValueError(f"the dataset already has column(s) {clash}; rename them first")
         client = self._open()
         rows = batch.to_pylist()
+        if o.key is not None and o.key not in batch.column_names:
+            raise ValueError(f"key: the dataset has no column {o.key!r}")
         inputs = [model_input(r, o.columns, o.key) for r in rows]
         keys = [
-            str(r[o.key]) if o.key is not None else row_key(o.model, inp)
+            (None if r[o.key] is None else str(r[o.key]))
+            if o.key is not None
+            else row_key(o.model, inp)
             for r, inp in zip(rows, inputs, strict=True)
         ]
-        unique = dict(zip(keys, inputs, strict=True))
+        unique = {k: inp for k, inp in zip(keys, inputs, strict=True) if k is not None}
         results = await self._run(client, unique)
-        out = [results[k] for k in keys]
+        no_key = RowResult(None, "refused", error=f"key: the row's {o.key!r} column is null")
+        out = [no_key if k is None else results[k] for k in keys]
         table = batch
         table = table.append_column("task_id", pa.array([r.task_id for r in out], pa.string()))
         table = table.append_column("status", pa.array([r.status for r in out], pa.string()))

@@ -189,3 +189,21 @@ def test_generate_rejects_bad_options_before_anything_runs() -> None:
         generate(None, model="flux")  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="key"):
         generate(None, model=MODEL, key="prompt", columns=["prompt"])  # type: ignore[arg-type]
+
+
+@pytest.mark.anyio
+async def test_a_row_with_a_null_key_is_refused_and_the_others_run(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WAVESPEED_API_KEY", CANARY_KEY)
+    w = worker(emulator, tmp_path, key="id", columns=("prompt",))
+    table = pa.table({"id": ["a", None, "b", "a"], "prompt": ["one", "two", "three", "one"]})
+    try:
+        rows = await call(w, table)
+    finally:
+        await close(w)
+    assert [r["status"] for r in rows] == ["completed", "refused", "completed", "completed"]
+    assert "'id' column is null" in rows[1]["error"] and rows[1]["task_id"] is None
+    assert rows[0]["task_id"] == rows[3]["task_id"]  # one key, one task
+    assert [r["prompt"] for r in rows] == ["one", "two", "three", "one"]
+    assert emulator.stats().tasks_created == 2
