@@ -129,15 +129,25 @@ class GenerateWorker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ledger: Ledger | None = None
         self._slots: anyio.CapacityLimiter | None = None
+        self._opening: anyio.Lock | None = None
 
     def __repr__(self) -> str:
         return f"<GenerateWorker {self._o.model} owner={self._owner[:8]}>"
 
-    def _open(self) -> Client:
+    async def _open(self) -> Client:
+        if self._client is not None:
+            return self._client
+        # Ray runs several batches of an actor at once: one of them opens the Client.
+        if self._opening is None:
+            self._opening = anyio.Lock()
+        async with self._opening:
+            return await self._open_locked()
+
+    async def _open_locked(self) -> Client:
         if self._client is None:
             o = self._o
             extra: dict[str, Any] = {} if o.share is None else {"share": o.share}
-            self._client = Client(
+            client = Client(
                 base_url=o.base_url,
                 limits=o.limits,
                 poll=o.poll,
@@ -145,6 +155,9 @@ class GenerateWorker:
                 timeouts=o.timeouts,
                 **extra,
             )
+            # Opened on the loop Ray runs this callable on, and kept for every batch.
+            await client.__aenter__()
+            self._client = client
             self._loop = asyncio.get_running_loop()
             cap = o.limits.max_in_flight if o.share is None else None
             self._slots = anyio.CapacityLimiter(min(o.concurrency, cap or o.concurrency))
@@ -183,7 +196,7 @@ class GenerateWorker:
         clash = [c for c in (*OUTPUT_COLUMNS, "files", "images") if c in batch.column_names]
         if clash:
             raise ValueError(f"the dataset already has column(s) {clash}; rename them first")
-        client = self._open()
+        client = await self._open()
         rows = batch.to_pylist()
         if o.key is not None and o.key not in batch.column_names:
             raise ValueError(f"key: the dataset has no column {o.key!r}")

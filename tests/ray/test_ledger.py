@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import CANARY_KEY, fast_poll, fast_retry
 from tests.services import RedisServer
-from wavespeed_async import FlowLimits, ValidationError
+from wavespeed_async import Client, FlowLimits, ValidationError
 from wavespeed_async._generate import GenerateOptions, GenerateWorker, model_input, row_key
 from wavespeed_async._ledger import Ledger, RedisLedger, SqliteLedger
 from wavespeed_async.emulator import Emulator
@@ -207,3 +207,38 @@ async def test_a_row_with_a_null_key_is_refused_and_the_others_run(
     assert rows[0]["task_id"] == rows[3]["task_id"]  # one key, one task
     assert [r["prompt"] for r in rows] == ["one", "two", "three", "one"]
     assert emulator.stats().tasks_created == 2
+
+
+@pytest.mark.anyio
+async def test_batches_that_arrive_at_once_share_the_worker_s_one_client(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wavespeed_async._generate as generate_module
+
+    opened: list[object] = []
+
+    class CountedClient(Client):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            opened.append(self)
+
+        async def __aenter__(self) -> Client:
+            await anyio.sleep(0.01)  # opening waits, as it does when it connects to a share
+            return await super().__aenter__()
+
+    monkeypatch.setattr(generate_module, "Client", CountedClient)
+    monkeypatch.setenv("WAVESPEED_API_KEY", CANARY_KEY)
+    w = worker(emulator, tmp_path)
+    outs: list[list[dict[str, Any]]] = []
+
+    async def run(n: int) -> None:
+        outs.append(await call(w, pa.table({"prompt": [f"batch {n} row {i}" for i in range(5)]})))
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for n in range(3):
+                tg.start_soon(run, n)
+    finally:
+        await close(w)
+    assert len(opened) == 1
+    assert sum(r["status"] == "completed" for out in outs for r in out) == 15
