@@ -20,8 +20,17 @@ from wavespeed_async.ray import generate
 
 ray = pytest.importorskip("ray")
 
-# Ray's own deprecation notices (of its settings, not of anything used here).
-pytestmark = pytest.mark.filterwarnings(r"ignore::DeprecationWarning:ray\.")
+pytestmark = [
+    # Ray's own deprecation notices (of its settings, not of anything used here).
+    pytest.mark.filterwarnings(r"ignore::DeprecationWarning:ray\."),
+    # Ray Data's per-dataset log files, which it may leave to the garbage collector when
+    # two datasets run at once.
+    pytest.mark.filterwarnings(r"ignore:unclosed file .*/logs/ray-data/:ResourceWarning"),
+    pytest.mark.filterwarnings(
+        r"ignore:Exception ignored in. <_io\.FileIO name='.*/logs/ray-data/"
+        ":pytest.PytestUnraisableExceptionWarning"
+    ),
+]
 
 
 def pipeline(emu: RayEmulator, rows: list[dict[str, Any]], **options: Any) -> Any:
