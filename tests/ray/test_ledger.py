@@ -242,3 +242,17 @@ async def test_batches_that_arrive_at_once_share_the_worker_s_one_client(
         await close(w)
     assert len(opened) == 1
     assert sum(r["status"] == "completed" for out in outs for r in out) == 15
+
+
+def test_the_core_never_imports_ray_or_pyarrow() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, wavespeed_async, wavespeed_async.cli, wavespeed_async._ledger;"
+        "print(sorted(m for m in ('ray', 'pyarrow', 'redis') if m in sys.modules))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert proc.stdout.strip() == "[]"
