@@ -80,7 +80,9 @@ def generate(
         ds: The rows; by default every column is a model input (nulls are left out).
         model: The model path, e.g. ``"wavespeed-ai/flux-kontext-pro/text-to-image"``.
         actors: Actors in the pool (one Client each).
-        concurrency: Rows in progress at once per actor (submitted and not yet ended).
+        concurrency: Rows in progress at once per actor (submitted and not yet ended),
+            across all the batches the actor runs; without ``share``, at most the actor's
+            share of ``limits.max_in_flight``.
         share: Account-wide limits shared through Redis (a URL), passed to each actor's
             ``Client(share=...)``: every actor then uses ``limits`` as the account's.
             Without it, each actor takes ``limits.split(actors)``.
