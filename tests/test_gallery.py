@@ -314,6 +314,20 @@ def test_no_gallery_writes_no_page(tmp_path: Path) -> None:
     assert len(list(out.glob("*.png"))) == 1
 
 
+def test_a_page_that_cannot_be_written_never_stops_the_batch(tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"prompt": "a red kite"}, {"prompt": "a fox"}])
+    out = tmp_path / "out"
+    (out / INDEX_NAME).mkdir(parents=True)  # os.replace cannot put a file there
+    r = cli(
+        "batch", str(jobs), "-o", str(out), "--model", PRO, "--emulator",
+        "--emulator-latency", "fast",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("cannot write the gallery") == 1 and "Gallery" not in r.stdout
+    assert [e["status"] for e in manifest(out)] == ["completed", "completed"]
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
 def test_the_gallery_shows_results_while_the_batch_runs(tmp_path: Path) -> None:
     """A quick job's image is on the page while a slow job still runs."""
     jobs = write_jobs(

@@ -165,7 +165,7 @@ def _run(
         )
     started = time.monotonic()
     holder: list[Batch] = []
-    gallery = BatchGallery(args, out, journal, jobs, target)
+    gallery = BatchGallery(args, out, jobs, target)
 
     async def go() -> None:
         # anyio's primitives belong to the event loop: make the batch inside it.
