@@ -235,10 +235,12 @@ def render_gallery(
     command: str | None = None,
     wall_s: float | None = None,
     numbering: str = "job",
+    wall_label: str = "wall time",
 ) -> str:
     """The page's HTML for ``items`` (shown in ``number`` order).
 
-    ``numbering``: the word before each item's number (``job 3``; ``line 3`` for a jobs file).
+    ``numbering``: the word before each item's number (``job 3``; ``line 3`` for a jobs
+    file). ``wall_label``: what ``wall_s`` is called in the header.
     """
     ordered = sorted(items, key=lambda i: i.number)
     counts: dict[str, int] = {}
@@ -252,7 +254,7 @@ def render_gallery(
     )
     facts = [f"{len(ordered)} job(s)"]
     if wall_s is not None:
-        facts.append(f"wall time {wall_s:.1f} s")
+        facts.append(f"{escape(wall_label)} {wall_s:.1f} s")
     facts.append("written " + time.strftime("%Y-%m-%d %H:%M:%S %Z"))
     cmd = f'<p class="cmd">command: <code>{escape(command)}</code></p>' if command else ""
     filters = "".join(

@@ -119,6 +119,7 @@ class BatchGallery:
                 command=self.command,
                 wall_s=wall_s,
                 numbering="line",
+                wall_label="this run's wall time",
             )
             write_page(self.out, page)
         except OSError as exc:
