@@ -132,3 +132,16 @@ def test_a_batch_gallery_renders_every_image_and_shows_hostile_prompts_as_text(
     page.click("label[for=f-all]")
     assert sum(c.is_visible() for c in cards) == 16
     page.close()
+
+
+def test_without_chromium_the_test_skips_with_the_reason_and_fails_under_ci(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no Chromium"):
+        _chromium()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run the browser test"):
+        _chromium()
