@@ -43,6 +43,7 @@ from wavespeed_async.cli._common import (
     public_url,
     resolve_target,
 )
+from wavespeed_async.cli._gallery import BatchGallery
 from wavespeed_async.cli._jobs import Job, parse_jobs
 from wavespeed_async.cli._outdir import (
     JOURNAL_NAME,
@@ -106,6 +107,7 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="when lines of JOBS changed since the journal was written, run them as new jobs",
     )
+    p.add_argument("--no-gallery", action="store_true", help="do not write DIR/index.html")
     add_connection_options(p)
     p.set_defaults(func=command)
 
@@ -163,11 +165,12 @@ def _run(
         )
     started = time.monotonic()
     holder: list[Batch] = []
+    gallery = BatchGallery(args, out, jobs, target)
 
     async def go() -> None:
         # anyio's primitives belong to the event loop: make the batch inside it.
         holder.append(Batch(args, target, journal, out, plan))
-        await holder[0].run()
+        await gallery.alongside(holder[0].run, holder[0].counters)
 
     try:
         anyio.run(go)
@@ -183,12 +186,14 @@ def _run(
         job_lines = {j.line for j in jobs}
         records = [r for r in journal.all() if r.line in job_lines]
         manifest = write_manifest(out, records)
+        gallery.write(records)
         with suppress(OSError):
             (out / PARTIAL_DIR).rmdir()
     batch = holder[0]
     stop = batch.stop
     elapsed = time.monotonic() - started
     print_summary(stop.outcome, records, batch.counters, out, manifest, elapsed, args.quiet)
+    gallery.announce()
     if stop.fatal is not None:
         hint = (
             " (check WAVESPEED_API_KEY or --api-key)"
