@@ -216,6 +216,8 @@ class Client:
     # -- lifecycle ---------------------------------------------------------------------
 
     def __repr__(self) -> str:
+        if "deliveries" not in vars(self):  # __init__ raised (a traceback shows self)
+            return "<Client (not constructed)>"
         state = "closed" if self._closed else ("open" if self._session else "not opened")
         flow = self._flow
         in_flight = int(flow.in_flight.borrowed_tokens) if flow else 0

@@ -103,9 +103,10 @@ async def test_run_many_makes_one_bad_answer_one_jobs_result(
         return answer if bad and task_id == bad[0] else "completed"
 
     hostile.result = result
-    async with make_client(hostile) as client, client.run_many(
-        MODEL, [{"prompt": str(i)} for i in range(6)], concurrency=1
-    ) as results:
+    async with (
+        make_client(hostile) as client,
+        client.run_many(MODEL, [{"prompt": str(i)} for i in range(6)], concurrency=1) as results,
+    ):
         got = [r async for r in results]
     assert len(got) == 6
     failed = [r for r in got if r.error is not None]
