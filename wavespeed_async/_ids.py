@@ -21,8 +21,8 @@ __all__ = ["MAX_TASK_ID_LENGTH", "TASK_ID_PATTERN", "TaskId", "check_task_id", "
 
 #: The longest task id accepted.
 MAX_TASK_ID_LENGTH: Final = 128
-#: What a task id may look like (anchored).
-TASK_ID_PATTERN: Final = f"^[A-Za-z0-9_-]{{1,{MAX_TASK_ID_LENGTH}}}$"
+#: What a task id may look like (anchored: ``\Z``, unlike ``$``, allows no trailing newline).
+TASK_ID_PATTERN: Final = f"^[A-Za-z0-9_-]{{1,{MAX_TASK_ID_LENGTH}}}\\Z"
 _TASK_ID_RE: Final = re.compile(TASK_ID_PATTERN)
 _ALLOWED: Final = f"1 to {MAX_TASK_ID_LENGTH} characters from A-Z a-z 0-9 _ -"
 

@@ -240,7 +240,8 @@ class Transport:
             # Reset, server disconnect, broken payload, bad HTTP: the request may have been
             # received, so for a submit the outcome is unknown.
             error = TransportError(
-                f"{method} {url}: connection lost ({type(exc).__name__}: {exc})",
+                f"{method} {url}: connection lost "
+                f"({type(exc).__name__}: {printable(str(exc), limit=300)})",
                 method=method,
                 url=url,
             )

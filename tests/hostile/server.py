@@ -33,6 +33,7 @@ HOSTILE_IDS: Final = {
     "long": "a" * 5000,
     "ansi": "\x1b[31mred\x1b[0m",
     "empty": "",
+    "newline": "abc\n",
 }
 
 Handler = Callable[["HostileServer", web.Request], Awaitable[web.StreamResponse]]
@@ -248,6 +249,8 @@ class HostileServer:
     async def _start(self) -> None:
         app = web.Application()
         app.router.add_get("/api/v3/predictions/{task_id}/result", self._dispatch)
+        app.router.add_get("/api/v3/balance", self._dispatch)
+        app.router.add_get("/api/v3/webhook/secret", self._dispatch)
         app.router.add_get("/media/{name}", self._media)
         app.router.add_post("/api/v3/{model:.+}", self._dispatch)
         self._runner = web.AppRunner(app, handler_cancellation=True)

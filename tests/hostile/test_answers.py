@@ -70,6 +70,20 @@ async def test_submit_with_an_undecodable_answer_may_have_created_a_task(
     assert hostile.hits[f"/api/v3/{MODEL}"] == 1
 
 
+@pytest.mark.parametrize("answer", ["bad_utf8_200", "deep_200"])
+@pytest.mark.parametrize("call", ["balance", "webhook_secret", "upload"])
+async def test_balance_secret_and_upload_answers_that_do_not_decode_are_decode_errors(
+    hostile: HostileServer, answer: str, call: str
+) -> None:
+    hostile.result = hostile.submit = answer
+    async with make_client(hostile) as client:
+        with pytest.raises(DecodeError):
+            if call == "upload":
+                await client.upload(b"\x89PNG\r\n\x1a\n", filename="a.png")
+            else:
+                await getattr(client, call)()
+
+
 @pytest.mark.parametrize("answer", ["bad_utf8_400", "deep_400"])
 async def test_submit_refused_with_an_undecodable_4xx_is_a_bad_request(
     hostile: HostileServer, answer: str
