@@ -91,7 +91,8 @@ class Timeouts:
             a submit is re-sent), so one attempt ends within ``2 * request_s``.
         sync_request_s: A submit with ``enable_sync_mode``: the server holds the request
             open for about 90 s, so this must be longer than that.
-        download_s: Fetching one output file, from connecting to its last byte.
+        download_s: Fetching one output file, from the start of its request (waiting for
+            a pooled connection included) to its last byte.
         task_s: The whole-task deadline of ``wait()``/``run()``, from submit to a terminal
             status; ``None`` waits forever. When it passes the task keeps running on the
             server (and is billed): ``TaskTimeoutError.task_id`` lets you resume.
