@@ -746,6 +746,8 @@ class Client:
         is still billed)."""
         if not task_ids:
             return
+        for i, task_id in enumerate(task_ids):
+            check_task_id(task_id, f"task_ids[{i}]")
         await self._open().call(
             "POST",
             "/api/v3/predictions/delete",

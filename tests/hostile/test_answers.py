@@ -152,9 +152,13 @@ async def test_caller_task_ids_are_checked_before_any_request(
             await client.wait(bad)
         async with client.wait_many([bad, TASK]) as results:
             got = {r.index: r async for r in results}
+        with pytest.raises(ValidationError) as refused:
+            await client.delete([TASK, bad])
+        assert refused.value.field == "task_ids[1]"
     assert isinstance(got[0].error, ValidationError) and got[0].id is None
-    assert sum(hostile.hits.values()) >= 1  # only the good id was polled
-    assert all("x" not in path or path.endswith(f"{TASK}/result") for path in hostile.hits)
+    assert got[1].ok
+    # Only the good id ever reached the server.
+    assert set(hostile.hits) == {f"/api/v3/predictions/{TASK}/result"}
 
 
 async def test_a_trickling_answer_ends_at_its_total_deadline(hostile: HostileServer) -> None:
