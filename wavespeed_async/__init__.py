@@ -14,7 +14,14 @@ The built-in emulator of the API lives in :mod:`wavespeed_async.emulator`.
 
 from wavespeed_async._bulk import BulkResult, BulkRun, Progress
 from wavespeed_async._client import DEFAULT_BASE_URL, Client
-from wavespeed_async._config import TIERS, PollConfig, RetryConfig, TierLimits, Timeouts
+from wavespeed_async._config import (
+    TIERS,
+    PollConfig,
+    RetryConfig,
+    SizeLimits,
+    TierLimits,
+    Timeouts,
+)
 from wavespeed_async._errors import (
     APIStatusError,
     AuthenticationError,
@@ -23,6 +30,7 @@ from wavespeed_async._errors import (
     ConnectError,
     DecodeError,
     NotFoundError,
+    OutputRefusedError,
     PermissionDeniedError,
     RateLimitError,
     ServerError,
@@ -62,6 +70,7 @@ __all__ = [
     "FluxKontextDev",
     "FluxKontextProTextToImage",
     "NotFoundError",
+    "OutputRefusedError",
     "PermissionDeniedError",
     "PollConfig",
     "Prediction",
@@ -69,6 +78,7 @@ __all__ = [
     "RateLimitError",
     "RetryConfig",
     "ServerError",
+    "SizeLimits",
     "SubmissionOutcomeUnknown",
     "TaskFailedError",
     "TaskTimeoutError",

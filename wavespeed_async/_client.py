@@ -27,7 +27,7 @@ import anyio
 import msgspec
 
 from wavespeed_async._bulk import BulkRun, default_concurrency
-from wavespeed_async._config import PollConfig, RetryConfig, Timeouts
+from wavespeed_async._config import PollConfig, RetryConfig, SizeLimits, Timeouts
 from wavespeed_async._errors import (
     APIStatusError,
     ClientClosedError,
@@ -39,7 +39,14 @@ from wavespeed_async._errors import (
     WaveSpeedError,
 )
 from wavespeed_async._flow import FlowControl, FlowLimits
-from wavespeed_async._media import Downloader, FileInput, guess_type, read_file_input
+from wavespeed_async._ids import check_task_id
+from wavespeed_async._media import (
+    Downloader,
+    FileInput,
+    guess_type,
+    is_private_host,
+    read_file_input,
+)
 from wavespeed_async._models import (
     Prediction,
     any_decoder,
@@ -50,6 +57,7 @@ from wavespeed_async._models import (
 )
 from wavespeed_async._polling import DurationEstimator, next_poll_delay
 from wavespeed_async._requests import TypedRequest, coerce_request
+from wavespeed_async._secret import Secret
 from wavespeed_async._transport import Transport
 
 __all__ = ["DEFAULT_BASE_URL", "Client", "TaskCreatedHook"]
@@ -126,6 +134,11 @@ class Client:
         on_task_created: Called (sync or async) with each created Prediction the moment its
             id exists, before polling: persist ids here so no task is ever lost.
         headers: Extra headers for API requests.
+        sizes: Caps on API answer and downloaded output sizes.
+        allow_private_media: Let :meth:`download` fetch outputs from loopback, private
+            and link-local addresses. Off by default (an output URL could point at a
+            cloud metadata service), and on by itself when ``base_url``'s host is such an
+            address (a local emulator).
         seed: Seeds the retry jitter (for reproducible tests).
 
     Raises:
@@ -144,10 +157,14 @@ class Client:
         limits: FlowLimits | None = None,
         on_task_created: TaskCreatedHook | None = None,
         headers: Mapping[str, str] | None = None,
+        sizes: SizeLimits | None = None,
+        allow_private_media: bool | None = None,
         seed: int | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("WAVESPEED_API_KEY", "")
-        if not key or not key.strip():
+        raw = api_key if api_key is not None else os.environ.get("WAVESPEED_API_KEY", "")
+        # Held masked from here on: no traceback's locals can show it.
+        key, raw, api_key = Secret(raw.strip()), "", None
+        if not key:
             raise ValidationError(
                 "api_key",
                 "api_key: no API key; pass Client(api_key=...) or set WAVESPEED_API_KEY "
@@ -160,8 +177,12 @@ class Client:
                 "base_url", f"base_url: {url!r} is not allowed; allowed: an http(s) URL"
             )
         self.base_url = url.rstrip("/")
-        self._auth = f"Bearer {key.strip()}"
+        self._key = key
         self.timeouts = timeouts or Timeouts()
+        self.sizes = sizes or SizeLimits()
+        if allow_private_media is None:
+            allow_private_media = is_private_host(parts.hostname or "")
+        self.allow_private_media = allow_private_media
         self.retry = retry or RetryConfig()
         self.poll = poll or PollConfig()
         self.limits = limits or FlowLimits()
@@ -195,6 +216,8 @@ class Client:
     # -- lifecycle ---------------------------------------------------------------------
 
     def __repr__(self) -> str:
+        if "deliveries" not in vars(self):  # __init__ raised (a traceback shows self)
+            return "<Client (not constructed)>"
         state = "closed" if self._closed else ("open" if self._session else "not opened")
         flow = self._flow
         in_flight = int(flow.in_flight.borrowed_tokens) if flow else 0
@@ -252,8 +275,9 @@ class Client:
             self._transport = Transport(
                 self._session,
                 base_url=self.base_url,
-                auth_header=self._auth,
+                api_key=self._key,
                 timeouts=self.timeouts,
+                sizes=self.sizes,
                 retry=self.retry,
                 flow=self._flow,
                 rng=self._rng,
@@ -379,8 +403,7 @@ class Client:
         return await self._get(task_id, deadline=None)
 
     async def _get(self, task_id: str, *, deadline: float | None) -> Prediction:
-        if not task_id or "/" in task_id or "?" in task_id:
-            raise ValidationError("task_id", f"task_id: {task_id!r} is not a task id")
+        check_task_id(task_id)
         env = await self._open().call(
             "GET",
             f"/api/v3/predictions/{task_id}/result",
@@ -420,7 +443,7 @@ class Client:
                 runs on the server: wait again with its id later.
         """
         pred = task if isinstance(task, Prediction) else None
-        task_id = task if isinstance(task, str) else task.id
+        task_id = check_task_id(task.id if isinstance(task, Prediction) else task)
         if pred is not None and pred.done:
             return self._finished(pred)
         early = self._early.pop(task_id, None)
@@ -684,6 +707,7 @@ class Client:
         self._open()
 
         async def job(index: int, task_id: str, created: Callable[[str], None]) -> Prediction:
+            check_task_id(task_id, f"task_ids[{index}]")
             created(task_id)
             token = object()
             await _acquire_slot(self.flow.in_flight, token)
@@ -722,6 +746,8 @@ class Client:
         is still billed)."""
         if not task_ids:
             return
+        for i, task_id in enumerate(task_ids):
+            check_task_id(task_id, f"task_ids[{i}]")
         await self._open().call(
             "POST",
             "/api/v3/predictions/delete",
@@ -791,5 +817,7 @@ class Client:
                 rng=self._rng,
                 max_connections=self.limits.max_connections,
                 user_agent=self._extra_headers["User-Agent"],
+                max_bytes=self.sizes.max_download_bytes,
+                allow_private=self.allow_private_media,
             )
         return await self._downloader.save(prediction, directory, stem)

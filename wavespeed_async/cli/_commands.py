@@ -16,6 +16,7 @@ from wavespeed_async._client import Client
 from wavespeed_async._errors import TaskFailedError, WaveSpeedError
 from wavespeed_async._models import Prediction
 from wavespeed_async._specs import MODEL_SPECS
+from wavespeed_async._text import printable
 from wavespeed_async.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -124,8 +125,8 @@ def _describe(pred: Prediction, files: list[Path], submit_s: float, total_s: flo
     inference = pred.inference_ms
     lines = [
         f"task       {pred.id}",
-        f"status     {pred.status}",
-        f"model      {pred.model}",
+        f"status     {printable(pred.status, limit=80)}",
+        f"model      {printable(pred.model, limit=200)}",
         f"inference  {f'{inference:,.0f} ms' if inference is not None else '-'}",
         f"timings    submit {submit_s:.2f} s, total {total_s:.2f} s",
     ]
@@ -223,7 +224,7 @@ def get_command(args: argparse.Namespace) -> int:
                 for f in await client.download(pred, args.output):
                     err(f"saved {f}")
             else:
-                err(f"task {pred.id} is {pred.status}: nothing to save yet")
+                err(f"task {pred.id} is {printable(pred.status, limit=80)}: nothing to save yet")
                 status = EXIT_FAILED
         return status
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Final
 
 from wavespeed_async._journal import JobRecord
+from wavespeed_async._text import printable
 from wavespeed_async.cli._outdir import JOURNAL_NAME, STATUS
 from wavespeed_async.cli._plan import lines_text
 from wavespeed_async.cli._progress import Counters
@@ -62,7 +63,8 @@ def print_summary(
             detail = rec.error or ""
             if rec.task_id and rec.task_id not in detail:
                 detail = f"task {rec.task_id}: {detail}"
-        print(f"  line {rec.line:>5}  {status:<13} {detail}")
+        # The journal may hold server text (errors, ids): never raw control characters.
+        print(f"  line {rec.line:>5}  {status:<13} {printable(detail, limit=1000)}")
     if len(shown) > 200:
         print(f"  ... {len(shown) - 200} more: see {manifest}")
     unknown = [r.line for r in records if r.state in ("unknown", "submitting")]
