@@ -100,6 +100,12 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="submit again the jobs whose earlier submit has an unknown outcome (may bill twice)",
     )
+    p.add_argument(
+        "--allow-any-path",
+        action="store_true",
+        help="upload local images from anywhere (default: only from inside the jobs file's "
+        "folder, links followed); they must still be PNG, JPEG, WebP or GIF files",
+    )
     p.add_argument("--retry-failed", action="store_true", help="submit again the jobs that failed")
     p.add_argument(
         "--rerun-changed",
@@ -127,7 +133,12 @@ def command(args: argparse.Namespace) -> int:
         text = jobs_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {args.jobs}: {exc}") from None
-    jobs = parse_jobs(text, default_model=args.model, base=jobs_path.parent)
+    jobs = parse_jobs(
+        text,
+        default_model=args.model,
+        base=jobs_path.parent,
+        allow_any_path=args.allow_any_path,
+    )
     if not jobs:
         raise UsageError(f"{args.jobs}: no jobs (one JSON object of inputs per line)")
     out = Path(args.output)
