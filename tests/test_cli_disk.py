@@ -16,6 +16,7 @@ import anyio
 import pytest
 
 from tests.test_cli import CANARY, PRO, REPO, _env, cli, cli_cmd, manifest, write_jobs
+from wavespeed_async._fdlimit import connections_allowed
 from wavespeed_async._journal import Journal, JournalError, JournalWriteError
 from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
 
@@ -108,3 +109,71 @@ def test_a_full_journal_raises_a_write_error_naming_the_cause(tmp_path: Path) ->
         # What was committed before stays readable.
         rec = journal.get(1)
         assert rec is not None and rec.task_id == "a" * 32
+
+
+@pytest.mark.parametrize(
+    ("soft", "requested", "allowed"),
+    [
+        (None, 100, 100),  # no limit
+        (1_048_576, 100, 100),
+        (1024, 100, 100),  # (1024 - 256) // 2 = 384
+        (256, 100, 96),  # (256 - 64) // 2
+        (64, 100, 16),  # (64 - 32) // 2
+        (64, 8, 8),
+        (20, 100, 1),  # never below one
+    ],
+)
+def test_the_pool_size_leaves_headroom_under_the_file_limit(
+    soft: int | None, requested: int, allowed: int
+) -> None:
+    assert connections_allowed(requested, soft) == allowed
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_NOFILE")
+async def test_a_batch_within_a_small_file_limit_completes(tmp_path: Path) -> None:
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"prompt": f"job {i}"} for i in range(96)])
+    out = tmp_path / "out"
+    async with Emulator(EmulatorConfig(seed=4, latency=LatencyProfile.fast())) as emu:
+        cmd = cli_cmd(
+            "batch", str(jobs), "-o", str(out), "--model", PRO, "--base-url", emu.base_url,
+            "--concurrency", "96",
+        )  # fmt: skip
+        done = await anyio.run_process(
+            limited("RLIMIT_NOFILE", 64, cmd),
+            check=False,
+            env=_env(WAVESPEED_API_KEY=CANARY),
+            cwd=REPO,
+        )
+    err = done.stderr.decode()
+    assert done.returncode == 0, err
+    assert "max_connections lowered from 100 to 16" in err
+    assert {e["status"] for e in manifest(out)} == {"completed"}
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="RLIMIT_NOFILE")
+async def test_too_many_open_files_is_reported_as_itself(tmp_path: Path) -> None:
+    # Limits so small that something runs out of files: where depends on the limit.
+    # Wherever it happens, it is named, and never a traceback.
+    jobs = write_jobs(tmp_path / "jobs.jsonl", [{"prompt": f"job {i}"} for i in range(3)])
+    codes: list[int] = []
+    async with Emulator(EmulatorConfig(seed=4, latency=LatencyProfile.fast())) as emu:
+        for soft in range(10, 14):
+            out = tmp_path / f"out{soft}"
+            cmd = cli_cmd(
+                "batch", str(jobs), "-o", str(out), "--model", PRO, "--base-url", emu.base_url,
+                "-q",
+            )  # fmt: skip
+            done = await anyio.run_process(
+                limited("RLIMIT_NOFILE", soft, cmd),
+                check=False,
+                env=_env(WAVESPEED_API_KEY=CANARY),
+                cwd=REPO,
+            )
+            err = done.stderr.decode()
+            assert "Traceback" not in err, (soft, err)
+            codes.append(done.returncode)
+            if done.returncode == 0:
+                continue
+            said = err + ((out / "results.jsonl").read_text() if out.is_dir() else "")
+            assert "Too many open files" in said, (soft, said)
+    assert set(codes) - {0} and set(codes) <= {0, 1, 2}, codes

@@ -43,6 +43,7 @@ from wavespeed_async._errors import (
     ValidationError,
     WaveSpeedError,
 )
+from wavespeed_async._fdlimit import fit_to_file_limit
 from wavespeed_async._flow import FlowControl, FlowLimits
 from wavespeed_async._media import Downloader, FileInput, guess_type, read_file_input
 from wavespeed_async._models import (
@@ -247,6 +248,7 @@ class Client:
                 "(for example in your app's lifespan), not at import time"
             )
         if self._transport is None:
+            self.limits = fit_to_file_limit(self.limits)
             self._loop = loop
             self._now = loop.time
             connector = aiohttp.TCPConnector(

@@ -139,6 +139,16 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
     )
 
 
+def _os_cause(path: Path, exc: sqlite3.Error) -> str:
+    """SQLite's message, or the operating system's when it says more (e.g. EMFILE)."""
+    try:
+        with path.open("ab"):
+            pass
+    except OSError as os_exc:
+        return str(os_exc)
+    return str(exc)
+
+
 def _set_up(conn: sqlite3.Connection) -> str | None:
     """Configure a new connection and create the tables; return a problem, if any."""
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
@@ -184,6 +194,9 @@ class Journal:
         try:
             conn.execute("PRAGMA busy_timeout = 10000")
             problem = _set_up(conn)
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            raise JournalError(f"{p}: cannot open the journal: {_os_cause(p, exc)}") from None
         except sqlite3.DatabaseError as exc:
             conn.close()
             raise JournalError(f"{p}: not a usable journal: {exc}") from None

@@ -64,7 +64,7 @@ class Downloads:
                     name = output_name(line, pred.id, n, path.suffix)
                     await anyio.Path(path).replace(self.out / name)
                     names.append(name)
-            except WaveSpeedError as exc:
+            except (WaveSpeedError, OSError) as exc:  # OSError: a full disk, EMFILE, ...
                 self.journal.note_error(
                     line, f"task completed but its outputs could not be saved: {exc}; "
                     "re-run the same command to download them",
