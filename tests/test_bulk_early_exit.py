@@ -91,7 +91,7 @@ async def test_leaving_early_under_load_loses_no_created_task(how: str) -> None:
 
 
 async def test_submits_unanswered_after_the_grace_are_reported_unknown() -> None:
-    async with _emulator(stall_after=1.0, stall_s=2.0) as emu, _client(emu) as client:
+    async with _emulator(stall_after=1.0, stall_s=10.0) as emu, _client(emu) as client:
         run = client.run_many(
             PRO, [{"prompt": f"job {i}"} for i in range(40)], concurrency=12, submit_grace_s=0.05
         )
