@@ -26,7 +26,12 @@ import aiohttp
 import anyio
 import msgspec
 
-from wavespeed_async._bulk import BulkRun, default_concurrency
+from wavespeed_async._bulk import (
+    DEFAULT_SUBMIT_GRACE_S,
+    BulkRun,
+    default_concurrency,
+    submit_in_flight,
+)
 from wavespeed_async._config import PollConfig, RetryConfig, SizeLimits, Timeouts
 from wavespeed_async._errors import (
     APIStatusError,
@@ -38,6 +43,7 @@ from wavespeed_async._errors import (
     ValidationError,
     WaveSpeedError,
 )
+from wavespeed_async._fdlimit import fit_to_file_limit
 from wavespeed_async._flow import FlowControl, FlowLimits
 from wavespeed_async._ids import check_task_id
 from wavespeed_async._media import (
@@ -265,6 +271,7 @@ class Client:
                 "(for example in your app's lifespan), not at import time"
             )
         if self._transport is None:
+            self.limits = fit_to_file_limit(self.limits)
             self._loop = loop
             self._now = loop.time
             connector = aiohttp.TCPConnector(
@@ -337,13 +344,14 @@ class Client:
         transport = self._open()
         await self.flow.acquire_start()
         try:
-            env = await transport.submit(
-                path,
-                body,
-                prediction_decoder,
-                params={"webhook": webhook} if webhook else None,
-                timeout_s=self.timeouts.sync_request_s if sync else None,
-            )
+            with submit_in_flight():
+                env = await transport.submit(
+                    path,
+                    body,
+                    prediction_decoder,
+                    params={"webhook": webhook} if webhook else None,
+                    timeout_s=self.timeouts.sync_request_s if sync else None,
+                )
         except APIStatusError as exc:
             if exc.task_id is not None:
                 # An error answer that names a task: the task exists. Report it as created.
@@ -618,6 +626,7 @@ class Client:
         timeout: float | _Unset | None = _UNSET,
         webhook: str | None = None,
         on_task_created: Callable[[int, str], Any] | None = None,
+        submit_grace_s: float = DEFAULT_SUBMIT_GRACE_S,
     ) -> BulkRun[Any]:
         """Run many tasks; iterate the results as they complete.
 
@@ -642,6 +651,9 @@ class Client:
             webhook: A webhook URL passed with every submit.
             on_task_created: Called with ``(index, task_id)`` the moment each task id
                 exists, before polling: persist ids here.
+            submit_grace_s: When the block is left early, how long submits already sent
+                may still take to answer (their ids go to ``abandoned``; the indexes still
+                unanswered to ``unknown``).
 
         One job's failure is a result with ``.error`` (a WaveSpeedError), never an
         exception that ends the batch; only a bad key (401) or a refused account (403)
@@ -689,6 +701,7 @@ class Client:
             ordered=ordered,
             reorder_window=reorder_window,
             on_task_created=on_task_created,
+            submit_grace_s=submit_grace_s,
         )
 
     def wait_many(

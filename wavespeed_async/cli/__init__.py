@@ -19,7 +19,14 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from wavespeed_async.cli._common import EXIT_INTERRUPTED, EXIT_USAGE, UsageError, err
+from wavespeed_async.cli._common import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    UsageError,
+    err,
+    os_error_in,
+    os_error_text,
+)
 
 __all__ = ["main"]
 
@@ -74,6 +81,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.func(args)
     except UsageError as exc:
         err(f"error: {exc}")
+        return EXIT_USAGE
+    except Exception as exc:
+        # The machine said no (a full disk, too many open files, ...), maybe from inside
+        # a task group: say so, without a traceback.
+        cause = os_error_in(exc)
+        if cause is None:
+            raise
+        err(f"error: {os_error_text(cause)}")
         return EXIT_USAGE
     except KeyboardInterrupt:
         err("interrupted")

@@ -30,7 +30,7 @@ from typing import Any, Final
 import anyio
 
 from wavespeed_async._errors import AuthenticationError
-from wavespeed_async._journal import Journal, JournalError
+from wavespeed_async._journal import JobRecord, Journal, JournalError, JournalWriteError
 from wavespeed_async.cli._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -101,6 +101,12 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="submit again the jobs whose earlier submit has an unknown outcome (may bill twice)",
     )
+    p.add_argument(
+        "--allow-any-path",
+        action="store_true",
+        help="upload local images from anywhere (default: only from inside the jobs file's "
+        "folder, links followed); they must still be PNG, JPEG, WebP or GIF files",
+    )
     p.add_argument("--retry-failed", action="store_true", help="submit again the jobs that failed")
     p.add_argument(
         "--rerun-changed",
@@ -129,15 +135,22 @@ def command(args: argparse.Namespace) -> int:
         text = jobs_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {args.jobs}: {exc}") from None
-    jobs = parse_jobs(text, default_model=args.model, base=jobs_path.parent)
+    jobs = parse_jobs(
+        text,
+        default_model=args.model,
+        base=jobs_path.parent,
+        allow_any_path=args.allow_any_path,
+    )
     if not jobs:
         raise UsageError(f"{args.jobs}: no jobs (one JSON object of inputs per line)")
     out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {args.output}: is a file; allowed: a folder (created if missing)")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        held = lock(out)
     except OSError as exc:
-        raise UsageError(f"cannot create {args.output}: {exc}") from None
-    held = lock(out)
+        raise UsageError(f"-o {args.output}: cannot write there: {exc.strerror or exc}") from None
     try:
         shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
         with Journal.open(out / JOURNAL_NAME) as journal:
@@ -147,6 +160,34 @@ def command(args: argparse.Namespace) -> int:
     finally:
         if held is not None:
             held.close()
+
+
+def _wrap_up(
+    batch: Batch | None, journal: Journal, jobs: list[Job], out: Path
+) -> tuple[list[JobRecord], Path]:
+    """Settle the journal after a run and write the manifest from what it holds."""
+    try:
+        if batch is not None and isinstance(batch.stop.fatal, AuthenticationError):
+            # The key is refused for every request: no submit under way created a task.
+            for rec in journal.all():
+                if rec.state == "submitting" and rec.task_id is None:
+                    journal.reset(rec.line)
+        journal.submitting_to_unknown(
+            "the batch stopped while this job was being submitted: a task may exist"
+        )
+    except JournalWriteError as exc:
+        # Reading still works; a job left "submitting" is held back as unknown on re-run.
+        if batch is not None and batch.stop.fatal is None:
+            batch.stop.fatal = exc
+    job_lines = {j.line for j in jobs}
+    records = [r for r in journal.all() if r.line in job_lines]
+    try:
+        manifest = write_manifest(out, records)
+    except OSError as exc:
+        raise UsageError(f"cannot write the manifest in {out}: {exc}") from None
+    with suppress(OSError):
+        (out / PARTIAL_DIR).rmdir()
+    return records, manifest
 
 
 def _run(
@@ -175,25 +216,20 @@ def _run(
     try:
         anyio.run(go)
     finally:
-        if holder and isinstance(holder[0].stop.fatal, AuthenticationError):
-            # The key is refused for every request: no submit under way created a task.
-            for rec in journal.all():
-                if rec.state == "submitting" and rec.task_id is None:
-                    journal.reset(rec.line)
-        journal.submitting_to_unknown(
-            "the batch stopped while this job was being submitted: a task may exist"
-        )
-        job_lines = {j.line for j in jobs}
-        records = [r for r in journal.all() if r.line in job_lines]
-        manifest = write_manifest(out, records)
+        records, manifest = _wrap_up(holder[0] if holder else None, journal, jobs, out)
         gallery.write(records)
-        with suppress(OSError):
-            (out / PARTIAL_DIR).rmdir()
     batch = holder[0]
     stop = batch.stop
     elapsed = time.monotonic() - started
     print_summary(stop.outcome, records, batch.counters, out, manifest, elapsed, args.quiet)
     gallery.announce()
+    if isinstance(stop.fatal, JournalError):
+        err(
+            f"error: the batch stopped: {stop.fatal}. Every task id recorded so far is in "
+            f"{manifest.name}; free the space (or fix the file) and re-run the same command "
+            "to resume"
+        )
+        return EXIT_USAGE
     if stop.fatal is not None:
         hint = (
             " (check WAVESPEED_API_KEY or --api-key)"

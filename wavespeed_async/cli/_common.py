@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -13,6 +14,7 @@ from urllib.parse import urlsplit
 
 from wavespeed_async._client import DEFAULT_BASE_URL, Client
 from wavespeed_async._config import PollConfig, Timeouts
+from wavespeed_async._fdlimit import open_file_limit
 from wavespeed_async._flow import FlowLimits
 from wavespeed_async._models import Prediction
 
@@ -25,6 +27,8 @@ __all__ = [
     "UsageError",
     "add_connection_options",
     "open_client",
+    "os_error_in",
+    "os_error_text",
     "resolve_target",
 ]
 
@@ -46,6 +50,30 @@ NO_KEY_MESSAGE: Final = (
 
 class UsageError(Exception):
     """A bad command line or configuration: exit code 2 with this message."""
+
+
+def os_error_in(exc: BaseException) -> OSError | None:
+    """``exc`` if it is an OSError, or the first of an exception group made only of them."""
+    if isinstance(exc, OSError):
+        return exc
+    inner = getattr(exc, "exceptions", None)  # an exception group (3.10: the backport)
+    if isinstance(inner, tuple) and inner:
+        causes = [os_error_in(e) for e in inner if isinstance(e, BaseException)]
+        if len(causes) == len(inner) and all(c is not None for c in causes):
+            return causes[0]
+    return None
+
+
+def os_error_text(exc: OSError) -> str:
+    """An operating-system error as a user reads it; "Too many open files" with its fix."""
+    text = str(exc)
+    if exc.errno == errno.EMFILE:
+        text += (
+            f" (this process may open {open_file_limit() or 'a limited number of'} files: "
+            "raise the limit with "
+            "`ulimit -n`, or lower --concurrency)"
+        )
+    return text
 
 
 def err(text: str, *, stream: TextIO | None = None) -> None:
