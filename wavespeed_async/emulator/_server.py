@@ -125,6 +125,7 @@ class Emulator:
         r.add_get("/api/v3/balance", require_auth(self._h_balance, key))
         r.add_get("/api/v3/webhook/secret", require_auth(self._h_secret, key))
         r.add_post("/api/v3/media/upload/binary", require_auth(self._media.upload, key))
+        r.add_post("/api/v3/media/uploads", require_auth(self._media.ticket, key))
         r.add_post("/api/v3/predictions/delete", require_auth(self._predictions.delete, key))
         poll = require_auth(self._predictions.poll, key)
         r.add_get("/api/v3/predictions/{id}/result", poll)
@@ -132,6 +133,7 @@ class Emulator:
         r.add_post("/api/v3/{model:.+}", self._predictions.submit)
         r.add_get("/media/outputs/{id}/{name}", self._media.output)
         r.add_get("/media/uploads/{token}/{name}", self._media.uploaded)
+        r.add_put("/media/put/{token}", self._media.put)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         family, _, _, _, addr = socket.getaddrinfo(
