@@ -13,7 +13,7 @@ The built-in emulator of the API lives in :mod:`wavespeed_async.emulator`.
 """
 
 from wavespeed_async._bulk import BulkResult, BulkRun, Progress
-from wavespeed_async._client import DEFAULT_BASE_URL, Client
+from wavespeed_async._client import DEFAULT_BASE_URL, Client, TaskCreatedHook
 from wavespeed_async._config import TIERS, PollConfig, RetryConfig, TierLimits, Timeouts
 from wavespeed_async._errors import (
     APIStatusError,
@@ -40,6 +40,7 @@ from wavespeed_async._requests import (
     FluxKontextDev,
     FluxKontextProTextToImage,
     TypedRequest,
+    UnknownFieldWarning,
     validate_input,
 )
 from wavespeed_async._webhooks import sign_webhook, verify_webhook
@@ -70,6 +71,7 @@ __all__ = [
     "RetryConfig",
     "ServerError",
     "SubmissionOutcomeUnknown",
+    "TaskCreatedHook",
     "TaskFailedError",
     "TaskTimeoutError",
     "TierLimits",
@@ -77,6 +79,7 @@ __all__ = [
     "Timings",
     "TransportError",
     "TypedRequest",
+    "UnknownFieldWarning",
     "Urls",
     "ValidationError",
     "WaveSpeedError",
