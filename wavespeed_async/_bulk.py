@@ -117,11 +117,14 @@ class Progress:
         return max(0.0, (self.total - self.done) / self.rate_per_s)
 
     def __str__(self) -> str:
+        """``12/40 done (11 ok, 1 failed); 8 running, 20 queued; 3.1/s, ETA 9 s``."""
         total = f"/{self.total}" if self.total is not None else ""
+        eta = self.eta_s
+        eta_text = f", ETA {eta:.0f} s" if eta is not None and self.done != self.total else ""
         return (
-            f"{self.done}{total} done ({self.completed} ok, {self.failed} failed), "
-            f"{self.running} running, {self.submitting + self.queued} starting, "
-            f"{self.rate_per_s:.1f}/s"
+            f"{self.done}{total} done ({self.completed} ok, {self.failed} failed); "
+            f"{self.running} running, {self.submitting + self.queued} queued; "
+            f"{self.rate_per_s:.1f}/s{eta_text}"
         )
 
 

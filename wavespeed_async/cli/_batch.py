@@ -23,6 +23,7 @@ import argparse
 import shutil
 import signal
 import time
+import warnings
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, Final
@@ -31,6 +32,7 @@ import anyio
 
 from wavespeed_async._errors import AuthenticationError
 from wavespeed_async._journal import Journal, JournalError
+from wavespeed_async._requests import UnknownFieldWarning
 from wavespeed_async.cli._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -154,6 +156,9 @@ def _run(
     plan = make_plan(jobs, journal, args, key)
     for job in plan.invalid:
         err(f"{args.jobs}:{job.line}: {job.error}")
+    for job in jobs:
+        for message in job.warnings:
+            err(f"{args.jobs}:{job.line}: warning: {message}")
     for note in plan.notes:
         err(f"note: {note}")
     if plan.held_unknown:
@@ -167,7 +172,9 @@ def _run(
     async def go() -> None:
         # anyio's primitives belong to the event loop: make the batch inside it.
         holder.append(Batch(args, target, journal, out, plan))
-        await holder[0].run()
+        with warnings.catch_warnings():  # unknown fields were reported per line above
+            warnings.simplefilter("ignore", UnknownFieldWarning)
+            await holder[0].run()
 
     try:
         anyio.run(go)
@@ -188,12 +195,21 @@ def _run(
     batch = holder[0]
     stop = batch.stop
     elapsed = time.monotonic() - started
-    print_summary(stop.outcome, records, batch.counters, out, manifest, elapsed, args.quiet)
+    print_summary(
+        stop.outcome,
+        records,
+        batch.counters,
+        out,
+        manifest,
+        elapsed,
+        args.quiet,
+        refused=stop.fatal is not None,
+    )
     if stop.fatal is not None:
         hint = (
             " (check WAVESPEED_API_KEY or --api-key)"
             if isinstance(stop.fatal, AuthenticationError)
-            else ""
+            else " (check the account's balance and plan)"
         )
         err(f"error: the server refused the batch: {stop.fatal}{hint}")
         return EXIT_USAGE

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from wavespeed_async._errors import ValidationError
-from wavespeed_async._requests import validate_input, validate_model_path
+from wavespeed_async._requests import UnknownFieldWarning, validate_input, validate_model_path
 
-__all__ = ["Job", "is_url", "media_keys", "parse_jobs", "resolve_media"]
+__all__ = ["Job", "check_fields", "is_url", "media_keys", "parse_jobs", "resolve_media"]
 
 #: Prefixes of values that are already remote (or inline) media, never local paths.
 _REMOTE: Final = ("http://", "https://", "data:")
@@ -29,6 +30,7 @@ class Job:
             order do not matter). The journal uses it to notice an edited file.
         error: Why the line cannot run (``None`` when it can).
         local_media: Input keys whose values are local files, with the resolved paths.
+        warnings: Fields the model does not take (the API ignores them): one message each.
     """
 
     line: int
@@ -37,6 +39,16 @@ class Job:
     hash: str
     error: str | None = None
     local_media: dict[str, list[Path]] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+def check_fields(model: str, inputs: dict[str, Any]) -> list[str]:
+    """Check inputs as the client will (raises ValidationError); return the messages of
+    each :class:`UnknownFieldWarning` (misspelt or unknown fields of a known model)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnknownFieldWarning)
+        validate_input(model, inputs)
+    return [str(w.message) for w in caught if issubclass(w.category, UnknownFieldWarning)]
 
 
 def is_url(value: str) -> bool:
@@ -115,13 +127,13 @@ def _parse_line(number: int, text: str, default_model: str | None, base: Path) -
     job_hash = content_hash(model, obj)
     try:
         model = validate_model_path(model)
-        validate_input(model, obj)
+        notes = tuple(check_fields(model, obj))
     except ValidationError as exc:
         return Job(number, model if isinstance(model, str) else None, obj, job_hash, str(exc))
     local, problem = resolve_media(obj, base)
     if problem is not None:
         return Job(number, model, obj, job_hash, problem)
-    return Job(number, model, obj, job_hash, None, local)
+    return Job(number, model, obj, job_hash, None, local, notes)
 
 
 def parse_jobs(text: str, *, default_model: str | None, base: Path) -> list[Job]:
