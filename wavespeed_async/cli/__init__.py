@@ -20,12 +20,14 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
 from wavespeed_async.cli._common import (
     EXIT_INTERRUPTED,
     EXIT_PIPE,
+    EXIT_TERMINATED,
     EXIT_USAGE,
     UsageError,
     err,
@@ -103,12 +105,29 @@ def _main(argv: Sequence[str] | None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     _logging(args.verbose)
+    if args.command != "batch":  # the batch handles its signals itself (graceful stop)
+        _terminate_like_interrupt()
     try:
         code: int = args.func(args)
     except UsageError as exc:
         err(f"error: {exc}")
         return EXIT_USAGE
+    except _Terminated:
+        err("terminated")
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         err("interrupted")
         return EXIT_INTERRUPTED
     return code
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: say which task still runs, then exit 143."""
+
+
+def _terminate_like_interrupt() -> None:
+    def handler(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    if hasattr(signal, "SIGTERM"):
+        signal.signal(signal.SIGTERM, handler)

@@ -22,6 +22,7 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "EXIT_PIPE",
+    "EXIT_TERMINATED",
     "EXIT_USAGE",
     "REFUSED",
     "Target",
@@ -38,7 +39,8 @@ EXIT_OK: Final = 0
 EXIT_FAILED: Final = 1
 #: A usage or configuration error, a refused key (401) or account (403) included.
 EXIT_USAGE: Final = 2
-EXIT_INTERRUPTED: Final = 130  # SIGINT; SIGTERM is 143
+EXIT_INTERRUPTED: Final = 130  # SIGINT
+EXIT_TERMINATED: Final = 143  # SIGTERM
 #: The reader of the output went away (``| head``): SIGPIPE's code, as shell tools give.
 EXIT_PIPE: Final = 141
 
