@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -69,6 +70,15 @@ async def test_put_must_match_the_ticket(session: aiohttp.ClientSession) -> None
         assert await _put(url.split("?")[0] + "?signature=forged", PAYLOAD, ok) == 403
         assert await _put(url, PAYLOAD[:-1], ok) == 400
         assert await _put(url, PAYLOAD + b"!", ok) == 400
+
+        async def chunked() -> AsyncIterator[bytes]:
+            yield PAYLOAD
+
+        async with (
+            aiohttp.ClientSession() as anonymous,
+            anonymous.put(url, data=chunked(), headers=ok) as r,
+        ):
+            assert r.status == 411
         assert emu.stats().uploads == 0
         assert await _put(url, PAYLOAD, ok) == 200
 

@@ -174,8 +174,9 @@ class Media:
     async def put(self, request: web.Request) -> web.StreamResponse:
         """``PUT /media/put/{token}``: the bytes of an announced upload (storage-like).
 
-        Answers like a storage host: 403 for a wrong signature or content type, 400 when
-        the body's length differs from the announced size; a ticket is used once.
+        Answers like a storage host: 403 for a wrong signature or content type, 411
+        without a Content-Length (a chunked body), 400 when the body's length differs from
+        the announced size; a ticket is used once.
         """
         self._count(request)
         ticket = self._tickets.get(request.match_info["token"])
@@ -185,6 +186,8 @@ class Media:
             return web.Response(status=403, text="signature does not match")
         if request.headers.get("Content-Type", _DEFAULT_TYPE) != ticket.content_type:
             return web.Response(status=403, text="Content-Type differs from the signed one")
+        if request.content_length is None:  # storage hosts refuse chunked uploads
+            return web.Response(status=411, text="Content-Length required")
         chunks: list[bytes] = []
         size = 0
         async for chunk in request.content.iter_chunked(256 * 1024):
