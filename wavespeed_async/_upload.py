@@ -75,14 +75,14 @@ _ticket_decoder: Final = msgspec.json.Decoder(_TicketEnvelope)
 
 
 class _Source:
-    """The bytes to upload: a path (streamed from disk on each attempt) or bytes in memory."""
+    """The bytes to upload: a file (streamed from disk on each attempt) or bytes in memory."""
 
     __slots__ = ("data", "name", "path", "size")
 
-    def __init__(self, name: str, size: int, *, path: str | None, data: bytes | None) -> None:
+    def __init__(self, name: str, size: int, *, path: str = "", data: bytes | None = None):
         self.name = name
         self.size = size
-        self.path = path
+        self.path = path  #: read when ``data`` is None
         self.data = data
 
     @classmethod
@@ -95,15 +95,20 @@ class _Source:
                 raise ValidationError("file", f"file: cannot read {path!r}: {exc}") from None
             if not stat_module.S_ISREG(st.st_mode):
                 raise ValidationError("file", f"file: {path!r} is not a regular file")
-            return cls(os.path.basename(path), st.st_size, path=path, data=None)
+            return cls(os.path.basename(path), st.st_size, path=path)
         data, name = await read_file_input(file)
-        return cls(name, len(data), path=None, data=data)
+        return cls(name, len(data), data=data)
+
+    async def read(self) -> bytes:
+        """All the bytes (for the multipart endpoint, which cannot stream)."""
+        if self.data is not None:
+            return self.data
+        return await anyio.Path(self.path).read_bytes()
 
     async def open(self) -> IO[bytes] | bytes:
         """A fresh body for one attempt (a file opened in a worker thread, or the bytes)."""
         if self.data is not None:
             return self.data
-        assert self.path is not None  # noqa: S101 - one of the two is always set
         path = self.path
         try:
             return await anyio.to_thread.run_sync(lambda: open(path, "rb"))
@@ -151,10 +156,7 @@ async def upload(
 
 
 async def _upload_binary(transport: Transport, source: _Source, name: str, ctype: str) -> str:
-    data = source.data
-    if data is None:
-        assert source.path is not None  # noqa: S101 - one of the two is always set
-        data = await anyio.Path(source.path).read_bytes()
+    data = await source.read()
 
     def form() -> aiohttp.FormData:
         fd = aiohttp.FormData()

@@ -43,21 +43,15 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import AsyncIterator, Mapping
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import pytest
 
-from wavespeed_async._client import Client
-from wavespeed_async._config import PollConfig, RetryConfig
-from wavespeed_async.emulator import (
-    TIERS,
-    Emulator,
-    EmulatorConfig,
-    FaultRates,
-    LatencyProfile,
-    Limits,
-    ManualClock,
-)
+if TYPE_CHECKING:
+    # The emulator is imported when a fixture is used, not when pytest loads the plugin:
+    # a test run that uses none of these fixtures does not pay for importing it.
+    from wavespeed_async._client import Client
+    from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
 
 __all__ = [
     "wavespeed_client",
@@ -82,6 +76,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def _latency(value: object) -> LatencyProfile:
+    from wavespeed_async.emulator import LatencyProfile
+
     if isinstance(value, LatencyProfile):
         return value
     if value == "fast":
@@ -96,7 +92,9 @@ def _latency(value: object) -> LatencyProfile:
     )
 
 
-def _faults(value: object) -> dict[str, FaultRates]:
+def _faults(value: object) -> dict[str, Any]:
+    from wavespeed_async.emulator import FaultRates
+
     if not isinstance(value, Mapping):
         raise pytest.UsageError(
             "wavespeed marker: faults= must be a mapping like {'submit.reset_after': 0.1}"
@@ -118,6 +116,8 @@ def _faults(value: object) -> dict[str, FaultRates]:
 
 def config_from_marker(kwargs: Mapping[str, Any]) -> EmulatorConfig:
     """The EmulatorConfig that ``@pytest.mark.wavespeed(**kwargs)`` asks for."""
+    from wavespeed_async.emulator import TIERS, EmulatorConfig, Limits, ManualClock
+
     fields: dict[str, Any] = {k: v for k, v in kwargs.items() if k not in _OWN_KEYWORDS}
     unknown = set(fields) - {f.name for f in dataclasses.fields(EmulatorConfig)}
     if unknown:
@@ -160,6 +160,8 @@ async def wavespeed_emulator(
     wavespeed_emulator_config: EmulatorConfig, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Emulator]:
     """A running emulator on 127.0.0.1, with ``$WAVESPEED_BASE_URL`` pointing at it."""
+    from wavespeed_async.emulator import Emulator
+
     async with Emulator(wavespeed_emulator_config) as emu:
         monkeypatch.setenv("WAVESPEED_BASE_URL", emu.base_url)
         monkeypatch.setenv("WAVESPEED_API_KEY", wavespeed_emulator_config.api_key or TEST_API_KEY)
@@ -169,6 +171,8 @@ async def wavespeed_emulator(
 @pytest.fixture
 async def wavespeed_client(wavespeed_emulator: Emulator) -> AsyncIterator[Client]:
     """An open Client bound to ``wavespeed_emulator``, polling at emulator speed."""
+    from wavespeed_async import Client, PollConfig, RetryConfig
+
     async with Client(
         wavespeed_emulator.config.api_key or TEST_API_KEY,
         base_url=wavespeed_emulator.base_url,
