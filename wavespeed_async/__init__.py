@@ -13,7 +13,7 @@ The built-in emulator of the API lives in :mod:`wavespeed_async.emulator`.
 """
 
 from wavespeed_async._bulk import BulkResult, BulkRun, Progress
-from wavespeed_async._client import DEFAULT_BASE_URL, Client
+from wavespeed_async._client import DEFAULT_BASE_URL, Client, TaskCreatedHook
 from wavespeed_async._config import (
     TIERS,
     PollConfig,
@@ -48,6 +48,7 @@ from wavespeed_async._requests import (
     FluxKontextDev,
     FluxKontextProTextToImage,
     TypedRequest,
+    UnknownFieldWarning,
     validate_input,
 )
 from wavespeed_async._webhooks import sign_webhook, verify_webhook
@@ -80,6 +81,7 @@ __all__ = [
     "ServerError",
     "SizeLimits",
     "SubmissionOutcomeUnknown",
+    "TaskCreatedHook",
     "TaskFailedError",
     "TaskTimeoutError",
     "TierLimits",
@@ -87,6 +89,7 @@ __all__ = [
     "Timings",
     "TransportError",
     "TypedRequest",
+    "UnknownFieldWarning",
     "Urls",
     "ValidationError",
     "WaveSpeedError",

@@ -130,11 +130,14 @@ class Progress:
         return max(0.0, (self.total - self.done) / self.rate_per_s)
 
     def __str__(self) -> str:
+        """``12/40 done (11 ok, 1 failed); 8 running, 20 queued; 3.1/s, ETA 9 s``."""
         total = f"/{self.total}" if self.total is not None else ""
+        eta = self.eta_s
+        eta_text = f", ETA {eta:.0f} s" if eta is not None and self.done != self.total else ""
         return (
-            f"{self.done}{total} done ({self.completed} ok, {self.failed} failed), "
-            f"{self.running} running, {self.submitting + self.queued} starting, "
-            f"{self.rate_per_s:.1f}/s"
+            f"{self.done}{total} done ({self.completed} ok, {self.failed} failed); "
+            f"{self.running} running, {self.submitting + self.queued} queued; "
+            f"{self.rate_per_s:.1f}/s{eta_text}"
         )
 
 
@@ -223,12 +226,34 @@ class _Inputs(Generic[T]):
 
 
 class BulkRun(Generic[T]):
-    """An ``async with`` block that runs a batch; iterate it for results.
+    """A running batch: enter it with ``async with``, then iterate it for results.
 
-    Made by :meth:`Client.run_many` and :meth:`Client.wait_many`; see the module docs.
+    Made by :meth:`Client.run_many` (submit each input, then wait for it) and
+    :meth:`Client.wait_many` (wait for task ids from an earlier process); not built
+    directly. ::
+
+        async with client.run_many(model, inputs, concurrency=64) as results:
+            async for r in results:       # a BulkResult per input
+                print(r.index, r.id, r.ok, r.outputs if r.ok else r.error)
+            print(results.progress)       # e.g. "40/40 done (39 ok, 1 failed); ..."
+
+    Entering starts ``concurrency`` workers; inputs are taken lazily, one at a time, so a
+    generator of a million inputs runs in flat memory. Results arrive in completion order
+    (input order with ``ordered=True``, buffered within a reorder window). One job's
+    failure is a result (``r.ok`` false, ``r.error`` set, ``r.id`` the task id when a
+    task was created), never an exception that ends the batch.
+
+    Raises (from the ``async for``):
+        AuthenticationError, PermissionDeniedError: the server refused the key or the
+            account; every further job would be refused too, so the batch ends.
+        ValidationError: at creation, ``concurrency`` or ``reorder_window`` is out of range.
+
+    Leaving the block before the end (``break``, an exception, cancellation) stops
+    submitting and polling; the ids of tasks that were created and not delivered are in
+    :attr:`abandoned` afterwards.
 
     Attributes:
-        progress: Live counters.
+        progress: Live counters (:class:`Progress`), safe to read at any time.
         abandoned: After leaving the block early: ids of tasks created and not delivered.
             They keep running (and are billed) on the server; ``client.wait_many(ids)``
             collects them later.

@@ -26,6 +26,7 @@ import aiohttp
 import anyio
 import msgspec
 
+from wavespeed_async import _upload
 from wavespeed_async._bulk import (
     DEFAULT_SUBMIT_GRACE_S,
     BulkRun,
@@ -49,16 +50,13 @@ from wavespeed_async._ids import check_task_id
 from wavespeed_async._media import (
     Downloader,
     FileInput,
-    guess_type,
     is_private_host,
-    read_file_input,
 )
 from wavespeed_async._models import (
     Prediction,
     any_decoder,
     balance_decoder,
     prediction_decoder,
-    upload_decoder,
     webhook_secret_decoder,
 )
 from wavespeed_async._polling import DurationEstimator, next_poll_delay
@@ -777,32 +775,33 @@ class Client:
     ) -> str:
         """Upload media and return its URL, to pass as a model's ``image`` input.
 
+        Uses the API's two-step flow: a ticket from ``POST /api/v3/media/uploads``, then a
+        ``PUT`` of the bytes to the storage URL it names, sent without the API key. A path
+        is streamed from disk. Servers without the ticket endpoint (404) get the multipart
+        ``POST /api/v3/media/upload/binary`` instead.
+
         Args:
-            file: A path, bytes, or a binary file object. Files are read in a worker
-                thread, never on the event loop.
+            file: A path, bytes, or a binary file object. Files are read in worker
+                threads, never on the event loop.
             filename: The name to store it under (default: the path's name, or
                 ``upload.bin``).
+            content_type: Default: guessed from the name.
 
         Raises:
+            ValidationError: the file cannot be read.
             BadRequestError: the file is too large for the server (413).
+            APIStatusError: the storage host refused the bytes.
+            TransportError: the storage host could not be reached (after retries).
         """
-        data, name = await read_file_input(file)
-        name = filename or name
-        ctype = content_type or guess_type(name)
-
-        def form() -> aiohttp.FormData:
-            fd = aiohttp.FormData()
-            fd.add_field("file", data, filename=name, content_type=ctype)
-            return fd
-
-        # An upload creates no task: sending it twice costs storage, not money.
-        env = await self._open().call(
-            "POST", "/api/v3/media/upload/binary", upload_decoder, form=form
+        return await _upload.upload(
+            self._open(),
+            file,
+            filename=filename,
+            content_type=content_type,
+            retry=self.retry,
+            timeouts=self.timeouts,
+            rng=self._rng,
         )
-        if env.data is None:
-            raise DecodeError("the upload answer has no data")
-        log.info("uploaded %s (%d bytes)", name, len(data))
-        return env.data.download_url
 
     async def download(
         self,

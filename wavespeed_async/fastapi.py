@@ -35,9 +35,17 @@ from contextvars import ContextVar
 from typing import Any, Final, ParamSpec, TypeVar
 
 import anyio
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
-from starlette.requests import ClientDisconnect
+
+try:
+    from fastapi import APIRouter, HTTPException, Request
+    from fastapi.responses import JSONResponse, Response
+    from starlette.requests import ClientDisconnect
+except ImportError as _exc:
+    raise ModuleNotFoundError(
+        f"wavespeed_async.fastapi needs FastAPI ({_exc}); install it with: "
+        "pip install 'wavespeed-async[fastapi]'",
+        name=_exc.name,
+    ) from _exc
 
 from wavespeed_async._client import _UNSET, Client, _Unset
 from wavespeed_async._errors import (

@@ -23,14 +23,16 @@ import argparse
 import shutil
 import signal
 import time
+import warnings
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, Final
 
 import anyio
 
-from wavespeed_async._errors import AuthenticationError
+from wavespeed_async._errors import AuthenticationError, PermissionDeniedError
 from wavespeed_async._journal import JobRecord, Journal, JournalError, JournalWriteError
+from wavespeed_async._requests import UnknownFieldWarning
 from wavespeed_async.cli._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -197,6 +199,9 @@ def _run(
     plan = make_plan(jobs, journal, args, key)
     for job in plan.invalid:
         err(f"{args.jobs}:{job.line}: {job.error}")
+    for job in jobs:
+        for message in job.warnings:
+            err(f"{args.jobs}:{job.line}: warning: {message}")
     for note in plan.notes:
         err(f"note: {note}")
     if plan.held_unknown:
@@ -211,7 +216,9 @@ def _run(
     async def go() -> None:
         # anyio's primitives belong to the event loop: make the batch inside it.
         holder.append(Batch(args, target, journal, out, plan))
-        await gallery.alongside(holder[0].run, holder[0].counters)
+        with warnings.catch_warnings():  # unknown fields were reported per line above
+            warnings.simplefilter("ignore", UnknownFieldWarning)
+            await gallery.alongside(holder[0].run, holder[0].counters)
 
     try:
         anyio.run(go)
@@ -221,7 +228,16 @@ def _run(
     batch = holder[0]
     stop = batch.stop
     elapsed = time.monotonic() - started
-    print_summary(stop.outcome, records, batch.counters, out, manifest, elapsed, args.quiet)
+    print_summary(
+        stop.outcome,
+        records,
+        batch.counters,
+        out,
+        manifest,
+        elapsed,
+        args.quiet,
+        refused=isinstance(stop.fatal, (AuthenticationError, PermissionDeniedError)),
+    )
     gallery.announce()
     if isinstance(stop.fatal, JournalError):
         err(
@@ -234,7 +250,7 @@ def _run(
         hint = (
             " (check WAVESPEED_API_KEY or --api-key)"
             if isinstance(stop.fatal, AuthenticationError)
-            else ""
+            else " (check the account's balance and plan)"
         )
         err(f"error: the server refused the batch: {stop.fatal}{hint}")
         return EXIT_USAGE

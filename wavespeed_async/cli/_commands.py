@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,18 +16,22 @@ import msgspec
 from wavespeed_async._client import Client
 from wavespeed_async._errors import TaskFailedError, WaveSpeedError
 from wavespeed_async._models import Prediction
+from wavespeed_async._requests import UnknownFieldWarning
 from wavespeed_async._specs import MODEL_SPECS
 from wavespeed_async._text import printable
 from wavespeed_async.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_USAGE,
+    REFUSED,
     UsageError,
     add_connection_options,
     err,
     open_client,
+    refused_message,
     resolve_target,
 )
-from wavespeed_async.cli._jobs import is_url
+from wavespeed_async.cli._jobs import check_fields, is_url
 
 __all__ = ["add_parsers", "parse_set"]
 
@@ -72,7 +77,7 @@ def add_parsers(sub: Any) -> None:
 
     p = sub.add_parser("balance", help="show the account balance", description="Show the "
                        "account balance in USD.")  # fmt: skip
-    add_connection_options(p)
+    add_connection_options(p, tasks=False)
     p.set_defaults(func=balance_command)
 
 
@@ -138,6 +143,11 @@ def run_command(args: argparse.Namespace) -> int:
     target = resolve_target(args)
     inputs = parse_set(args.model, args.sets)
     inputs["prompt"] = args.prompt
+    try:
+        for message in check_fields(args.model, inputs):
+            err(f"warning: {message}")
+    except WaveSpeedError as exc:
+        raise UsageError(str(exc)) from None
     image: str | None = args.image
     local: Path | None = None
     if image is not None:
@@ -164,7 +174,9 @@ def run_command(args: argparse.Namespace) -> int:
             if local is not None:
                 inputs["image"] = await client.upload(local)
             try:
-                pred = await client.run(args.model, inputs)
+                with warnings.catch_warnings():  # reported above, once
+                    warnings.simplefilter("ignore", UnknownFieldWarning)
+                    pred = await client.run(args.model, inputs)
             except TaskFailedError as exc:
                 if args.json:
                     print(_pretty(exc.prediction))
@@ -185,6 +197,9 @@ def run_command(args: argparse.Namespace) -> int:
                 f"wavespeed-async get {created[0]} --wait -o {args.output}"
             )
         raise
+    except REFUSED as exc:
+        err(refused_message(exc))
+        return EXIT_USAGE
     except WaveSpeedError as exc:
         err(f"error: {exc}")
         if created and exc.task_id is None:
@@ -193,15 +208,21 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _with_client(args: argparse.Namespace, work: Callable[[Client], Awaitable[int]]) -> int:
-    """Run ``work`` with a client for the command's target; a WaveSpeedError exits 1."""
+    """Run ``work`` with a client for the command's target.
+
+    A refused key or account exits 2 (configuration); any other WaveSpeedError exits 1.
+    """
     target = resolve_target(args)
 
     async def go() -> int:
-        async with open_client(target, timeout_s=args.timeout) as client:
+        async with open_client(target, timeout_s=getattr(args, "timeout", None)) as client:
             return await work(client)
 
     try:
         return anyio.run(go)
+    except REFUSED as exc:
+        err(refused_message(exc))
+        return EXIT_USAGE
     except WaveSpeedError as exc:
         err(f"error: {exc}")
         return EXIT_FAILED

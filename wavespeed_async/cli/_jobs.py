@@ -4,14 +4,23 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from wavespeed_async._errors import ValidationError
-from wavespeed_async._requests import validate_input, validate_model_path
+from wavespeed_async._requests import UnknownFieldWarning, validate_input, validate_model_path
 
-__all__ = ["Job", "image_kind", "is_url", "media_keys", "parse_jobs", "resolve_media"]
+__all__ = [
+    "Job",
+    "check_fields",
+    "image_kind",
+    "is_url",
+    "media_keys",
+    "parse_jobs",
+    "resolve_media",
+]
 
 #: Prefixes of values that are already remote (or inline) media, never local paths.
 _REMOTE: Final = ("http://", "https://", "data:")
@@ -36,6 +45,7 @@ class Job:
             order do not matter). The journal uses it to notice an edited file.
         error: Why the line cannot run (``None`` when it can).
         local_media: Input keys whose values are local files, with the resolved paths.
+        warnings: Fields the model does not take (the API ignores them): one message each.
     """
 
     line: int
@@ -44,6 +54,16 @@ class Job:
     hash: str
     error: str | None = None
     local_media: dict[str, list[Path]] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+def check_fields(model: str, inputs: dict[str, Any]) -> list[str]:
+    """Check inputs as the client will (raises ValidationError); return the messages of
+    each :class:`UnknownFieldWarning` (misspelt or unknown fields of a known model)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnknownFieldWarning)
+        validate_input(model, inputs)
+    return [str(w.message) for w in caught if issubclass(w.category, UnknownFieldWarning)]
 
 
 def is_url(value: str) -> bool:
@@ -159,13 +179,13 @@ def _parse_line(
     job_hash = content_hash(model, obj)
     try:
         model = validate_model_path(model)
-        validate_input(model, obj)
+        notes = tuple(check_fields(model, obj))
     except ValidationError as exc:
         return Job(number, model if isinstance(model, str) else None, obj, job_hash, str(exc))
     local, problem = resolve_media(obj, base, allow_any_path=allow_any_path)
     if problem is not None:
         return Job(number, model, obj, job_hash, problem)
-    return Job(number, model, obj, job_hash, None, local)
+    return Job(number, model, obj, job_hash, None, local, notes)
 
 
 def parse_jobs(

@@ -27,8 +27,14 @@ def print_summary(
     manifest: Path,
     elapsed: float,
     quiet: bool,
+    *,
+    refused: bool = False,
 ) -> None:
-    """Print how the batch went (``head``: finished, interrupted or stopped), per line."""
+    """Print how the batch went (``head``: finished, interrupted or stopped), per line.
+
+    ``refused``: the server refused the key or the account, so re-running as is would be
+    refused too: the closing advice says to fix that first.
+    """
     by_status: dict[str, int] = {}
     for rec in records:
         status = STATUS.get(rec.state, rec.state)
@@ -70,5 +76,11 @@ def print_summary(
     unknown = [r.line for r in records if r.state in ("unknown", "submitting")]
     if unknown:
         print(f"Unknown submit outcome on line(s) {lines_text(unknown)}: {UNKNOWN_HELP}.")
-    if by_status.get("incomplete") or by_status.get("not_submitted"):
+    if refused:
+        print(
+            "The server refused the key or the account, so nothing more was submitted. "
+            "Fix that first (WAVESPEED_API_KEY or --api-key; the account's balance), then "
+            "run the same command again: finished jobs are skipped."
+        )
+    elif by_status.get("incomplete") or by_status.get("not_submitted"):
         print("Re-run the same command to finish the remaining jobs.")
