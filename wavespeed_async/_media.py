@@ -70,17 +70,27 @@ _EXT_BY_TYPE: Final = {
 }
 
 
+#: Leading bytes of the image formats we accept (WebP is checked apart: RIFF....WEBP).
+_MAGIC: Final = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+)
+_EXT_BY_KIND: Final = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "gif": ".gif"}
+
+
+def image_kind(head: bytes) -> str | None:
+    """The image format from a file's first 12 bytes (png, jpeg, webp, gif), or None."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
+
+
 def sniff_ext(data: bytes) -> str:
     """A file extension from an image's first bytes (``.bin`` when unknown)."""
-    if data.startswith(b"\x89PNG"):
-        return ".png"
-    if data.startswith(b"\xff\xd8"):
-        return ".jpg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return ".webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return ".gif"
-    return ".bin"
+    kind = image_kind(data)
+    return _EXT_BY_KIND[kind] if kind else ".bin"
 
 
 def _is_internal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

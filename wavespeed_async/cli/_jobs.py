@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from wavespeed_async._errors import ValidationError
+from wavespeed_async._media import image_kind
 from wavespeed_async._requests import UnknownFieldWarning, validate_input, validate_model_path
 
 __all__ = [
@@ -25,12 +26,6 @@ __all__ = [
 #: Prefixes of values that are already remote (or inline) media, never local paths.
 _REMOTE: Final = ("http://", "https://", "data:")
 #: Leading bytes of the image formats a local input may be in.
-_MAGIC: Final = (
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"GIF87a", "gif"),
-    (b"GIF89a", "gif"),
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,13 +85,6 @@ def content_hash(model: str | None, inputs: dict[str, Any]) -> str:
         {"model": model, "inputs": inputs}, sort_keys=True, separators=(",", ":")
     )
     return _digest(canonical)
-
-
-def image_kind(head: bytes) -> str | None:
-    """The image format of a file from its first 12 bytes (png, jpeg, webp, gif), or None."""
-    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
-        return "webp"
-    return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
 
 
 def _check_local_image(key: str, shown: str, path: Path, base: Path, any_path: bool) -> str | None:
