@@ -21,6 +21,7 @@ from typing import Literal
 
 import msgspec
 
+from benchmarks._charts import draw_or_explain
 from benchmarks._common import (
     MODEL,
     PROTOCOL_PREFIX,
@@ -408,5 +409,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_bytes(msgspec.json.format(msgspec.json.encode(results)) + b"\n")
     (out / "latest.md").write_text(render_markdown(results), encoding="utf-8")
+    draw_or_explain(out / "latest.json", out)
     _log(f"done in {results.duration_s:.0f} s; wrote {out / 'latest.md'} and latest.json")
     return 0

@@ -14,7 +14,8 @@ Prompts come from a file (one a line; blank lines and ``#`` comments skipped), o
 list. Images are saved as ``<out>/<line number>_<n>.png`` as the tasks complete (in
 completion order), so a crash keeps what was done. The bar is ``rich``'s when it is
 installed (the ``cli`` extra), else plain lines on stderr (also with ``--plain``). Exit code
-1 if any task failed.
+1 if any task failed, 2 for bad input (an unreadable prompt file, an aspect ratio the model
+does not take), reported in one line, never a traceback.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from wavespeed_async import (
     FluxKontextProTextToImage,
     PollConfig,
     Progress,
+    ValidationError,
     WaveSpeedError,
 )
 
@@ -118,9 +120,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    prompts = read_prompts(args.prompts)
-    ratio = args.aspect_ratio
-    requests = [FluxKontextProTextToImage(prompt=p, aspect_ratio=ratio) for p in prompts]
+    try:
+        prompts = read_prompts(args.prompts)
+        # Typed requests check every field here, before anything is started or sent.
+        ratio = args.aspect_ratio
+        requests = [FluxKontextProTextToImage(prompt=p, aspect_ratio=ratio) for p in prompts]
+    except (OSError, UnicodeDecodeError, ValidationError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not requests:
+        print(f"error: {args.prompts}: no prompts (one a line)", file=sys.stderr)
+        return 2
     handled = failed = 0
     async with open_client(args.emulator, args.latency) as client:
         try:

@@ -24,7 +24,7 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from wavespeed_async import Client, FluxKontextDev, PollConfig, WaveSpeedError
+from wavespeed_async import Client, FluxKontextDev, PollConfig, ValidationError, WaveSpeedError
 
 DEFAULT_IMAGE = Path(__file__).parent / "images" / "cottage.png"
 DEFAULT_PROMPT = "Turn it into a snowy winter evening, warm light in the windows"
@@ -63,6 +63,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 async def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        # Check the edit before uploading anything: a bad size fails here, not after.
+        FluxKontextDev(prompt=args.prompt, size=args.size, seed=args.seed)
+    except ValidationError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not args.image.is_file():
+        print(f"error: {args.image}: no such file", file=sys.stderr)
+        return 2
     async with open_client(args.emulator, args.latency) as client:
         try:
             image_url = await client.upload(args.image)

@@ -47,6 +47,7 @@ from wavespeed_async import (
     PollConfig,
     TaskFailedError,
     TaskTimeoutError,
+    ValidationError,
     WaveSpeedError,
 )
 from wavespeed_async.fastapi import WaveSpeed
@@ -95,7 +96,9 @@ def create_app(ws: WaveSpeed) -> FastAPI:
         # Errors about a task carry its id, so the caller can come back for it.
         task_id = getattr(exc, "task_id", None)
         status = 502
-        if isinstance(exc, TaskTimeoutError):
+        if isinstance(exc, ValidationError):  # the caller's input, refused before sending
+            status = 422
+        elif isinstance(exc, TaskTimeoutError):
             status = 504
         elif isinstance(exc, NotFoundError):
             status = 404

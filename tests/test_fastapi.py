@@ -298,16 +298,17 @@ async def test_forged_stale_and_malformed_deliveries_get_4xx_and_wake_nothing() 
             async with http.post(f"{url}{PATH}", data=big, headers=signed(secret, big)) as resp:
                 assert resp.status == 413
             # Genuine deliveries are acknowledged, whether the task is known here or not,
-            # and however many times they come.
+            # and however many times they come; a replay is not processed again.
             for _ in range(2):
                 async with http.post(f"{url}{PATH}", data=body, headers=good) as resp:
                     assert resp.status == 200
                     assert await resp.json() == {"received": "a" * 32}
             client = ws.client
         assert ws.deliveries_rejected == len(cases) + 1
-        assert ws.deliveries_received == 2
-        assert client.deliveries == 2
-        assert len(seen.deliveries) == 2
+        assert ws.deliveries_received == 1
+        assert ws.deliveries_replayed == 1
+        assert client.deliveries == 1
+        assert len(seen.deliveries) == 1
 
 
 async def test_duplicate_and_late_deliveries_do_not_disturb_later_requests() -> None:

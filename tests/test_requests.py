@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, ClassVar
 
 import msgspec
@@ -14,6 +15,7 @@ from wavespeed_async._requests import (
     FluxKontextDev,
     FluxKontextProTextToImage,
     TypedRequest,
+    UnknownFieldWarning,
     coerce_request,
     validate_input,
     validate_model_path,
@@ -217,8 +219,34 @@ def test_int_guidance_scale_is_accepted() -> None:
     assert FluxKontextDev(prompt="p", guidance_scale=3).to_input()["guidance_scale"] == 3
 
 
-def test_x_separated_size_is_accepted_as_the_spec_allows() -> None:
-    assert FluxKontextDev(prompt="p", size="768x1024").size == "768x1024"
+@pytest.mark.parametrize("size", ["768x1024", "768 X 1024", "768,1024", "768\u00d71024"])
+def test_only_the_documented_w_star_h_size_is_accepted(size: str) -> None:
+    with pytest.raises(ValidationError, match='write it "768\\*1024"') as info:
+        FluxKontextDev(prompt="p", size=size)
+    assert info.value.field == "size"
+    with pytest.raises(ValidationError, match="size"):
+        validate_input(DEV, {"prompt": "p", "size": size})
+    assert FluxKontextDev(prompt="p", size="768*1024").size == "768*1024"
+
+
+def test_a_misspelt_field_of_a_known_model_warns_and_names_the_right_one() -> None:
+    with pytest.warns(UnknownFieldWarning, match="aspect_ration: .*did you mean 'aspect_ratio'"):
+        validate_input(PRO, {"prompt": "p", "aspect_ration": "16:9"})
+    with pytest.warns(UnknownFieldWarning, match="colour: not a field of"):
+        validate_input(DEV, {"prompt": "p", "colour": "red"})
+
+
+def test_known_and_control_fields_and_other_models_do_not_warn() -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        validate_input(PRO, {"prompt": "p", "aspect_ratio": "16:9", "enable_sync_mode": True})
+        validate_input("someone/other-model", {"anything": 1})
+
+
+def test_unknown_field_warning_points_at_the_caller() -> None:
+    with pytest.warns(UnknownFieldWarning) as record:
+        validate_input(PRO, {"prompt": "p", "aspect_ration": "16:9"})
+    assert record[0].filename == __file__
 
 
 # --------------------------------------------------------------------------- plain dicts
@@ -230,8 +258,9 @@ def test_validate_input_requires_the_prompt_of_a_known_model() -> None:
     assert info.value.field == "prompt"
 
 
-def test_validate_input_lets_unknown_fields_through() -> None:
-    validate_input(DEV, {"prompt": "p", "loras": [{"path": "a", "scale": 1.0}]})
+def test_validate_input_lets_unknown_fields_through_with_a_warning() -> None:
+    with pytest.warns(UnknownFieldWarning, match="loras"):
+        validate_input(DEV, {"prompt": "p", "loras": [{"path": "a", "scale": 1.0}]})
 
 
 def test_unknown_models_need_no_prompt_but_control_fields_are_booleans() -> None:
@@ -288,7 +317,8 @@ def test_coerce_a_typed_request() -> None:
 
 def test_coerce_a_model_path_and_dict_returns_a_deep_copy() -> None:
     inp: dict[str, Any] = {"prompt": "p", "extra": {"k": [1, 2]}, "t": (1, 2)}
-    model, body = coerce_request(DEV, inp)
+    with pytest.warns(UnknownFieldWarning):
+        model, body = coerce_request(DEV, inp)
     assert model == DEV
     assert body == {"prompt": "p", "extra": {"k": [1, 2]}, "t": [1, 2]}
     inp["extra"]["k"].append(3)

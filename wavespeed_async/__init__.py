@@ -13,8 +13,15 @@ The built-in emulator of the API lives in :mod:`wavespeed_async.emulator`.
 """
 
 from wavespeed_async._bulk import BulkResult, BulkRun, Progress
-from wavespeed_async._client import DEFAULT_BASE_URL, Client
-from wavespeed_async._config import TIERS, PollConfig, RetryConfig, TierLimits, Timeouts
+from wavespeed_async._client import DEFAULT_BASE_URL, Client, TaskCreatedHook
+from wavespeed_async._config import (
+    TIERS,
+    PollConfig,
+    RetryConfig,
+    SizeLimits,
+    TierLimits,
+    Timeouts,
+)
 from wavespeed_async._errors import (
     APIStatusError,
     AuthenticationError,
@@ -23,6 +30,7 @@ from wavespeed_async._errors import (
     ConnectError,
     DecodeError,
     NotFoundError,
+    OutputRefusedError,
     PermissionDeniedError,
     RateLimitError,
     ServerError,
@@ -40,6 +48,7 @@ from wavespeed_async._requests import (
     FluxKontextDev,
     FluxKontextProTextToImage,
     TypedRequest,
+    UnknownFieldWarning,
     validate_input,
 )
 from wavespeed_async._webhooks import sign_webhook, verify_webhook
@@ -62,6 +71,7 @@ __all__ = [
     "FluxKontextDev",
     "FluxKontextProTextToImage",
     "NotFoundError",
+    "OutputRefusedError",
     "PermissionDeniedError",
     "PollConfig",
     "Prediction",
@@ -69,7 +79,9 @@ __all__ = [
     "RateLimitError",
     "RetryConfig",
     "ServerError",
+    "SizeLimits",
     "SubmissionOutcomeUnknown",
+    "TaskCreatedHook",
     "TaskFailedError",
     "TaskTimeoutError",
     "TierLimits",
@@ -77,6 +89,7 @@ __all__ = [
     "Timings",
     "TransportError",
     "TypedRequest",
+    "UnknownFieldWarning",
     "Urls",
     "ValidationError",
     "WaveSpeedError",

@@ -8,18 +8,27 @@
 
 The ``async with`` owns every task it starts (structured concurrency): results are not
 yielded from inside a task group, and leaving the block early (``break``, an exception,
-cancellation) stops submitting and polling at once, leaks no task, and reports the ids of
-tasks that were created and not delivered in :attr:`BulkRun.abandoned` (they still run,
-and are billed, on the server).
+cancellation, a failing input iterator) stops submitting and polling at once, leaks no
+task, and reports the ids of tasks that were created and not delivered in
+:attr:`BulkRun.abandoned` (they still run, and are billed, on the server).
+
+A submit already sent when the block is left is given a short grace
+(``submit_grace_s``, default :data:`DEFAULT_SUBMIT_GRACE_S` seconds) to learn its task id;
+the jobs whose submit is still unanswered after it are listed in :attr:`BulkRun.unknown`.
+So every task the batch created is accounted for: its id is in a delivered result or in
+``abandoned``, or its index is in ``unknown``.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
@@ -28,6 +37,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from wavespeed_async._errors import (
     AuthenticationError,
     PermissionDeniedError,
+    SubmissionOutcomeUnknown,
     ValidationError,
     WaveSpeedError,
 )
@@ -36,7 +46,7 @@ from wavespeed_async._models import Prediction
 if TYPE_CHECKING:
     from wavespeed_async._client import Client
 
-__all__ = ["BulkResult", "BulkRun", "Progress"]
+__all__ = ["DEFAULT_SUBMIT_GRACE_S", "BulkResult", "BulkRun", "Progress", "submit_in_flight"]
 
 log = logging.getLogger("wavespeed_async")
 
@@ -44,6 +54,9 @@ T = TypeVar("T")
 
 #: Errors that end the whole batch: every further job would fail the same way.
 BATCH_FATAL = (AuthenticationError, PermissionDeniedError)
+
+#: Seconds a submit already sent may still take to answer after a batch is left early.
+DEFAULT_SUBMIT_GRACE_S: Final = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,17 +130,58 @@ class Progress:
         return max(0.0, (self.total - self.done) / self.rate_per_s)
 
     def __str__(self) -> str:
+        """``12/40 done (11 ok, 1 failed); 8 running, 20 queued; 3.1/s, ETA 9 s``."""
         total = f"/{self.total}" if self.total is not None else ""
+        eta = self.eta_s
+        eta_text = f", ETA {eta:.0f} s" if eta is not None and self.done != self.total else ""
         return (
-            f"{self.done}{total} done ({self.completed} ok, {self.failed} failed), "
-            f"{self.running} running, {self.submitting + self.queued} starting, "
-            f"{self.rate_per_s:.1f}/s"
+            f"{self.done}{total} done ({self.completed} ok, {self.failed} failed); "
+            f"{self.running} running, {self.submitting + self.queued} queued; "
+            f"{self.rate_per_s:.1f}/s{eta_text}"
         )
 
 
 @dataclass(slots=True)
 class _Fatal:
     error: BaseException
+
+
+@dataclass(slots=True)
+class _Job:
+    """One job under way. Its scope is shielded: only the batch's teardown ends it."""
+
+    scope: anyio.CancelScope
+    #: A submit was sent and no task id came back yet: cancelling now could lose a task.
+    in_doubt: bool = False
+
+
+_current_job: ContextVar[_Job | None] = ContextVar("wavespeed_async_bulk_job", default=None)
+
+
+@contextmanager
+def submit_in_flight() -> Iterator[None]:
+    """Mark the enclosed request as a submit that may create a task (no-op outside a batch).
+
+    From here until the job learns its task id (or the submit fails), leaving the batch
+    early gives the job a grace period instead of cancelling it at once.
+    """
+    job = _current_job.get()
+    if job is None:
+        yield
+        return
+    job.in_doubt = True
+    try:
+        yield
+    except anyio.get_cancelled_exc_class():
+        raise  # cut off while sent: still in doubt
+    except WaveSpeedError as exc:
+        # Refused or lost: the error says which. An error naming a task stays in doubt
+        # until the job reports that task as created.
+        job.in_doubt = exc.task_id is not None
+        raise
+    except BaseException:
+        job.in_doubt = False
+        raise
 
 
 class _Inputs(Generic[T]):
@@ -172,15 +226,41 @@ class _Inputs(Generic[T]):
 
 
 class BulkRun(Generic[T]):
-    """An ``async with`` block that runs a batch; iterate it for results.
+    """A running batch: enter it with ``async with``, then iterate it for results.
 
-    Made by :meth:`Client.run_many` and :meth:`Client.wait_many`; see the module docs.
+    Made by :meth:`Client.run_many` (submit each input, then wait for it) and
+    :meth:`Client.wait_many` (wait for task ids from an earlier process); not built
+    directly. ::
+
+        async with client.run_many(model, inputs, concurrency=64) as results:
+            async for r in results:       # a BulkResult per input
+                print(r.index, r.id, r.ok, r.outputs if r.ok else r.error)
+            print(results.progress)       # e.g. "40/40 done (39 ok, 1 failed); ..."
+
+    Entering starts ``concurrency`` workers; inputs are taken lazily, one at a time, so a
+    generator of a million inputs runs in flat memory. Results arrive in completion order
+    (input order with ``ordered=True``, buffered within a reorder window). One job's
+    failure is a result (``r.ok`` false, ``r.error`` set, ``r.id`` the task id when a
+    task was created), never an exception that ends the batch.
+
+    Raises (from the ``async for``):
+        AuthenticationError, PermissionDeniedError: the server refused the key or the
+            account; every further job would be refused too, so the batch ends.
+        ValidationError: at creation, ``concurrency`` or ``reorder_window`` is out of range.
+
+    Leaving the block before the end (``break``, an exception, cancellation) stops
+    submitting and polling; the ids of tasks that were created and not delivered are in
+    :attr:`abandoned` afterwards.
 
     Attributes:
-        progress: Live counters.
+        progress: Live counters (:class:`Progress`), safe to read at any time.
         abandoned: After leaving the block early: ids of tasks created and not delivered.
             They keep running (and are billed) on the server; ``client.wait_many(ids)``
             collects them later.
+        unknown: After the block: indexes of the jobs whose submit outcome is unknown (a
+            task may exist whose id never came back): submits still unanswered when the
+            grace after leaving early ran out, and results delivered with
+            :class:`SubmissionOutcomeUnknown`.
     """
 
     def __init__(
@@ -193,7 +273,16 @@ class BulkRun(Generic[T]):
         reorder_window: int | None,
         on_task_created: Callable[[int, str], Any] | None,
         keep_inputs: bool = True,
+        submit_grace_s: float = DEFAULT_SUBMIT_GRACE_S,
     ) -> None:
+        if not (
+            isinstance(submit_grace_s, (int, float))
+            and math.isfinite(submit_grace_s)
+            and submit_grace_s >= 0
+        ):
+            raise ValidationError(
+                "submit_grace_s", f"submit_grace_s: {submit_grace_s!r}; allowed: seconds >= 0"
+            )
         if not isinstance(concurrency, int) or concurrency < 1:
             raise ValidationError(
                 "concurrency", f"concurrency: {concurrency!r}; allowed: an integer >= 1"
@@ -213,6 +302,7 @@ class BulkRun(Generic[T]):
         self._window = anyio.Semaphore(window if ordered else concurrency * 2)
         self._on_task_created = on_task_created
         self._keep_inputs = keep_inputs
+        self._grace_s = float(submit_grace_s)
         size = getattr(inputs, "__len__", None)
         self.progress = Progress(total=size() if callable(size) else None)
         self._created: dict[int, str] = {}  # index -> task id, until delivered
@@ -221,9 +311,13 @@ class BulkRun(Generic[T]):
         self._tg: TaskGroup | None = None
         self._send: MemoryObjectSendStream[BulkResult[T] | _Fatal] | None = None
         self._recv: MemoryObjectReceiveStream[BulkResult[T] | _Fatal] | None = None
+        self._jobs: dict[int, _Job] = {}  # index -> job under way
+        self._unknown: set[int] = set()
         self._stop = False
+        self._closing = False
         self._finished = False
         self.abandoned: list[str] = []
+        self.unknown: list[int] = []
 
     def __repr__(self) -> str:
         return f"<BulkRun {self.progress}>"
@@ -249,7 +343,7 @@ class BulkRun(Generic[T]):
             return None
         self._stop = True
         if not self._finished:
-            self._tg.cancel_scope.cancel()
+            self._wind_down()
         try:
             if exc is not None and not isinstance(exc, anyio.get_cancelled_exc_class()):
                 # The consumer's own error (or a batch-fatal one raised from __anext__):
@@ -261,12 +355,35 @@ class BulkRun(Generic[T]):
         finally:
             self._recv.close()
             self.abandoned = sorted(set(self._created.values()))
+            self.unknown = sorted(self._unknown)
+            if self.unknown and not self._finished:
+                log.warning(
+                    "left a batch early: %d submit(s) got no answer within %g s; a task may "
+                    "exist for inputs %s",
+                    len(self.unknown),
+                    self._grace_s,
+                    ", ".join(map(str, self.unknown[:20]))
+                    + (" ..." if len(self.unknown) > 20 else ""),
+                )
             if self.abandoned:
                 log.warning(
                     "left a batch early: %d task(s) still run on the server and are billed: %s",
                     len(self.abandoned),
                     ", ".join(self.abandoned[:20]) + (" ..." if len(self.abandoned) > 20 else ""),
                 )
+
+    def _wind_down(self) -> None:
+        """Stop at once, except submits already sent: they get the grace to answer."""
+        if self._tg is None:
+            return
+        self._closing = True
+        deadline = anyio.current_time() + self._grace_s
+        for job in self._jobs.values():
+            if job.in_doubt:
+                job.scope.deadline = min(job.scope.deadline, deadline)
+            else:
+                job.scope.cancel()
+        self._tg.cancel_scope.cancel()
 
     def __aiter__(self) -> BulkRun[T]:
         return self
@@ -315,18 +432,22 @@ class BulkRun(Generic[T]):
                     return
                 index, item = pulled
                 result = await self._run(index, item)
+                if result is None:  # cut short by the teardown
+                    return
                 await _send(send, result)
                 if isinstance(result, _Fatal):
                     return
 
-    async def _run(self, index: int, item: T) -> BulkResult[T] | _Fatal:
+    async def _run(self, index: int, item: T) -> BulkResult[T] | _Fatal | None:
+        """Run one job; ``None`` when the teardown cut it short."""
         progress = self.progress
-        progress.queued += 1
         task_id: str | None = None
+        job = _Job(anyio.CancelScope(shield=True))
 
         def created(tid: str) -> None:
             nonlocal task_id
             task_id = tid
+            job.in_doubt = False
             self._created[index] = tid
             progress.submitting -= 1
             progress.running += 1
@@ -335,23 +456,41 @@ class BulkRun(Generic[T]):
                     self._on_task_created(index, tid)
                 except Exception:
                     log.exception("on_task_created failed for task %s", tid)
+            if self._closing:  # learned within the grace: reported as abandoned
+                job.scope.cancel()
 
-        progress.queued -= 1
         progress.submitting += 1
         kept = item if self._keep_inputs else None
+        outcome: BulkResult[T] | _Fatal | None = None
+        self._jobs[index] = job
+        token = _current_job.set(job)
         try:
-            pred: Prediction = await self._job(index, item, created)
-        except BATCH_FATAL as exc:
-            self._stop = True
-            self._count_end(task_id, ok=False)
-            return _Fatal(exc)
-        except WaveSpeedError as exc:
-            self._count_end(task_id, ok=False)
-            tid = task_id or exc.task_id
-            final = getattr(exc, "prediction", None) or getattr(exc, "last", None)
-            return BulkResult(index, kept, tid, final, exc)
-        self._count_end(task_id, ok=True)
-        return BulkResult(index, kept, pred.id, pred, None)
+            with job.scope:
+                try:
+                    pred: Prediction = await self._job(index, item, created)
+                except BATCH_FATAL as exc:
+                    self._stop = True
+                    self._count_end(task_id, ok=False)
+                    outcome = _Fatal(exc)
+                except WaveSpeedError as exc:
+                    self._count_end(task_id, ok=False)
+                    tid = task_id or exc.task_id
+                    if tid is None and isinstance(exc, SubmissionOutcomeUnknown):
+                        self._unknown.add(index)
+                    final = getattr(exc, "prediction", None) or getattr(exc, "last", None)
+                    outcome = BulkResult(index, kept, tid, final, exc)
+                except Exception as exc:  # a bug or an unexpected error: end the batch
+                    self._stop = True
+                    outcome = _Fatal(exc)
+                else:
+                    self._count_end(task_id, ok=True)
+                    outcome = BulkResult(index, kept, pred.id, pred, None)
+        finally:
+            _current_job.reset(token)
+            del self._jobs[index]
+        if outcome is None and job.in_doubt:
+            self._unknown.add(index)
+        return outcome
 
     def _count_end(self, task_id: str | None, *, ok: bool) -> None:
         progress = self.progress

@@ -26,8 +26,14 @@ import aiohttp
 import anyio
 import msgspec
 
-from wavespeed_async._bulk import BulkRun, default_concurrency
-from wavespeed_async._config import PollConfig, RetryConfig, Timeouts
+from wavespeed_async import _upload
+from wavespeed_async._bulk import (
+    DEFAULT_SUBMIT_GRACE_S,
+    BulkRun,
+    default_concurrency,
+    submit_in_flight,
+)
+from wavespeed_async._config import PollConfig, RetryConfig, SizeLimits, Timeouts
 from wavespeed_async._errors import (
     APIStatusError,
     ClientClosedError,
@@ -38,18 +44,24 @@ from wavespeed_async._errors import (
     ValidationError,
     WaveSpeedError,
 )
+from wavespeed_async._fdlimit import fit_to_file_limit
 from wavespeed_async._flow import FlowControl, FlowLimits
-from wavespeed_async._media import Downloader, FileInput, guess_type, read_file_input
+from wavespeed_async._ids import check_task_id
+from wavespeed_async._media import (
+    Downloader,
+    FileInput,
+    is_private_host,
+)
 from wavespeed_async._models import (
     Prediction,
     any_decoder,
     balance_decoder,
     prediction_decoder,
-    upload_decoder,
     webhook_secret_decoder,
 )
 from wavespeed_async._polling import DurationEstimator, next_poll_delay
 from wavespeed_async._requests import TypedRequest, coerce_request
+from wavespeed_async._secret import Secret
 from wavespeed_async._transport import Transport
 
 __all__ = ["DEFAULT_BASE_URL", "Client", "TaskCreatedHook"]
@@ -126,6 +138,11 @@ class Client:
         on_task_created: Called (sync or async) with each created Prediction the moment its
             id exists, before polling: persist ids here so no task is ever lost.
         headers: Extra headers for API requests.
+        sizes: Caps on API answer and downloaded output sizes.
+        allow_private_media: Let :meth:`download` fetch outputs from loopback, private
+            and link-local addresses. Off by default (an output URL could point at a
+            cloud metadata service), and on by itself when ``base_url``'s host is such an
+            address (a local emulator).
         seed: Seeds the retry jitter (for reproducible tests).
 
     Raises:
@@ -144,10 +161,14 @@ class Client:
         limits: FlowLimits | None = None,
         on_task_created: TaskCreatedHook | None = None,
         headers: Mapping[str, str] | None = None,
+        sizes: SizeLimits | None = None,
+        allow_private_media: bool | None = None,
         seed: int | None = None,
     ) -> None:
-        key = api_key if api_key is not None else os.environ.get("WAVESPEED_API_KEY", "")
-        if not key or not key.strip():
+        raw = api_key if api_key is not None else os.environ.get("WAVESPEED_API_KEY", "")
+        # Held masked from here on: no traceback's locals can show it.
+        key, raw, api_key = Secret(raw.strip()), "", None
+        if not key:
             raise ValidationError(
                 "api_key",
                 "api_key: no API key; pass Client(api_key=...) or set WAVESPEED_API_KEY "
@@ -160,8 +181,12 @@ class Client:
                 "base_url", f"base_url: {url!r} is not allowed; allowed: an http(s) URL"
             )
         self.base_url = url.rstrip("/")
-        self._auth = f"Bearer {key.strip()}"
+        self._key = key
         self.timeouts = timeouts or Timeouts()
+        self.sizes = sizes or SizeLimits()
+        if allow_private_media is None:
+            allow_private_media = is_private_host(parts.hostname or "")
+        self.allow_private_media = allow_private_media
         self.retry = retry or RetryConfig()
         self.poll = poll or PollConfig()
         self.limits = limits or FlowLimits()
@@ -195,6 +220,8 @@ class Client:
     # -- lifecycle ---------------------------------------------------------------------
 
     def __repr__(self) -> str:
+        if "deliveries" not in vars(self):  # __init__ raised (a traceback shows self)
+            return "<Client (not constructed)>"
         state = "closed" if self._closed else ("open" if self._session else "not opened")
         flow = self._flow
         in_flight = int(flow.in_flight.borrowed_tokens) if flow else 0
@@ -242,6 +269,7 @@ class Client:
                 "(for example in your app's lifespan), not at import time"
             )
         if self._transport is None:
+            self.limits = fit_to_file_limit(self.limits)
             self._loop = loop
             self._now = loop.time
             connector = aiohttp.TCPConnector(
@@ -252,8 +280,9 @@ class Client:
             self._transport = Transport(
                 self._session,
                 base_url=self.base_url,
-                auth_header=self._auth,
+                api_key=self._key,
                 timeouts=self.timeouts,
+                sizes=self.sizes,
                 retry=self.retry,
                 flow=self._flow,
                 rng=self._rng,
@@ -313,13 +342,14 @@ class Client:
         transport = self._open()
         await self.flow.acquire_start()
         try:
-            env = await transport.submit(
-                path,
-                body,
-                prediction_decoder,
-                params={"webhook": webhook} if webhook else None,
-                timeout_s=self.timeouts.sync_request_s if sync else None,
-            )
+            with submit_in_flight():
+                env = await transport.submit(
+                    path,
+                    body,
+                    prediction_decoder,
+                    params={"webhook": webhook} if webhook else None,
+                    timeout_s=self.timeouts.sync_request_s if sync else None,
+                )
         except APIStatusError as exc:
             if exc.task_id is not None:
                 # An error answer that names a task: the task exists. Report it as created.
@@ -379,8 +409,7 @@ class Client:
         return await self._get(task_id, deadline=None)
 
     async def _get(self, task_id: str, *, deadline: float | None) -> Prediction:
-        if not task_id or "/" in task_id or "?" in task_id:
-            raise ValidationError("task_id", f"task_id: {task_id!r} is not a task id")
+        check_task_id(task_id)
         env = await self._open().call(
             "GET",
             f"/api/v3/predictions/{task_id}/result",
@@ -420,7 +449,7 @@ class Client:
                 runs on the server: wait again with its id later.
         """
         pred = task if isinstance(task, Prediction) else None
-        task_id = task if isinstance(task, str) else task.id
+        task_id = check_task_id(task.id if isinstance(task, Prediction) else task)
         if pred is not None and pred.done:
             return self._finished(pred)
         early = self._early.pop(task_id, None)
@@ -595,6 +624,7 @@ class Client:
         timeout: float | _Unset | None = _UNSET,
         webhook: str | None = None,
         on_task_created: Callable[[int, str], Any] | None = None,
+        submit_grace_s: float = DEFAULT_SUBMIT_GRACE_S,
     ) -> BulkRun[Any]:
         """Run many tasks; iterate the results as they complete.
 
@@ -619,6 +649,9 @@ class Client:
             webhook: A webhook URL passed with every submit.
             on_task_created: Called with ``(index, task_id)`` the moment each task id
                 exists, before polling: persist ids here.
+            submit_grace_s: When the block is left early, how long submits already sent
+                may still take to answer (their ids go to ``abandoned``; the indexes still
+                unanswered to ``unknown``).
 
         One job's failure is a result with ``.error`` (a WaveSpeedError), never an
         exception that ends the batch; only a bad key (401) or a refused account (403)
@@ -666,6 +699,7 @@ class Client:
             ordered=ordered,
             reorder_window=reorder_window,
             on_task_created=on_task_created,
+            submit_grace_s=submit_grace_s,
         )
 
     def wait_many(
@@ -684,6 +718,7 @@ class Client:
         self._open()
 
         async def job(index: int, task_id: str, created: Callable[[str], None]) -> Prediction:
+            check_task_id(task_id, f"task_ids[{index}]")
             created(task_id)
             token = object()
             await _acquire_slot(self.flow.in_flight, token)
@@ -722,6 +757,8 @@ class Client:
         is still billed)."""
         if not task_ids:
             return
+        for i, task_id in enumerate(task_ids):
+            check_task_id(task_id, f"task_ids[{i}]")
         await self._open().call(
             "POST",
             "/api/v3/predictions/delete",
@@ -738,32 +775,33 @@ class Client:
     ) -> str:
         """Upload media and return its URL, to pass as a model's ``image`` input.
 
+        Uses the API's two-step flow: a ticket from ``POST /api/v3/media/uploads``, then a
+        ``PUT`` of the bytes to the storage URL it names, sent without the API key. A path
+        is streamed from disk. Servers without the ticket endpoint (404) get the multipart
+        ``POST /api/v3/media/upload/binary`` instead.
+
         Args:
-            file: A path, bytes, or a binary file object. Files are read in a worker
-                thread, never on the event loop.
+            file: A path, bytes, or a binary file object. Files are read in worker
+                threads, never on the event loop.
             filename: The name to store it under (default: the path's name, or
                 ``upload.bin``).
+            content_type: Default: guessed from the name.
 
         Raises:
+            ValidationError: the file cannot be read.
             BadRequestError: the file is too large for the server (413).
+            APIStatusError: the storage host refused the bytes.
+            TransportError: the storage host could not be reached (after retries).
         """
-        data, name = await read_file_input(file)
-        name = filename or name
-        ctype = content_type or guess_type(name)
-
-        def form() -> aiohttp.FormData:
-            fd = aiohttp.FormData()
-            fd.add_field("file", data, filename=name, content_type=ctype)
-            return fd
-
-        # An upload creates no task: sending it twice costs storage, not money.
-        env = await self._open().call(
-            "POST", "/api/v3/media/upload/binary", upload_decoder, form=form
+        return await _upload.upload(
+            self._open(),
+            file,
+            filename=filename,
+            content_type=content_type,
+            retry=self.retry,
+            timeouts=self.timeouts,
+            rng=self._rng,
         )
-        if env.data is None:
-            raise DecodeError("the upload answer has no data")
-        log.info("uploaded %s (%d bytes)", name, len(data))
-        return env.data.download_url
 
     async def download(
         self,
@@ -791,5 +829,7 @@ class Client:
                 rng=self._rng,
                 max_connections=self.limits.max_connections,
                 user_agent=self._extra_headers["User-Agent"],
+                max_bytes=self.sizes.max_download_bytes,
+                allow_private=self.allow_private_media,
             )
         return await self._downloader.save(prediction, directory, stem)

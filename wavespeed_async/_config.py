@@ -24,6 +24,7 @@ __all__ = [
     "AccountTier",
     "PollConfig",
     "RetryConfig",
+    "SizeLimits",
     "TierLimits",
     "Timeouts",
 ]
@@ -83,9 +84,15 @@ class Timeouts:
     Attributes:
         connect_s: Opening a connection (DNS, TCP, TLS). A connect timeout is always safe
             to retry, even for a submit: the request never left.
-        request_s: One HTTP request, from sending through reading the whole body.
+        request_s: One API request's answer, headers and whole body, counted from when its
+            connection is ready: a total deadline that a server trickling bytes cannot
+            extend. Waiting for a pooled connection and connecting have a budget of the
+            same length before it (a timeout there proves the request never left, so even
+            a submit is re-sent), so one attempt ends within ``2 * request_s``.
         sync_request_s: A submit with ``enable_sync_mode``: the server holds the request
             open for about 90 s, so this must be longer than that.
+        download_s: Fetching one output file, from the start of its request (waiting for
+            a pooled connection included) to its last byte.
         task_s: The whole-task deadline of ``wait()``/``run()``, from submit to a terminal
             status; ``None`` waits forever. When it passes the task keeps running on the
             server (and is billed): ``TaskTimeoutError.task_id`` lets you resume.
@@ -94,12 +101,38 @@ class Timeouts:
     connect_s: float = 10.0
     request_s: float = 60.0
     sync_request_s: float = 120.0
+    download_s: float = 300.0
     task_s: float | None = 1800.0
 
     def __post_init__(self) -> None:
-        for name in ("connect_s", "request_s", "sync_request_s"):
+        for name in ("connect_s", "request_s", "sync_request_s", "download_s"):
             _check_number(self, name, low=0.0, low_open=True)
         _check_number(self, "task_s", low=0.0, low_open=True, optional=True)
+
+
+#: One mebibyte, in bytes.
+MIB: Final = 1 << 20
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SizeLimits:
+    """How much the client reads from the network, in bytes.
+
+    Attributes:
+        max_answer_bytes: The largest API answer read (after decompression). A larger one
+            is refused as a :class:`~wavespeed_async.DecodeError` as soon as it passes the
+            cap, never buffered whole; a task answer is a few kilobytes.
+        max_download_bytes: The largest output file :meth:`Client.download` saves. A
+            larger one is refused with :class:`~wavespeed_async.OutputRefusedError` and
+            leaves no file behind.
+    """
+
+    max_answer_bytes: int = 8 * MIB
+    max_download_bytes: int = 64 * MIB
+
+    def __post_init__(self) -> None:
+        _check_number(self, "max_answer_bytes", low=1024, high=1 << 40, integer=True)
+        _check_number(self, "max_download_bytes", low=1, high=1 << 40, integer=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -16,7 +16,8 @@ msgspec exception escapes. Catch the class that matches what you can act on::
     │   ├── NotFoundError          404: unknown task id or model
     │   ├── RateLimitError         429 (.retry_after in seconds, when the server said)
     │   └── ServerError            5xx, or an envelope code 5xx inside a 200
-    ├── DecodeError                an answer that is not the JSON we expect
+    ├── DecodeError                an answer that is not the JSON we expect (or too large)
+    ├── OutputRefusedError         an output not fetched or saved: internal address, too large
     ├── TaskFailedError            the task ended failed/cancelled/timeout/deleted
     │                              (.task_id, .status, .code, .error, .prediction)
     ├── TaskTimeoutError           the caller's deadline passed (also TimeoutError; .task_id)
@@ -32,6 +33,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from wavespeed_async._text import printable
+
 if TYPE_CHECKING:
     from wavespeed_async._models import Prediction
 
@@ -43,6 +46,7 @@ __all__ = [
     "ConnectError",
     "DecodeError",
     "NotFoundError",
+    "OutputRefusedError",
     "PermissionDeniedError",
     "RateLimitError",
     "ServerError",
@@ -224,6 +228,20 @@ class DecodeError(WaveSpeedError):
         self.body = body[:2000]
 
 
+class OutputRefusedError(WaveSpeedError):
+    """An output was not fetched or saved, on purpose: its URL points at an internal
+    address (loopback, private, link-local such as a cloud metadata service), or it is
+    larger than ``SizeLimits.max_download_bytes``. Not retried; no file is left behind.
+
+    Attributes:
+        url: The output's URL without its query string.
+    """
+
+    def __init__(self, message: str, *, url: str = "", task_id: str | None = None) -> None:
+        super().__init__(message, task_id=task_id)
+        self.url = url
+
+
 class TaskFailedError(WaveSpeedError):
     """The task reached a terminal status other than ``completed``.
 
@@ -237,10 +255,10 @@ class TaskFailedError(WaveSpeedError):
     """
 
     def __init__(self, prediction: Prediction) -> None:
-        detail = prediction.error or "no error message"
+        detail = printable(prediction.error or "no error message")
         code = f" code {prediction.code}" if prediction.code is not None else ""
         super().__init__(
-            f"task {prediction.id} ended {prediction.status}{code}: {detail}",
+            f"task {prediction.id} ended {printable(prediction.status, limit=40)}{code}: {detail}",
             task_id=prediction.id,
         )
         self.status = prediction.status

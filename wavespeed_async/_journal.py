@@ -22,6 +22,10 @@ Every write is its own transaction, committed before the call returns, with
 survives ``kill -9`` and an operating-system crash. The calls are synchronous and small
 (one row each): call them from one thread (the event loop's, in the command line).
 
+A write that fails (``database or disk is full``, any SQLite or operating-system error)
+raises :class:`JournalWriteError` naming the cause: a batch must stop there, since it
+could no longer promise that a task id is kept.
+
 The journal never stores credentials: only line numbers, content hashes, model paths,
 request bodies, task ids, file names, errors and times.
 """
@@ -31,13 +35,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-__all__ = ["STATES", "JobRecord", "Journal", "JournalError", "open_database"]
+__all__ = ["STATES", "JobRecord", "Journal", "JournalError", "JournalWriteError", "open_database"]
 
 #: Job states, in the order a job goes through them.
 STATES: Final = ("pending", "submitting", "created", "completed", "failed", "unknown", "invalid")
@@ -79,6 +84,13 @@ _COLUMNS: Final = (
 
 class JournalError(Exception):
     """The journal cannot be opened or used (not a journal, a newer schema, a bad state)."""
+
+
+class JournalWriteError(JournalError):
+    """A write to the journal failed (a full disk, a read-only file, too many open files).
+
+    What was committed before stays; the write that failed did not happen.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +139,16 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
     )
 
 
+def _os_cause(path: Path, exc: sqlite3.Error) -> str:
+    """SQLite's message, or the operating system's when it says more (e.g. EMFILE)."""
+    try:
+        with path.open("ab"):
+            pass
+    except OSError as os_exc:
+        return str(os_exc)
+    return str(exc)
+
+
 def _set_up(conn: sqlite3.Connection, schema: str, version: int) -> str | None:
     """Configure a new connection and create the tables; return a problem, if any."""
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
@@ -154,10 +176,14 @@ def open_database(path: str | Path, schema: str, version: int) -> sqlite3.Connec
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
+    # Autocommit: every statement is its own transaction, committed when it returns.
     conn = sqlite3.connect(p, isolation_level=None, timeout=10.0)
     try:
         conn.execute("PRAGMA busy_timeout = 10000")
         problem = _set_up(conn, schema, version)
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        raise JournalError(f"{p}: cannot open the journal: {_os_cause(p, exc)}") from None
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise JournalError(f"{p}: not a usable journal: {exc}") from None
@@ -178,9 +204,12 @@ class Journal:
         clock: Unix seconds, for the recorded times.
     """
 
-    def __init__(self, conn: sqlite3.Connection, *, clock: Any = time.time) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, *, clock: Any = time.time, path: Path | None = None
+    ) -> None:
         self._conn = conn
         self._clock = clock
+        self.path = path
 
     @classmethod
     def open(cls, path: str | Path) -> Journal:
@@ -189,7 +218,7 @@ class Journal:
         Raises:
             JournalError: the file is not a journal, or was written by a newer version.
         """
-        return cls(open_database(path, _SCHEMA, SCHEMA_VERSION))
+        return cls(open_database(path, _SCHEMA, SCHEMA_VERSION), path=Path(path))
 
     def close(self) -> None:
         """Close the file. Everything was committed already."""
@@ -213,7 +242,7 @@ class Journal:
         return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
-        self._conn.execute(
+        self._write(
             "INSERT INTO meta(key, value) VALUES (?, ?) "
             "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
             (key, value),
@@ -250,7 +279,7 @@ class Journal:
             JournalError: the journal has another job on this line (the file was edited):
                 call :meth:`forget` first if that is intended.
         """
-        self._conn.execute(
+        self._write(
             "INSERT INTO jobs(line, hash, model, state) VALUES (?, ?, ?, 'pending') "
             "ON CONFLICT(line) DO NOTHING",
             (line, job_hash, model),
@@ -262,11 +291,12 @@ class Journal:
 
     def forget(self, lines: Iterable[int]) -> None:
         """Drop the jobs on ``lines`` (an edited file: the old jobs are no longer wanted)."""
-        self._conn.executemany("DELETE FROM jobs WHERE line = ?", [(n,) for n in lines])
+        with self._writing():
+            self._conn.executemany("DELETE FROM jobs WHERE line = ?", [(n,) for n in lines])
 
     def mark_invalid(self, line: int, job_hash: str, error: str) -> None:
         """A line that cannot run (bad JSON, bad input): no task, nothing sent."""
-        self._conn.execute(
+        self._write(
             "INSERT INTO jobs(line, hash, state, error) VALUES (?, ?, 'invalid', ?) "
             "ON CONFLICT(line) DO UPDATE SET hash = excluded.hash, model = NULL, "
             "state = 'invalid', task_id = NULL, body = NULL, outputs = NULL, "
@@ -350,16 +380,30 @@ class Journal:
         ).fetchall()
         lines = [int(r[0]) for r in rows]
         if lines:
-            self._conn.execute(
+            self._write(
                 "UPDATE jobs SET state = 'unknown', error = ? WHERE state = 'submitting'",
                 (error,),
             )
         return lines
 
     def _update(self, line: int, assignments: str, params: tuple[Any, ...]) -> None:
-        cur = self._conn.execute(
+        cur = self._write(
             f"UPDATE jobs SET {assignments} WHERE line = ?",  # noqa: S608 - constant SQL
             (*params, line),
         )
         if cur.rowcount != 1:
             raise JournalError(f"line {line}: not in the journal")
+
+    def _write(self, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
+        """Run one write (its own transaction)."""
+        with self._writing():
+            return self._conn.execute(sql, params)
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """Turn any failure of the writes inside into a JournalWriteError naming it."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            where = f" {self.path}" if self.path is not None else ""
+            raise JournalWriteError(f"cannot write the journal{where}: {exc}") from exc

@@ -2,21 +2,31 @@
 
 Outputs are fetched through a connection pool of their own that carries no credentials, so
 the API key never reaches an output host (CDN URLs are public). Files are written
-atomically: a partial download never appears under its final name.
+atomically: a partial download never appears under its final name, and a failed one
+leaves nothing behind.
+
+An output URL is the server's word, so it is not trusted: every address the pool connects
+to (after DNS, and after each redirect) is checked, and loopback, private, link-local and
+other non-global addresses are refused unless allowed; each file has a size cap and a
+total deadline; its name is built from a checked id and an extension the client picks from
+a short allow-list (by magic bytes, else the content type, else ``.bin``), never from the
+URL; and the final path is proved to stay inside its folder.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import mimetypes
 import os
 import random
 import secrets
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import IO, Final, Union
-from urllib.parse import urlsplit
+from typing import IO, Any, Final, Union
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 import anyio
@@ -24,15 +34,31 @@ import msgspec
 
 from wavespeed_async import _policy
 from wavespeed_async._config import RetryConfig, Timeouts
-from wavespeed_async._errors import DecodeError, TransportError, ValidationError
+from wavespeed_async._errors import (
+    DecodeError,
+    OutputRefusedError,
+    TransportError,
+    ValidationError,
+)
 from wavespeed_async._models import Prediction
 from wavespeed_async._policy import FailureKind
+from wavespeed_async._text import printable
 
-__all__ = ["Downloader", "FileInput", "guess_type", "read_file_input"]
+__all__ = [
+    "Downloader",
+    "FileInput",
+    "guess_type",
+    "inside",
+    "is_private_host",
+    "read_file_input",
+]
 
 FileInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
 
 _CHUNK: Final = 1 << 20
+_MAX_REDIRECTS: Final = 5
+_REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
+#: The only extensions a saved output can get (a content type outside it gives ``.bin``).
 _EXT_BY_TYPE: Final = {
     "image/png": ".png",
     "image/jpeg": ".jpg",
@@ -44,17 +70,82 @@ _EXT_BY_TYPE: Final = {
 }
 
 
+#: Leading bytes of the image formats we accept (WebP is checked apart: RIFF....WEBP).
+_MAGIC: Final = (
+    (b"\x89PNG\r\n\x1a\n", "png"),
+    (b"\xff\xd8\xff", "jpeg"),
+    (b"GIF87a", "gif"),
+    (b"GIF89a", "gif"),
+)
+_EXT_BY_KIND: Final = {"png": ".png", "jpeg": ".jpg", "webp": ".webp", "gif": ".gif"}
+
+
+def image_kind(head: bytes) -> str | None:
+    """The image format from a file's first 12 bytes (png, jpeg, webp, gif), or None."""
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "webp"
+    return next((kind for magic, kind in _MAGIC if head.startswith(magic)), None)
+
+
 def sniff_ext(data: bytes) -> str:
     """A file extension from an image's first bytes (``.bin`` when unknown)."""
-    if data.startswith(b"\x89PNG"):
-        return ".png"
-    if data.startswith(b"\xff\xd8"):
-        return ".jpg"
-    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        return ".webp"
-    if data[:6] in (b"GIF87a", b"GIF89a"):
-        return ".gif"
-    return ".bin"
+    kind = image_kind(data)
+    return _EXT_BY_KIND[kind] if kind else ".bin"
+
+
+def _is_internal(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Loopback, private, link-local, unspecified, reserved, shared or multicast."""
+    mapped = getattr(ip, "ipv4_mapped", None)
+    if mapped is not None:
+        ip = mapped
+    return not ip.is_global or ip.is_multicast
+
+
+def is_private_host(host: str) -> bool:
+    """Whether ``host`` (a URL's host) is ``localhost`` or a non-global IP literal."""
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return _is_internal(ipaddress.ip_address(host.split("%", 1)[0]))
+    except ValueError:
+        return False
+
+
+class _InternalAddress(Exception):
+    """Raised inside the connector when it is about to connect to a refused address."""
+
+
+def _public_socket(addr_info: Any) -> socket.socket:
+    """aiohttp's socket factory for output downloads: refuses non-global addresses.
+
+    Called with the address actually connected to, after DNS and for every redirect hop,
+    so neither a hostname resolving to an internal address nor DNS rebinding gets past it.
+    """
+    family, type_, proto, _, sockaddr = addr_info
+    if _is_internal(ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])):
+        raise _InternalAddress(str(sockaddr[0]))
+    return socket.socket(family, type_, proto)
+
+
+async def inside(folder: anyio.Path, name: str, *, field: str = "stem") -> anyio.Path:
+    """``folder / name``, proved to stay inside ``folder`` (after resolving symlinks).
+
+    Raises:
+        ValidationError: ``name`` is not a plain file name, or resolves outside.
+    """
+    clean = printable(name, limit=200)
+    if clean != name or not name or name in (".", "..") or "/" in name or "\\" in name:
+        raise ValidationError(
+            field,
+            f"{field}: {clean!r} is not allowed; allowed: a plain file name without "
+            "separators or control characters, up to 200 characters",
+        )
+    base = await folder.resolve()
+    path = await (base / name).resolve()
+    if path.parent != base:
+        raise ValidationError(field, f"{field}: {clean!r} would be written outside {base}")
+    return path
 
 
 def guess_type(name: str) -> str:
@@ -122,13 +213,20 @@ class Downloader:
         rng: random.Random,
         max_connections: int,
         user_agent: str,
+        max_bytes: int,
+        allow_private: bool,
     ) -> None:
         self._timeouts = timeouts
         self._retry = retry
         self._rng = rng
+        self._max_bytes = max_bytes
+        self._allow_private = allow_private
         # Its own pool and no default headers: the API key never reaches output hosts.
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=max_connections),
+            connector=aiohttp.TCPConnector(
+                limit=max_connections,
+                socket_factory=None if allow_private else _public_socket,
+            ),
             headers={"User-Agent": user_agent},
         )
 
@@ -142,6 +240,7 @@ class Downloader:
         folder = anyio.Path(os.fspath(directory))
         await folder.mkdir(parents=True, exist_ok=True)
         base = stem or prediction.id
+        await inside(folder, base, field="stem" if stem else "prediction.id")
         paths: list[Path] = []
         for n, output in enumerate(prediction.outputs):
             name = f"{base}_{n}"
@@ -154,31 +253,52 @@ class Downloader:
                     raise DecodeError(
                         f"output {n} is neither a URL nor base64", task_id=prediction.id
                     ) from None
-                paths.append(await write_atomic(folder / (name + sniff_ext(raw)), [raw]))
+                final = await inside(folder, name + sniff_ext(raw))
+                paths.append(await write_atomic(final, [raw]))
             else:
                 raw = msgspec.json.encode(output)
-                paths.append(await write_atomic(folder / (name + ".json"), [raw]))
+                paths.append(await write_atomic(await inside(folder, name + ".json"), [raw]))
         return paths
+
+    def _refused(self, url: str, why: str, task_id: str) -> OutputRefusedError:
+        where = urlsplit(url)
+        shown = printable(f"{where.scheme}://{where.netloc}{where.path}", limit=200)
+        return OutputRefusedError(f"output {shown}: {why}", url=shown, task_id=task_id)
+
+    def _check_url(self, url: str, task_id: str) -> None:
+        """Refuse a URL that is not http(s), or names an internal address literally."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise self._refused(url, "not an http(s) URL", task_id)
+        if not self._allow_private and is_private_host(parts.hostname):
+            raise self._refused(
+                url,
+                "internal address refused (allow with Client(allow_private_media=True))",
+                task_id,
+            )
 
     async def _fetch(self, url: str, folder: anyio.Path, name: str, task_id: str) -> Path:
         timeout = aiohttp.ClientTimeout(
-            sock_connect=self._timeouts.connect_s, sock_read=self._timeouts.request_s
+            total=self._timeouts.download_s,
+            sock_connect=self._timeouts.connect_s,
+            sock_read=self._timeouts.request_s,
         )
         attempt = 0
         while True:
             attempt += 1
             status: int | None = None
             try:
-                async with self._session.get(url, timeout=timeout) as resp:
-                    status = resp.status
-                    if status == 200:
-                        ext = _EXT_BY_TYPE.get(resp.content_type) or (
-                            Path(urlsplit(url).path).suffix[:8] or ".bin"
-                        )
-                        return await write_atomic(
-                            folder / (name + ext), resp.content.iter_chunked(_CHUNK)
-                        )
-                    kind = FailureKind.STATUS
+                return await self._fetch_once(url, folder, name, task_id, timeout)
+            except _InternalAddress as exc:
+                raise self._refused(
+                    url,
+                    f"resolves to internal address {exc} (allow with "
+                    "Client(allow_private_media=True))",
+                    task_id,
+                ) from None
+            except _Status as exc:
+                status = exc.status
+                kind = FailureKind.STATUS
             except aiohttp.ClientConnectorError:
                 kind = FailureKind.CONNECT
             except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
@@ -197,10 +317,72 @@ class Downloader:
             if not decision.retry:
                 where = urlsplit(url)
                 what = f"HTTP {status}" if status else kind.name.lower()
+                shown = printable(f"{where.netloc}{where.path}", limit=200)
                 raise TransportError(
-                    f"cannot download output {where.netloc}{where.path}: {what}",
+                    f"cannot download output {shown}: {what}",
                     method="GET",
-                    url=f"{where.scheme}://{where.netloc}{where.path}",
+                    url=printable(f"{where.scheme}://{where.netloc}{where.path}", limit=200),
                     task_id=task_id,
                 )
             await anyio.sleep(decision.delay_s)
+
+    async def _fetch_once(
+        self,
+        url: str,
+        folder: anyio.Path,
+        name: str,
+        task_id: str,
+        timeout: aiohttp.ClientTimeout,
+    ) -> Path:
+        """One download, following up to five redirects, each hop checked."""
+        for _ in range(_MAX_REDIRECTS + 1):
+            self._check_url(url, task_id)
+            async with self._session.get(url, timeout=timeout, allow_redirects=False) as resp:
+                location = resp.headers.get("Location")
+                if resp.status in _REDIRECTS and location:
+                    url = urljoin(url, location)
+                    continue
+                if resp.status != 200:
+                    raise _Status(resp.status)
+                declared = resp.content_length
+                if declared is not None and declared > self._max_bytes:
+                    raise self._too_large(url, task_id)
+                chunks = resp.content.iter_chunked(_CHUNK)
+                first = b""
+                async for first in chunks:
+                    if first:
+                        break
+                ext = sniff_ext(first)
+                if ext == ".bin":
+                    ext = _EXT_BY_TYPE.get(resp.content_type, ".bin")
+                final = await inside(folder, name + ext)
+                return await write_atomic(final, self._capped(first, chunks, url, task_id))
+        raise self._refused(url, f"more than {_MAX_REDIRECTS} redirects", task_id)
+
+    def _too_large(self, url: str, task_id: str) -> OutputRefusedError:
+        return self._refused(
+            url,
+            f"larger than {self._max_bytes} bytes (SizeLimits.max_download_bytes)",
+            task_id,
+        )
+
+    async def _capped(
+        self, first: bytes, rest: AsyncIterator[bytes], url: str, task_id: str
+    ) -> AsyncIterator[bytes]:
+        size = len(first)
+        if size > self._max_bytes:
+            raise self._too_large(url, task_id)
+        yield first
+        async for chunk in rest:
+            size += len(chunk)
+            if size > self._max_bytes:
+                raise self._too_large(url, task_id)
+            yield chunk
+
+
+class _Status(Exception):
+    """A download answered with a status other than 200 (retried per the GET policy)."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(status)
+        self.status = status

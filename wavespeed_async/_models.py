@@ -1,14 +1,25 @@
 """Typed wire models, decoded straight from response bytes by decoders built once.
 
-Unknown fields are ignored and an unknown ``status`` is kept as a plain string (and treated
-as not finished), so that new server fields or statuses never break a client in production.
+Strict only where a wrong value would mislead: a task's ``id`` (it becomes a URL path and
+a file name: see :mod:`wavespeed_async._ids`), its ``status`` being a string, and its
+``outputs`` being a list. Everything else is lenient: unknown fields are ignored, and a
+``null`` where a value was expected (``error``, ``timings``, ``has_nsfw_contents`` or one
+of its flags, ``urls``, ``model``) reads as "not given". An unknown ``status`` is kept as a
+plain string and treated as not finished, so polling goes on (it is logged once per
+distinct value): new server fields or statuses never break a client in production.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Final
 
 import msgspec
+
+from wavespeed_async._ids import TaskId
+from wavespeed_async._text import printable
+
+log = logging.getLogger("wavespeed_async")
 
 __all__ = [
     "FAILURE_STATUSES",
@@ -24,6 +35,23 @@ __all__ = [
 TERMINAL_STATUSES: Final = frozenset({"completed", "failed", "cancelled", "timeout", "deleted"})
 #: Terminal statuses that mean the task produced nothing usable.
 FAILURE_STATUSES: Final = TERMINAL_STATUSES - {"completed"}
+#: Every status the API documents; any other is treated as not finished.
+KNOWN_STATUSES: Final = TERMINAL_STATUSES | {"created", "processing"}
+#: Unknown statuses already logged (bounded: a hostile server cannot grow it).
+_unknown_seen: set[str] = set()
+_MAX_UNKNOWN_LOGGED: Final = 32
+#: Every exception a decoder may raise on bytes that are not the expected JSON: invalid
+#: UTF-8 inside a string raises UnicodeDecodeError, very deep nesting RecursionError.
+DECODE_FAILURES: Final = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
+
+def _note_unknown_status(status: str) -> None:
+    if status not in _unknown_seen and len(_unknown_seen) < _MAX_UNKNOWN_LOGGED:
+        _unknown_seen.add(status)
+        log.warning(
+            "unknown task status %r: treated as not finished (polling goes on)",
+            printable(status, limit=80),
+        )
 
 
 class Timings(msgspec.Struct, frozen=True):
@@ -45,20 +73,28 @@ class Prediction(msgspec.Struct, frozen=True):
 
     ``outputs`` holds URLs, or raw base64 strings (no ``data:`` prefix) when the request set
     ``enable_base64_output``; some non-image models return objects. ``has_nsfw_contents``
-    has one flag per output and may be ``None``.
+    has one flag per output (``None`` where the server gave none) and may be ``None``.
+    ``id`` always matches :data:`~wavespeed_async._ids.TASK_ID_PATTERN`; ``error`` reads
+    ``""`` when the server sent ``null``.
     """
 
-    id: str
+    id: TaskId
     status: str = "created"
     model: str = ""
     outputs: list[Any] = msgspec.field(default_factory=list)
     urls: Urls | None = None
-    has_nsfw_contents: list[bool] | None = None
+    has_nsfw_contents: list[bool | None] | None = None
     created_at: str | None = None
-    error: str = ""
+    error: str | None = ""
     timings: Timings | None = None
     #: Task-level error code of a failed task (1xxx: change the request; 5xxx: transient).
     code: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.error is None:
+            msgspec.structs.force_setattr(self, "error", "")
+        if self.status not in KNOWN_STATUSES:
+            _note_unknown_status(self.status)
 
     @property
     def done(self) -> bool:

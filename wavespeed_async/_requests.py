@@ -17,7 +17,10 @@ turns either form into the ``(model path, JSON body)`` pair the client sends.
 from __future__ import annotations
 
 import math
+import os
 import re
+import sys
+import warnings
 from collections.abc import Mapping
 from typing import Any, ClassVar, Final
 
@@ -30,6 +33,7 @@ from wavespeed_async._specs import (
     MODEL_SPECS,
     ModelSpec,
     check_input,
+    unknown_fields,
 )
 
 __all__ = [
@@ -37,6 +41,7 @@ __all__ = [
     "FluxKontextDev",
     "FluxKontextProTextToImage",
     "TypedRequest",
+    "UnknownFieldWarning",
     "coerce_request",
     "validate_input",
     "validate_model_path",
@@ -50,6 +55,29 @@ _MODEL_PATH_RE: Final = re.compile(rf"{_SEGMENT}(?:/{_SEGMENT}){{1,4}}")
 # generation request to some other endpoint.
 _RESERVED_OWNERS: Final = frozenset({"api", "predictions", "media", "webhook", "balance"})
 _MAX_DEPTH: Final = 32
+
+
+_PACKAGE_DIR: Final = os.path.dirname(os.path.abspath(__file__))
+
+
+class UnknownFieldWarning(UserWarning):
+    """An input field that a known model does not take (e.g. a misspelt ``aspect_ration``).
+
+    The API ignores such fields without an error, so the task runs (and is billed) with
+    the field's default. Turn the warning into an error with
+    ``warnings.simplefilter("error", UnknownFieldWarning)`` (or pytest's
+    ``filterwarnings = ["error::wavespeed_async.UnknownFieldWarning"]``).
+    """
+
+
+def _caller_stacklevel() -> int:
+    """The ``stacklevel`` that points a warning at the first frame outside this package."""
+    level = 1
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename.startswith(_PACKAGE_DIR):
+        level += 1
+        frame = frame.f_back  # type: ignore[assignment]
+    return level
 
 
 def validate_model_path(model: object) -> str:
@@ -116,10 +144,22 @@ def _to_json(value: Any, where: str, field: str, depth: int = 0) -> Any:
     )
 
 
+_OTHER_SIZE_RE: Final = re.compile(r"^\s*(\d+)\s*[xX,\u00d7]\s*(\d+)\s*$")
+
+
 def _size_hint(spec: ModelSpec, data: Mapping[str, Any]) -> None:
-    """A helpful message for a ``(width, height)`` tuple given where ``"W*H"`` is expected."""
+    """A helpful message for a ``(width, height)`` tuple or a ``"1024x768"`` string given
+    where ``"W*H"`` is expected."""
     for f in spec.fields:
         value = data.get(f.name)
+        other = _OTHER_SIZE_RE.match(value) if isinstance(value, str) else None
+        if f.size_range is not None and other is not None:
+            w, h = other.groups()
+            raise ValidationError(
+                f.name,
+                f'{f.name}: {value!r} is not allowed; write it "{w}*{h}"; allowed: {f.allowed}',
+                allowed=f.allowed,
+            )
         if (
             f.size_range is not None
             and isinstance(value, (tuple, list))
@@ -157,6 +197,9 @@ def _validated(model: str, input: Mapping[str, Any]) -> dict[str, Any]:
         return body
     _size_hint(spec, body)
     problem = check_input(spec, body)
+    if problem is None:
+        for message in unknown_fields(spec, body):
+            warnings.warn(message, UnknownFieldWarning, stacklevel=_caller_stacklevel())
     if problem is not None:
         field, message = problem
         f = spec.by_name.get(field)
@@ -176,8 +219,8 @@ def validate_input(model: str, input: Mapping[str, Any]) -> None:
     ``enable_base64_output``, ``enable_safety_checker``) must be booleans; no field is
     required, since another model may take no prompt. In every case each value must be
     JSON: strings, finite numbers, booleans, null, lists and string-keyed dicts (a set,
-    bytes, NaN or any other object is refused). Unknown fields pass: the server ignores
-    them.
+    bytes, NaN or any other object is refused). Unknown fields pass, since the server
+    ignores them; for a known model each one emits an :class:`UnknownFieldWarning`.
 
     Raises:
         ValidationError: ``.field`` names the offending field and the message says what

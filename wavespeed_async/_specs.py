@@ -7,6 +7,7 @@ and the allowed range, or ``None`` when the value is fine.
 
 from __future__ import annotations
 
+import difflib
 import math
 import re
 from collections.abc import Mapping
@@ -20,12 +21,14 @@ __all__ = [
     "ModelSpec",
     "check_input",
     "parse_size",
+    "unknown_fields",
 ]
 
 #: Aspect ratios FLUX.1 Kontext [pro] accepts.
 ASPECT_RATIOS: Final = ("21:9", "16:9", "4:3", "3:2", "1:1", "2:3", "3:4", "9:16", "9:21")
 
-_SIZE_RE: Final = re.compile(r"^\s*(\d+)\s*[*xX]\s*(\d+)\s*$")
+#: Sizes are written ``"W*H"`` (the product pages' form); the API refuses ``"1024x768"``.
+_SIZE_RE: Final = re.compile(r"^(\d+)\*(\d+)$")
 
 # Control fields every model accepts in the body (see the API notes).
 _CONTROL_FIELDS: Final = {
@@ -145,6 +148,27 @@ def check_input(
         if problem is not None:
             return f.name, problem
     return None
+
+
+def unknown_fields(spec: ModelSpec, data: Mapping[str, Any]) -> list[str]:
+    """Messages for the fields of ``data`` that ``spec``'s model does not take.
+
+    The server ignores such fields without a word, so a misspelt one (``aspect_ration``)
+    silently runs, and is billed, with the default. Each message names the field, the
+    model, and the closest known field when there is one.
+    """
+    known = sorted({*spec.by_name, *_CONTROL_FIELDS})
+    messages: list[str] = []
+    for name in data:
+        if name in spec.by_name or name in _CONTROL_FIELDS:
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.7)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        messages.append(
+            f"{name}: not a field of {spec.model}; {hint}the API ignores it "
+            f"(known fields: {', '.join(known)})"
+        )
+    return messages
 
 
 def _is_type(value: Any, typ: type) -> bool:

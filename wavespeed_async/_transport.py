@@ -20,7 +20,7 @@ import anyio
 import msgspec
 
 from wavespeed_async import _policy
-from wavespeed_async._config import RetryConfig, Timeouts
+from wavespeed_async._config import RetryConfig, SizeLimits, Timeouts
 from wavespeed_async._errors import (
     APIStatusError,
     ConnectError,
@@ -31,8 +31,10 @@ from wavespeed_async._errors import (
     WaveSpeedError,
 )
 from wavespeed_async._flow import FlowControl
-from wavespeed_async._models import error_decoder
+from wavespeed_async._models import DECODE_FAILURES, error_decoder
 from wavespeed_async._policy import FailureKind
+from wavespeed_async._secret import Secret
+from wavespeed_async._text import printable
 
 __all__ = ["Envelope", "Transport"]
 
@@ -91,26 +93,48 @@ def _text(body: bytes) -> str:
 
 
 def _error_message(body: bytes, status: int) -> tuple[str, int | None]:
-    """A readable message and the envelope code from an error answer, whatever its shape."""
+    """A printable message and the envelope code from an error answer, whatever its shape."""
     try:
         err = error_decoder.decode(body)
-    except msgspec.DecodeError:
-        text = _text(body).strip()
-        return (text[:300] or f"HTTP {status} with an empty body"), None
+    except DECODE_FAILURES:
+        text = printable(_text(body).strip(), limit=300)
+        return (text or f"HTTP {status} with an empty body"), None
     code = _envelope_code(err.code)
     if code is None:
         code = _envelope_code(err.error_code)
     message = err.message
     if not message and err.error is not None:
         message = err.error if isinstance(err.error, str) else str(err.error)
-    return (message or f"HTTP {status}"), code
+    return (printable(message, limit=300) if message else f"HTTP {status}"), code
+
+
+async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes | None:
+    """The whole body, or ``None`` (and the connection closed) once it passes ``cap`` bytes.
+
+    Counts decompressed bytes, so a small compressed answer cannot inflate past the cap.
+    """
+    declared = resp.content_length
+    if declared is not None and declared > cap:
+        resp.close()
+        return None
+    content = resp.content
+    chunks: list[bytes] = []
+    size = 0
+    while chunk := await content.readany():
+        size += len(chunk)
+        if size > cap:
+            resp.close()
+            return None
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class Transport:
     """Sends API calls for one Client over one aiohttp session.
 
     Not public: the Client owns it. The API key lives only in the ``Authorization`` header
-    built here, which is sent to the API's base URL and nowhere else.
+    built here (a value masked in every repr), which is sent to the API's base URL and
+    nowhere else.
     """
 
     def __init__(
@@ -118,8 +142,9 @@ class Transport:
         session: aiohttp.ClientSession,
         *,
         base_url: str,
-        auth_header: str,
+        api_key: Secret,
         timeouts: Timeouts,
+        sizes: SizeLimits,
         retry: RetryConfig,
         flow: FlowControl,
         rng: random.Random,
@@ -127,8 +152,9 @@ class Transport:
     ) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
-        self._headers = {"Authorization": auth_header, **extra_headers}
+        self._headers = {"Authorization": api_key.auth_header(), **extra_headers}
         self.timeouts = timeouts
+        self.max_answer_bytes = sizes.max_answer_bytes
         self.retry = retry
         self.flow = flow
         self.rng = rng
@@ -148,12 +174,16 @@ class Transport:
 
     def _make_timeout(self, read_s: float) -> aiohttp.ClientTimeout:
         # Waiting for a pooled connection and connecting are "connect" phases: a timeout
-        # there proves the request never left, so even a submit may be re-sent. Only a
-        # timeout while waiting for the answer (sock_read) leaves a submit's outcome unknown,
-        # which is why there is no "total" that could fire during the pool wait.
+        # there proves the request never left, so even a submit may be re-sent. The "total"
+        # deadline is the connect budget plus ``read_s``: it always fires after the connect
+        # phase (so only ever leaves a submit's outcome unknown when the request may have
+        # been sent), and gives the answer at least ``read_s`` and at most ``connect +
+        # read_s`` in all, however slowly its bytes trickle in (sock_read alone restarts
+        # on every byte).
+        connect = self.timeouts.request_s
         return aiohttp.ClientTimeout(
-            total=None,
-            connect=self.timeouts.request_s,
+            total=connect + read_s,
+            connect=connect,
             sock_connect=self.timeouts.connect_s,
             sock_read=read_s,
         )
@@ -187,7 +217,7 @@ class Transport:
                 allow_redirects=method == "GET",
             ) as resp:
                 status = resp.status
-                body = await resp.read()
+                body = await _read_capped(resp, self.max_answer_bytes)
                 retry_after_text = resp.headers.get("Retry-After")
         except aiohttp.ClientConnectorError as exc:
             error: WaveSpeedError = ConnectError(
@@ -210,21 +240,32 @@ class Transport:
             # Reset, server disconnect, broken payload, bad HTTP: the request may have been
             # received, so for a submit the outcome is unknown.
             error = TransportError(
-                f"{method} {url}: connection lost ({type(exc).__name__}: {exc})",
+                f"{method} {url}: connection lost "
+                f"({type(exc).__name__}: {printable(str(exc), limit=300)})",
                 method=method,
                 url=url,
             )
             return _Attempt(FailureKind.RESET, error=error)
 
+        if body is None:
+            return _Attempt(
+                FailureKind.MALFORMED,
+                status=status,
+                error=DecodeError(
+                    f"{method} {url}: HTTP {status} answer larger than "
+                    f"{self.max_answer_bytes} bytes (SizeLimits.max_answer_bytes); not read"
+                ),
+            )
         if 200 <= status < 300:
             try:
                 env = decoder.decode(body)
-            except msgspec.DecodeError as exc:
+            except DECODE_FAILURES as exc:
                 return _Attempt(
                     FailureKind.MALFORMED,
                     status=status,
                     error=DecodeError(
-                        f"{method} {url}: the answer is not the expected JSON ({exc})",
+                        f"{method} {url}: the answer is not the expected JSON "
+                        f"({type(exc).__name__}: {printable(str(exc), limit=200)})",
                         body=_text(body),
                     ),
                 )
@@ -233,7 +274,7 @@ class Transport:
                 return env
             retry_after = _policy.parse_retry_after(retry_after_text, now=time.time())
             task_id = getattr(env.data, "id", None)
-            message = env.message or f"code {env.code}"
+            message = printable(env.message or f"code {env.code}", limit=300)
             return self._status_failure(
                 status, effective, message, env.code, body, retry_after, task_id
             )

@@ -35,20 +35,38 @@ from contextvars import ContextVar
 from typing import Any, Final, ParamSpec, TypeVar
 
 import anyio
-from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
-from starlette.requests import ClientDisconnect
+
+try:
+    from fastapi import APIRouter, HTTPException, Request
+    from fastapi.responses import JSONResponse, Response
+    from starlette.requests import ClientDisconnect
+except ImportError as _exc:
+    raise ModuleNotFoundError(
+        f"wavespeed_async.fastapi needs FastAPI ({_exc}); install it with: "
+        "pip install 'wavespeed-async[fastapi]'",
+        name=_exc.name,
+    ) from _exc
 
 from wavespeed_async._client import _UNSET, Client, _Unset
 from wavespeed_async._errors import (
     ClientClosedError,
+    DecodeError,
     ValidationError,
     WaveSpeedError,
     WebhookVerificationError,
 )
 from wavespeed_async._models import Prediction
 from wavespeed_async._requests import TypedRequest
-from wavespeed_async._webhooks import DEFAULT_TOLERANCE_S, verify_webhook
+from wavespeed_async._webhooks import (
+    DEFAULT_REPLAY_CACHE_SIZE,
+    DEFAULT_TOLERANCE_S,
+    ReplayGuard,
+    check_secret,
+    check_signature,
+    check_tolerance,
+    decode_delivery,
+    read_headers,
+)
 
 __all__ = [
     "CLIENT_CLOSED_STATUS",
@@ -68,6 +86,10 @@ CLIENT_CLOSED_STATUS: Final = 499
 #: Deliveries are bare Predictions of URLs (base64 output cannot go with a webhook), so a
 #: body larger than this is not WaveSpeed's: refused before it is buffered.
 DEFAULT_MAX_BODY_BYTES: Final = 1024 * 1024
+#: After a failed fetch of the webhook secret, deliveries get a 503 without a new fetch for
+#: this long; it doubles on each failure in a row, up to :data:`SECRET_RETRY_MAX_S`.
+SECRET_RETRY_S: Final = 5.0
+SECRET_RETRY_MAX_S: Final = 120.0
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -224,10 +246,14 @@ class WaveSpeed:
             ``https://myapp.example.com``; webhooks go to ``public_url + webhook_path``.
             ``None``: :meth:`run` polls instead. May be set later (before requests come).
         webhook_path: The path of the webhook route of :attr:`router`.
-        webhook_secret: The signing secret (``whsec_...``). Default: fetched once with
-            ``client.webhook_secret()`` on the first delivery, then cached until shutdown.
+        webhook_secret: The signing secret (``whsec_...``, never empty). Default: fetched
+            with ``client.webhook_secret()`` on the first delivery whose headers and
+            timestamp are valid, then cached until shutdown. A failed or empty fetch
+            answers 503 and is not tried again for ``SECRET_RETRY_S`` seconds (doubling).
         tolerance_s: Deliveries whose timestamp is further than this from now, in seconds,
-            are refused.
+            are refused (a finite number > 0).
+        replay_cache_size: Ids of accepted deliveries remembered (within ``tolerance_s``)
+            so that a replayed delivery is acknowledged but not processed again.
         max_body_bytes: Larger delivery bodies are refused (413) without being buffered.
         on_delivery: Called (sync or async) with every verified delivery, whether or not a
             wait in this process was pending for it: persist results here for tasks whose
@@ -245,12 +271,17 @@ class WaveSpeed:
         "_client_kwargs",
         "_given_secret",
         "_secret",
+        "_secret_error",
+        "_secret_failures",
         "_secret_lock",
+        "_secret_retry_at",
         "deliveries_received",
         "deliveries_rejected",
+        "deliveries_replayed",
         "max_body_bytes",
         "on_delivery",
         "public_url",
+        "replays",
         "router",
         "tolerance_s",
         "webhook_path",
@@ -264,6 +295,7 @@ class WaveSpeed:
         webhook_secret: str | None = None,
         tolerance_s: float = DEFAULT_TOLERANCE_S,
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+        replay_cache_size: int = DEFAULT_REPLAY_CACHE_SIZE,
         on_delivery: TaskHook | None = None,
         **client_kwargs: Any,
     ) -> None:
@@ -271,18 +303,25 @@ class WaveSpeed:
             raise ValidationError(
                 "webhook_path", f"webhook_path: {webhook_path!r}; allowed: a path starting with /"
             )
+        if webhook_secret is not None:
+            check_secret(webhook_secret, "webhook_secret")
         self.public_url = public_url
         self.webhook_path = webhook_path
         self._given_secret = webhook_secret
         self._secret = webhook_secret
         self._secret_lock: anyio.Lock | None = None
-        self.tolerance_s = tolerance_s
+        self._secret_error: WaveSpeedError | None = None
+        self._secret_failures = 0
+        self._secret_retry_at = float("-inf")
+        self.tolerance_s = check_tolerance(tolerance_s)
+        self.replays = ReplayGuard(tolerance_s=self.tolerance_s, max_ids=replay_cache_size)
         self.max_body_bytes = max_body_bytes
         self.on_delivery = on_delivery
         self._client_kwargs = client_kwargs
         self._client: Client | None = None
         self.deliveries_received = 0
         self.deliveries_rejected = 0
+        self.deliveries_replayed = 0
         self.router = APIRouter()
         self.router.add_api_route(
             webhook_path,
@@ -332,6 +371,9 @@ class WaveSpeed:
             self._client = None
             # A restarted app fetches the secret again (it may have been rotated).
             self._secret = self._given_secret
+            self._secret_error = None
+            self._secret_failures = 0
+            self._secret_retry_at = float("-inf")
 
     @property
     def client(self) -> Client:
@@ -390,15 +432,41 @@ class WaveSpeed:
     # -- webhooks --------------------------------------------------------------------
 
     async def webhook_secret(self) -> str:
-        """The signing secret: the one given, else fetched once from WaveSpeed and cached."""
+        """The signing secret: the one given, else fetched from WaveSpeed and cached.
+
+        Raises:
+            WaveSpeedError: the fetch failed or answered an empty secret (then no new
+                fetch is made for a while: the same error is raised again).
+        """
         if self._secret is None:
             lock = self._secret_lock
             if lock is None:  # not open: self.client raises the explanation
-                return await self.client.webhook_secret()
+                return check_secret(await self.client.webhook_secret(), "webhook secret")
             async with lock:
                 if self._secret is None:
-                    self._secret = await self.client.webhook_secret()
+                    self._secret = await self._fetch_secret()
         return self._secret
+
+    async def _fetch_secret(self) -> str:
+        if self._secret_error is not None and anyio.current_time() < self._secret_retry_at:
+            raise self._secret_error
+        try:
+            secret = await self.client.webhook_secret()
+            try:
+                check_secret(secret, "webhook secret")
+            except ValidationError as exc:
+                raise DecodeError(
+                    f"the server answered an unusable webhook secret: {exc}"
+                ) from None
+        except WaveSpeedError as exc:
+            self._secret_failures += 1
+            wait = min(SECRET_RETRY_S * 2 ** (self._secret_failures - 1), SECRET_RETRY_MAX_S)
+            self._secret_error = exc
+            self._secret_retry_at = anyio.current_time() + wait
+            raise
+        self._secret_error = None
+        self._secret_failures = 0
+        return secret
 
     async def _receive_webhook(self, request: Request) -> Response:
         """Verify one delivery against its raw body and wake the wait for its task."""
@@ -414,18 +482,31 @@ class WaveSpeed:
         if self._client is None:
             return _problem(503, "the app is not running")
         try:
+            # Headers and timestamp first: junk costs no request to WaveSpeed.
+            delivery = read_headers(request.headers, tolerance_s=self.tolerance_s)
+        except WebhookVerificationError as exc:
+            return self._reject(401, f"webhook verification failed: {exc}")
+        except (ValueError, OverflowError) as exc:  # defence in depth
+            # Headers are attacker-controlled: whatever the verifier trips on, it is a 4xx.
+            return self._reject(400, f"webhook verification failed: {type(exc).__name__}")
+        try:
             secret = await self.webhook_secret()
         except WaveSpeedError as exc:
             # Not the sender's fault: ask it to come again (polling covers it if it does not).
             log.warning("cannot verify a webhook delivery: the secret is unavailable: %s", exc)
             return _problem(503, "the webhook secret is unavailable")
         try:
-            pred = verify_webhook(secret, request.headers, body, tolerance_s=self.tolerance_s)
+            check_signature(secret, delivery, body)
         except WebhookVerificationError as exc:
             return self._reject(401, f"webhook verification failed: {exc}")
-        except (ValueError, OverflowError) as exc:  # defence in depth
-            # Headers are attacker-controlled: whatever the verifier trips on, it is a 4xx.
-            return self._reject(400, f"webhook verification failed: {type(exc).__name__}")
+        try:
+            pred = decode_delivery(body)
+        except WebhookVerificationError as exc:  # signed, yet not a prediction
+            return self._reject(400, str(exc))
+        if not self.replays.first_time(delivery):
+            self.deliveries_replayed += 1
+            log.info("webhook: delivery %.80r for task %s replayed; ignored", delivery.id, pred.id)
+            return JSONResponse({"received": pred.id})
         self.deliveries_received += 1
         woke = self.client.deliver(pred)
         log.debug(

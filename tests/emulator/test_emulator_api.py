@@ -200,6 +200,8 @@ def _bad_cases() -> list[tuple[str, str, Any]]:
         (DEV, "size", "256*256"),
         (DEV, "size", "1024*2048"),
         (DEV, "size", "large"),
+        (DEV, "size", "1024x768"),
+        (DEV, "size", " 1024*768"),
         (DEV, "num_inference_steps", 0),
         (DEV, "num_inference_steps", 51),
         (DEV, "guidance_scale", 0.5),

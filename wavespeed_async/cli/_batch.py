@@ -23,14 +23,16 @@ import argparse
 import shutil
 import signal
 import time
+import warnings
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, Final
 
 import anyio
 
-from wavespeed_async._errors import AuthenticationError
-from wavespeed_async._journal import Journal, JournalError
+from wavespeed_async._errors import AuthenticationError, PermissionDeniedError
+from wavespeed_async._journal import JobRecord, Journal, JournalError, JournalWriteError
+from wavespeed_async._requests import UnknownFieldWarning
 from wavespeed_async.cli._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -43,6 +45,7 @@ from wavespeed_async.cli._common import (
     public_url,
     resolve_target,
 )
+from wavespeed_async.cli._gallery import BatchGallery
 from wavespeed_async.cli._jobs import Job, parse_jobs
 from wavespeed_async.cli._outdir import (
     JOURNAL_NAME,
@@ -100,12 +103,19 @@ def add_parser(sub: Any) -> None:
         action="store_true",
         help="submit again the jobs whose earlier submit has an unknown outcome (may bill twice)",
     )
+    p.add_argument(
+        "--allow-any-path",
+        action="store_true",
+        help="upload local images from anywhere (default: only from inside the jobs file's "
+        "folder, links followed); they must still be PNG, JPEG, WebP or GIF files",
+    )
     p.add_argument("--retry-failed", action="store_true", help="submit again the jobs that failed")
     p.add_argument(
         "--rerun-changed",
         action="store_true",
         help="when lines of JOBS changed since the journal was written, run them as new jobs",
     )
+    p.add_argument("--no-gallery", action="store_true", help="do not write DIR/index.html")
     add_connection_options(p)
     p.set_defaults(func=command)
 
@@ -127,15 +137,22 @@ def command(args: argparse.Namespace) -> int:
         text = jobs_path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read {args.jobs}: {exc}") from None
-    jobs = parse_jobs(text, default_model=args.model, base=jobs_path.parent)
+    jobs = parse_jobs(
+        text,
+        default_model=args.model,
+        base=jobs_path.parent,
+        allow_any_path=args.allow_any_path,
+    )
     if not jobs:
         raise UsageError(f"{args.jobs}: no jobs (one JSON object of inputs per line)")
     out = Path(args.output)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {args.output}: is a file; allowed: a folder (created if missing)")
     try:
         out.mkdir(parents=True, exist_ok=True)
+        held = lock(out)
     except OSError as exc:
-        raise UsageError(f"cannot create {args.output}: {exc}") from None
-    held = lock(out)
+        raise UsageError(f"-o {args.output}: cannot write there: {exc.strerror or exc}") from None
     try:
         shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
         with Journal.open(out / JOURNAL_NAME) as journal:
@@ -147,6 +164,34 @@ def command(args: argparse.Namespace) -> int:
             held.close()
 
 
+def _wrap_up(
+    batch: Batch | None, journal: Journal, jobs: list[Job], out: Path
+) -> tuple[list[JobRecord], Path]:
+    """Settle the journal after a run and write the manifest from what it holds."""
+    try:
+        if batch is not None and isinstance(batch.stop.fatal, AuthenticationError):
+            # The key is refused for every request: no submit under way created a task.
+            for rec in journal.all():
+                if rec.state == "submitting" and rec.task_id is None:
+                    journal.reset(rec.line)
+        journal.submitting_to_unknown(
+            "the batch stopped while this job was being submitted: a task may exist"
+        )
+    except JournalWriteError as exc:
+        # Reading still works; a job left "submitting" is held back as unknown on re-run.
+        if batch is not None and batch.stop.fatal is None:
+            batch.stop.fatal = exc
+    job_lines = {j.line for j in jobs}
+    records = [r for r in journal.all() if r.line in job_lines]
+    try:
+        manifest = write_manifest(out, records)
+    except OSError as exc:
+        raise UsageError(f"cannot write the manifest in {out}: {exc}") from None
+    with suppress(OSError):
+        (out / PARTIAL_DIR).rmdir()
+    return records, manifest
+
+
 def _run(
     args: argparse.Namespace, target: Target, jobs: list[Job], journal: Journal, out: Path
 ) -> int:
@@ -154,6 +199,9 @@ def _run(
     plan = make_plan(jobs, journal, args, key)
     for job in plan.invalid:
         err(f"{args.jobs}:{job.line}: {job.error}")
+    for job in jobs:
+        for message in job.warnings:
+            err(f"{args.jobs}:{job.line}: warning: {message}")
     for note in plan.notes:
         err(f"note: {note}")
     if plan.held_unknown:
@@ -163,37 +211,46 @@ def _run(
         )
     started = time.monotonic()
     holder: list[Batch] = []
+    gallery = BatchGallery(args, out, jobs, target)
 
     async def go() -> None:
         # anyio's primitives belong to the event loop: make the batch inside it.
         holder.append(Batch(args, target, journal, out, plan))
-        await holder[0].run()
+        with warnings.catch_warnings():  # unknown fields were reported per line above
+            warnings.simplefilter("ignore", UnknownFieldWarning)
+            await gallery.alongside(holder[0].run, holder[0].counters)
 
     try:
         anyio.run(go)
     finally:
-        if holder and isinstance(holder[0].stop.fatal, AuthenticationError):
-            # The key is refused for every request: no submit under way created a task.
-            for rec in journal.all():
-                if rec.state == "submitting" and rec.task_id is None:
-                    journal.reset(rec.line)
-        journal.submitting_to_unknown(
-            "the batch stopped while this job was being submitted: a task may exist"
-        )
-        job_lines = {j.line for j in jobs}
-        records = [r for r in journal.all() if r.line in job_lines]
-        manifest = write_manifest(out, records)
-        with suppress(OSError):
-            (out / PARTIAL_DIR).rmdir()
+        records, manifest = _wrap_up(holder[0] if holder else None, journal, jobs, out)
+        gallery.write(records)
     batch = holder[0]
     stop = batch.stop
     elapsed = time.monotonic() - started
-    print_summary(stop.outcome, records, batch.counters, out, manifest, elapsed, args.quiet)
+    print_summary(
+        stop.outcome,
+        records,
+        batch.counters,
+        out,
+        manifest,
+        elapsed,
+        args.quiet,
+        refused=isinstance(stop.fatal, (AuthenticationError, PermissionDeniedError)),
+    )
+    gallery.announce()
+    if isinstance(stop.fatal, JournalError):
+        err(
+            f"error: the batch stopped: {stop.fatal}. Every task id recorded so far is in "
+            f"{manifest.name}; free the space (or fix the file) and re-run the same command "
+            "to resume"
+        )
+        return EXIT_USAGE
     if stop.fatal is not None:
         hint = (
             " (check WAVESPEED_API_KEY or --api-key)"
             if isinstance(stop.fatal, AuthenticationError)
-            else ""
+            else " (check the account's balance and plan)"
         )
         err(f"error: the server refused the batch: {stop.fatal}{hint}")
         return EXIT_USAGE

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,17 +16,22 @@ import msgspec
 from wavespeed_async._client import Client
 from wavespeed_async._errors import TaskFailedError, WaveSpeedError
 from wavespeed_async._models import Prediction
+from wavespeed_async._requests import UnknownFieldWarning
 from wavespeed_async._specs import MODEL_SPECS
+from wavespeed_async._text import printable
 from wavespeed_async.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
+    EXIT_USAGE,
+    REFUSED,
     UsageError,
     add_connection_options,
     err,
     open_client,
+    refused_message,
     resolve_target,
 )
-from wavespeed_async.cli._jobs import is_url
+from wavespeed_async.cli._jobs import check_fields, is_url
 
 __all__ = ["add_parsers", "parse_set"]
 
@@ -71,7 +77,7 @@ def add_parsers(sub: Any) -> None:
 
     p = sub.add_parser("balance", help="show the account balance", description="Show the "
                        "account balance in USD.")  # fmt: skip
-    add_connection_options(p)
+    add_connection_options(p, tasks=False)
     p.set_defaults(func=balance_command)
 
 
@@ -124,8 +130,8 @@ def _describe(pred: Prediction, files: list[Path], submit_s: float, total_s: flo
     inference = pred.inference_ms
     lines = [
         f"task       {pred.id}",
-        f"status     {pred.status}",
-        f"model      {pred.model}",
+        f"status     {printable(pred.status, limit=80)}",
+        f"model      {printable(pred.model, limit=200)}",
         f"inference  {f'{inference:,.0f} ms' if inference is not None else '-'}",
         f"timings    submit {submit_s:.2f} s, total {total_s:.2f} s",
     ]
@@ -137,6 +143,11 @@ def run_command(args: argparse.Namespace) -> int:
     target = resolve_target(args)
     inputs = parse_set(args.model, args.sets)
     inputs["prompt"] = args.prompt
+    try:
+        for message in check_fields(args.model, inputs):
+            err(f"warning: {message}")
+    except WaveSpeedError as exc:
+        raise UsageError(str(exc)) from None
     image: str | None = args.image
     local: Path | None = None
     if image is not None:
@@ -163,7 +174,9 @@ def run_command(args: argparse.Namespace) -> int:
             if local is not None:
                 inputs["image"] = await client.upload(local)
             try:
-                pred = await client.run(args.model, inputs)
+                with warnings.catch_warnings():  # reported above, once
+                    warnings.simplefilter("ignore", UnknownFieldWarning)
+                    pred = await client.run(args.model, inputs)
             except TaskFailedError as exc:
                 if args.json:
                     print(_pretty(exc.prediction))
@@ -184,6 +197,9 @@ def run_command(args: argparse.Namespace) -> int:
                 f"wavespeed-async get {created[0]} --wait -o {args.output}"
             )
         raise
+    except REFUSED as exc:
+        err(refused_message(exc))
+        return EXIT_USAGE
     except WaveSpeedError as exc:
         err(f"error: {exc}")
         if created and exc.task_id is None:
@@ -192,15 +208,21 @@ def run_command(args: argparse.Namespace) -> int:
 
 
 def _with_client(args: argparse.Namespace, work: Callable[[Client], Awaitable[int]]) -> int:
-    """Run ``work`` with a client for the command's target; a WaveSpeedError exits 1."""
+    """Run ``work`` with a client for the command's target.
+
+    A refused key or account exits 2 (configuration); any other WaveSpeedError exits 1.
+    """
     target = resolve_target(args)
 
     async def go() -> int:
-        async with open_client(target, timeout_s=args.timeout) as client:
+        async with open_client(target, timeout_s=getattr(args, "timeout", None)) as client:
             return await work(client)
 
     try:
         return anyio.run(go)
+    except REFUSED as exc:
+        err(refused_message(exc))
+        return EXIT_USAGE
     except WaveSpeedError as exc:
         err(f"error: {exc}")
         return EXIT_FAILED
@@ -223,7 +245,7 @@ def get_command(args: argparse.Namespace) -> int:
                 for f in await client.download(pred, args.output):
                     err(f"saved {f}")
             else:
-                err(f"task {pred.id} is {pred.status}: nothing to save yet")
+                err(f"task {pred.id} is {printable(pred.status, limit=80)}: nothing to save yet")
                 status = EXIT_FAILED
         return status
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -13,6 +14,8 @@ from urllib.parse import urlsplit
 
 from wavespeed_async._client import DEFAULT_BASE_URL, Client
 from wavespeed_async._config import PollConfig, Timeouts
+from wavespeed_async._errors import AuthenticationError, PermissionDeniedError, WaveSpeedError
+from wavespeed_async._fdlimit import open_file_limit
 from wavespeed_async._flow import FlowLimits
 from wavespeed_async._models import Prediction
 
@@ -20,18 +23,33 @@ __all__ = [
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
+    "EXIT_PIPE",
+    "EXIT_TERMINATED",
     "EXIT_USAGE",
+    "REFUSED",
     "Target",
     "UsageError",
     "add_connection_options",
     "open_client",
+    "os_error_in",
+    "os_error_text",
+    "refused_message",
     "resolve_target",
 ]
 
+# One table for every command (see docs/cli.md): 128 + N is "ended by signal N".
 EXIT_OK: Final = 0
+#: Some jobs failed, are invalid, unknown or unfinished.
 EXIT_FAILED: Final = 1
+#: A usage or configuration error, a refused key (401) or account (403) included.
 EXIT_USAGE: Final = 2
-EXIT_INTERRUPTED: Final = 130
+EXIT_INTERRUPTED: Final = 130  # SIGINT
+EXIT_TERMINATED: Final = 143  # SIGTERM
+#: The reader of the output went away (``| head``): SIGPIPE's code, as shell tools give.
+EXIT_PIPE: Final = 141
+
+#: Answers that every further request would meet too: a configuration problem (exit 2).
+REFUSED: Final = (AuthenticationError, PermissionDeniedError)
 
 #: The in-process emulator's default latency: the realistic profile, a bit shorter, so
 #: that the quick start shows its progress and still ends in seconds.
@@ -48,6 +66,30 @@ class UsageError(Exception):
     """A bad command line or configuration: exit code 2 with this message."""
 
 
+def os_error_in(exc: BaseException) -> OSError | None:
+    """``exc`` if it is an OSError, or the first of an exception group made only of them."""
+    if isinstance(exc, OSError):
+        return exc
+    inner = getattr(exc, "exceptions", None)  # an exception group (3.10: the backport)
+    if isinstance(inner, tuple) and inner:
+        causes = [os_error_in(e) for e in inner if isinstance(e, BaseException)]
+        if len(causes) == len(inner) and all(c is not None for c in causes):
+            return causes[0]
+    return None
+
+
+def os_error_text(exc: OSError) -> str:
+    """An operating-system error as a user reads it; "Too many open files" with its fix."""
+    text = str(exc)
+    if exc.errno == errno.EMFILE:
+        text += (
+            f" (this process may open {open_file_limit() or 'a limited number of'} files: "
+            "raise the limit with "
+            "`ulimit -n`, or lower --concurrency)"
+        )
+    return text
+
+
 def err(text: str, *, stream: TextIO | None = None) -> None:
     """Print a line to stderr (never anything that holds the API key)."""
     out = stream or sys.stderr
@@ -55,7 +97,17 @@ def err(text: str, *, stream: TextIO | None = None) -> None:
     out.flush()
 
 
-def add_connection_options(p: argparse.ArgumentParser) -> None:
+def refused_message(exc: WaveSpeedError) -> str:
+    """What to print when the server refused the key (401) or the account (403)."""
+    if isinstance(exc, AuthenticationError):
+        return (
+            f"error: the server refused the API key: {exc} (check WAVESPEED_API_KEY or --api-key)"
+        )
+    return f"error: the server refused this account: {exc} (check the balance and plan)"
+
+
+def add_connection_options(p: argparse.ArgumentParser, *, tasks: bool = True) -> None:
+    """The options every command takes; ``tasks=False`` leaves out those about tasks."""
     g = p.add_argument_group("connection")
     g.add_argument(
         "--api-key",
@@ -74,6 +126,13 @@ def add_connection_options(p: argparse.ArgumentParser) -> None:
         help="run against the built-in emulator, started in this process (no key, no "
         "network; real PNG outputs)",
     )
+    if tasks:
+        _add_task_options(g)
+    p.add_argument("-q", "--quiet", action="store_true", help="print only errors and results")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="log requests (-vv: debug)")
+
+
+def _add_task_options(g: argparse._ArgumentGroup) -> None:
     g.add_argument(
         "--emulator-latency",
         default=None,
@@ -89,8 +148,6 @@ def add_connection_options(p: argparse.ArgumentParser) -> None:
         help="give up waiting for one task after S seconds (the task keeps running on the "
         "server; default 1800)",
     )
-    p.add_argument("-q", "--quiet", action="store_true", help="print only errors and results")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="log requests (-vv: debug)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,15 +185,15 @@ def _emulator_scale(text: str) -> float:
 
 def resolve_target(args: argparse.Namespace) -> Target:
     """The target from the options and the environment, or UsageError (exit 2)."""
-    if args.timeout is not None and not args.timeout > 0:
-        raise UsageError(f"--timeout: {args.timeout}; allowed: a number of seconds > 0")
+    timeout = getattr(args, "timeout", None)
+    latency = getattr(args, "emulator_latency", None)
+    if timeout is not None and not timeout > 0:
+        raise UsageError(f"--timeout: {timeout}; allowed: a number of seconds > 0")
     if args.emulator:
         if args.base_url:
             raise UsageError("--emulator and --base-url: pass one or the other")
-        return Target(
-            None, "emulator", _emulator_scale(args.emulator_latency or DEFAULT_EMULATOR_LATENCY)
-        )
-    if args.emulator_latency is not None:
+        return Target(None, "emulator", _emulator_scale(latency or DEFAULT_EMULATOR_LATENCY))
+    if latency is not None:
         raise UsageError("--emulator-latency needs --emulator")
     key = args.api_key if args.api_key is not None else os.environ.get("WAVESPEED_API_KEY", "")
     if not key.strip():

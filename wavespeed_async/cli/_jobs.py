@@ -4,17 +4,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 from wavespeed_async._errors import ValidationError
-from wavespeed_async._requests import validate_input, validate_model_path
+from wavespeed_async._media import image_kind
+from wavespeed_async._requests import UnknownFieldWarning, validate_input, validate_model_path
 
-__all__ = ["Job", "is_url", "media_keys", "parse_jobs", "resolve_media"]
+__all__ = [
+    "Job",
+    "check_fields",
+    "image_kind",
+    "is_url",
+    "media_keys",
+    "parse_jobs",
+    "resolve_media",
+]
 
 #: Prefixes of values that are already remote (or inline) media, never local paths.
 _REMOTE: Final = ("http://", "https://", "data:")
+#: Leading bytes of the image formats a local input may be in.
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +40,7 @@ class Job:
             order do not matter). The journal uses it to notice an edited file.
         error: Why the line cannot run (``None`` when it can).
         local_media: Input keys whose values are local files, with the resolved paths.
+        warnings: Fields the model does not take (the API ignores them): one message each.
     """
 
     line: int
@@ -37,6 +49,16 @@ class Job:
     hash: str
     error: str | None = None
     local_media: dict[str, list[Path]] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+
+
+def check_fields(model: str, inputs: dict[str, Any]) -> list[str]:
+    """Check inputs as the client will (raises ValidationError); return the messages of
+    each :class:`UnknownFieldWarning` (misspelt or unknown fields of a known model)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnknownFieldWarning)
+        validate_input(model, inputs)
+    return [str(w.message) for w in caught if issubclass(w.category, UnknownFieldWarning)]
 
 
 def is_url(value: str) -> bool:
@@ -65,13 +87,37 @@ def content_hash(model: str | None, inputs: dict[str, Any]) -> str:
     return _digest(canonical)
 
 
-def resolve_media(inputs: dict[str, Any], base: Path) -> tuple[dict[str, list[Path]], str | None]:
+def _check_local_image(key: str, shown: str, path: Path, base: Path, any_path: bool) -> str | None:
+    """Why ``path`` may not be uploaded (``None``: it may). ``path`` is resolved."""
+    if not any_path and not path.is_relative_to(base):
+        return (
+            f"{key}: {shown!r} is outside the jobs file's folder {str(base)!r} (after "
+            "following links); allowed: a file inside that folder, or pass --allow-any-path"
+        )
+    try:
+        with path.open("rb") as f:
+            head = f.read(12)
+    except OSError as exc:
+        return f"{key}: cannot read {shown!r}: {exc.strerror or exc}"
+    if image_kind(head) is None:
+        return f"{key}: {shown!r} is not an image; allowed: a PNG, JPEG, WebP or GIF file"
+    return None
+
+
+def resolve_media(
+    inputs: dict[str, Any], base: Path, *, allow_any_path: bool = False
+) -> tuple[dict[str, list[Path]], str | None]:
     """Find the local files among the media inputs (relative paths: relative to ``base``).
+
+    A local file must be an image (PNG, JPEG, WebP or GIF by its leading bytes) and, unless
+    ``allow_any_path``, lie inside ``base`` once links are followed: uploaded files become
+    public URLs.
 
     Returns:
         The local files by key, and an error message if a value is neither a URL nor an
-        existing file.
+        existing file, or a file that may not be uploaded.
     """
+    base = base.resolve()
     local: dict[str, list[Path]] = {}
     for key in media_keys(inputs):
         value = inputs[key]
@@ -87,13 +133,19 @@ def resolve_media(inputs: dict[str, Any], base: Path) -> tuple[dict[str, list[Pa
                     f"{key}: no such file {v!r} (relative paths are relative to the jobs "
                     f"file's folder, {str(base)!r}); allowed: an http(s) URL or a local file"
                 )
-            paths.append(p.resolve())
+            real = p.resolve()
+            problem = _check_local_image(key, v, real, base, allow_any_path)
+            if problem is not None:
+                return {}, problem
+            paths.append(real)
         if paths:
             local[key] = paths
     return local, None
 
 
-def _parse_line(number: int, text: str, default_model: str | None, base: Path) -> Job:
+def _parse_line(
+    number: int, text: str, default_model: str | None, base: Path, allow_any_path: bool
+) -> Job:
     raw_hash = _digest(text)
     try:
         obj = json.loads(text)
@@ -115,20 +167,23 @@ def _parse_line(number: int, text: str, default_model: str | None, base: Path) -
     job_hash = content_hash(model, obj)
     try:
         model = validate_model_path(model)
-        validate_input(model, obj)
+        notes = tuple(check_fields(model, obj))
     except ValidationError as exc:
         return Job(number, model if isinstance(model, str) else None, obj, job_hash, str(exc))
-    local, problem = resolve_media(obj, base)
+    local, problem = resolve_media(obj, base, allow_any_path=allow_any_path)
     if problem is not None:
         return Job(number, model, obj, job_hash, problem)
-    return Job(number, model, obj, job_hash, None, local)
+    return Job(number, model, obj, job_hash, None, local, notes)
 
 
-def parse_jobs(text: str, *, default_model: str | None, base: Path) -> list[Job]:
+def parse_jobs(
+    text: str, *, default_model: str | None, base: Path, allow_any_path: bool = False
+) -> list[Job]:
     """Parse a jobs file's text; blank lines are skipped (they keep their numbers).
 
     Every non-blank line becomes a Job; a line that cannot run has ``error`` set, and
-    does not stop the others.
+    does not stop the others. Local images must lie in ``base`` (the jobs file's folder)
+    unless ``allow_any_path`` (see :func:`resolve_media`).
     """
     jobs: list[Job] = []
     text = text.removeprefix("\ufeff")
@@ -137,5 +192,5 @@ def parse_jobs(text: str, *, default_model: str | None, base: Path) -> list[Job]
         stripped = line.strip()
         if not stripped:
             continue
-        jobs.append(_parse_line(number, stripped, default_model, base))
+        jobs.append(_parse_line(number, stripped, default_model, base, allow_any_path))
     return jobs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import suppress
 from pathlib import Path
 from typing import Any, Final
@@ -17,7 +18,7 @@ from wavespeed_async._errors import (
     TaskFailedError,
     WaveSpeedError,
 )
-from wavespeed_async._journal import Journal
+from wavespeed_async._journal import Journal, JournalError
 from wavespeed_async._models import Prediction
 from wavespeed_async.cli._outdir import PARTIAL_DIR, output_name
 from wavespeed_async.cli._progress import Counters
@@ -31,10 +32,18 @@ MAX_SAVING: Final = 16
 class Downloads:
     """The outputs of completed tasks, downloaded into DIR (``MAX_SAVING`` at once)."""
 
-    def __init__(self, journal: Journal, counters: Counters, out: Path) -> None:
+    def __init__(
+        self,
+        journal: Journal,
+        counters: Counters,
+        out: Path,
+        *,
+        on_journal_error: Callable[[JournalError], None],
+    ) -> None:
         self.journal = journal
         self.counters = counters
         self.out = out
+        self.on_journal_error = on_journal_error
         self._slots = anyio.Semaphore(MAX_SAVING)
 
     async def start(self, work: TaskGroup, client: Client, line: int, pred: Prediction) -> None:
@@ -55,7 +64,7 @@ class Downloads:
                     name = output_name(line, pred.id, n, path.suffix)
                     await anyio.Path(path).replace(self.out / name)
                     names.append(name)
-            except WaveSpeedError as exc:
+            except (WaveSpeedError, OSError) as exc:  # OSError: a full disk, EMFILE, ...
                 self.journal.note_error(
                     line, f"task completed but its outputs could not be saved: {exc}; "
                     "re-run the same command to download them",
@@ -71,6 +80,8 @@ class Downloads:
             c.saving -= 1
             c.completed += 1
             c.ended_this_run += 1
+        except JournalError as exc:
+            self.on_journal_error(exc)  # the batch stops; the files stay for the re-run
         finally:
             self._slots.release()
 

@@ -17,7 +17,7 @@ from anyio.abc import TaskGroup
 
 from wavespeed_async._bulk import BATCH_FATAL, BulkResult
 from wavespeed_async._client import Client
-from wavespeed_async._journal import Journal
+from wavespeed_async._journal import Journal, JournalError
 from wavespeed_async.cli._common import Target, err, open_client
 from wavespeed_async.cli._feed import Feed, Intake
 from wavespeed_async.cli._jobs import Job
@@ -49,7 +49,7 @@ class Batch:
         self.counters = Counters(total=len(plan.jobs))
         self.display: Display = make_display(self.counters, quiet=args.quiet)
         self.stop = Stop(self.counters, self.display, grace_s=args.grace)
-        self.downloads = Downloads(journal, self.counters, out)
+        self.downloads = Downloads(journal, self.counters, out, on_journal_error=self.stop.fail)
         self.task_ids: dict[int, str] = {}
         self.resumed_lines: set[int] = set()
         self._work: TaskGroup | None = None
@@ -111,9 +111,17 @@ class Batch:
             await anyio.sleep(0.2)
 
     def _created(self, line: int, task_id: str) -> None:
-        """Record a new task: committed (fsync'ed) before the job goes on to poll."""
-        self.journal.mark_created(line, task_id)
+        """Record a new task: committed (fsync'ed) before the job goes on to poll.
+
+        If the journal cannot take it, the batch stops (it could no longer promise to
+        keep the ids) and the id is printed, so that it is not lost.
+        """
         self.task_ids[line] = task_id
+        try:
+            self.journal.mark_created(line, task_id)
+        except JournalError as exc:
+            err(f"line {line}: task {task_id} was created but could not be journaled: {exc}")
+            self.stop.fail(exc)
         c = self.counters
         c.submitting -= 1
         c.running += 1
@@ -132,7 +140,7 @@ class Batch:
                 async for r in results:
                     intake.release()
                     await self._dispatch(client, feed.lines[r.index], r)
-        except BATCH_FATAL as exc:
+        except (*BATCH_FATAL, JournalError) as exc:
             self.stop.fail(exc)
 
     async def _resume(self, client: Client) -> None:
@@ -147,7 +155,7 @@ class Batch:
             ) as results:
                 async for r in results:
                     await self._dispatch(client, lines[r.index], r)
-        except BATCH_FATAL as exc:
+        except (*BATCH_FATAL, JournalError) as exc:
             self.stop.fail(exc)
 
     async def _dispatch(self, client: Client, line: int, r: BulkResult[Any]) -> None:

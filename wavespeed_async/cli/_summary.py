@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Final
 
 from wavespeed_async._journal import JobRecord
+from wavespeed_async._text import printable
 from wavespeed_async.cli._outdir import JOURNAL_NAME, STATUS
 from wavespeed_async.cli._plan import lines_text
 from wavespeed_async.cli._progress import Counters
@@ -26,8 +27,14 @@ def print_summary(
     manifest: Path,
     elapsed: float,
     quiet: bool,
+    *,
+    refused: bool = False,
 ) -> None:
-    """Print how the batch went (``head``: finished, interrupted or stopped), per line."""
+    """Print how the batch went (``head``: finished, interrupted or stopped), per line.
+
+    ``refused``: the server refused the key or the account, so re-running as is would be
+    refused too: the closing advice says to fix that first.
+    """
     by_status: dict[str, int] = {}
     for rec in records:
         status = STATUS.get(rec.state, rec.state)
@@ -62,11 +69,18 @@ def print_summary(
             detail = rec.error or ""
             if rec.task_id and rec.task_id not in detail:
                 detail = f"task {rec.task_id}: {detail}"
-        print(f"  line {rec.line:>5}  {status:<13} {detail}")
+        # The journal may hold server text (errors, ids): never raw control characters.
+        print(f"  line {rec.line:>5}  {status:<13} {printable(detail, limit=1000)}")
     if len(shown) > 200:
         print(f"  ... {len(shown) - 200} more: see {manifest}")
     unknown = [r.line for r in records if r.state in ("unknown", "submitting")]
     if unknown:
         print(f"Unknown submit outcome on line(s) {lines_text(unknown)}: {UNKNOWN_HELP}.")
-    if by_status.get("incomplete") or by_status.get("not_submitted"):
+    if refused:
+        print(
+            "The server refused the key or the account, so nothing more was submitted. "
+            "Fix that first (WAVESPEED_API_KEY or --api-key; the account's balance), then "
+            "run the same command again: finished jobs are skipped."
+        )
+    elif by_status.get("incomplete") or by_status.get("not_submitted"):
         print("Re-run the same command to finish the remaining jobs.")

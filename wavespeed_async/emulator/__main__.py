@@ -52,9 +52,12 @@ def _fault(text: str) -> tuple[str, str, float]:
     return target, name, rate
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_args(
+    argv: Sequence[str] | None = None, *, prog: str = "python -m wavespeed_async.emulator"
+) -> argparse.Namespace:
+    """Parse the command line; ``prog`` is the program name that usage and help show."""
     p = argparse.ArgumentParser(
-        prog="python -m wavespeed_async.emulator",
+        prog=prog,
         description="Run a local emulator of the WaveSpeed v3 REST API.",
     )
     p.add_argument("--host", default="127.0.0.1")
@@ -96,6 +99,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def build_config(args: argparse.Namespace) -> EmulatorConfig:
+    """The EmulatorConfig that parsed command-line options ask for.
+
+    Raises:
+        ValueError: the options make no valid configuration (e.g. fault rates above 1).
+    """
     rates: dict[str, dict[str, float]] = {"submit": {}, "poll": {}}
     for target, name, rate in args.fault:
         rates[target][name] = rate
@@ -135,8 +143,14 @@ async def _serve(config: EmulatorConfig, host: str, port: int, print_url: bool) 
         await stop.wait()
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
+def main(
+    argv: Sequence[str] | None = None, *, prog: str = "python -m wavespeed_async.emulator"
+) -> int:
+    """Run the emulator until SIGINT or SIGTERM; return the exit code.
+
+    0 after a signal (the normal way to stop a server), 2 for bad options.
+    """
+    args = parse_args(argv, prog=prog)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -52,6 +52,7 @@ class RealClock:
     """The wall clock (``time.monotonic``)."""
 
     def now(self) -> float:
+        """Monotonic seconds."""
         return time.monotonic()
 
 
@@ -62,6 +63,7 @@ class ManualClock:
         self._t = float(start)
 
     def now(self) -> float:
+        """The current time in seconds (it starts at ``start``)."""
         return self._t
 
     def advance(self, seconds: float) -> None:
@@ -109,6 +111,7 @@ class FaultRates:
 
     @classmethod
     def names(cls) -> tuple[str, ...]:
+        """The fault field names, in draw order (``rate_limit``, ``server_error_before``...)."""
         return tuple(f.name for f in fields(cls))
 
 
@@ -166,6 +169,7 @@ class LatencyDist:
         return q / 1000.0, i / 1000.0
 
     def scaled(self, factor: float) -> LatencyDist:
+        """This distribution with every duration multiplied by ``factor``."""
         q, i = self.queue_ms, self.inference_ms
         return LatencyDist(
             (q[0] * factor, q[1] * factor, q[2] * factor),
@@ -181,6 +185,7 @@ class LatencyProfile:
     per_model: Mapping[str, LatencyDist] = field(default_factory=dict)
 
     def for_model(self, model: str) -> LatencyDist:
+        """The distribution of ``model`` (a model path), else the default one."""
         return self.per_model.get(model, self.default)
 
     @classmethod

@@ -1,7 +1,13 @@
-"""Media: binary uploads kept in memory, the generated output PNGs, and whether an input
-URL that points at the emulator itself resolves.
+"""Media: uploads kept in memory, the generated output PNGs, and whether an input URL
+that points at the emulator itself resolves.
 
-Media downloads need no API key (a client must not send one: they are counted).
+Two upload flows are served: the documented multipart ``POST /api/v3/media/upload/binary``,
+and the two-step flow of the newest official SDK: ``POST /api/v3/media/uploads`` with
+``{filename, size, content_type}`` answers a ticket (``download_url`` plus a ``PUT``
+instruction), then the bytes are ``PUT`` to the ticket's URL with exactly its headers.
+
+Media requests (downloads and the storage ``PUT``) need no API key, and a client must not
+send one: those that do are counted (``media_requests_with_auth``).
 """
 
 from __future__ import annotations
@@ -9,8 +15,9 @@ from __future__ import annotations
 import logging
 import random
 import re
+import secrets
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 from urllib.parse import unquote, urlsplit
 
 import aiohttp
@@ -21,6 +28,8 @@ from wavespeed_async.emulator._png import ImageCache
 from wavespeed_async.emulator._stats import Counters
 from wavespeed_async.emulator._tasks import TaskEngine
 from wavespeed_async.emulator._wire import base_of, envelope, error, json_response
+
+_DEFAULT_TYPE: Final = "application/octet-stream"
 
 __all__ = ["Media"]
 
@@ -36,8 +45,22 @@ class _Upload:
     content_type: str
 
 
+@dataclass
+class _Ticket:
+    """An upload announced by ``POST /api/v3/media/uploads``, waiting for its ``PUT``."""
+
+    token: str
+    size: int
+    content_type: str
+    signature: str
+
+
+def _clean_filename(raw: str) -> str:
+    return _FILENAME_RE.sub("_", unquote(raw)).strip("._") or "file"
+
+
 class Media:
-    """The ``/api/v3/media/upload/binary`` and ``/media/...`` endpoints."""
+    """The upload endpoints (binary and ticket + ``PUT``) and the ``/media/...`` files."""
 
     def __init__(
         self,
@@ -53,6 +76,7 @@ class Media:
         self._images = images
         self._rng_ids = rng_ids
         self._uploads: dict[str, _Upload] = {}
+        self._tickets: dict[str, _Ticket] = {}
 
     def reachable(self, url: str, host: str, own_host: str, own_port: int | None) -> bool:
         """Other hosts are assumed reachable; our own ``/media/...`` must exist.
@@ -101,7 +125,7 @@ class Media:
                 chunks.append(chunk)
             break
         content_type = part.headers.get("Content-Type", "application/octet-stream")
-        filename = _FILENAME_RE.sub("_", unquote(part.filename or "file")).strip("._") or "file"
+        filename = _clean_filename(part.filename or "file")
         token = f"{self._rng_ids.getrandbits(64):016x}"
         self._uploads[token] = _Upload(b"".join(chunks), content_type)
         self._counters.uploads += 1
@@ -112,6 +136,71 @@ class Media:
             "size": size,
         }
         return json_response(200, envelope(data))
+
+    async def ticket(self, request: web.Request) -> web.StreamResponse:
+        """``POST /api/v3/media/uploads``: announce an upload, answer where to ``PUT`` it."""
+        try:
+            body: Any = await request.json()
+        except ValueError:
+            return error(400, "body: expected a JSON object {filename, size, content_type}")
+        if not isinstance(body, dict):
+            return error(400, "body: expected a JSON object {filename, size, content_type}")
+        filename, size = body.get("filename"), body.get("size")
+        content_type = body.get("content_type") or _DEFAULT_TYPE
+        if not isinstance(filename, str) or not filename:
+            return error(400, "filename: required, a non-empty string")
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            return error(400, "size: required, an integer number of bytes >= 0")
+        if not isinstance(content_type, str):
+            return error(400, "content_type: must be a string")
+        limit = self._config.max_upload_bytes
+        if size > limit:
+            return error(413, f"size: larger than the {limit} bytes allowed; pass a URL instead")
+        token = f"{self._rng_ids.getrandbits(64):016x}"
+        ticket = _Ticket(token, size, content_type, secrets.token_hex(16))
+        self._tickets[token] = ticket
+        base = base_of(request)
+        data = {
+            "download_url": f"{base}/media/uploads/{token}/{_clean_filename(filename)}",
+            "upload": {
+                "method": "PUT",
+                # Like a presigned storage URL: the signature is the only credential.
+                "url": f"{base}/media/put/{token}?signature={ticket.signature}",
+                "headers": {"Content-Type": content_type},
+            },
+        }
+        return json_response(200, envelope(data))
+
+    async def put(self, request: web.Request) -> web.StreamResponse:
+        """``PUT /media/put/{token}``: the bytes of an announced upload (storage-like).
+
+        Answers like a storage host: 403 for a wrong signature or content type, 411
+        without a Content-Length (a chunked body), 400 when the body's length differs from
+        the announced size; a ticket is used once.
+        """
+        self._count(request)
+        ticket = self._tickets.get(request.match_info["token"])
+        if ticket is None or not secrets.compare_digest(
+            request.query.get("signature", ""), ticket.signature
+        ):
+            return web.Response(status=403, text="signature does not match")
+        if request.headers.get("Content-Type", _DEFAULT_TYPE) != ticket.content_type:
+            return web.Response(status=403, text="Content-Type differs from the signed one")
+        if request.content_length is None:  # storage hosts refuse chunked uploads
+            return web.Response(status=411, text="Content-Length required")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.content.iter_chunked(256 * 1024):
+            size += len(chunk)
+            if size > ticket.size:
+                return web.Response(status=400, text="body larger than the announced size")
+            chunks.append(chunk)
+        if size != ticket.size:
+            return web.Response(status=400, text="body shorter than the announced size")
+        del self._tickets[ticket.token]
+        self._uploads[ticket.token] = _Upload(b"".join(chunks), ticket.content_type)
+        self._counters.uploads += 1
+        return web.Response(status=200)
 
     async def output(self, request: web.Request) -> web.StreamResponse:
         """``GET /media/outputs/{id}/{name}``: a completed task's PNG."""
@@ -135,4 +224,4 @@ class Media:
         self._counters.media_requests += 1
         if "Authorization" in request.headers:
             self._counters.media_with_auth += 1
-            logger.warning("a media download carried an Authorization header: %s", request.path)
+            logger.warning("a media request carried an Authorization header: %s", request.path)

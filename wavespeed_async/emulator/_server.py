@@ -39,7 +39,24 @@ logger = logging.getLogger("wavespeed_async.emulator")
 class Emulator:
     """A local WaveSpeed v3 API, for tests and benchmarks.
 
-    Use as ``async with Emulator(config) as emu:`` and point a client at ``emu.base_url``.
+    Use as ``async with Emulator(config) as emu:`` and point a client at ``emu.base_url``::
+
+        async with Emulator(EmulatorConfig(latency=LatencyProfile.fast())) as emu:
+            async with Client("any-key", base_url=emu.base_url) as client:
+                await client.run("wavespeed-ai/flux-kontext-dev", {"prompt": "a fox"})
+            assert emu.stats().tasks_created == 1
+
+    It serves on ``host``:``port`` (``port=0``: a free one) in the running event loop.
+    Test controls: :meth:`stats` and :meth:`reset_stats` (what clients did),
+    :meth:`task` (one task's server-side record), :meth:`force_fault` (the next requests'
+    faults), :meth:`advance` (time, with a :class:`ManualClock`), :attr:`balance` and
+    :attr:`webhook_secret`. In pytest, the ``wavespeed_emulator`` fixture runs one.
+
+    Args:
+        config: What the emulator does (latencies, faults, limits, seed); default
+            ``EmulatorConfig()``: realistic latencies, no faults.
+        host: The address to bind (``127.0.0.1``).
+        port: The port to bind; 0 picks a free one (read it from :attr:`port`).
     """
 
     def __init__(
@@ -96,6 +113,7 @@ class Emulator:
 
     @property
     def port(self) -> int:
+        """The bound port (the real one when 0 was asked for); RuntimeError before start."""
         if self._port is None:
             raise RuntimeError("the emulator is not started")
         return self._port
@@ -125,6 +143,7 @@ class Emulator:
         r.add_get("/api/v3/balance", require_auth(self._h_balance, key))
         r.add_get("/api/v3/webhook/secret", require_auth(self._h_secret, key))
         r.add_post("/api/v3/media/upload/binary", require_auth(self._media.upload, key))
+        r.add_post("/api/v3/media/uploads", require_auth(self._media.ticket, key))
         r.add_post("/api/v3/predictions/delete", require_auth(self._predictions.delete, key))
         poll = require_auth(self._predictions.poll, key)
         r.add_get("/api/v3/predictions/{id}/result", poll)
@@ -132,6 +151,7 @@ class Emulator:
         r.add_post("/api/v3/{model:.+}", self._predictions.submit)
         r.add_get("/media/outputs/{id}/{name}", self._media.output)
         r.add_get("/media/uploads/{token}/{name}", self._media.uploaded)
+        r.add_put("/media/put/{token}", self._media.put)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         family, _, _, _, addr = socket.getaddrinfo(
@@ -194,6 +214,7 @@ class Emulator:
 
     @property
     def balance(self) -> float:
+        """The account balance in USD: ``initial_balance`` minus what completed tasks cost."""
         return self._tasks.balance
 
     async def advance(self, seconds: float) -> None:

@@ -1,0 +1,55 @@
+"""The API key never shows in a traceback printed with its locals."""
+
+from __future__ import annotations
+
+import traceback
+
+import anyio
+import pytest
+
+from tests.conftest import CANARY_KEY
+from tests.hostile.conftest import make_client
+from tests.hostile.server import HostileServer
+from wavespeed_async import Client, ValidationError
+from wavespeed_async._secret import Secret
+
+pytestmark = pytest.mark.anyio
+
+TASK = "0123456789abcdef0123456789abcdef"
+
+
+def with_locals(exc: BaseException) -> str:
+    return "".join(traceback.TracebackException.from_exception(exc, capture_locals=True).format())
+
+
+@pytest.mark.parametrize("call", ["get_result", "submit"])
+async def test_a_request_cancelled_mid_flight_shows_no_key_in_its_locals(
+    hostile: HostileServer, call: str
+) -> None:
+    # Cancelled while aiohttp holds the request: every frame down to the socket, with its
+    # locals (headers included), is in the traceback.
+    hostile.result = hostile.submit = "hang"
+    async with make_client(hostile) as client:
+        with pytest.raises(TimeoutError) as info:
+            with anyio.fail_after(0.1):
+                if call == "submit":
+                    await client.submit("wavespeed-ai/flux-kontext-dev", {"prompt": "x"})
+                else:
+                    await client.get_result(TASK)
+        text = with_locals(info.value)
+        assert "_attempt" in text  # the transport's frames were captured
+        assert CANARY_KEY not in text
+        assert CANARY_KEY not in repr(vars(client)) + repr(vars(client._transport))
+
+
+def test_a_bad_setting_shows_no_key_in_its_locals() -> None:
+    with pytest.raises(ValidationError) as info:
+        Client(CANARY_KEY, base_url="ftp://example.com")
+    assert CANARY_KEY not in with_locals(info.value)
+
+
+def test_a_secret_is_masked_everywhere_but_its_header() -> None:
+    secret = Secret(CANARY_KEY)
+    header = secret.auth_header()
+    assert CANARY_KEY not in repr(secret) + str(secret) + repr(header) + repr({"h": header})
+    assert str(header) == f"Bearer {CANARY_KEY}"

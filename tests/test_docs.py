@@ -1,0 +1,169 @@
+"""Every ```python block in README.md and docs/*.md runs, as a script, against the emulator.
+
+Each block runs in a fresh interpreter, in an empty temporary folder, with
+``WAVESPEED_API_KEY`` set and ``WAVESPEED_BASE_URL`` pointing at an emulator (a subprocess
+with fast latency, shared by the blocks of this module). A block passes when it exits 0
+within the time limit and leaves no unclosed session or other resource warning behind.
+
+A block that cannot run there is marked on the line directly before its opening fence::
+
+    <!-- docs-test: skip (needs a Redis cluster) -->
+
+The reason is required.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import pytest
+
+import wavespeed_async
+
+ROOT: Final = Path(wavespeed_async.__file__).resolve().parent.parent
+DOCS: Final = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+#: Seconds one block may take; the blocks run against millisecond latencies.
+BLOCK_TIMEOUT_S: Final = 60.0
+KEY: Final = "docs-test-key"
+
+_FENCE: Final = re.compile(r"^(\s*)```python\s*$")
+_DIRECTIVE: Final = re.compile(r"^\s*<!--\s*docs-test:")
+_SKIP: Final = re.compile(r"^\s*<!--\s*docs-test:\s*skip\s*\((?P<reason>.*)\)\s*-->\s*$")
+#: What a block must not leave on stderr: an unclosed aiohttp session or connector, a
+#: coroutine never awaited, or any other resource warning.
+_LEAKS: Final = re.compile(r"Unclosed|ResourceWarning|was never awaited|Exception ignored")
+
+
+@dataclass(frozen=True)
+class Block:
+    path: Path
+    line: int  #: 1-based line of the opening fence
+    code: str
+    directive: str | None  #: the docs-test comment on the line before, if any
+
+    @property
+    def id(self) -> str:
+        path = self.path.relative_to(ROOT) if self.path.is_relative_to(ROOT) else self.path
+        return f"{path}:{self.line}"
+
+
+def python_blocks(path: Path) -> list[Block]:
+    """The ```python blocks of a Markdown file, with the docs-test comment before each."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    blocks: list[Block] = []
+    i = 0
+    while i < len(lines):
+        m = _FENCE.match(lines[i])
+        if m is None:
+            i += 1
+            continue
+        indent = len(m.group(1))
+        start = i
+        body: list[str] = []
+        i += 1
+        while i < len(lines) and lines[i].strip() != "```":
+            body.append(lines[i][indent:] if lines[i][:indent].isspace() else lines[i])
+            i += 1
+        before = lines[start - 1] if start > 0 else ""
+        directive = before if _DIRECTIVE.match(before) else None
+        blocks.append(Block(path, start + 1, "\n".join(body) + "\n", directive))
+        i += 1
+    return blocks
+
+
+ALL_BLOCKS: Final = [b for path in DOCS for b in python_blocks(path)]
+
+
+@pytest.fixture(scope="module")
+def emulator_url() -> Iterator[str]:
+    """A ``python -m wavespeed_async.emulator`` subprocess on a free port, stopped by pid."""
+    cmd = [sys.executable, "-m", "wavespeed_async.emulator", "--port", "0", "--latency", "fast"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().strip()
+        prefix = "WaveSpeed emulator listening on "
+        assert line.startswith(prefix), line
+        yield line[len(prefix) :]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_blocks_are_found() -> None:
+    # README's quick look at the client is a Python block: an empty list means a broken parser.
+    assert any(b.path.name == "README.md" for b in ALL_BLOCKS)
+    assert any(b.path.parent.name == "docs" for b in ALL_BLOCKS)
+
+
+def test_skip_comment_needs_a_reason(tmp_path: Path) -> None:
+    md = tmp_path / "x.md"
+    md.write_text(
+        "<!-- docs-test: skip (needs a cluster) -->\n```python\nprint(1)\n```\n\n"
+        "<!-- docs-test: skip () -->\n```python\nprint(2)\n```\n"
+    )
+    first, second = python_blocks(md)
+    assert _skip_reason(first) == "needs a cluster"
+    with pytest.raises(ValueError, match="reason"):
+        _skip_reason(second)
+
+
+def _skip_reason(block: Block) -> str | None:
+    """The skip reason, ``None`` to run; a malformed or reason-less comment is an error."""
+    if block.directive is None:
+        return None
+    m = _SKIP.match(block.directive)
+    if m is None:
+        raise ValueError(
+            f"{block.id}: unknown docs-test comment {block.directive.strip()!r}; "
+            "allowed: <!-- docs-test: skip (reason) -->"
+        )
+    reason = m.group("reason").strip()
+    if not reason:
+        raise ValueError(f"{block.id}: a docs-test skip needs a reason inside the parentheses")
+    return reason
+
+
+@pytest.mark.parametrize("block", ALL_BLOCKS, ids=[b.id for b in ALL_BLOCKS])
+def test_doc_block_runs(block: Block, emulator_url: str, tmp_path: Path) -> None:
+    reason = _skip_reason(block)
+    if reason is not None:
+        pytest.skip(reason)
+    script = tmp_path / "block.py"
+    script.write_text(block.code, encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAVESPEED_")}
+    env.update(
+        WAVESPEED_API_KEY=KEY,
+        WAVESPEED_BASE_URL=emulator_url,
+        PYTHONWARNINGS="always::ResourceWarning",
+    )
+    try:
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=BLOCK_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{block.id}: still running after {BLOCK_TIMEOUT_S:g} s")
+    assert done.returncode == 0, f"{block.id} exited {done.returncode}:\n{done.stderr}"
+    leak = _LEAKS.search(done.stderr)
+    assert leak is None, f"{block.id} left a resource behind:\n{done.stderr}"
+    assert KEY not in done.stdout + done.stderr

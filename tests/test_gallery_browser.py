@@ -1,0 +1,147 @@
+"""A batch's gallery in a real browser: headless Chromium (Debian's ``chromium``) via Playwright.
+
+Skipped, with the reason, where no Chromium is installed; under CI (``$CI`` set) a missing
+browser fails instead, since ``.ci/run`` installs it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.test_cli import PRO, cli, manifest, write_jobs
+
+HOSTILE = "<img src=x onerror=alert(1)>"
+HOSTILE_FLAG = '<img src=y onerror="window.__pwned=1"><script>window.__pwned=2</script>'
+
+#: Keeps the browser to this machine: no updates, no background traffic.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def _chromium() -> str:
+    path = shutil.which("chromium") or (
+        "/usr/bin/chromium" if os.access("/usr/bin/chromium", os.X_OK) else None
+    )
+    reason = ""
+    if path is None:
+        reason = "no Chromium (apt-get install chromium)"
+    else:
+        try:
+            import playwright.sync_api  # noqa: F401
+        except ImportError:
+            reason = "the playwright package is not installed (the test extra)"
+    if reason:
+        if os.environ.get("CI"):
+            pytest.fail(f"{reason}: CI must run the browser test")
+        pytest.skip(reason)
+    assert path is not None
+    return path
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    executable = _chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+def test_a_batch_gallery_renders_every_image_and_shows_hostile_prompts_as_text(
+    tmp_path: Path, browser: Any
+) -> None:
+    lines: list[dict[str, Any]] = [
+        {"prompt": "a lighthouse on a rocky coast at dusk", "aspect_ratio": "16:9"},
+        {"prompt": HOSTILE},
+        {"prompt": "a job that fails [fail:1200]"},
+        {"prompt": HOSTILE_FLAG, "num_images": 2, "aspect_ratio": "3:2"},
+    ]
+    lines += [{"prompt": f"filler {i}", "aspect_ratio": "9:16"} for i in range(12)]
+    jobs = write_jobs(tmp_path / "jobs.jsonl", lines)
+    out = tmp_path / "out"
+    r = cli(
+        "batch", str(jobs), "-o", str(out), "--model", PRO, "--emulator",
+        "--emulator-latency", "fast",
+    )  # fmt: skip
+    assert r.returncode == 1, r.stderr  # the [fail] job
+    outputs = [n for e in manifest(out) for n in e["outputs"]]
+    assert len(outputs) == 1 + 1 + 2 + 12
+
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    dialogs: list[str] = []
+
+    def on_dialog(dialog: Any) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    requests: list[str] = []
+    page.on("request", lambda req: requests.append(req.url))
+    page.goto((out / "index.html").as_uri())
+    page.wait_for_load_state("load")
+
+    # Lazy images below the fold have not loaded yet; scroll each into view to load it.
+    for img in page.query_selector_all("img"):
+        img.scroll_into_view_if_needed()
+    page.wait_for_function("[...document.images].every(i => i.complete)", timeout=20_000)
+    images = page.evaluate(
+        "[...document.images].map(i => [i.getAttribute('src'), i.naturalWidth, i.loading])"
+    )
+    assert [src for src, _, _ in images] == outputs
+    assert all(width > 0 for _, width, _ in images), images
+    assert {loading for _, _, loading in images} == {"lazy"}
+    # Only the batch's own files were fetched: the page itself and its images.
+    assert {u.rsplit("/", 1)[1] for u in requests} == {"index.html", *outputs}
+
+    # The hostile prompts are text: no element made from them, no handler ran.
+    assert dialogs == []
+    assert page.evaluate("window.__pwned") is None
+    assert page.evaluate("document.querySelectorAll('img[src=x], img[src=y], script').length") == 0
+    text = page.inner_text("main")
+    assert HOSTILE in text and '<img src=y onerror="window.__pwned=1">' in text
+    cards = page.query_selector_all("article")
+    assert len(cards) == 16
+
+    # The failed job shows its error in place of an image.
+    failed = page.query_selector("#j3")
+    assert failed is not None
+    assert "code 1200" in failed.inner_text() and failed.query_selector("img") is None
+
+    # Filtering by status works without JavaScript (plain CSS).
+    page.click("label[for=f-bad]")
+    visible = [c.get_attribute("id") for c in cards if c.is_visible()]
+    assert visible == ["j3"]
+    page.click("label[for=f-all]")
+    assert sum(c.is_visible() for c in cards) == 16
+    page.close()
+
+
+def test_without_chromium_the_test_skips_with_the_reason_and_fails_under_ci(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(shutil, "which", lambda name: None)
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no Chromium"):
+        _chromium()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI must run the browser test"):
+        _chromium()

@@ -1,0 +1,143 @@
+"""Client.upload: the ticket + PUT flow, streamed from disk, the key never sent to storage."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from tests.conftest import CANARY_KEY, fast_retry
+from wavespeed_async import APIStatusError, Client, ValidationError
+from wavespeed_async.emulator import Emulator
+
+pytestmark = pytest.mark.anyio
+
+
+async def _fetch(url: str) -> bytes:
+    async with aiohttp.ClientSession() as anonymous, anonymous.get(url) as r:
+        assert r.status == 200
+        return await r.read()
+
+
+async def test_upload_uses_the_ticket_flow_without_sending_the_key(
+    client: Client, emulator: Emulator, tmp_path: Path
+) -> None:
+    src = tmp_path / "photo.png"
+    payload = bytes(range(256)) * 4099  # ~1 MiB: more than one read from disk
+    src.write_bytes(payload)
+    url = await client.upload(src)
+    assert url.startswith(f"{emulator.base_url}/media/uploads/")
+    assert url.endswith("/photo.png")
+    stats = emulator.stats()
+    # The bytes went by PUT to the storage URL (a media request), not by the API.
+    assert (stats.uploads, stats.media_requests, stats.media_requests_with_auth) == (1, 1, 0)
+    assert await _fetch(url) == payload
+
+
+async def test_upload_of_bytes_and_file_objects(client: Client, emulator: Emulator) -> None:
+    url = await client.upload(b"raw", filename="a.txt")
+    assert await _fetch(url) == b"raw"
+    url2 = await client.upload(io.BytesIO(b"object"), filename="b.bin")
+    assert await _fetch(url2) == b"object"
+    assert emulator.stats().media_requests_with_auth == 0
+
+
+async def test_upload_of_a_missing_file_is_a_validation_error(
+    client: Client, emulator: Emulator, tmp_path: Path
+) -> None:
+    with pytest.raises(ValidationError, match="file: cannot read"):
+        await client.upload(tmp_path / "nope.png")
+    with pytest.raises(ValidationError, match="not a regular file"):
+        await client.upload(tmp_path)
+    assert emulator.stats().requests_total == 0
+
+
+async def test_upload_larger_than_announced_limit_is_refused_before_sending(
+    tmp_path: Path,
+) -> None:
+    from wavespeed_async.emulator import EmulatorConfig, LatencyProfile
+
+    config = EmulatorConfig(latency=LatencyProfile.fast(), max_upload_bytes=10)
+    async with Emulator(config) as emu, Client(CANARY_KEY, base_url=emu.base_url) as c:
+        with pytest.raises(APIStatusError) as info:
+            await c.upload(b"x" * 11, filename="big.bin")
+        assert info.value.status == 413
+        assert emu.stats().media_requests == 0
+
+
+@pytest.fixture
+async def binary_only_server() -> AsyncIterator[tuple[str, list[bytes]]]:
+    """A server with only the multipart endpoint: the ticket endpoint answers 404."""
+    received: list[bytes] = []
+
+    async def binary(request: web.Request) -> web.Response:
+        form = await request.post()
+        field = form["file"]
+        assert isinstance(field, web.FileField)
+        received.append(field.file.read())
+        data = {"download_url": "http://storage.invalid/x.png", "type": "image"}
+        return web.json_response({"code": 200, "message": "success", "data": data})
+
+    app = web.Application()
+    app.router.add_post("/api/v3/media/upload/binary", binary)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield f"http://127.0.0.1:{port}", received
+    finally:
+        await runner.cleanup()
+
+
+async def test_upload_falls_back_to_the_binary_endpoint_on_404(
+    binary_only_server: tuple[str, list[bytes]], tmp_path: Path
+) -> None:
+    base_url, received = binary_only_server
+    src = tmp_path / "a.png"
+    src.write_bytes(b"png bytes")
+    async with Client(CANARY_KEY, base_url=base_url, retry=fast_retry()) as c:
+        assert await c.upload(src) == "http://storage.invalid/x.png"
+    assert received == [b"png bytes"]
+
+
+async def test_storage_refusal_is_an_api_status_error(tmp_path: Path) -> None:
+    async def ticket(request: web.Request) -> web.Response:
+        base = f"http://{request.host}"
+        data = {
+            "download_url": f"{base}/files/a.png",
+            "upload": {"method": "PUT", "url": f"{base}/put", "headers": {}},
+        }
+        return web.json_response({"code": 200, "message": "success", "data": data})
+
+    seen: list[dict[str, str]] = []
+
+    async def put(request: web.Request) -> web.Response:
+        seen.append(dict(request.headers))
+        return web.Response(status=403, text="AccessDenied")
+
+    app = web.Application()
+    app.router.add_post("/api/v3/media/uploads", ticket)
+    app.router.add_put("/put", put)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        async with Client(CANARY_KEY, base_url=base_url, retry=fast_retry()) as c:
+            with pytest.raises(APIStatusError) as info:
+                await c.upload(b"abc", filename="a.png")
+    finally:
+        await runner.cleanup()
+    assert info.value.status == 403
+    assert "AccessDenied" in info.value.body
+    assert CANARY_KEY not in str(info.value)
+    # Exactly the ticket's (empty) headers: no Authorization, no Content-Type of our own.
+    assert len(seen) == 1
+    assert "Authorization" not in seen[0]
+    assert "Content-Type" not in seen[0]

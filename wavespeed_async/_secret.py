@@ -1,0 +1,41 @@
+"""The API key, held so that no repr, str or traceback with locals ever shows it."""
+
+from __future__ import annotations
+
+from typing import Final
+
+__all__ = ["Secret"]
+
+_MASK: Final = "'***'"
+
+
+class _HeaderValue(str):
+    """An ``Authorization`` header value: a real ``str`` for the HTTP layer, masked in
+    ``repr`` (which is what dict reprs and traceback locals show)."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return _MASK
+
+
+class Secret:
+    """A credential. ``repr()`` and ``str()`` are masked; :meth:`auth_header` is the only
+    way to the value, and builds the ``Authorization`` header with it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def auth_header(self) -> str:
+        """The ``Authorization`` header value (``Bearer <key>``), masked in reprs."""
+        return _HeaderValue(f"Bearer {self._value}")

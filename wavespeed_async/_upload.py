@@ -1,0 +1,247 @@
+"""Uploading media: the two-step ticket flow, with the multipart endpoint as a fallback.
+
+The current API (and the official SDK) upload in two steps:
+
+1. ``POST /api/v3/media/uploads`` with ``{filename, size, content_type}`` (with the API key)
+   answers ``data: {download_url, upload: {method: "PUT", url, headers}}``;
+2. the bytes are ``PUT`` to ``upload.url`` with exactly ``upload.headers``.
+
+The ``PUT`` goes to a storage host: it is sent from a connection pool of its own that carries
+no credentials, so the API key never reaches that host. A file given by path is streamed
+from disk (read in worker threads), never held in memory whole. When the ticket endpoint
+answers 404 (an older deployment), the documented multipart
+``POST /api/v3/media/upload/binary`` is used instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import stat as stat_module
+from collections.abc import Callable
+from typing import IO, Any, Final
+
+import aiohttp
+import anyio
+import msgspec
+
+from wavespeed_async import _policy
+from wavespeed_async._config import RetryConfig, Timeouts
+from wavespeed_async._errors import (
+    APIStatusError,
+    DecodeError,
+    NotFoundError,
+    ServerError,
+    TransportError,
+    ValidationError,
+)
+from wavespeed_async._media import FileInput, guess_type, read_file_input
+from wavespeed_async._models import upload_decoder
+from wavespeed_async._policy import FailureKind
+from wavespeed_async._transport import Transport
+
+__all__ = ["UploadTicket", "upload"]
+
+log = logging.getLogger("wavespeed_async")
+
+TICKET_PATH: Final = "/api/v3/media/uploads"
+BINARY_PATH: Final = "/api/v3/media/upload/binary"
+
+
+class UploadInstruction(msgspec.Struct, frozen=True):
+    """Where and how to send the bytes: ``{method, url, headers}``."""
+
+    url: str
+    method: str = "PUT"
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class UploadTicket(msgspec.Struct, frozen=True):
+    """``POST /api/v3/media/uploads`` data."""
+
+    download_url: str
+    upload: UploadInstruction
+
+
+class _TicketEnvelope(msgspec.Struct, frozen=True):
+    code: int | str | None = None
+    message: str | None = None
+    data: UploadTicket | None = None
+
+
+_ticket_decoder: Final = msgspec.json.Decoder(_TicketEnvelope)
+
+
+class _Source:
+    """The bytes to upload: a file (streamed from disk on each attempt) or bytes in memory."""
+
+    __slots__ = ("data", "name", "path", "size")
+
+    def __init__(self, name: str, size: int, *, path: str = "", data: bytes | None = None):
+        self.name = name
+        self.size = size
+        self.path = path  #: read when ``data`` is None
+        self.data = data
+
+    @classmethod
+    async def of(cls, file: FileInput) -> _Source:
+        if isinstance(file, (str, os.PathLike)):
+            path = os.fspath(file)
+            try:
+                st = await anyio.Path(path).stat()
+            except OSError as exc:
+                raise ValidationError("file", f"file: cannot read {path!r}: {exc}") from None
+            if not stat_module.S_ISREG(st.st_mode):
+                raise ValidationError("file", f"file: {path!r} is not a regular file")
+            return cls(os.path.basename(path), st.st_size, path=path)
+        data, name = await read_file_input(file)
+        return cls(name, len(data), data=data)
+
+    async def read(self) -> bytes:
+        """All the bytes (for the multipart endpoint, which cannot stream)."""
+        if self.data is not None:
+            return self.data
+        return await anyio.Path(self.path).read_bytes()
+
+    async def open(self) -> IO[bytes] | bytes:
+        """A fresh body for one attempt (a file opened in a worker thread, or the bytes)."""
+        if self.data is not None:
+            return self.data
+        path = self.path
+        try:
+            return await anyio.to_thread.run_sync(lambda: open(path, "rb"))
+        except OSError as exc:
+            raise ValidationError("file", f"file: cannot read {path!r}: {exc}") from None
+
+
+async def upload(
+    transport: Transport,
+    file: FileInput,
+    *,
+    filename: str | None,
+    content_type: str | None,
+    retry: RetryConfig,
+    timeouts: Timeouts,
+    rng: random.Random,
+) -> str:
+    """Upload ``file`` and return its download URL (see the module docstring).
+
+    Raises:
+        ValidationError: the file cannot be read.
+        BadRequestError: the server refused the upload (413: too large).
+        APIStatusError: the storage host refused the bytes.
+        TransportError: the storage host could not be reached (after retries).
+    """
+    source = await _Source.of(file)
+    name = filename or source.name
+    ctype = content_type or guess_type(name)
+    request = {"filename": name, "size": source.size, "content_type": ctype}
+    try:
+        # A ticket creates no task: asking twice costs nothing, so it is retried as a GET.
+        env = await transport.call(
+            "POST", TICKET_PATH, _ticket_decoder, json_body=msgspec.json.encode(request)
+        )
+    except NotFoundError:
+        log.info("no %s on this server: uploading through %s", TICKET_PATH, BINARY_PATH)
+        url = await _upload_binary(transport, source, name, ctype)
+    else:
+        if env.data is None:
+            raise DecodeError("the upload ticket answer has no data")
+        await _put(env.data.upload, source, retry=retry, timeouts=timeouts, rng=rng)
+        url = env.data.download_url
+    log.info("uploaded %s (%d bytes)", name, source.size)
+    return url
+
+
+async def _upload_binary(transport: Transport, source: _Source, name: str, ctype: str) -> str:
+    data = await source.read()
+
+    def form() -> aiohttp.FormData:
+        fd = aiohttp.FormData()
+        fd.add_field("file", data, filename=name, content_type=ctype)
+        return fd
+
+    env = await transport.call("POST", BINARY_PATH, upload_decoder, form=form)
+    if env.data is None:
+        raise DecodeError("the upload answer has no data")
+    return env.data.download_url
+
+
+async def _put(
+    instruction: UploadInstruction,
+    source: _Source,
+    *,
+    retry: RetryConfig,
+    timeouts: Timeouts,
+    rng: random.Random,
+) -> None:
+    """Send the bytes as the ticket says, from a session that has no credentials."""
+    if instruction.method.upper() != "PUT" or not instruction.url.startswith(
+        ("http://", "https://")
+    ):
+        raise DecodeError(
+            f"the upload ticket asks for {instruction.method} {instruction.url!r}; "
+            "expected PUT to an http(s) URL"
+        )
+    headers = dict(instruction.headers)
+    # Exactly the ticket's headers: no Content-Type of our own when it names none.
+    skip = () if any(h.lower() == "content-type" for h in headers) else ("Content-Type",)
+    timeout = aiohttp.ClientTimeout(sock_connect=timeouts.connect_s, sock_read=timeouts.request_s)
+    where = instruction.url.split("?", 1)[0]
+    async with aiohttp.ClientSession() as session:
+        attempt = 0
+        while True:
+            attempt += 1
+            status: int | None = None
+            text = ""
+            body = await source.open()
+            try:
+                async with session.put(
+                    instruction.url,
+                    data=body,
+                    headers=headers,
+                    skip_auto_headers=skip,
+                    timeout=timeout,
+                ) as resp:
+                    status = resp.status
+                    if 200 <= status < 300:
+                        return
+                    text = (await resp.text(errors="replace"))[:2000]
+                    kind = FailureKind.STATUS
+            except aiohttp.ClientConnectorError:
+                kind = FailureKind.CONNECT
+            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+                kind = FailureKind.TIMEOUT
+            except aiohttp.ClientError:
+                kind = FailureKind.RESET
+            finally:
+                _close(body)
+            decision = _policy.decide_get_retry(
+                kind,
+                status=status,
+                retry_after_s=None,
+                attempt=attempt,
+                config=retry,
+                rng=rng,
+                time_left_s=None,
+            )
+            if not decision.retry:
+                raise _put_error(status, kind, where, text)
+            await anyio.sleep(decision.delay_s)
+
+
+def _close(body: Any) -> None:
+    close: Callable[[], None] | None = getattr(body, "close", None)
+    if close is not None:
+        close()
+
+
+def _put_error(status: int | None, kind: FailureKind, where: str, text: str) -> Exception:
+    if status is None:
+        return TransportError(
+            f"cannot upload to {where}: {kind.name.lower()}", method="PUT", url=where
+        )
+    cls = ServerError if status >= 500 else APIStatusError
+    return cls(f"the storage host refused the upload to {where}", status=status, body=text)

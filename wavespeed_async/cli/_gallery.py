@@ -1,0 +1,174 @@
+"""The batch's gallery, ``DIR/index.html``: rebuilt from the journal while the batch runs.
+
+The page is written when the batch starts (so a resumed batch shows what earlier runs
+did), again as results arrive, and at the end. While the batch runs, a worker thread reads
+the journal through its own connection (WAL: a reader never blocks the batch's writes) and
+rewrites the page at most every :data:`MIN_INTERVAL_S` seconds, and never more often than
+:data:`COST_FACTOR` times what the last rewrite took (about 0.3 s at 10,000 jobs), so the
+event loop never waits for it. The page never stops a batch: a write that fails is
+reported once and the page is left alone from then on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sqlite3
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Final
+from urllib.parse import urlsplit
+
+import anyio
+
+from wavespeed_async._journal import JobRecord, Journal, JournalError
+from wavespeed_async.cli._common import Target, err
+from wavespeed_async.cli._jobs import Job
+from wavespeed_async.cli._outdir import JOURNAL_NAME, STATUS
+from wavespeed_async.cli._progress import Counters
+from wavespeed_async.gallery import INDEX_NAME, GalleryItem, render_gallery, write_page
+
+__all__ = ["MIN_INTERVAL_S", "BatchGallery", "items_from_records"]
+
+#: The shortest time between two rewrites of the page while a batch runs.
+MIN_INTERVAL_S: Final = 2.0
+#: A rewrite waits at least this many times as long as the last one took.
+COST_FACTOR: Final = 20.0
+
+_OPEN_TEXT: Final = {
+    "pending": "not submitted yet: re-run the same command to submit it",
+    "created": "still running on the server: re-run the same command to collect it",
+    "submitting": "being submitted",
+}
+
+
+def items_from_records(records: list[JobRecord], jobs: dict[int, Job]) -> list[GalleryItem]:
+    """One item per journal record; the prompt from the body sent, else from the jobs file."""
+    items = []
+    for rec in records:
+        job = jobs.get(rec.line)
+        source = rec.body if rec.body is not None else (job.inputs if job is not None else {})
+        prompt = source.get("prompt")
+        items.append(
+            GalleryItem(
+                number=rec.line,
+                status=STATUS.get(rec.state, rec.state),
+                files=rec.outputs,
+                prompt=prompt if isinstance(prompt, str) else None,
+                model=rec.model or (job.model if job is not None else None),
+                task_id=rec.task_id,
+                inference_ms=rec.inference_ms,
+                error=rec.error or _OPEN_TEXT.get(rec.state),
+            )
+        )
+    return items
+
+
+def command_line(args: argparse.Namespace, target: Target) -> str:
+    """The command as typed (when this process is the command line), never with a secret.
+
+    The key (however it was spelled on the command line) and any credentials in
+    ``--base-url`` are replaced by ``***``.
+    """
+    argv = sys.argv[1:]
+    if argv[:1] != ["batch"]:
+        argv = ["batch", str(args.jobs), "-o", str(args.output)]
+    text = "wavespeed-async " + shlex.join(argv)
+    secrets = [getattr(args, "api_key", None)]
+    if not target.emulator:
+        secrets.append(target.api_key)
+    base_url = getattr(args, "base_url", None)
+    if base_url:
+        user = urlsplit(base_url)
+        secrets += [user.username, user.password]
+    for secret in secrets:
+        if secret and secret.strip():
+            text = text.replace(secret.strip(), "***")
+    return text
+
+
+class BatchGallery:
+    """Writes ``DIR/index.html`` for a batch (nothing at all when ``enabled`` is false)."""
+
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        out: Path,
+        jobs: list[Job],
+        target: Target,
+    ) -> None:
+        self.enabled = not getattr(args, "no_gallery", False)
+        self.out = out
+        self.jobs = {j.line: j for j in jobs}
+        self.title = f"{Path(args.jobs).name} → {out.name or out}"
+        self.command = command_line(args, target)
+        self.started = time.monotonic()
+        self._last_cost_s = 0.0
+        self._failed = False
+        self._read_failed = False
+
+    def _write(self, records: list[JobRecord], wall_s: float) -> None:
+        if self._failed:
+            return
+        try:
+            page = render_gallery(
+                items_from_records(records, self.jobs),
+                title=self.title,
+                command=self.command,
+                wall_s=wall_s,
+                numbering="line",
+                wall_label="this run's wall time",
+            )
+            write_page(self.out, page)
+        except OSError as exc:
+            self._failed = True
+            err(f"note: cannot write the gallery {self.out / INDEX_NAME}: {exc}")
+
+    def write(self, records: list[JobRecord]) -> None:
+        """Write the page now, from the batch's journal ``records``."""
+        if self.enabled:
+            self._write(records, self._wall())
+
+    def announce(self) -> None:
+        """Tell where the page is (after the summary)."""
+        if self.enabled and not self._failed:
+            print(f"Gallery: {self.out / INDEX_NAME} (open it in a browser)")
+
+    def _wall(self) -> float:
+        return time.monotonic() - self.started
+
+    async def alongside(self, run: Callable[[], Awaitable[None]], counters: Counters) -> None:
+        """Run the batch (``run``), rewriting the page as its results arrive."""
+        if not self.enabled:
+            await run()
+            return
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._follow, counters)
+            await run()
+            tg.cancel_scope.cancel()
+
+    async def _follow(self, counters: Counters) -> None:
+        seen = -1
+        while True:
+            if counters.ended_this_run != seen:
+                seen = counters.ended_this_run
+                # In a worker thread, never cancelled midway: the event loop goes on.
+                await anyio.to_thread.run_sync(self._refresh)
+            await anyio.sleep(max(MIN_INTERVAL_S, COST_FACTOR * self._last_cost_s))
+
+    def _refresh(self) -> None:
+        """Read the journal through a connection of this thread (WAL: readers never block
+        the batch's writes), then write the page."""
+        t0 = time.perf_counter()
+        try:
+            with Journal.open(self.out / JOURNAL_NAME) as journal:
+                records = [r for r in journal.all() if r.line in self.jobs]
+        except (JournalError, sqlite3.Error) as exc:  # e.g. busy: the next refresh retries
+            if not self._read_failed:
+                err(f"note: cannot read the journal for the gallery: {exc}")
+            self._read_failed = True
+            return
+        self._write(records, self._wall())
+        self._last_cost_s = time.perf_counter() - t0
