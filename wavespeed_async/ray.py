@@ -138,6 +138,16 @@ def generate(
         picked = columns.keys() if isinstance(columns, Mapping) else columns
         if key in picked:
             raise ValidationError("key", f"key: {key!r} is also an input column")
+    schema = ds.schema(fetch_if_missing=False)  # known without running anything, or None
+    if schema is not None:
+        added = (*OUTPUT_COLUMNS, "files", "images")
+        clash = [name for name in schema.names if name in added]
+        if clash:
+            raise ValidationError(
+                "ds", f"ds: the dataset already has column(s) {clash}; rename them first"
+            )
+        if key is not None and key not in schema.names:
+            raise ValidationError("key", f"key: the dataset has no column {key!r}")
     account = limits or FlowLimits()
     location: str | None = None
     if ledger is not None:

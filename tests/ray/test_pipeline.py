@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import CANARY_KEY
 from tests.ray.conftest import MODEL, LocalRay, RayEmulator, fast_poll, fast_retry
 from tests.services import RedisServer
-from wavespeed_async import Client, FlowLimits
+from wavespeed_async import Client, FlowLimits, ValidationError
 from wavespeed_async.ray import generate
 
 ray = pytest.importorskip("ray")
@@ -241,3 +241,13 @@ def test_two_pipelines_sharing_limits_never_exceed_the_account(
     assert all(r["status"] == "completed" for r in out_a + out_b)
     assert stats["tasks_created"] == 120
     assert stats["max_running"] <= 6
+
+
+def test_a_dataset_that_already_has_an_output_column_or_lacks_the_key_is_refused_early(
+    local_ray: LocalRay,
+) -> None:
+    ds = ray.data.from_items([{"prompt": "x", "status": "draft"}])
+    with pytest.raises(ValidationError, match=r"ds: .*\['status'\]"):
+        generate(ds, model=MODEL)
+    with pytest.raises(ValidationError, match="key: the dataset has no column 'id'"):
+        generate(ray.data.from_items([{"prompt": "x"}]), model=MODEL, key="id")
