@@ -370,10 +370,13 @@ class RedisShare:
                 self._away(exc)
 
     async def _quietly(self, name: str, keys: list[str], args: list[_Arg]) -> None:
+        """A call made in the background: an absent server is an outage, not an error."""
         try:
             await self._call(name, keys, args)
         except _DOWN as exc:
             self._away(exc)
+        except ConnectError as exc:  # not reachable at startup: nothing to share with yet
+            log.warning("%s", exc)
 
     # -- the Share interface ---------------------------------------------------------------
 
@@ -463,13 +466,13 @@ class RedisShare:
 
     def start_cooldown(self, seconds: float) -> None:
         """Pause every process of the account for ``seconds`` (this one already waits)."""
-        if self._fallback is None and self._redis is not None:
+        if self._fallback is None:
             ms = max(1, math.ceil(seconds * 1000))
             self._spawn(self._quietly("COOLDOWN", [self._k_cool], [ms, self._channel]))
 
     def publish(self, prediction: Prediction) -> None:
         """Store ``prediction`` for later waits and wake the process waiting for it."""
-        if self._fallback is not None or self._redis is None:
+        if self._fallback is not None:
             return  # the waiting process finds the result by its fallback poll
         payload = msgspec.json.encode(prediction)
         message = b"d" + self.holder.encode() + b"\n" + payload
