@@ -22,7 +22,7 @@ MODEL = "wavespeed-ai/flux-kontext-dev"
 async def main(args: argparse.Namespace) -> None:
     share: object = None
     if args.share:
-        from wavespeed_async.redis import RedisShare  # noqa: PLC0415 - only when asked
+        from wavespeed_async.redis import RedisShare
 
         share = RedisShare(args.share, lease_ttl_s=args.lease_ttl)
     created = 0
@@ -54,12 +54,12 @@ async def main(args: argparse.Namespace) -> None:
 
                     async def announce() -> None:
                         await holding.wait()
-                        print("holding", flush=True)  # noqa: T201 - the parent reads it
+                        print("holding", flush=True)
 
                     tg.start_soon(announce)
                 async for r in results:
                     ok += r.ok
-    print(json.dumps({"created": created, "ok": ok}), flush=True)  # noqa: T201
+    print(json.dumps({"created": created, "ok": ok}), flush=True)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -33,9 +32,7 @@ SHORT = LatencyProfile(default=LatencyDist((5, 10, 20), (60, 100, 150)))
 @pytest.fixture
 async def account() -> AsyncIterator[Emulator]:
     """An account limited to M starts a minute (its 429s are counted)."""
-    config = EmulatorConfig(
-        seed=3, latency=SHORT, limits=Limits(submits_per_minute=M_PER_MINUTE)
-    )
+    config = EmulatorConfig(seed=3, latency=SHORT, limits=Limits(submits_per_minute=M_PER_MINUTE))
     async with Emulator(config) as emu:
         yield emu
 
@@ -72,7 +69,7 @@ async def test_four_processes_with_a_share_keep_the_account_limits(
 ) -> None:
     await run_workers(account.base_url, redis.url)
     stats = account.stats()
-    print(  # noqa: T201 - the figures, shown with -s
+    print(
         f"with share: {stats.tasks_created} started, {stats.rate_limited} 429s, "
         f"peak in flight {peak_in_flight(stats)} (cap {N_IN_FLIGHT})"
     )
@@ -87,7 +84,7 @@ async def test_four_processes_without_a_share_exceed_the_account_limits(
     """The control: each process keeps the limits alone, and together they break them."""
     await run_workers(account.base_url, None)
     stats = account.stats()
-    print(  # noqa: T201 - the figures, shown with -s
+    print(
         f"without share: {stats.tasks_created} started, {stats.rate_limited} 429s, "
         f"peak in flight {peak_in_flight(stats)} (cap {N_IN_FLIGHT})"
     )
@@ -105,11 +102,13 @@ async def test_slots_of_a_killed_process_return_within_the_lease_ttl(
             emu.base_url, "--jobs=3", "--max-in-flight=3", "--hold", "--share", redis.url,
             f"--lease-ttl={ttl}",
         )  # fmt: skip
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE)
+        proc = await anyio.open_process(cmd, cwd=ROOT, stderr=None)
         try:
             assert proc.stdout is not None
-            line = await anyio.to_thread.run_sync(proc.stdout.readline)
-            assert line.strip() == b"holding"
+            out = b""
+            with anyio.fail_after(60):
+                while b"holding" not in out:
+                    out += await proc.stdout.receive()
             share = RedisShare(redis.url, lease_ttl_s=ttl)
             async with Client(
                 CANARY_KEY, base_url=emu.base_url, limits=FlowLimits(max_in_flight=3),
@@ -128,10 +127,9 @@ async def test_slots_of_a_killed_process_return_within_the_lease_ttl(
                 returned_after = anyio.current_time() - killed
                 for t in tokens:
                     client.flow.release_slot(t)
-            print(f"slots returned {returned_after:.2f} s after kill -9 (ttl {ttl} s)")  # noqa: T201
+            print(f"slots returned {returned_after:.2f} s after kill -9 (ttl {ttl} s)")
         finally:
-            if proc.poll() is None:
+            if proc.returncode is None:
                 os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            if proc.stdout is not None:
-                proc.stdout.close()
+            await proc.wait()
+            await proc.aclose()
