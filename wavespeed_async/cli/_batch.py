@@ -39,6 +39,7 @@ from wavespeed_async.cli._common import (
     Target,
     UsageError,
     add_connection_options,
+    add_share_option,
     err,
     public_url,
     resolve_target,
@@ -107,6 +108,7 @@ def add_parser(sub: Any) -> None:
         help="when lines of JOBS changed since the journal was written, run them as new jobs",
     )
     add_connection_options(p)
+    add_share_option(p)
     p.set_defaults(func=command)
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "Target",
     "UsageError",
     "add_connection_options",
+    "add_share_option",
     "open_client",
     "resolve_target",
 ]
@@ -91,6 +92,16 @@ def add_connection_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and results")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log requests (-vv: debug)")
+
+
+def add_share_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--share",
+        default=None,
+        metavar="URL",
+        help="share the account's limits with every process given the same URL, on any "
+        "machine: a Redis server such as redis://host:6379/0 (needs the redis extra)",
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -180,14 +191,17 @@ async def open_client(
     on_started: Callable[[str], None] | None = None,
     on_task_created: Callable[[Prediction], Any] | None = None,
     seed: int = 0,
+    share: str | None = None,
+    limits: FlowLimits | None = None,
 ) -> AsyncIterator[Client]:
     """A Client for the target; with ``--emulator``, an emulator runs for its lifetime.
 
     ``on_started`` is told the (credential-free) base URL once requests can be sent.
     In-flight and start-rate limits are left to the caller (the batch paces itself, so
-    that a job is recorded as "submitting" only just before its request goes out).
+    that a job is recorded as "submitting" only just before its request goes out), unless
+    ``limits`` are given: with a ``share``, they are the account-wide ones.
     """
-    limits = FlowLimits(max_in_flight=None, tasks_per_minute=None)
+    limits = limits or FlowLimits(max_in_flight=None, tasks_per_minute=None)
     timeouts = Timeouts(task_s=timeout_s)
     if target.emulator_scale is None:
         base_url = target.base_url or ""
@@ -199,6 +213,7 @@ async def open_client(
             limits=limits,
             timeouts=timeouts,
             on_task_created=on_task_created,
+            share=share,
         ) as client:
             yield client
         return
@@ -217,5 +232,6 @@ async def open_client(
             timeouts=timeouts,
             poll=_poll_for(scale),
             on_task_created=on_task_created,
+            share=share,
         ) as client:
             yield client
