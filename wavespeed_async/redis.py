@@ -133,6 +133,11 @@ class RedisShare:
         self._scripts: dict[str, AsyncScript] = {}
         self._started = False
         self._start_lock: anyio.Lock | None = None
+        # One waiter per process asks the server at a time; the others queue here in
+        # order, so a thousand waiting calls are one script call per release, not 1,000.
+        self._slot_lock = anyio.Lock()
+        self._starts_lock = anyio.Lock()
+        self._listener: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._shared: set[object] = set()  # tokens holding a Redis lease
         self._local: dict[object, anyio.CapacityLimiter] = {}  # tokens held while away
@@ -215,7 +220,7 @@ class RedisShare:
             for name in ("ACQUIRE", "RELEASE", "RENEW", "START", "COOLDOWN", "POLL", "DELIVER"):
                 self._scripts[name] = r.register_script(getattr(lua, name))
             self._started = True
-            self._spawn(self._listen(pubsub))
+            self._listen_to(pubsub)
             self._spawn(self._renew_forever())
 
     async def aclose(self) -> None:
@@ -249,10 +254,17 @@ class RedisShare:
             raise
         return pubsub
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _listen_to(self, pubsub: aioredis.client.PubSub) -> None:
+        """Read ``pubsub`` from now on (and stop reading an earlier subscription)."""
+        if self._listener is not None:
+            self._listener.cancel()
+        self._listener = self._spawn(self._listen(pubsub))
 
     async def _call(self, name: str, keys: list[str], args: list[_Arg]) -> Any:
         await self.start()
@@ -299,6 +311,9 @@ class RedisShare:
             await anyio.sleep(self.reconnect_interval_s * (0.5 + self._rng.random()))
             try:
                 pubsub = await self._subscribe(r)
+            except _DOWN:
+                continue
+            try:
                 # Tell the server what this process holds (it may have restarted empty).
                 held = len(self._shared) + len(self._local)
                 self.live_processes = int(
@@ -308,6 +323,7 @@ class RedisShare:
                     )
                 )
             except _DOWN:
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
                 continue
             for token, limiter in self._local.items():
                 limiter.release_on_behalf_of(token)
@@ -316,7 +332,8 @@ class RedisShare:
             self._fallback = None
             self.reconnects += 1
             log.warning("share at %s is back; limits are account-wide again", self.url)
-            self._spawn(self._listen(pubsub))
+            self._listen_to(pubsub)
+            self._wake()
             return
 
     # -- background ------------------------------------------------------------------------
@@ -385,7 +402,6 @@ class RedisShare:
         cap = self._limits.max_in_flight
         if cap is None:
             return
-        retry_s = min(0.25, self.lease_ttl_s / 4)
         while True:
             fallback = self._fallback
             if fallback is not None:
@@ -396,6 +412,15 @@ class RedisShare:
                     return
                 limiter.release_on_behalf_of(token)  # sharing resumed meanwhile
                 continue
+            async with self._slot_lock:
+                if await self._lease(cap):
+                    self._shared.add(token)
+                    return
+
+    async def _lease(self, cap: int) -> bool:
+        """Ask the server for a lease until it grants one (True) or is away (False)."""
+        retry_s = min(0.25, self.lease_ttl_s / 4)
+        while self._fallback is None:
             freed = self._freed
             try:
                 granted, live = await self._call(
@@ -405,14 +430,14 @@ class RedisShare:
                 )
             except _DOWN as exc:
                 self._away(exc)
-                continue
+                return False
             self.live_processes = int(live)
             if granted:
-                self._shared.add(token)
-                return
-            # Wait for a release anywhere (published) or a lease that expires.
+                return True
+            # Wait for a release anywhere (published) or for a lease to expire.
             with anyio.move_on_after(retry_s * (0.5 + self._rng.random())):
                 await freed.wait()
+        return False
 
     def release_slot(self, token: object) -> None:
         """Give back ``token``'s slot; the server is told in the background."""
@@ -430,22 +455,25 @@ class RedisShare:
     async def acquire_start(self) -> None:
         """Wait out the shared cool-down and the account-wide start window."""
         limit = self._limits.tasks_per_minute or 0
-        while True:
-            fallback = self._fallback
-            if fallback is not None:
-                await fallback.acquire_start()
-                return
-            member = f"{self.holder}:{next(self._seq)}"
-            try:
-                wait_ms = await self._call(
-                    "START", [self._k_starts, self._k_cool], [limit, _WINDOW_MS, member]
-                )
-            except _DOWN as exc:
-                self._away(exc)
-                continue
-            if not wait_ms:
-                return
-            await anyio.sleep(int(wait_ms) / 1000)
+        # In arrival order, one at a time (like the local window): waiters that all woke
+        # together would each ask the server for nothing.
+        async with self._starts_lock:
+            while True:
+                fallback = self._fallback
+                if fallback is not None:
+                    await fallback.acquire_start()
+                    return
+                member = f"{self.holder}:{next(self._seq)}"
+                try:
+                    wait_ms = await self._call(
+                        "START", [self._k_starts, self._k_cool], [limit, _WINDOW_MS, member]
+                    )
+                except _DOWN as exc:
+                    self._away(exc)
+                    continue
+                if not wait_ms:
+                    return
+                await anyio.sleep(int(wait_ms) / 1000)
 
     async def acquire_poll(self) -> None:
         """Wait for this poll's share of the account-wide poll budget."""
