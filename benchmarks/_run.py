@@ -32,6 +32,7 @@ from benchmarks._common import (
 from benchmarks._emulator import EmulatorProcess
 from benchmarks._machine import machine_info
 from benchmarks._metrics import RunFigures, phase_figures, run_figures
+from benchmarks._multiproc import run_multiproc
 from benchmarks._report import (
     Results,
     Workload,
@@ -328,6 +329,7 @@ def execute(plan: Plan, only: Sequence[str] | None = None) -> Results:
                     )
                     scale.append(fig)
                     _log("    " + _summary(fig))
+    multiproc = run_multiproc(ROOT, SEED, _log) if not only or "multiproc" in only else []
     results = Results(
         mode=plan.mode,
         command="python -m benchmarks" + (" --quick" if plan.mode == "quick" else ""),
@@ -348,6 +350,7 @@ def execute(plan: Plan, only: Sequence[str] | None = None) -> Results:
         scale=scale,
         simulation=simulate_policies(seed=SEED),
         duration_s=time.monotonic() - started,
+        multiproc=multiproc,
     )
     results.targets = evaluate_targets(comparison, scale)
     return results
@@ -380,7 +383,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         nargs="+",
         metavar="NAME",
         help="run only these scenarios (ours, ours-webhook, floor-1s, floor-0.5s, floor-0.25s, "
-        "official-1s, official-0.1s, ours-scale, floor-scale)",
+        "official-1s, official-0.1s, ours-scale, floor-scale, multiproc: 4 processes sharing "
+        "one account, with and without a Redis share)",
     )
     return p.parse_args(argv)
 

@@ -219,3 +219,32 @@ async def test_a_restarted_server_loses_no_result_and_sharing_resumes(
     assert stats.duplicate_prompts == []
     assert any("unreachable" in r.message for r in caplog.records)
     assert any("is back" in r.message for r in caplog.records)
+
+
+async def test_while_the_server_is_away_each_process_keeps_its_share_of_the_cap(
+    emulator: Emulator, redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "wavespeed_async.redis")
+    share_a = RedisShare(redis.url, reconnect_interval_s=30.0, socket_timeout_s=1.0)
+    share_b = RedisShare(redis.url, reconnect_interval_s=30.0, socket_timeout_s=1.0)
+    async with (
+        make_client(emulator, share_a, max_in_flight=4) as a,
+        make_client(emulator, share_b, max_in_flight=4) as b,
+    ):
+        for c in (a, b, a):  # each takes and gives back a slot: a sees 2 live processes
+            token = object()
+            await c.flow.acquire_slot(token)
+            c.flow.release_slot(token)
+        assert share_a.live_processes == 2
+        redis.stop()
+        held = [object(), object()]
+        with anyio.fail_after(5):
+            for token in held:
+                await a.flow.acquire_slot(token)
+        assert "away" in repr(share_a)
+        with anyio.move_on_after(0.3) as scope:  # 4 // 2 = 2: the third waits
+            await a.flow.acquire_slot(object())
+        assert scope.cancelled_caught
+        for token in held:
+            a.flow.release_slot(token)
+    assert any("1/2 each" in r.message for r in caplog.records)
