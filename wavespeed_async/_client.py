@@ -328,7 +328,7 @@ class Client:
                     "rejects it); allowed: one or the other",
                 )
         transport = self._open()
-        await self.flow.acquire_start()
+        start = await self.flow.acquire_start()
         try:
             env = await transport.submit(
                 path,
@@ -342,6 +342,8 @@ class Client:
                 # An error answer that names a task: the task exists. Report it as created.
                 await self._task_created(Prediction(id=exc.task_id, model=path), path)
             raise
+        finally:
+            self.flow.start_sent(start)
         if env.data is None:
             raise DecodeError(f"submit to {path}: the answer has no task in it")
         if webhook is not None:
@@ -368,9 +370,10 @@ class Client:
         """Hand a verified webhook delivery to this Client.
 
         Wakes the pending :meth:`wait` / :meth:`run` for that task at once, so it returns
-        without another poll. Only terminal statuses are taken. Duplicate and late
-        deliveries are harmless; one that comes before its wait starts is remembered
-        (a bounded number of them). Verify first: see ``verify_webhook``.
+        without another poll; with a ``share``, in whichever process it is pending. Only
+        terminal statuses are taken. Duplicate and late deliveries are harmless; one that
+        comes before its wait starts is remembered (a bounded number of them). Verify
+        first: see ``verify_webhook``.
 
         Returns:
             Whether a wait for this task was pending.

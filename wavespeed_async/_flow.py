@@ -245,18 +245,27 @@ class FlowControl:
             self.cooldowns_started += 1
         self.cooldown.extend(now, seconds)
 
-    async def acquire_start(self) -> None:
-        """Wait until one more task may be started under the per-minute limit."""
+    async def acquire_start(self) -> object:
+        """Wait until one more task may be started under the per-minute limit.
+
+        Returns:
+            A handle to pass to :meth:`start_sent` once the submit has been answered.
+        """
         if self.share is not None:
-            await self.share.acquire_start()
-            return
+            return await self.share.acquire_start()
         if self._starts is None:
-            return
+            return None
         # The lock keeps starts in arrival order, and the window consistent.
         async with self._start_lock:
             while (d := self._starts.delay(self._clock())) > 0:
                 await anyio.sleep(d)
             self._starts.record(self._clock())
+        return None
+
+    def start_sent(self, handle: object) -> None:
+        """The submit counted by ``handle`` was answered (or failed)."""
+        if self.share is not None:
+            self.share.start_sent(handle)
 
     async def acquire_poll(self) -> None:
         """Wait for this poll's share of the global poll budget."""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ACQUIRE", "COOLDOWN", "DELIVER", "POLL", "RELEASE", "RENEW", "START"]
+__all__ = ["ACQUIRE", "COOLDOWN", "DELIVER", "POLL", "RELEASE", "RENEW", "SENT", "START"]
 
 _NOW_MS: Final = """
 local t = redis.call('TIME')
@@ -100,6 +100,16 @@ if limit > 0 then
   redis.call('PEXPIRE', KEYS[1], window)
 end
 return 0
+"""
+)
+
+# A start's submit was answered: count it from now (only if it is still in the window).
+# KEYS: starts. ARGV: member.
+SENT: Final = (
+    _NOW_MS
+    + """
+redis.call('ZADD', KEYS[1], 'XX', now, ARGV[1])
+return 1
 """
 )
 

@@ -58,8 +58,14 @@ class Share(Protocol):
     def release_slot(self, token: object) -> None:
         """Give back ``token``'s slot (at once locally; the server is told in background)."""
 
-    async def acquire_start(self) -> None:
-        """Wait until one more task may start under the account-wide per-minute limit."""
+    async def acquire_start(self) -> object:
+        """Wait until one more task may start under the account-wide per-minute limit;
+        return a handle for :meth:`start_sent`."""
+
+    def start_sent(self, handle: object) -> None:
+        """The submit of ``handle`` was answered: count the start from now, the latest time
+        the server can have created the task, so that a request slowed on its way (a busy
+        process, a retry) cannot make the server count it later than the window did."""
 
     async def acquire_poll(self) -> None:
         """Wait for this poll's share of the account-wide poll budget."""

@@ -217,7 +217,7 @@ class RedisShare:
                     url=self.url,
                 ) from None
             self._redis = r
-            for name in ("ACQUIRE", "RELEASE", "RENEW", "START", "COOLDOWN", "POLL", "DELIVER"):
+            for name in lua.__all__:
                 self._scripts[name] = r.register_script(getattr(lua, name))
             self._started = True
             self._listen_to(pubsub)
@@ -452,8 +452,12 @@ class RedisShare:
                 )
             )
 
-    async def acquire_start(self) -> None:
-        """Wait out the shared cool-down and the account-wide start window."""
+    async def acquire_start(self) -> object:
+        """Wait out the shared cool-down and the account-wide start window.
+
+        Returns:
+            The start's member in the window (``None`` when it was not counted there).
+        """
         limit = self._limits.tasks_per_minute or 0
         # In arrival order, one at a time (like the local window): waiters that all woke
         # together would each ask the server for nothing.
@@ -461,8 +465,7 @@ class RedisShare:
             while True:
                 fallback = self._fallback
                 if fallback is not None:
-                    await fallback.acquire_start()
-                    return
+                    return await fallback.acquire_start()
                 member = f"{self.holder}:{next(self._seq)}"
                 try:
                     wait_ms = await self._call(
@@ -472,8 +475,13 @@ class RedisShare:
                     self._away(exc)
                     continue
                 if not wait_ms:
-                    return
+                    return member if limit else None
                 await anyio.sleep(int(wait_ms) / 1000)
+
+    def start_sent(self, handle: object) -> None:
+        """Count the start ``handle`` from now: its submit was answered."""
+        if isinstance(handle, str) and self._fallback is None:
+            self._spawn(self._quietly("SENT", [self._k_starts], [handle]))
 
     async def acquire_poll(self) -> None:
         """Wait for this poll's share of the account-wide poll budget."""
