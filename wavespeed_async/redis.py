@@ -152,7 +152,11 @@ class RedisShare:
         self.reconnects = 0
 
     def __repr__(self) -> str:
-        state = "away" if self._fallback else ("connected" if self._started else "not started")
+        state = (
+            "away"
+            if self._fallback is not None
+            else ("connected" if self._started else "not started")
+        )
         return (
             f"<RedisShare {self.url} namespace={self.namespace!r} {state} "
             f"held={len(self._shared) + len(self._local)} live_processes={self.live_processes}>"
