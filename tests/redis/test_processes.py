@@ -133,3 +133,18 @@ async def test_slots_of_a_killed_process_return_within_the_lease_ttl(
                 os.kill(proc.pid, signal.SIGKILL)
             await proc.wait()
             await proc.aclose()
+
+
+async def test_a_429_cool_down_in_one_process_holds_back_another(
+    account: Emulator, redis: RedisServer
+) -> None:
+    cooldown_s = 4.0
+    async with Client(CANARY_KEY, base_url=account.base_url, share=redis.url) as client:
+        # What the transport does on a 429 with Retry-After: 4.
+        began = account._scheduler.now()
+        client.flow.start_cooldown(cooldown_s)
+        await run_workers(account.base_url, redis.url, n=1)
+    created = [t.created_at for t in account.stats().tasks.values()]
+    assert created
+    # The other process started well within the cool-down, yet sent nothing before its end.
+    assert min(created) >= began + cooldown_s - 0.1
