@@ -381,7 +381,7 @@ class Client:
         if not prediction.done:
             return False
         self.deliveries += 1
-        if self._share is not None:
+        if self._share is not None and self._flow is not None:  # opened: the share is bound
             self._share.publish(prediction)  # wakes the wait in whichever process holds it
         waiter = self._waiters.get(prediction.id)
         if waiter is None:
