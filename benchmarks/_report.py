@@ -10,6 +10,7 @@ import msgspec
 
 from benchmarks._common import MODEL
 from benchmarks._metrics import RunFigures
+from benchmarks._multiproc import MultiprocRow, render_multiproc
 from wavespeed_async import PollConfig
 from wavespeed_async._polling import simulate_fixed_polling, simulate_polling
 from wavespeed_async.emulator import LatencyProfile
@@ -79,6 +80,7 @@ class Results(msgspec.Struct, kw_only=True):
     simulation: list[SimulationRow]
     duration_s: float
     targets: list[Target] = msgspec.field(default_factory=list)
+    multiproc: list[MultiprocRow] = msgspec.field(default_factory=list)
 
 
 # ----------------------------------------------------------------------------- simulation
@@ -501,6 +503,8 @@ def render_markdown(results: Results) -> str:
             *_scale_table(results.scale),
             "",
         ]
+    if results.multiproc:
+        out += [*render_multiproc(results.multiproc), ""]
     out += ["## Targets", "", "| goal | measured | status |", "|---|---|---|"]
     out += [f"| {t.goal} | {t.measured} | {_status(t.met)} |" for t in results.targets]
     notes = [f"- **{t.goal}**: {t.note}" for t in results.targets if t.note]

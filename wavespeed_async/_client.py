@@ -62,6 +62,7 @@ from wavespeed_async._models import (
 from wavespeed_async._polling import DurationEstimator, next_poll_delay
 from wavespeed_async._requests import TypedRequest, coerce_request
 from wavespeed_async._secret import Secret
+from wavespeed_async._share import Share, default_namespace, resolve_share
 from wavespeed_async._transport import Transport
 
 __all__ = ["DEFAULT_BASE_URL", "Client", "TaskCreatedHook"]
@@ -101,14 +102,6 @@ def _bounded_put(d: collections.OrderedDict[str, _V], key: str, value: _V) -> No
         d.popitem(last=False)
 
 
-async def _acquire_slot(limiter: anyio.CapacityLimiter, token: object) -> None:
-    """Take an in-flight slot, without a trip through the event loop when one is free."""
-    try:
-        limiter.acquire_on_behalf_of_nowait(token)
-    except anyio.WouldBlock:
-        await limiter.acquire_on_behalf_of(token)
-
-
 class _Unset:
     __slots__ = ()
 
@@ -144,6 +137,9 @@ class Client:
             cloud metadata service), and on by itself when ``base_url``'s host is such an
             address (a local emulator).
         seed: Seeds the retry jitter (for reproducible tests).
+        share: Share the limits and webhook wake-ups with every other process of the
+            account: a ``redis://`` URL, or a ``wavespeed_async.redis.RedisShare`` (extra
+            ``redis``). ``None``: the limits hold within this Client only.
 
     Raises:
         ValidationError: no API key was given or found in the environment, or a setting is
@@ -164,6 +160,7 @@ class Client:
         sizes: SizeLimits | None = None,
         allow_private_media: bool | None = None,
         seed: int | None = None,
+        share: str | Share | None = None,
     ) -> None:
         raw = api_key if api_key is not None else os.environ.get("WAVESPEED_API_KEY", "")
         # Held masked from here on: no traceback's locals can show it.
@@ -199,6 +196,9 @@ class Client:
             **(headers or {}),
         }
         self._rng = random.Random(seed)
+        # -- share: limits and wake-ups shared with other processes (see _share.py)
+        self._share = resolve_share(share)
+        self._namespace = default_namespace(key, self.base_url)
         self._loop: asyncio.AbstractEventLoop | None = None
         #: The event loop's monotonic clock (cheaper than anyio.current_time on hot paths).
         self._now: Callable[[], float] = _unopened_clock
@@ -232,6 +232,12 @@ class Client:
 
     async def __aenter__(self) -> Client:
         self._open()
+        if self._share is not None:
+            try:
+                await self._share.start()  # fail early (ConnectError) if the share is down
+            except BaseException:
+                await self.aclose()
+                raise
         return self
 
     async def __aexit__(
@@ -248,6 +254,8 @@ class Client:
         session, downloader = self._session, self._downloader
         self._session = self._downloader = None
         self._transport = None
+        if self._share is not None:
+            await self._share.aclose()
         if session is not None:
             await session.close()
         if downloader is not None:
@@ -276,7 +284,16 @@ class Client:
                 limit=self.limits.max_connections, limit_per_host=self.limits.max_connections
             )
             self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
-            self._flow = self._flow or FlowControl(self.limits, clock=loop.time)
+            if self._flow is None:
+                self._flow = FlowControl(self.limits, clock=loop.time, share=self._share)
+                if self._share is not None:
+                    self._share.bind(
+                        self.limits,
+                        namespace=self._namespace,
+                        clock=loop.time,
+                        on_delivery=self._wake_remote,
+                        on_cooldown=self._flow.note_cooldown,
+                    )
             self._transport = Transport(
                 self._session,
                 base_url=self.base_url,
@@ -340,7 +357,7 @@ class Client:
                     "rejects it); allowed: one or the other",
                 )
         transport = self._open()
-        await self.flow.acquire_start()
+        start = await self.flow.acquire_start()
         try:
             with submit_in_flight():
                 env = await transport.submit(
@@ -355,6 +372,8 @@ class Client:
                 # An error answer that names a task: the task exists. Report it as created.
                 await self._task_created(Prediction(id=exc.task_id, model=path), path)
             raise
+        finally:
+            self.flow.start_sent(start)
         if env.data is None:
             raise DecodeError(f"submit to {path}: the answer has no task in it")
         if webhook is not None:
@@ -381,9 +400,10 @@ class Client:
         """Hand a verified webhook delivery to this Client.
 
         Wakes the pending :meth:`wait` / :meth:`run` for that task at once, so it returns
-        without another poll. Only terminal statuses are taken. Duplicate and late
-        deliveries are harmless; one that comes before its wait starts is remembered
-        (a bounded number of them). Verify first: see ``verify_webhook``.
+        without another poll; with a ``share``, in whichever process it is pending. Only
+        terminal statuses are taken. Duplicate and late deliveries are harmless; one that
+        comes before its wait starts is remembered (a bounded number of them). Verify
+        first: see ``verify_webhook``.
 
         Returns:
             Whether a wait for this task was pending.
@@ -391,6 +411,8 @@ class Client:
         if not prediction.done:
             return False
         self.deliveries += 1
+        if self._share is not None and self._flow is not None:  # opened: the share is bound
+            self._share.publish(prediction)  # wakes the wait in whichever process holds it
         waiter = self._waiters.get(prediction.id)
         if waiter is None:
             _bounded_put(self._early, prediction.id, prediction)
@@ -399,6 +421,21 @@ class Client:
             waiter.prediction = prediction
             waiter.event.set()
         return True
+
+    def _wake_remote(self, prediction: Prediction) -> None:
+        """A delivery another process published: wake the wait here, if there is one."""
+        if not prediction.done:
+            return
+        waiter = self._waiters.get(prediction.id)
+        if waiter is not None:
+            self.deliveries += 1
+            if waiter.prediction is None:
+                waiter.prediction = prediction
+                waiter.event.set()
+        elif prediction.id in self._submitted:
+            # Created here and not waited for yet: its wait() is about to start.
+            self.deliveries += 1
+            _bounded_put(self._early, prediction.id, prediction)
 
     async def get_result(self, task_id: str) -> Prediction:
         """Fetch a task's current state (one GET, retried on transient errors).
@@ -453,6 +490,11 @@ class Client:
         if pred is not None and pred.done:
             return self._finished(pred)
         early = self._early.pop(task_id, None)
+        if early is None and self._share is not None:
+            self._open()
+            # Delivered to another process before this wait started? (Checked after the
+            # subscription exists, so nothing is lost between the two.)
+            early = await self._share.stored_result(task_id) or self._early.pop(task_id, None)
         if early is not None:
             return self._finished(early)
         self._open()
@@ -588,7 +630,7 @@ class Client:
         """run(), with ``on_created`` told each task id the moment it exists."""
         flow = self.flow
         token = object()
-        await _acquire_slot(flow.in_flight, token)
+        await flow.acquire_slot(token)
         try:
             try:
                 pred = await self.submit(model, input, webhook=webhook, sync=sync)
@@ -609,7 +651,7 @@ class Client:
                 on_created(pred.id)
             return await self.wait(pred, timeout=timeout)
         finally:
-            flow.in_flight.release_on_behalf_of(token)
+            flow.release_slot(token)
 
     # -- many tasks ----------------------------------------------------------------------
 
@@ -721,11 +763,11 @@ class Client:
             check_task_id(task_id, f"task_ids[{index}]")
             created(task_id)
             token = object()
-            await _acquire_slot(self.flow.in_flight, token)
+            await self.flow.acquire_slot(token)
             try:
                 return await self.wait(task_id, timeout=timeout)
             finally:
-                self.flow.in_flight.release_on_behalf_of(token)
+                self.flow.release_slot(token)
 
         return BulkRun(
             job,
