@@ -217,11 +217,20 @@ class FlowControl:
 
     async def acquire_poll(self) -> None:
         """Wait for this poll's share of the global poll budget."""
-        if self._polls is None:
-            return
-        delay = self._polls.take(self._clock())
+        delay = self.take_poll(self._clock())
         if delay > 0:
             await anyio.sleep(delay)
+
+    def take_poll(self, now: float) -> float:
+        """Take this poll's share of the poll budget at ``now``, without waiting.
+
+        Returns:
+            Seconds to wait before sending the poll (0: send now). The share is taken
+            either way: the caller sends the poll once that time has passed.
+        """
+        if self._polls is None:
+            return 0.0
+        return self._polls.take(now)
 
     def __repr__(self) -> str:
         return (
