@@ -19,8 +19,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks._common import Checkpoint, PhaseOutcome, WorkerSpec
+from benchmarks._common import PhaseOutcome, WorkerSpec
 from benchmarks._emulator import EmulatorProcess
+from benchmarks._worker import Runner
 
 __all__ = ["main"]
 
@@ -61,14 +62,22 @@ class _SleepCounter:
                 self.sleeps += 1
             return original(sel, timeout)
 
-        selectors.EpollSelector.select = select  # type: ignore[method-assign]
+        selectors.EpollSelector.select = select  # type: ignore[method-assign,assignment]
         return self
 
     def __exit__(self, *exc: object) -> None:
         selectors.EpollSelector.select = self._original  # type: ignore[method-assign]
 
 
-def profile(client: str, *, jobs: int, warmup: int, concurrency: int, latency: str) -> str:
+def profile(
+    client: str,
+    *,
+    jobs: int,
+    warmup: int,
+    concurrency: int,
+    latency: str,
+    dump: Path | None = None,
+) -> str:
     """Run ``client`` against a fresh emulator and return the profile as text."""
     profiler = cProfile.Profile()
     with EmulatorProcess(latency=latency, seed=7, cwd=ROOT) as emu:
@@ -88,7 +97,7 @@ def profile(client: str, *, jobs: int, warmup: int, concurrency: int, latency: s
             cpu_at.append(_cpu())
             profiler.enable()
 
-        run: object
+        run: Runner
         if client == "ours":
             from benchmarks import _ours
 
@@ -104,10 +113,12 @@ def profile(client: str, *, jobs: int, warmup: int, concurrency: int, latency: s
             counter.passes = counter.sleeps = 0
 
         with counter:
-            _warm, measured = run(spec, checkpoint_counted)  # type: ignore[operator]
+            _warm, measured = run(spec, checkpoint_counted)
         profiler.disable()
         cpu = _cpu() - cpu_at[0]
         requests = emu.stats().requests_total
+    if dump is not None:
+        profiler.dump_stats(dump)
     text = io.StringIO()
     stats = pstats.Stats(profiler, stream=text)
     passes = _passes(stats)
@@ -137,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=100)
     p.add_argument("--latency", default="0.5")
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--dump", type=Path, default=None, help="also write the raw cProfile stats")
     args = p.parse_args(argv)
     text = profile(
         args.client,
@@ -144,6 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         warmup=args.warmup,
         concurrency=args.concurrency,
         latency=args.latency,
+        dump=args.dump,
     )
     if args.out is not None:
         args.out.write_text(text, encoding="utf-8")

@@ -36,6 +36,11 @@ log = logging.getLogger("wavespeed_async")
 #: Poll times are rounded up to this grid (seconds), so that polls of many tasks that fall
 #: due at about the same time share one timer wake-up.
 POLL_GRID_S: Final = 0.01
+#: A poll may be sent early, by up to this fraction of its interval (at most
+#: ``_EARLY_MAX_S``), when the timer fires for another poll: polls of tasks with nearby
+#: times share a wake-up of the event loop instead of each waking it.
+_EARLY_FRACTION: Final = 0.2
+_EARLY_MAX_S: Final = 0.04
 #: The last poll before a wait's deadline is sent this long before it.
 _DEADLINE_MARGIN_S: Final = 0.05
 
@@ -51,8 +56,8 @@ class PollEntry:
         "deadline",
         "estimator",
         "future",
-        "learn",
         "last",
+        "learn",
         "pending_at",
         "polls",
         "request",
@@ -97,8 +102,9 @@ class PollEntry:
     def status(self) -> str:
         return self.last.status if self.last is not None else "created"
 
-    def next_due(self, now: float, config: PollConfig) -> float:
-        """When to poll next (event-loop time), from the adaptive schedule and the deadline."""
+    def next_due(self, now: float, config: PollConfig) -> tuple[float, float]:
+        """When to poll next (event-loop times): the earliest time it may be sent, and the
+        time it is due, from the adaptive schedule and the deadline."""
         if self.webhook:
             delay = config.webhook_fallback_s
         else:
@@ -113,23 +119,28 @@ class PollEntry:
         if self.deadline is not None and now < self.deadline - _DEADLINE_MARGIN_S:
             # Poll once more just before the deadline rather than sleeping past it.
             due = min(due, self.deadline - _DEADLINE_MARGIN_S)
-        return due
+        return due - min(_EARLY_MAX_S, _EARLY_FRACTION * delay), due
 
     def __repr__(self) -> str:
         return f"<PollEntry {self.task_id} polls={self.polls} status={self.status}>"
 
 
 class PollHeap:
-    """Entries keyed by due time (pure: times are passed in).
+    """Entries, each with a window of time to be polled in (pure: times are passed in).
 
-    Rescheduling or removing an entry leaves its old heap item behind, skipped when it comes
-    up (lazy deletion); the heap is rebuilt when such items outnumber the live ones.
+    An entry is due at the end of its window (``hi``) and may be sent from its start
+    (``lo``): :meth:`next_due` is the earliest end of any window, and :meth:`pop_due` at
+    that time takes every entry whose window has opened, so that polls with nearby times
+    are sent together. Rescheduling or removing an entry leaves its old heap items behind,
+    skipped when they come up (lazy deletion); the heaps are rebuilt when such items
+    outnumber the live ones.
     """
 
-    __slots__ = ("_heap", "_live", "_seq")
+    __slots__ = ("_by_hi", "_by_lo", "_live", "_seq")
 
     def __init__(self) -> None:
-        self._heap: list[tuple[float, int, PollEntry]] = []
+        self._by_lo: list[tuple[float, int, PollEntry]] = []
+        self._by_hi: list[tuple[float, int, PollEntry]] = []
         self._seq = itertools.count(1)
         self._live = 0
 
@@ -137,14 +148,16 @@ class PollHeap:
         """Entries scheduled (stale items not counted)."""
         return self._live
 
-    def push(self, entry: PollEntry, due: float) -> None:
-        """Schedule ``entry`` at ``due`` (replacing its earlier time, if any)."""
+    def push(self, entry: PollEntry, due: float, earliest: float | None = None) -> None:
+        """Schedule ``entry`` at ``due``, to be sent from ``earliest`` (default ``due``)
+        with the polls due by then; replaces its earlier schedule, if any."""
         if entry.seq:
             self._live -= 1
         entry.seq = seq = next(self._seq)
         self._live += 1
-        heapq.heappush(self._heap, (due, seq, entry))
-        if len(self._heap) > 2 * self._live + 64:
+        heapq.heappush(self._by_lo, (due if earliest is None else min(earliest, due), seq, entry))
+        heapq.heappush(self._by_hi, (due, seq, entry))
+        if len(self._by_hi) > 2 * self._live + 64:
             self._compact()
 
     def remove(self, entry: PollEntry) -> None:
@@ -155,17 +168,18 @@ class PollHeap:
 
     def next_due(self) -> float | None:
         """The earliest due time, or ``None`` when nothing is scheduled."""
-        heap = self._heap
+        heap = self._by_hi
         while heap and heap[0][1] != heap[0][2].seq:
             heapq.heappop(heap)
         return heap[0][0] if heap else None
 
     def pop_due(self, now: float) -> list[PollEntry]:
-        """Unschedule and return every entry due at or before ``now``, earliest first."""
-        heap = self._heap
+        """Unschedule and return every entry that may be sent at ``now`` (its window has
+        opened), in the order of the windows' starts."""
+        heap = self._by_lo
         out: list[PollEntry] = []
         while heap and heap[0][0] <= now:
-            _due, seq, entry = heapq.heappop(heap)
+            _lo, seq, entry = heapq.heappop(heap)
             if seq == entry.seq:
                 entry.seq = 0
                 self._live -= 1
@@ -173,8 +187,9 @@ class PollHeap:
         return out
 
     def _compact(self) -> None:
-        self._heap = [item for item in self._heap if item[1] == item[2].seq]
-        heapq.heapify(self._heap)
+        for heap in (self._by_lo, self._by_hi):
+            heap[:] = [item for item in heap if item[1] == item[2].seq]
+            heapq.heapify(heap)
 
 
 class PollScheduler:
@@ -223,7 +238,7 @@ class PollScheduler:
         future: asyncio.Future[Prediction] = self._loop.create_future()
         entry.future = future
         self._by_id.setdefault(entry.task_id, []).append(entry)
-        self._schedule(entry, entry.next_due(self._loop.time(), self._config))
+        self._schedule(entry, *entry.next_due(self._loop.time(), self._config))
         return future
 
     def discard(self, entry: PollEntry) -> None:
@@ -234,10 +249,8 @@ class PollScheduler:
             request.cancel()
         same = self._by_id.get(entry.task_id)
         if same is not None:
-            try:
+            if entry in same:
                 same.remove(entry)
-            except ValueError:
-                pass
             if not same:
                 del self._by_id[entry.task_id]
 
@@ -274,8 +287,8 @@ class PollScheduler:
 
     # -- internals ---------------------------------------------------------------------
 
-    def _schedule(self, entry: PollEntry, due: float) -> None:
-        self._heap.push(entry, due)
+    def _schedule(self, entry: PollEntry, earliest: float, due: float) -> None:
+        self._heap.push(entry, due, earliest)
         if due < self._timer_at:
             self._arm(due)
 
@@ -327,7 +340,7 @@ class PollScheduler:
         if not pred.done:
             entry.pending_at = seen_at
             if entry.future is not None and not entry.future.done():
-                self._schedule(entry, entry.next_due(now, self._config))
+                self._schedule(entry, *entry.next_due(now, self._config))
             return
         if entry.learn:
             # Learn when the task ended (between the last two polls), not when it was seen:
