@@ -41,6 +41,8 @@ POLL_GRID_S: Final = 0.01
 #: times share a wake-up of the event loop instead of each waking it.
 _EARLY_FRACTION: Final = 0.2
 _EARLY_MAX_S: Final = 0.04
+#: A timer may run this much before its time; polls due by then are sent with it.
+_TIMER_SLACK_S: Final = 0.001
 #: The last poll before a wait's deadline is sent this long before it.
 _DEADLINE_MARGIN_S: Final = 0.05
 
@@ -305,9 +307,10 @@ class PollScheduler:
         if self._closed:
             return
         self.wakeups += 1
-        now = self._loop.time()
         loop = self._loop
-        for entry in self._heap.pop_due(now):
+        now = loop.time()
+        # The loop runs a timer up to its clock resolution early: count that as due.
+        for entry in self._heap.pop_due(now + _TIMER_SLACK_S):
             if not entry.budgeted:
                 wait_s = self._flow.take_poll(now)
                 if wait_s > 0:
