@@ -184,10 +184,11 @@ def _cpu_targets(comparison: Sequence[RunFigures], ours: RunFigures) -> list[Tar
                 else (
                     f"{_pct(ratio)} over the floor: {ours.cpu_us_per_request:.0f} µs per request "
                     f"against the floor's {min(f.cpu_us_per_request for f in floors):.0f}-"
-                    f"{max(f.cpu_us_per_request for f in floors):.0f} µs. The transport "
-                    "itself costs about the floor's per request; the rest is event-loop passes and "
-                    'anyio checkpoints around each job and poll (see "Where the CPU '
-                    'goes" in docs/benchmarks.md).'
+                    f"{max(f.cpu_us_per_request for f in floors):.0f} µs. The request path "
+                    "costs about the floor's per request; the rest is Python work per poll that "
+                    "the floor does not do (the adaptive schedule, the poll heap, the budget), "
+                    "and this machine's noise: the floor's own runs differ by up to ±20% "
+                    'between identical runs (see "Where the CPU goes" in docs/benchmarks.md).'
                 ),
             )
         )
