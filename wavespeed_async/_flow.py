@@ -272,11 +272,21 @@ class FlowControl:
         if self.share is not None:
             await self.share.acquire_poll()
             return
-        if self._polls is None:
-            return
-        delay = self._polls.take(self._clock())
+        delay = self.take_poll(self._clock())
         if delay > 0:
             await anyio.sleep(delay)
+
+    def take_poll(self, now: float) -> float:
+        """Take this poll's share of the poll budget at ``now``, without waiting.
+
+        Returns:
+            Seconds to wait before sending the poll (0: send now). The share is taken
+            either way: the caller sends the poll once that time has passed. With a share,
+            0: the account-wide budget is taken by :meth:`acquire_poll` as the poll is sent.
+        """
+        if self._polls is None or self.share is not None:
+            return 0.0
+        return self._polls.take(now)
 
     def __repr__(self) -> str:
         shared = "" if self.share is None else f", share={self.share!r}"
