@@ -71,6 +71,8 @@ class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
     max_connections: int = 100
     webhook: bool = False
     connection_limit: int = 100
+    #: Pin the client's process to one CPU core (``os.sched_setaffinity``).
+    one_core: bool = False
     time_limit_s: float = 600.0
 
 

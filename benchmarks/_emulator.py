@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -24,6 +25,7 @@ class TaskRecord(msgspec.Struct, frozen=True):
 
     status: str
     created_at: float
+    started_at: float | None = None
     finished_at: float | None = None
     first_seen_finished_at: float | None = None
     polls: int = 0
@@ -41,6 +43,7 @@ class EmulatorStats(msgspec.Struct, frozen=True):
     tasks_failed: int
     duplicate_prompts: list[str]
     tasks: dict[str, TaskRecord]
+    rate_limited: int = 0
 
 
 class EmulatorProcess:
@@ -49,9 +52,12 @@ class EmulatorProcess:
     Use as a context manager; ``base_url`` is known once it has started.
     """
 
-    def __init__(self, *, latency: str, seed: int, cwd: Path) -> None:
+    def __init__(
+        self, *, latency: str, seed: int, cwd: Path, extra_args: Sequence[str] = ()
+    ) -> None:
         self.latency = latency
         self.seed = seed
+        self.extra_args = tuple(extra_args)  # e.g. account limits
         self._cwd = cwd
         self._proc: subprocess.Popen[str] | None = None
         self.base_url = ""
@@ -69,6 +75,7 @@ class EmulatorProcess:
             self.latency,
             "--seed",
             str(self.seed),
+            *self.extra_args,
         ]
         self._proc = subprocess.Popen(  # noqa: S603 - our own interpreter and module
             cmd, cwd=self._cwd, stdout=subprocess.PIPE, text=True

@@ -39,14 +39,24 @@ def _commit(root: Path) -> str | None:
     """The checked-out commit, read from ``.git`` without running git."""
     git = root / ".git"
     try:
+        if git.is_file():  # a linked worktree: ".git" names its own git directory
+            git = (
+                root / git.read_text(encoding="ascii").strip().removeprefix("gitdir: ")
+            ).resolve()
+        # Branches live in the common git directory (the main one, for a worktree).
+        common = (
+            git / (git / "commondir").read_text(encoding="ascii").strip()
+            if (git / "commondir").exists()
+            else git
+        )
         head = (git / "HEAD").read_text(encoding="ascii").strip()
         if not head.startswith("ref: "):
             return head
         ref = head[5:]
-        loose = git / ref
+        loose = common / ref
         if loose.exists():
             return loose.read_text(encoding="ascii").strip()
-        for line in (git / "packed-refs").read_text(encoding="ascii").splitlines():
+        for line in (common / "packed-refs").read_text(encoding="ascii").splitlines():
             if line.endswith(" " + ref):
                 return line.split()[0]
     except OSError:

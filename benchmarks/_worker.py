@@ -10,6 +10,7 @@ resets the emulator's counters meanwhile), and ``done {WorkerReport}`` at the en
 from __future__ import annotations
 
 import gc
+import os
 import platform
 import sys
 from collections.abc import Callable
@@ -54,6 +55,9 @@ def _load(spec: WorkerSpec) -> Runner:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     spec = msgspec.json.decode(args[0], type=WorkerSpec)
+    if spec.one_core and hasattr(os, "sched_setaffinity"):
+        # Everything this process does (event loop, threads) runs on one core.
+        os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     runner = _load(spec)
     gc.collect()
     baseline = peak_rss_kib()

@@ -59,9 +59,11 @@ from wavespeed_async._models import (
     prediction_decoder,
     webhook_secret_decoder,
 )
-from wavespeed_async._polling import DurationEstimator, next_poll_delay
+from wavespeed_async._polling import DurationEstimator
 from wavespeed_async._requests import TypedRequest, coerce_request
+from wavespeed_async._scheduler import PollEntry, PollScheduler
 from wavespeed_async._secret import Secret
+from wavespeed_async._share import Share, default_namespace, resolve_share
 from wavespeed_async._transport import Transport
 
 __all__ = ["DEFAULT_BASE_URL", "Client", "TaskCreatedHook"]
@@ -73,22 +75,10 @@ _VERSION: Final = "0.1.0"
 #: Submit times remembered for tasks not yet waited on (bounded, oldest dropped first).
 _MAX_REMEMBERED: Final = 100_000
 _V = TypeVar("_V")
-#: Poll wake-ups are rounded up to this grid (seconds).
-_POLL_GRID_S: Final = 0.01
 
 #: Called with the created Prediction the moment a task id exists, before any polling.
 TaskCreatedHook = Callable[[Prediction], Awaitable[None] | None]
 ModelOrRequest = str | TypedRequest
-
-
-class _Waiter:
-    """A wait() that a webhook delivery can end early."""
-
-    __slots__ = ("event", "prediction")
-
-    def __init__(self) -> None:
-        self.event = anyio.Event()
-        self.prediction: Prediction | None = None
 
 
 def _unopened_clock() -> float:
@@ -99,14 +89,6 @@ def _bounded_put(d: collections.OrderedDict[str, _V], key: str, value: _V) -> No
     d[key] = value
     if len(d) > _MAX_REMEMBERED:
         d.popitem(last=False)
-
-
-async def _acquire_slot(limiter: anyio.CapacityLimiter, token: object) -> None:
-    """Take an in-flight slot, without a trip through the event loop when one is free."""
-    try:
-        limiter.acquire_on_behalf_of_nowait(token)
-    except anyio.WouldBlock:
-        await limiter.acquire_on_behalf_of(token)
 
 
 class _Unset:
@@ -144,6 +126,9 @@ class Client:
             cloud metadata service), and on by itself when ``base_url``'s host is such an
             address (a local emulator).
         seed: Seeds the retry jitter (for reproducible tests).
+        share: Share the limits and webhook wake-ups with every other process of the
+            account: a ``redis://`` URL, or a ``wavespeed_async.redis.RedisShare`` (extra
+            ``redis``). ``None``: the limits hold within this Client only.
 
     Raises:
         ValidationError: no API key was given or found in the environment, or a setting is
@@ -164,6 +149,7 @@ class Client:
         sizes: SizeLimits | None = None,
         allow_private_media: bool | None = None,
         seed: int | None = None,
+        share: str | Share | None = None,
     ) -> None:
         raw = api_key if api_key is not None else os.environ.get("WAVESPEED_API_KEY", "")
         # Held masked from here on: no traceback's locals can show it.
@@ -199,6 +185,9 @@ class Client:
             **(headers or {}),
         }
         self._rng = random.Random(seed)
+        # -- share: limits and wake-ups shared with other processes (see _share.py)
+        self._share = resolve_share(share)
+        self._namespace = default_namespace(key, self.base_url)
         self._loop: asyncio.AbstractEventLoop | None = None
         #: The event loop's monotonic clock (cheaper than anyio.current_time on hot paths).
         self._now: Callable[[], float] = _unopened_clock
@@ -209,7 +198,8 @@ class Client:
         self._closed = False
         self._estimators: dict[str, DurationEstimator] = {}
         self._submitted: collections.OrderedDict[str, tuple[float, str]] = collections.OrderedDict()
-        self._waiters: dict[str, _Waiter] = {}
+        #: Polls every wait() of this Client from one timer (created on first use).
+        self._scheduler: PollScheduler | None = None
         #: Deliveries that came before their wait() started (bounded, oldest dropped).
         self._early: collections.OrderedDict[str, Prediction] = collections.OrderedDict()
         self._webhook_tasks: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -232,6 +222,12 @@ class Client:
 
     async def __aenter__(self) -> Client:
         self._open()
+        if self._share is not None:
+            try:
+                await self._share.start()  # fail early (ConnectError) if the share is down
+            except BaseException:
+                await self.aclose()
+                raise
         return self
 
     async def __aexit__(
@@ -245,9 +241,17 @@ class Client:
     async def aclose(self) -> None:
         """Close the connection pools. Idempotent; the Client cannot be used afterwards."""
         self._closed = True
+        scheduler, self._scheduler = self._scheduler, None
+        if scheduler is not None:
+            # Pending waits end with ClientClosedError; polls in flight are cancelled.
+            cancelled = scheduler.close()
+            if cancelled:
+                await asyncio.gather(*cancelled, return_exceptions=True)
         session, downloader = self._session, self._downloader
         self._session = self._downloader = None
         self._transport = None
+        if self._share is not None:
+            await self._share.aclose()
         if session is not None:
             await session.close()
         if downloader is not None:
@@ -276,7 +280,16 @@ class Client:
                 limit=self.limits.max_connections, limit_per_host=self.limits.max_connections
             )
             self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
-            self._flow = self._flow or FlowControl(self.limits, clock=loop.time)
+            if self._flow is None:
+                self._flow = FlowControl(self.limits, clock=loop.time, share=self._share)
+                if self._share is not None:
+                    self._share.bind(
+                        self.limits,
+                        namespace=self._namespace,
+                        clock=loop.time,
+                        on_delivery=self._wake_remote,
+                        on_cooldown=self._flow.note_cooldown,
+                    )
             self._transport = Transport(
                 self._session,
                 base_url=self.base_url,
@@ -340,7 +353,7 @@ class Client:
                     "rejects it); allowed: one or the other",
                 )
         transport = self._open()
-        await self.flow.acquire_start()
+        start = await self.flow.acquire_start()
         try:
             with submit_in_flight():
                 env = await transport.submit(
@@ -355,6 +368,8 @@ class Client:
                 # An error answer that names a task: the task exists. Report it as created.
                 await self._task_created(Prediction(id=exc.task_id, model=path), path)
             raise
+        finally:
+            self.flow.start_sent(start)
         if env.data is None:
             raise DecodeError(f"submit to {path}: the answer has no task in it")
         if webhook is not None:
@@ -381,9 +396,10 @@ class Client:
         """Hand a verified webhook delivery to this Client.
 
         Wakes the pending :meth:`wait` / :meth:`run` for that task at once, so it returns
-        without another poll. Only terminal statuses are taken. Duplicate and late
-        deliveries are harmless; one that comes before its wait starts is remembered
-        (a bounded number of them). Verify first: see ``verify_webhook``.
+        without another poll; with a ``share``, in whichever process it is pending. Only
+        terminal statuses are taken. Duplicate and late deliveries are harmless; one that
+        comes before its wait starts is remembered (a bounded number of them). Verify
+        first: see ``verify_webhook``.
 
         Returns:
             Whether a wait for this task was pending.
@@ -391,14 +407,26 @@ class Client:
         if not prediction.done:
             return False
         self.deliveries += 1
-        waiter = self._waiters.get(prediction.id)
-        if waiter is None:
+        if self._share is not None and self._flow is not None:  # opened: the share is bound
+            self._share.publish(prediction)  # wakes the wait in whichever process holds it
+        scheduler = self._scheduler
+        if scheduler is None or not scheduler.deliver(prediction):
             _bounded_put(self._early, prediction.id, prediction)
             return False
-        if waiter.prediction is None:
-            waiter.prediction = prediction
-            waiter.event.set()
+        log.debug("task %s %s by webhook", prediction.id, prediction.status)
         return True
+
+    def _wake_remote(self, prediction: Prediction) -> None:
+        """A delivery another process published: wake the wait here, if there is one."""
+        if not prediction.done:
+            return
+        scheduler = self._scheduler
+        if scheduler is not None and scheduler.deliver(prediction):
+            self.deliveries += 1
+        elif prediction.id in self._submitted:
+            # Created here and not waited for yet: its wait() is about to start.
+            self.deliveries += 1
+            _bounded_put(self._early, prediction.id, prediction)
 
     async def get_result(self, task_id: str) -> Prediction:
         """Fetch a task's current state (one GET, retried on transient errors).
@@ -453,6 +481,11 @@ class Client:
         if pred is not None and pred.done:
             return self._finished(pred)
         early = self._early.pop(task_id, None)
+        if early is None and self._share is not None:
+            self._open()
+            # Delivered to another process before this wait started? (Checked after the
+            # subscription exists, so nothing is lost between the two.)
+            early = await self._share.stored_result(task_id) or self._early.pop(task_id, None)
         if early is not None:
             return self._finished(early)
         self._open()
@@ -462,86 +495,51 @@ class Client:
         now = self._now()
         known = self._submitted.get(task_id)
         started, model = known if known else (now, pred.model if pred else "")
-        last: list[Prediction | None] = [pred]
-        deadline = None if limit is None else now + limit
-        with anyio.move_on_after(limit if limit is not None else float("inf")):
-            result = await self._poll(task_id, model, started, known is not None, deadline, last)
-            self._submitted.pop(task_id, None)
-            self._webhook_tasks.pop(task_id, None)
-            return self._finished(result)
+        entry = PollEntry(
+            task_id,
+            started=started,
+            estimator=self._estimator(model),
+            learn=known is not None,
+            webhook=task_id in self._webhook_tasks,
+            deadline=None if limit is None else now + limit,
+            last=pred,
+        )
+        scheduler = self._poll_scheduler()
+        future = scheduler.add(entry)
+        try:
+            with anyio.move_on_after(limit if limit is not None else math.inf):
+                result = await future
+                self._submitted.pop(task_id, None)
+                self._webhook_tasks.pop(task_id, None)
+                return self._finished(result)
+        finally:
+            scheduler.discard(entry)
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved, even when this wait was cancelled
         raise TaskTimeoutError(
             f"task {task_id} did not finish within {limit} s; it still runs on the server",
             task_id=task_id,
-            last=last[0],
+            last=entry.last,
         )
 
-    async def _poll(
-        self,
-        task_id: str,
-        model: str,
-        started: float,
-        learn: bool,
-        deadline: float | None,
-        last: list[Prediction | None],
-    ) -> Prediction:
-        flow = self.flow
-        est = self._estimator(model)
-        status = last[0].status if last[0] is not None else "created"
-        polls = 0
-        pending_at: float | None = None  # when the last poll saw the task still running
-        waiter: _Waiter | None = None
-        if task_id in self._webhook_tasks or self.deliveries:
-            # Results are pushed for this task (or deliveries are in use): listen for one.
-            waiter = self._waiters.setdefault(task_id, _Waiter())
-        try:
-            while True:
-                now = self._now()
-                if task_id in self._webhook_tasks:
-                    delay = self.poll.webhook_fallback_s
-                else:
-                    delay = next_poll_delay(
-                        elapsed_s=now - started,
-                        polls_done=polls,
-                        status=status,
-                        estimator=est,
-                        config=self.poll,
-                    )
-                # Wake on a grid: polls of many tasks that fall due together are sent in
-                # one pass of the event loop instead of one pass each.
-                delay = math.ceil((now + delay) / _POLL_GRID_S) * _POLL_GRID_S - now
-                if deadline is not None:
-                    # Poll once more just before the deadline rather than sleeping past it.
-                    delay = max(0.0, min(delay, deadline - now - 0.05))
-                if waiter is None:
-                    await anyio.sleep(delay)
-                else:
-                    with anyio.move_on_after(delay):
-                        await waiter.event.wait()
-                    if waiter.prediction is not None:
-                        log.debug("task %s %s by webhook", task_id, waiter.prediction.status)
-                        return waiter.prediction
-                pred = await self._poll_once(task_id, deadline, flow)
-                polls += 1
-                last[0] = pred
-                status = pred.status
-                seen_at = self._now() - started
-                if not pred.done:
-                    pending_at = seen_at
-                    continue
-                if learn:
-                    # Learn when the task ended (between the last two polls), not when it
-                    # was seen: a schedule that learned its own lateness could never recover.
-                    est.observe_detection(seen_at, pending_at)
-                log.debug("task %s %s after %d polls", task_id, status, polls)
-                return pred
-        finally:
-            if waiter is not None:
-                self._waiters.pop(task_id, None)
+    def _poll_scheduler(self) -> PollScheduler:
+        """The Client's poll timer, created on the Client's loop at first use."""
+        self._open()
+        scheduler = self._scheduler
+        if scheduler is None:
+            if self._loop is None or self._flow is None:  # pragma: no cover - set by _open
+                raise ClientClosedError("this Client is closed")
+            scheduler = self._scheduler = PollScheduler(
+                self._loop, self._poll_once, self.poll, self._flow
+            )
+        return scheduler
 
-    async def _poll_once(
-        self, task_id: str, deadline: float | None, flow: FlowControl
-    ) -> Prediction:
-        await flow.acquire_poll()
+    async def _poll_once(self, task_id: str, deadline: float | None) -> Prediction:
+        """One poll, sent by the scheduler: a GET of the task's result."""
+        if self._share is not None:
+            # The account-wide poll budget lives on the share's server: wait for it here
+            # (the scheduler's own budget check gives way to it, see FlowControl.take_poll).
+            await self.flow.acquire_poll()
         pred = await self._get(task_id, deadline=deadline)
         self.polls_sent += 1
         return pred
@@ -588,7 +586,7 @@ class Client:
         """run(), with ``on_created`` told each task id the moment it exists."""
         flow = self.flow
         token = object()
-        await _acquire_slot(flow.in_flight, token)
+        await flow.acquire_slot(token)
         try:
             try:
                 pred = await self.submit(model, input, webhook=webhook, sync=sync)
@@ -609,7 +607,7 @@ class Client:
                 on_created(pred.id)
             return await self.wait(pred, timeout=timeout)
         finally:
-            flow.in_flight.release_on_behalf_of(token)
+            flow.release_slot(token)
 
     # -- many tasks ----------------------------------------------------------------------
 
@@ -721,11 +719,11 @@ class Client:
             check_task_id(task_id, f"task_ids[{index}]")
             created(task_id)
             token = object()
-            await _acquire_slot(self.flow.in_flight, token)
+            await self.flow.acquire_slot(token)
             try:
                 return await self.wait(task_id, timeout=timeout)
             finally:
-                self.flow.in_flight.release_on_behalf_of(token)
+                self.flow.release_slot(token)
 
         return BulkRun(
             job,

@@ -22,12 +22,15 @@ import collections
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import anyio
 
 from wavespeed_async._config import TIERS
 from wavespeed_async._errors import ValidationError
+
+if TYPE_CHECKING:
+    from wavespeed_async._share import Share
 
 __all__ = ["Cooldown", "FlowControl", "FlowLimits", "SlidingWindow", "TokenBucket"]
 
@@ -194,11 +197,21 @@ class Cooldown:
 class FlowControl:
     """The async side: waits for what the pure limiters say. One per Client.
 
-    ``clock`` returns monotonic seconds (anyio's event-loop clock by default).
+    ``clock`` returns monotonic seconds (anyio's event-loop clock by default). With a
+    ``share`` (see ``wavespeed_async._share``), the in-flight cap, the start window, the
+    cool-down and the poll budget are account-wide: the share decides, and the local
+    in-flight limiter still caps this process.
     """
 
-    def __init__(self, limits: FlowLimits, *, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self,
+        limits: FlowLimits,
+        *,
+        clock: Callable[[], float] | None = None,
+        share: Share | None = None,
+    ) -> None:
         self.limits = limits
+        self.share = share
         self._clock = clock or anyio.current_time
         self.in_flight = anyio.CapacityLimiter(limits.max_in_flight or math.inf)
         self._starts = (
@@ -215,6 +228,26 @@ class FlowControl:
         """The monotonic clock these limits run on, in seconds."""
         return self._clock()
 
+    async def acquire_slot(self, token: object) -> None:
+        """Take an in-flight slot on behalf of ``token`` (give it back with
+        :meth:`release_slot`); without a trip through the event loop when one is free."""
+        try:
+            self.in_flight.acquire_on_behalf_of_nowait(token)
+        except anyio.WouldBlock:
+            await self.in_flight.acquire_on_behalf_of(token)
+        if self.share is not None:
+            try:
+                await self.share.acquire_slot(token)
+            except BaseException:
+                self.in_flight.release_on_behalf_of(token)
+                raise
+
+    def release_slot(self, token: object) -> None:
+        """Give back ``token``'s in-flight slot."""
+        if self.share is not None:
+            self.share.release_slot(token)
+        self.in_flight.release_on_behalf_of(token)
+
     async def wait_cooldown(self) -> None:
         """Wait out a 429 cool-down, if one is running."""
         while (d := self.cooldown.delay(self._clock())) > 0:
@@ -222,32 +255,65 @@ class FlowControl:
 
     def start_cooldown(self, seconds: float) -> None:
         """Hold back every request of this Client for ``seconds`` (after a 429)."""
+        self.note_cooldown(seconds)
+        if self.share is not None:
+            self.share.start_cooldown(seconds)
+
+    def note_cooldown(self, seconds: float) -> None:
+        """Hold back this Client for ``seconds``, without telling a share (which calls this
+        when another process started a cool-down)."""
         now = self._clock()
         if self.cooldown.delay(now) < seconds:
             self.cooldowns_started += 1
         self.cooldown.extend(now, seconds)
 
-    async def acquire_start(self) -> None:
-        """Wait until one more task may be started under the per-minute limit."""
+    async def acquire_start(self) -> object:
+        """Wait until one more task may be started under the per-minute limit.
+
+        Returns:
+            A handle to pass to :meth:`start_sent` once the submit has been answered.
+        """
+        if self.share is not None:
+            return await self.share.acquire_start()
         if self._starts is None:
-            return
+            return None
         # The lock keeps starts in arrival order, and the window consistent.
         async with self._start_lock:
             while (d := self._starts.delay(self._clock())) > 0:
                 await anyio.sleep(d)
             self._starts.record(self._clock())
+        return None
+
+    def start_sent(self, handle: object) -> None:
+        """The submit counted by ``handle`` was answered (or failed)."""
+        if self.share is not None:
+            self.share.start_sent(handle)
 
     async def acquire_poll(self) -> None:
         """Wait for this poll's share of the global poll budget."""
-        if self._polls is None:
+        if self.share is not None:
+            await self.share.acquire_poll()
             return
-        delay = self._polls.take(self._clock())
+        delay = self.take_poll(self._clock())
         if delay > 0:
             await anyio.sleep(delay)
 
+    def take_poll(self, now: float) -> float:
+        """Take this poll's share of the poll budget at ``now``, without waiting.
+
+        Returns:
+            Seconds to wait before sending the poll (0: send now). The share is taken
+            either way: the caller sends the poll once that time has passed. With a share,
+            0: the account-wide budget is taken by :meth:`acquire_poll` as the poll is sent.
+        """
+        if self._polls is None or self.share is not None:
+            return 0.0
+        return self._polls.take(now)
+
     def __repr__(self) -> str:
+        shared = "" if self.share is None else f", share={self.share!r}"
         return (
             f"FlowControl(in_flight={self.in_flight.borrowed_tokens}/"
             f"{self.limits.max_in_flight}, tasks_per_minute={self.limits.tasks_per_minute}, "
-            f"max_polls_per_s={self.limits.max_polls_per_s})"
+            f"max_polls_per_s={self.limits.max_polls_per_s}{shared})"
         )

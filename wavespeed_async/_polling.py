@@ -54,7 +54,16 @@ class DurationEstimator:
     one event loop.
     """
 
-    __slots__ = ("_buf", "_log_sum", "_next", "_prior_s", "_sorted", "_spread", "_window")
+    __slots__ = (
+        "_buf",
+        "_log_sum",
+        "_next",
+        "_prior_s",
+        "_quantiles",
+        "_sorted",
+        "_spread",
+        "_window",
+    )
 
     def __init__(self, prior_s: float, *, window: int = 256, prior_spread: float = 0.4) -> None:
         """Create an estimator.
@@ -79,6 +88,9 @@ class DurationEstimator:
         self._buf: list[float] = []
         self._next = 0  # where the next observation goes once the buffer is full
         self._sorted: list[float] | None = []
+        #: Answers of :meth:`quantile` since the last change (the schedule asks the same
+        #: few quantiles at every poll).
+        self._quantiles: dict[float, float] = {}
         self._log_sum = 0.0  # only used while fewer than _MIN_SAMPLES were observed
 
     @classmethod
@@ -116,6 +128,7 @@ class DurationEstimator:
             self._buf[self._next] = value
             self._next = (self._next + 1) % self._window
         self._sorted = None
+        self._quantiles.clear()
 
     def observe_detection(self, detected_at_s: float, last_pending_at_s: float | None) -> None:
         """Record a task whose end was seen by polling.
@@ -152,6 +165,15 @@ class DurationEstimator:
         (see the class docstring) while fewer than 5 were observed. Non-decreasing in
         ``q``; ``q`` is clamped into [0, 1].
         """
+        known = self._quantiles.get(q)
+        if known is not None:
+            return known
+        value = self._quantile(q)
+        if len(self._quantiles) < 64:
+            self._quantiles[q] = value
+        return value
+
+    def _quantile(self, q: float) -> float:
         q = min(1.0, max(0.0, q)) if math.isfinite(q) else 0.5
         xs = self._samples()
         n = len(xs)

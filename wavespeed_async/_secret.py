@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Final
 
 __all__ = ["Secret"]
@@ -35,6 +36,11 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
+
+    def fingerprint(self, context: str) -> str:
+        """A SHA-256 (hex) of ``context`` and the value: names things per credential
+        (a shared namespace, say) without revealing it."""
+        return hashlib.sha256(f"{context}\n{self._value}".encode()).hexdigest()
 
     def auth_header(self) -> str:
         """The ``Authorization`` header value (``Bearer <key>``), masked in reprs."""

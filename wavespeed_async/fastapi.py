@@ -262,8 +262,10 @@ class WaveSpeed:
         **client_kwargs: Passed to ``Client(...)`` at startup (``api_key``, ``base_url``,
             ``limits``, ``poll``, ``on_task_created``, ...).
 
-    Foot-gun: with several worker processes a delivery reaches one of them; a wait in
-    another is not woken and falls back to polling (every ``webhook_fallback_s``).
+    With several worker processes a delivery reaches one of them; pass ``share=`` (a
+    ``redis://`` URL, see ``docs/scaling.md``) so that it wakes the wait in whichever worker
+    holds it, and so that the workers share one account's limits. Without a share, a wait
+    in another worker falls back to polling (every ``webhook_fallback_s``).
     """
 
     __slots__ = (

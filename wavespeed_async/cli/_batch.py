@@ -41,6 +41,7 @@ from wavespeed_async.cli._common import (
     Target,
     UsageError,
     add_connection_options,
+    add_share_option,
     err,
     public_url,
     resolve_target,
@@ -117,6 +118,7 @@ def add_parser(sub: Any) -> None:
     )
     p.add_argument("--no-gallery", action="store_true", help="do not write DIR/index.html")
     add_connection_options(p)
+    add_share_option(p)
     p.set_defaults(func=command)
 
 

@@ -26,6 +26,7 @@ from wavespeed_async.cli._common import (
     REFUSED,
     UsageError,
     add_connection_options,
+    add_share_option,
     err,
     open_client,
     refused_message,
@@ -62,6 +63,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("-o", "--output", default=".", metavar="DIR", help="where to save outputs")
     p.add_argument("--json", action="store_true", help="print the final task as JSON")
     add_connection_options(p)
+    add_share_option(p)
     p.set_defaults(func=run_command)
 
     p = sub.add_parser(
@@ -169,7 +171,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         async with open_client(
-            target, timeout_s=args.timeout, on_task_created=on_created
+            target, timeout_s=args.timeout, on_task_created=on_created, share=args.share
         ) as client:
             if local is not None:
                 inputs["image"] = await client.upload(local)

@@ -30,6 +30,7 @@ __all__ = [
     "Target",
     "UsageError",
     "add_connection_options",
+    "add_share_option",
     "open_client",
     "os_error_in",
     "os_error_text",
@@ -150,6 +151,16 @@ def _add_task_options(g: argparse._ArgumentGroup) -> None:
     )
 
 
+def add_share_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--share",
+        default=None,
+        metavar="URL",
+        help="share the account's limits with every process given the same URL, on any "
+        "machine: a Redis server such as redis://host:6379/0 (needs the redis extra)",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """Where to send requests. ``api_key`` is never printed (see ``__repr__``)."""
@@ -237,14 +248,17 @@ async def open_client(
     on_started: Callable[[str], None] | None = None,
     on_task_created: Callable[[Prediction], Any] | None = None,
     seed: int = 0,
+    share: str | None = None,
+    limits: FlowLimits | None = None,
 ) -> AsyncIterator[Client]:
     """A Client for the target; with ``--emulator``, an emulator runs for its lifetime.
 
     ``on_started`` is told the (credential-free) base URL once requests can be sent.
     In-flight and start-rate limits are left to the caller (the batch paces itself, so
-    that a job is recorded as "submitting" only just before its request goes out).
+    that a job is recorded as "submitting" only just before its request goes out), unless
+    ``limits`` are given: with a ``share``, they are the account-wide ones.
     """
-    limits = FlowLimits(max_in_flight=None, tasks_per_minute=None)
+    limits = limits or FlowLimits(max_in_flight=None, tasks_per_minute=None)
     timeouts = Timeouts(task_s=timeout_s)
     if target.emulator_scale is None:
         base_url = target.base_url or ""
@@ -256,6 +270,7 @@ async def open_client(
             limits=limits,
             timeouts=timeouts,
             on_task_created=on_task_created,
+            share=share,
         ) as client:
             yield client
         return
@@ -274,5 +289,6 @@ async def open_client(
             timeouts=timeouts,
             poll=_poll_for(scale),
             on_task_created=on_task_created,
+            share=share,
         ) as client:
             yield client

@@ -17,6 +17,7 @@ from anyio.abc import TaskGroup
 
 from wavespeed_async._bulk import BATCH_FATAL, BulkResult
 from wavespeed_async._client import Client
+from wavespeed_async._flow import FlowLimits
 from wavespeed_async._journal import Journal, JournalError
 from wavespeed_async.cli._common import Target, err, open_client
 from wavespeed_async.cli._feed import Feed, Intake
@@ -72,6 +73,8 @@ class Batch:
                         timeout_s=self.args.timeout,
                         on_started=self._started,
                         seed=int.from_bytes(os.urandom(4), "big"),
+                        share=self.args.share,
+                        limits=self._shared_limits(),
                     ) as client:
                         intake = Intake(
                             client,
@@ -93,6 +96,12 @@ class Batch:
                 outer.cancel_scope.cancel()
         finally:
             self.display.stop()
+
+    def _shared_limits(self) -> FlowLimits | None:
+        """With ``--share``, ``--concurrency`` and ``--rate`` hold for the whole account."""
+        if self.args.share is None:
+            return None
+        return FlowLimits(max_in_flight=self.concurrency, tasks_per_minute=self.args.rate)
 
     def _started(self, base_url: str) -> None:
         if self.args.quiet:

@@ -1,0 +1,150 @@
+"""Several OS processes, each with its own Client, sharing one account through Redis."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from tests.conftest import CANARY_KEY
+from tests.redis._helpers import peak_in_flight
+from tests.services import RedisServer
+from wavespeed_async import Client, FlowLimits
+from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile, Limits
+from wavespeed_async.emulator._config import LatencyDist
+from wavespeed_async.redis import RedisShare
+
+pytestmark = pytest.mark.anyio
+
+ROOT = Path(__file__).resolve().parents[2]
+N_IN_FLIGHT = 4
+M_PER_MINUTE = 30
+#: Tasks of about 100 ms, so that in-flight tasks of different processes overlap.
+SHORT = LatencyProfile(default=LatencyDist((5, 10, 20), (60, 100, 150)))
+
+
+@pytest.fixture
+async def account() -> AsyncIterator[Emulator]:
+    """An account limited to M starts a minute (its 429s are counted)."""
+    config = EmulatorConfig(seed=3, latency=SHORT, limits=Limits(submits_per_minute=M_PER_MINUTE))
+    async with Emulator(config) as emu:
+        yield emu
+
+
+def worker_cmd(base_url: str, *args: str) -> list[str]:
+    return [sys.executable, "-m", "tests.redis._worker", base_url, *args]
+
+
+async def run_workers(base_url: str, share: str | None, n: int = 4) -> list[dict[str, int]]:
+    extra = ["--share", share] if share else []
+    results: list[dict[str, int]] = []
+
+    async def one(i: int) -> None:
+        cmd = worker_cmd(
+            base_url,
+            f"--name=w{i}",
+            "--jobs=12",
+            f"--max-in-flight={N_IN_FLIGHT}",
+            f"--per-minute={M_PER_MINUTE}",
+            "--budget=6",
+            *extra,
+        )
+        done = await anyio.run_process(cmd, cwd=ROOT, check=True)
+        results.append(json.loads(done.stdout.decode().strip().splitlines()[-1]))
+
+    async with anyio.create_task_group() as tg:
+        for i in range(n):
+            tg.start_soon(one, i)
+    return results
+
+
+async def test_four_processes_with_a_share_keep_the_account_limits(
+    account: Emulator, redis: RedisServer
+) -> None:
+    await run_workers(account.base_url, redis.url)
+    stats = account.stats()
+    print(
+        f"with share: {stats.tasks_created} started, {stats.rate_limited} 429s, "
+        f"peak in flight {peak_in_flight(stats)} (cap {N_IN_FLIGHT})"
+    )
+    assert stats.rate_limited == 0  # no 429
+    assert N_IN_FLIGHT <= stats.tasks_created <= M_PER_MINUTE  # all within one minute
+    assert peak_in_flight(stats) <= N_IN_FLIGHT
+
+
+async def test_four_processes_without_a_share_exceed_the_account_limits(
+    account: Emulator,
+) -> None:
+    """The control: each process keeps the limits alone, and together they break them."""
+    await run_workers(account.base_url, None)
+    stats = account.stats()
+    print(
+        f"without share: {stats.tasks_created} started, {stats.rate_limited} 429s, "
+        f"peak in flight {peak_in_flight(stats)} (cap {N_IN_FLIGHT})"
+    )
+    assert stats.rate_limited > 0
+    assert peak_in_flight(stats) > N_IN_FLIGHT
+
+
+async def test_slots_of_a_killed_process_return_within_the_lease_ttl(
+    redis: RedisServer,
+) -> None:
+    ttl = 1.0
+    long_tasks = LatencyProfile(default=LatencyDist((1, 1, 1), (60_000, 60_000, 60_000)))
+    async with Emulator(EmulatorConfig(seed=4, latency=long_tasks)) as emu:
+        cmd = worker_cmd(
+            emu.base_url, "--jobs=3", "--max-in-flight=3", "--hold", "--share", redis.url,
+            f"--lease-ttl={ttl}",
+        )  # fmt: skip
+        proc = await anyio.open_process(cmd, cwd=ROOT, stderr=None)
+        try:
+            assert proc.stdout is not None
+            out = b""
+            with anyio.fail_after(60):
+                while b"holding" not in out:
+                    out += await proc.stdout.receive()
+            share = RedisShare(redis.url, lease_ttl_s=ttl)
+            async with Client(
+                CANARY_KEY, base_url=emu.base_url, limits=FlowLimits(max_in_flight=3),
+                share=share,
+            ) as client:  # fmt: skip
+                # All 3 slots of the account are held by the other process.
+                with anyio.move_on_after(0.3) as scope:
+                    await client.flow.acquire_slot(object())
+                assert scope.cancelled_caught
+                os.kill(proc.pid, signal.SIGKILL)
+                killed = anyio.current_time()
+                tokens = [object() for _ in range(3)]
+                with anyio.fail_after(ttl + 10):
+                    for t in tokens:
+                        await client.flow.acquire_slot(t)
+                returned_after = anyio.current_time() - killed
+                for t in tokens:
+                    client.flow.release_slot(t)
+            print(f"slots returned {returned_after:.2f} s after kill -9 (ttl {ttl} s)")
+        finally:
+            if proc.returncode is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            await proc.wait()
+            await proc.aclose()
+
+
+async def test_a_429_cool_down_in_one_process_holds_back_another(
+    account: Emulator, redis: RedisServer
+) -> None:
+    cooldown_s = 4.0
+    async with Client(CANARY_KEY, base_url=account.base_url, share=redis.url) as client:
+        # What the transport does on a 429 with Retry-After: 4.
+        began = account._scheduler.now()
+        client.flow.start_cooldown(cooldown_s)
+        await run_workers(account.base_url, redis.url, n=1)
+    created = [t.created_at for t in account.stats().tasks.values()]
+    assert created
+    # The other process started well within the cool-down, yet sent nothing before its end.
+    assert min(created) >= began + cooldown_s - 0.1

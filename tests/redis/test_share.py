@@ -1,0 +1,250 @@
+"""RedisShare against a real redis-server: several Clients in one process, each with its
+own share (its own lease holder), as several processes would have."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import AsyncIterator
+
+import anyio
+import pytest
+
+from tests.conftest import CANARY_KEY, fast_poll, fast_retry
+from tests.redis._helpers import peak_in_flight
+from tests.services import RedisServer, redis_server
+from wavespeed_async import (
+    Client,
+    ConnectError,
+    FlowLimits,
+    PollConfig,
+    Prediction,
+    ValidationError,
+)
+from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
+from wavespeed_async.redis import RedisShare
+
+pytestmark = pytest.mark.anyio
+
+MODEL = "wavespeed-ai/flux-kontext-dev"
+
+
+@pytest.fixture
+async def emulator() -> AsyncIterator[Emulator]:
+    async with Emulator(EmulatorConfig(seed=7, latency=LatencyProfile.fast())) as emu:
+        yield emu
+
+
+def make_client(emulator: Emulator, share: object, **limits: object) -> Client:
+    return Client(
+        CANARY_KEY,
+        base_url=emulator.base_url,
+        poll=fast_poll(),
+        retry=fast_retry(),
+        limits=FlowLimits(**limits),  # type: ignore[arg-type]
+        share=share,  # type: ignore[arg-type]
+    )
+
+
+async def test_an_unreachable_share_at_startup_is_a_connect_error_without_the_password(
+    emulator: Emulator,
+) -> None:
+    with redis_server(password="s3cret-pw") as server:
+        url = server.url
+    # The server is stopped now: nothing listens on its port.
+    with pytest.raises(ConnectError) as info:
+        async with make_client(emulator, url):
+            pass
+    assert f"127.0.0.1:{server.port}" in str(info.value)
+    assert "s3cret-pw" not in str(info.value)
+    assert "s3cret-pw" not in repr(RedisShare(url))
+
+
+def test_a_share_that_is_not_a_redis_url_is_refused() -> None:
+    with pytest.raises(ValidationError, match="share"):
+        RedisShare("http://127.0.0.1:6379")
+    with pytest.raises(ValidationError, match="lease_ttl_s"):
+        RedisShare("redis://127.0.0.1:6379", lease_ttl_s=0)
+
+
+def test_share_none_imports_no_redis() -> None:
+    code = (
+        "import sys, wavespeed_async; "
+        "wavespeed_async.Client('k', base_url='http://127.0.0.1:1'); "
+        "assert 'redis' not in sys.modules and 'wavespeed_async.redis' not in sys.modules"
+    )
+    import subprocess
+
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+async def test_two_clients_together_stay_under_one_in_flight_cap(
+    emulator: Emulator, redis: RedisServer
+) -> None:
+    async def batch(client: Client) -> None:
+        async with client.run_many(MODEL, [{"prompt": f"p{i}"} for i in range(24)]) as results:
+            async for r in results:
+                assert r.ok
+
+    async with (
+        make_client(emulator, redis.url, max_in_flight=3) as a,
+        make_client(emulator, redis.url, max_in_flight=3) as b,
+    ):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(batch, a)
+            tg.start_soon(batch, b)
+    stats = emulator.stats()
+    assert stats.tasks_created == 48
+    assert peak_in_flight(stats) <= 3
+
+
+async def test_without_a_share_two_clients_exceed_the_cap(emulator: Emulator) -> None:
+    """The control for the test above: the same run without a share goes over."""
+
+    async def batch(client: Client) -> None:
+        async with client.run_many(MODEL, [{"prompt": f"p{i}"} for i in range(24)]) as results:
+            async for _ in results:
+                pass
+
+    async with (
+        make_client(emulator, None, max_in_flight=3) as a,
+        make_client(emulator, None, max_in_flight=3) as b,
+    ):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(batch, a)
+            tg.start_soon(batch, b)
+    assert peak_in_flight(emulator.stats()) > 3
+
+
+async def test_a_delivery_in_one_client_wakes_the_wait_in_another(
+    emulator: Emulator, redis: RedisServer
+) -> None:
+    async with make_client(emulator, redis.url) as a, make_client(emulator, redis.url) as b:
+        # A long fallback poll: only the shared delivery can end the wait quickly.
+        a.poll = b.poll = PollConfig(webhook_fallback_s=30.0)
+        pred = await a.submit(MODEL, {"prompt": "x"}, webhook="http://127.0.0.1:9/hook")
+        done = Prediction(id=pred.id, model=MODEL, status="completed", outputs=["u"])
+        result: list[Prediction] = []
+
+        async def waiter() -> None:
+            result.append(await a.wait(pred, timeout=20))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await anyio.sleep(0.05)  # the wait is pending in a
+            started = anyio.current_time()
+            assert b.deliver(done) is False  # not pending in b
+            with anyio.fail_after(5):
+                while not result:
+                    await anyio.sleep(0.001)
+            woke_after = anyio.current_time() - started
+        assert result[0].outputs == ["u"]
+        assert woke_after < 5  # a poll could not have ended it (fallback 30 s)
+
+
+async def test_a_delivery_before_the_wait_starts_is_found_by_a_later_wait(
+    emulator: Emulator, redis: RedisServer
+) -> None:
+    async with make_client(emulator, redis.url) as a, make_client(emulator, redis.url) as b:
+        done = Prediction(id="tsk-delivered-early", model=MODEL, status="completed", outputs=["o"])
+        b.deliver(done)
+        with anyio.fail_after(5):
+            while True:  # the delivery is stored in the background
+                stored = await a._share.stored_result(done.id)  # type: ignore[union-attr]
+                if stored is not None:
+                    break
+                await anyio.sleep(0.005)
+        polls = a.polls_sent
+        got = await a.wait("tsk-delivered-early", timeout=5)
+        assert got.outputs == ["o"]
+        assert a.polls_sent == polls  # no request: the stored delivery answered
+
+
+async def test_a_429_cool_down_in_one_client_pauses_the_other(
+    emulator: Emulator, redis: RedisServer
+) -> None:
+    async with make_client(emulator, redis.url) as a, make_client(emulator, redis.url) as b:
+        a.flow.start_cooldown(2.0)
+        with anyio.fail_after(5):
+            while b.flow.cooldown.delay(b.flow.now()) == 0:
+                await anyio.sleep(0.001)
+        assert 1.0 < b.flow.cooldown.delay(b.flow.now()) <= 2.0
+        # And a start in b waits for it on the server's clock too.
+        with anyio.move_on_after(0.5) as scope:
+            await b.flow.acquire_start()
+        assert scope.cancelled_caught
+
+
+async def test_the_default_namespace_never_contains_the_key(
+    emulator: Emulator, redis: RedisServer
+) -> None:
+    async with make_client(emulator, redis.url, max_in_flight=2) as a:
+        await a.run(MODEL, {"prompt": "x"})
+        share = a._share
+        assert isinstance(share, RedisShare)
+        assert share.namespace and CANARY_KEY not in share.namespace
+        r = share._redis
+        assert r is not None
+        keys = [k.decode() if isinstance(k, bytes) else k for k in await r.keys("*")]
+        assert keys and all(f"{{ws:{share.namespace}}}" in k for k in keys)
+        assert not any(CANARY_KEY in k for k in keys)
+
+
+async def test_a_restarted_server_loses_no_result_and_sharing_resumes(
+    emulator: Emulator, redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "wavespeed_async.redis")
+    share = RedisShare(redis.url, reconnect_interval_s=0.05, socket_timeout_s=1.0)
+    n = 60
+    async with make_client(emulator, share, max_in_flight=4) as a:
+        seen: list[str] = []
+        async with a.run_many(MODEL, [{"prompt": f"p{i}"} for i in range(n)]) as results:
+            async for r in results:
+                assert r.ok, r.error
+                assert r.id is not None
+                seen.append(r.id)
+                if len(seen) == 10:
+                    redis.stop()
+                if len(seen) == 20:
+                    redis.start()
+            with anyio.fail_after(10):
+                while share.reconnects == 0:
+                    await anyio.sleep(0.01)
+        assert share.outages >= 1
+        assert "connected" in repr(share)  # account-wide again, not the local fallback
+        await a.run(MODEL, {"prompt": "after"})
+    stats = emulator.stats()
+    assert len(seen) == len(set(seen)) == n
+    assert stats.tasks_created == n + 1
+    assert stats.duplicate_prompts == []
+    assert any("unreachable" in r.message for r in caplog.records)
+    assert any("is back" in r.message for r in caplog.records)
+
+
+async def test_while_the_server_is_away_each_process_keeps_its_share_of_the_cap(
+    emulator: Emulator, redis: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "wavespeed_async.redis")
+    share_a = RedisShare(redis.url, reconnect_interval_s=30.0, socket_timeout_s=1.0)
+    share_b = RedisShare(redis.url, reconnect_interval_s=30.0, socket_timeout_s=1.0)
+    async with (
+        make_client(emulator, share_a, max_in_flight=4) as a,
+        make_client(emulator, share_b, max_in_flight=4) as b,
+    ):
+        for c in (a, b, a):  # each takes and gives back a slot: a sees 2 live processes
+            token = object()
+            await c.flow.acquire_slot(token)
+            c.flow.release_slot(token)
+        assert share_a.live_processes == 2
+        redis.stop()
+        held = [object(), object()]
+        with anyio.fail_after(5):
+            for token in held:
+                await a.flow.acquire_slot(token)
+        assert "away" in repr(share_a)
+        with anyio.move_on_after(0.3) as scope:  # 4 // 2 = 2: the third waits
+            await a.flow.acquire_slot(object())
+        assert scope.cancelled_caught
+        for token in held:
+            a.flow.release_slot(token)
+    assert any("1/2 each" in r.message for r in caplog.records)

@@ -1,0 +1,365 @@
+"""One poll timer per Client: every poll that falls due is sent in the same loop pass.
+
+A ``wait()`` does not sleep and poll in its own coroutine. It registers a
+:class:`PollEntry` with the Client's :class:`PollScheduler` and awaits the entry's future
+once. The scheduler keeps the entries in a :class:`PollHeap` keyed by due time and arms a
+single event-loop timer for the earliest one. When it fires, every entry that is due is
+sent at once (each poll its own request, through the Client's ordinary request path), and
+each answer is handled without waking the waiting coroutine: a running task is put back
+on the heap at its next adaptive poll time (:func:`next_poll_delay`), and only an ended
+task, an error or a webhook delivery resolves the waiter's future.
+
+The heap is pure (times are passed in) and tested without an event loop; the scheduler
+only arms timers and starts the requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from typing import Final
+
+from wavespeed_async._config import PollConfig
+from wavespeed_async._errors import ClientClosedError
+from wavespeed_async._flow import FlowControl
+from wavespeed_async._models import Prediction
+from wavespeed_async._polling import DurationEstimator, next_poll_delay
+
+__all__ = ["PollEntry", "PollHeap", "PollScheduler"]
+
+log = logging.getLogger("wavespeed_async")
+
+#: Poll times are rounded up to this grid (seconds), so that polls of many tasks that fall
+#: due at about the same time share one timer wake-up.
+POLL_GRID_S: Final = 0.01
+#: A poll may be sent early, by up to this fraction of its interval (at most
+#: ``_EARLY_MAX_S``), when the timer fires for another poll: polls of tasks with nearby
+#: times share a wake-up of the event loop instead of each waking it.
+_EARLY_FRACTION: Final = 0.2
+_EARLY_MAX_S: Final = 0.04
+#: A timer may run this much before its time; polls due by then are sent with it.
+_TIMER_SLACK_S: Final = 0.001
+#: The last poll before a wait's deadline is sent this long before it.
+_DEADLINE_MARGIN_S: Final = 0.05
+
+#: Sends one poll: (task id, deadline for retries) -> the task's current state.
+SendPoll = Callable[[str, "float | None"], Awaitable[Prediction]]
+
+
+class PollEntry:
+    """One ``wait()`` in progress: its schedule, its last answer, and the future it awaits."""
+
+    __slots__ = (
+        "budgeted",
+        "deadline",
+        "estimator",
+        "future",
+        "last",
+        "learn",
+        "pending_at",
+        "polls",
+        "request",
+        "seq",
+        "started",
+        "task_id",
+        "webhook",
+    )
+
+    def __init__(
+        self,
+        task_id: str,
+        *,
+        started: float,
+        estimator: DurationEstimator,
+        learn: bool,
+        webhook: bool,
+        deadline: float | None,
+        last: Prediction | None,
+        future: asyncio.Future[Prediction] | None = None,
+    ) -> None:
+        self.task_id = task_id
+        self.started = started
+        self.estimator = estimator
+        self.learn = learn
+        self.webhook = webhook
+        self.deadline = deadline
+        #: The last state seen (the submit's answer before any poll).
+        self.last = last
+        self.polls = 0
+        #: When (seconds after ``started``) the last poll saw the task still running.
+        self.pending_at: float | None = None
+        #: The heap item that is current for this entry (older items are skipped); 0: none.
+        self.seq = 0
+        #: A token of the poll budget is already taken for the next poll.
+        self.budgeted = False
+        #: The poll request in flight, if any.
+        self.request: asyncio.Task[None] | None = None
+        self.future = future
+
+    @property
+    def status(self) -> str:
+        return self.last.status if self.last is not None else "created"
+
+    def next_due(self, now: float, config: PollConfig) -> tuple[float, float]:
+        """When to poll next (event-loop times): the earliest time it may be sent, and the
+        time it is due, from the adaptive schedule and the deadline."""
+        if self.webhook:
+            delay = config.webhook_fallback_s
+        else:
+            delay = next_poll_delay(
+                elapsed_s=now - self.started,
+                polls_done=self.polls,
+                status=self.status,
+                estimator=self.estimator,
+                config=config,
+            )
+        due = math.ceil((now + delay) / POLL_GRID_S) * POLL_GRID_S
+        if self.deadline is not None and now < self.deadline - _DEADLINE_MARGIN_S:
+            # Poll once more just before the deadline rather than sleeping past it.
+            due = min(due, self.deadline - _DEADLINE_MARGIN_S)
+        return due - min(_EARLY_MAX_S, _EARLY_FRACTION * delay), due
+
+    def __repr__(self) -> str:
+        return f"<PollEntry {self.task_id} polls={self.polls} status={self.status}>"
+
+
+class PollHeap:
+    """Entries, each with a window of time to be polled in (pure: times are passed in).
+
+    An entry is due at the end of its window (``hi``) and may be sent from its start
+    (``lo``): :meth:`next_due` is the earliest end of any window, and :meth:`pop_due` at
+    that time takes every entry whose window has opened, so that polls with nearby times
+    are sent together. Rescheduling or removing an entry leaves its old heap items behind,
+    skipped when they come up (lazy deletion); the heaps are rebuilt when such items
+    outnumber the live ones.
+    """
+
+    __slots__ = ("_by_hi", "_by_lo", "_live", "_seq")
+
+    def __init__(self) -> None:
+        self._by_lo: list[tuple[float, int, PollEntry]] = []
+        self._by_hi: list[tuple[float, int, PollEntry]] = []
+        self._seq = itertools.count(1)
+        self._live = 0
+
+    def __len__(self) -> int:
+        """Entries scheduled (stale items not counted)."""
+        return self._live
+
+    def push(self, entry: PollEntry, due: float, earliest: float | None = None) -> None:
+        """Schedule ``entry`` at ``due``, to be sent from ``earliest`` (default ``due``)
+        with the polls due by then; replaces its earlier schedule, if any."""
+        if entry.seq:
+            self._live -= 1
+        entry.seq = seq = next(self._seq)
+        self._live += 1
+        heapq.heappush(self._by_lo, (due if earliest is None else min(earliest, due), seq, entry))
+        heapq.heappush(self._by_hi, (due, seq, entry))
+        if len(self._by_hi) > 2 * self._live + 64:
+            self._compact()
+
+    def remove(self, entry: PollEntry) -> None:
+        """Unschedule ``entry`` (a no-op if it is not scheduled)."""
+        if entry.seq:
+            entry.seq = 0
+            self._live -= 1
+
+    def next_due(self) -> float | None:
+        """The earliest due time, or ``None`` when nothing is scheduled."""
+        heap = self._by_hi
+        while heap and heap[0][1] != heap[0][2].seq:
+            heapq.heappop(heap)
+        return heap[0][0] if heap else None
+
+    def pop_due(self, now: float) -> list[PollEntry]:
+        """Unschedule and return every entry that may be sent at ``now`` (its window has
+        opened), in the order of the windows' starts."""
+        heap = self._by_lo
+        out: list[PollEntry] = []
+        while heap and heap[0][0] <= now:
+            _lo, seq, entry = heapq.heappop(heap)
+            if seq == entry.seq:
+                entry.seq = 0
+                self._live -= 1
+                out.append(entry)
+        return out
+
+    def _compact(self) -> None:
+        for heap in (self._by_lo, self._by_hi):
+            heap[:] = [item for item in heap if item[1] == item[2].seq]
+            heapq.heapify(heap)
+
+
+class PollScheduler:
+    """The poll timer of one Client, on one event loop.
+
+    Args:
+        loop: The Client's event loop.
+        send: Sends one poll through the Client's request path (retries and errors as
+            for any call).
+        config: The adaptive schedule's settings.
+        flow: The Client's flow control: each poll takes a token of its poll budget.
+    """
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        send: SendPoll,
+        config: PollConfig,
+        flow: FlowControl,
+    ) -> None:
+        self._loop = loop
+        self._send = send
+        self._config = config
+        self._flow = flow
+        self._heap = PollHeap()
+        self._by_id: dict[str, list[PollEntry]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+        self._closed = False
+        #: Timer wake-ups, and polls sent by them (for tests and profiles).
+        self.wakeups = 0
+        self.dispatched = 0
+
+    def __len__(self) -> int:
+        """Waits in progress."""
+        return sum(len(v) for v in self._by_id.values())
+
+    def add(self, entry: PollEntry) -> asyncio.Future[Prediction]:
+        """Start polling for ``entry``; the returned future ends with the task's end state.
+
+        The future fails with the error of a poll that failed (after the request path's
+        own retries). Call :meth:`discard` when the wait ends for any other reason.
+        """
+        if self._closed:
+            raise ClientClosedError("this Client is closed; create a new one")
+        future: asyncio.Future[Prediction] = self._loop.create_future()
+        entry.future = future
+        self._by_id.setdefault(entry.task_id, []).append(entry)
+        self._schedule(entry, *entry.next_due(self._loop.time(), self._config))
+        return future
+
+    def discard(self, entry: PollEntry) -> None:
+        """Stop polling for ``entry`` (its wait was cancelled or timed out); idempotent."""
+        self._heap.remove(entry)
+        request, entry.request = entry.request, None
+        if request is not None:
+            request.cancel()
+        same = self._by_id.get(entry.task_id)
+        if same is not None:
+            if entry in same:
+                same.remove(entry)
+            if not same:
+                del self._by_id[entry.task_id]
+
+    def deliver(self, prediction: Prediction) -> bool:
+        """End every wait for ``prediction``'s task with it (a webhook delivery).
+
+        Returns:
+            Whether a wait for this task was in progress.
+        """
+        entries = self._by_id.get(prediction.id)
+        if not entries:
+            return False
+        for entry in list(entries):
+            self._resolve(entry, prediction)
+        return True
+
+    def close(self) -> list[asyncio.Task[None]]:
+        """Stop the timer and fail every wait with ``ClientClosedError``.
+
+        Returns:
+            The poll requests that were in flight, cancelled (await them to let them end).
+        """
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        requests: list[asyncio.Task[None]] = []
+        for entries in list(self._by_id.values()):
+            for entry in list(entries):
+                if entry.request is not None:
+                    requests.append(entry.request)
+                self._fail(entry, ClientClosedError("the Client was closed during the wait"))
+        return requests
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _schedule(self, entry: PollEntry, earliest: float, due: float) -> None:
+        self._heap.push(entry, due, earliest)
+        if due < self._timer_at:
+            self._arm(due)
+
+    def _arm(self, due: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = due
+        self._timer = self._loop.call_at(due, self._fire)
+
+    def _fire(self) -> None:
+        """The timer: send every poll that is due, then re-arm for the next one."""
+        self._timer = None
+        self._timer_at = math.inf
+        if self._closed:
+            return
+        self.wakeups += 1
+        loop = self._loop
+        now = loop.time()
+        # The loop runs a timer up to its clock resolution early: count that as due.
+        for entry in self._heap.pop_due(now + _TIMER_SLACK_S):
+            if not entry.budgeted:
+                wait_s = self._flow.take_poll(now)
+                if wait_s > 0:
+                    # Over the poll budget: the token is reserved; send when it is due.
+                    entry.budgeted = True
+                    self._heap.push(entry, now + wait_s)
+                    continue
+            entry.budgeted = False
+            self.dispatched += 1
+            entry.request = loop.create_task(self._poll(entry))
+        due = self._heap.next_due()
+        if due is not None:
+            self._arm(due)
+
+    async def _poll(self, entry: PollEntry) -> None:
+        """One poll of ``entry``'s task, and what follows from its answer."""
+        try:
+            pred = await self._send(entry.task_id, entry.deadline)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the waiter gets the poll's error, exactly as raised
+            entry.request = None
+            self._fail(entry, exc)
+            return
+        entry.request = None
+        entry.polls += 1
+        entry.last = pred
+        now = self._loop.time()
+        seen_at = now - entry.started
+        if not pred.done:
+            entry.pending_at = seen_at
+            if entry.future is not None and not entry.future.done():
+                self._schedule(entry, *entry.next_due(now, self._config))
+            return
+        if entry.learn:
+            # Learn when the task ended (between the last two polls), not when it was seen:
+            # a schedule that learned its own lateness could never recover.
+            entry.estimator.observe_detection(seen_at, entry.pending_at)
+        log.debug("task %s %s after %d polls", entry.task_id, pred.status, entry.polls)
+        self._resolve(entry, pred)
+
+    def _resolve(self, entry: PollEntry, pred: Prediction) -> None:
+        future = entry.future
+        self.discard(entry)
+        if future is not None and not future.done():
+            future.set_result(pred)
+
+    def _fail(self, entry: PollEntry, exc: BaseException) -> None:
+        future = entry.future
+        self.discard(entry)
+        if future is not None and not future.done():
+            future.set_exception(exc)

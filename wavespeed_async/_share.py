@@ -1,0 +1,94 @@
+"""The seam between a Client's flow control and limits shared with other processes.
+
+Without a share, :class:`~wavespeed_async._flow.FlowControl` keeps every limit inside one
+process. With one, the account-wide parts go through a :class:`Share`, the small interface
+below; :class:`wavespeed_async.redis.RedisShare` is the implementation that ships. A Share
+holds:
+
+* in-flight slots as leases (:meth:`Share.acquire_slot` / :meth:`Share.release_slot`);
+* the start window (:meth:`Share.acquire_start`), which also honours the shared cool-down;
+* the 429 cool-down (:meth:`Share.start_cooldown`; others learn of it through the
+  ``on_cooldown`` callback given to :meth:`Share.bind`);
+* the poll budget (:meth:`Share.acquire_poll`);
+* webhook deliveries (:meth:`Share.publish`, :meth:`Share.stored_result`; deliveries
+  published by other processes arrive through ``on_delivery``).
+
+The local in-flight limiter still runs in front of the share, so a process never holds more
+than its own ``max_in_flight``. A Share that loses its server must not fail the calls: it
+falls back to a conservative local share of the limits and reconnects by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from wavespeed_async._flow import FlowLimits
+    from wavespeed_async._models import Prediction
+    from wavespeed_async._secret import Secret
+
+__all__ = ["Share", "default_namespace", "resolve_share"]
+
+
+class Share(Protocol):
+    """What a backend shared by many processes provides (one instance per Client)."""
+
+    def bind(
+        self,
+        limits: FlowLimits,
+        *,
+        namespace: str,
+        clock: Callable[[], float],
+        on_delivery: Callable[[Prediction], object],
+        on_cooldown: Callable[[float], None],
+    ) -> None:
+        """Attach to one Client: its limits, the default namespace, the loop's clock, and
+        what to call when another process delivers a result or starts a cool-down."""
+
+    async def start(self) -> None:
+        """Connect and subscribe; raise ``ConnectError`` naming the server if it is down."""
+
+    async def aclose(self) -> None:
+        """Give back every lease, stop background work and close the connections."""
+
+    async def acquire_slot(self, token: object) -> None:
+        """Wait for an account-wide in-flight slot, held on behalf of ``token``."""
+
+    def release_slot(self, token: object) -> None:
+        """Give back ``token``'s slot (at once locally; the server is told in background)."""
+
+    async def acquire_start(self) -> object:
+        """Wait until one more task may start under the account-wide per-minute limit;
+        return a handle for :meth:`start_sent`."""
+
+    def start_sent(self, handle: object) -> None:
+        """The submit of ``handle`` was answered: count the start from now, the latest time
+        the server can have created the task, so that a request slowed on its way (a busy
+        process, a retry) cannot make the server count it later than the window did."""
+
+    async def acquire_poll(self) -> None:
+        """Wait for this poll's share of the account-wide poll budget."""
+
+    def start_cooldown(self, seconds: float) -> None:
+        """Pause every process of the account for ``seconds`` (after a 429)."""
+
+    def publish(self, prediction: Prediction) -> None:
+        """Tell every process of the account that ``prediction`` ended (in background)."""
+
+    async def stored_result(self, task_id: str) -> Prediction | None:
+        """A delivery published for ``task_id`` before anyone waited for it, if any."""
+
+
+def default_namespace(api_key: Secret, base_url: str) -> str:
+    """A namespace for one account on one API: a hash of both (never the key itself)."""
+    return api_key.fingerprint(base_url)[:16]
+
+
+def resolve_share(share: str | Share | None) -> Share | None:
+    """``Client(share=...)``: a ``redis://`` URL builds a RedisShare (imported only then)."""
+    if share is None or not isinstance(share, str):
+        return share
+    from wavespeed_async.redis import RedisShare  # an optional extra: imported only when used
+
+    return RedisShare(share)
