@@ -22,7 +22,7 @@ import inspect
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import ray
 
@@ -58,7 +58,7 @@ def generate(
     model: str,
     actors: int = 2,
     concurrency: int = 32,
-    share: Any = None,
+    share: str | None = None,
     ledger: str | os.PathLike[str] | None = None,
     ledger_namespace: str | None = None,
     columns: Sequence[str] | Mapping[str, str] | None = None,
@@ -129,6 +129,10 @@ def generate(
     if not claim_timeout_s > 0:
         raise ValidationError(
             "claim_timeout_s", f"claim_timeout_s: {claim_timeout_s!r}; allowed: a number > 0"
+        )
+    if share is not None and not isinstance(share, str):
+        raise ValidationError(
+            "share", "share: allowed: a redis:// URL (each actor opens its own connection)"
         )
     if share is not None and "share" not in inspect.signature(Client).parameters:
         raise ValidationError(

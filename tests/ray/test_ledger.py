@@ -189,6 +189,8 @@ def test_generate_rejects_bad_options_before_anything_runs() -> None:
         generate(None, model="flux")  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="key"):
         generate(None, model=MODEL, key="prompt", columns=["prompt"])  # type: ignore[arg-type]
+    with pytest.raises(ValidationError, match="share: allowed: a redis:// URL"):
+        generate(None, model=MODEL, share=object())  # type: ignore[arg-type]
 
 
 @pytest.mark.anyio
