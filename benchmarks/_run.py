@@ -433,6 +433,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="only re-render latest.md (next to --out) from a results JSON file",
     )
     p.add_argument(
+        "--ray",
+        action="store_true",
+        help="only the Ray Data step beside run_many (about a minute; needs the ray extra); "
+        "writes ray.md and ray.json",
+    )
+    p.add_argument(
         "--only",
         nargs="+",
         metavar="NAME",
@@ -448,6 +454,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = PLANS["quick" if args.quick else "full"]
     default_out = ROOT / "benchmarks" / "results"
     out: Path = args.out or (default_out / "quick" if args.quick else default_out)
+    if args.ray:
+        from benchmarks import _ray
+
+        return _ray.main(out)
     if args.render is not None:
         results = msgspec.json.decode(args.render.read_bytes(), type=Results)
         results.targets = evaluate_targets(results.comparison, results.scale, results.inflight)

@@ -146,3 +146,16 @@ async def test_fastapi_app_endpoints_in_process() -> None:
     assert record.webhook_deliveries == 1 and record.webhook_url == f"{url}/wavespeed/webhook"
     assert failed["task_id"] in stats.tasks and "1200" in failed["detail"]
     assert stats.tasks_created == 2 and stats.webhook_deliveries == 2
+
+
+def test_ray_pipeline_writes_every_row_to_parquet_with_its_task(tmp_path: Path) -> None:
+    pq = pytest.importorskip("pyarrow.parquet", reason="the ray extra is not installed")
+    args = ["--rows", "12", "--actors", "1", "--out", "out.parquet", "--ledger", "ledger"]
+    proc = run_example("ray_pipeline.py", *args, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "12 rows written to out.parquet/: {'completed': 12}" in proc.stdout
+    table = pq.read_table(tmp_path / "out.parquet")
+    assert table.num_rows == 12
+    assert set(table.column("status").to_pylist()) == {"completed"}
+    assert len(set(table.column("task_id").to_pylist())) == 12
+    assert (tmp_path / "ledger" / "ledger.sqlite3").is_file()

@@ -96,6 +96,28 @@ class FlowLimits:
         fields.update(overrides)
         return cls(**fields)  # type: ignore[arg-type]
 
+    def split(self, n: int) -> FlowLimits:
+        """One of ``n`` equal shares of these limits, for ``n`` processes on one account.
+
+        The in-flight cap, the start rate, the poll budget and the pool size are divided
+        by ``n`` (rounded down, at least 1 each), so that ``n`` Clients with these
+        limits together stay within the original ones. With ``n`` above a cap, each share
+        keeps 1 and the sum exceeds the cap: share limits through Redis instead.
+
+        Raises:
+            ValidationError: ``n`` is not an integer >= 1.
+        """
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValidationError("n", f"n: {n!r} is not allowed; allowed: an integer >= 1")
+        return FlowLimits(
+            max_in_flight=None if self.max_in_flight is None else max(1, self.max_in_flight // n),
+            tasks_per_minute=(
+                None if self.tasks_per_minute is None else max(1, self.tasks_per_minute // n)
+            ),
+            max_polls_per_s=None if self.max_polls_per_s is None else self.max_polls_per_s / n,
+            max_connections=max(1, self.max_connections // n),
+        )
+
 
 class SlidingWindow:
     """At most ``limit`` events in any ``window_s`` seconds (pure; times are passed in)."""

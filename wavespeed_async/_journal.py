@@ -42,7 +42,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-__all__ = ["STATES", "JobRecord", "Journal", "JournalError", "JournalWriteError"]
+__all__ = ["STATES", "JobRecord", "Journal", "JournalError", "JournalWriteError", "open_database"]
 
 #: Job states, in the order a job goes through them.
 STATES: Final = ("pending", "submitting", "created", "completed", "failed", "unknown", "invalid")
@@ -149,20 +149,51 @@ def _os_cause(path: Path, exc: sqlite3.Error) -> str:
     return str(exc)
 
 
-def _set_up(conn: sqlite3.Connection) -> str | None:
+def _set_up(conn: sqlite3.Connection, schema: str, version: int) -> str | None:
     """Configure a new connection and create the tables; return a problem, if any."""
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
     if mode is None or str(mode[0]).lower() != "wal":
         return "cannot switch the journal to WAL mode"
     # FULL: a commit is fsync'ed, so a recorded task id survives even an OS crash.
     conn.execute("PRAGMA synchronous = FULL")
-    conn.executescript(_SCHEMA)
+    conn.executescript(schema)
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
     if row is None:
-        conn.execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-    elif int(row[0]) > SCHEMA_VERSION:
+        conn.execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(version),))
+    elif int(row[0]) > version:
         return f"written by a newer wavespeed-async (schema {row[0]}); upgrade it"
     return None
+
+
+def open_database(path: str | Path, schema: str, version: int) -> sqlite3.Connection:
+    """Open (or create) a SQLite file in autocommit, WAL mode with full durability.
+
+    ``schema`` must create a ``meta(key, value)`` table; the schema version is kept there.
+    Every statement is its own transaction, committed (and fsync'ed) when it returns.
+
+    Raises:
+        JournalError: the file is not usable, or was written by a newer version.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    # Autocommit: every statement is its own transaction, committed when it returns.
+    conn = sqlite3.connect(p, isolation_level=None, timeout=10.0)
+    try:
+        conn.execute("PRAGMA busy_timeout = 10000")
+        problem = _set_up(conn, schema, version)
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        raise JournalError(f"{p}: cannot open the journal: {_os_cause(p, exc)}") from None
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise JournalError(f"{p}: not a usable journal: {exc}") from None
+    except BaseException:
+        conn.close()
+        raise
+    if problem is not None:
+        conn.close()
+        raise JournalError(f"{p}: {problem}")
+    return conn
 
 
 class Journal:
@@ -187,26 +218,7 @@ class Journal:
         Raises:
             JournalError: the file is not a journal, or was written by a newer version.
         """
-        p = Path(path)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        # Autocommit: every statement is its own transaction, committed when it returns.
-        conn = sqlite3.connect(p, isolation_level=None, timeout=10.0)
-        try:
-            conn.execute("PRAGMA busy_timeout = 10000")
-            problem = _set_up(conn)
-        except sqlite3.OperationalError as exc:
-            conn.close()
-            raise JournalError(f"{p}: cannot open the journal: {_os_cause(p, exc)}") from None
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise JournalError(f"{p}: not a usable journal: {exc}") from None
-        except BaseException:
-            conn.close()
-            raise
-        if problem is not None:
-            conn.close()
-            raise JournalError(f"{p}: {problem}")
-        return cls(conn, path=p)
+        return cls(open_database(path, _SCHEMA, SCHEMA_VERSION), path=Path(path))
 
     def close(self) -> None:
         """Close the file. Everything was committed already."""

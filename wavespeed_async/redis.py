@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import logging
 import math
@@ -281,21 +282,9 @@ class RedisShare:
         if self._fallback is None:
             n = max(1, self.live_processes)
             lim = self._limits
-
-            def part(v: int | None) -> int | None:
-                return None if v is None else max(1, v // n)
-
-            self._fallback = FlowControl(
-                FlowLimits(
-                    max_in_flight=part(lim.max_in_flight),
-                    tasks_per_minute=part(lim.tasks_per_minute),
-                    max_polls_per_s=None
-                    if lim.max_polls_per_s is None
-                    else lim.max_polls_per_s / n,
-                    max_connections=lim.max_connections,
-                ),
-                clock=self._clock,
-            )
+            # Each process keeps its own connection pool: only the account's limits split.
+            part = dataclasses.replace(lim.split(n), max_connections=lim.max_connections)
+            self._fallback = FlowControl(part, clock=self._clock)
             self.outages += 1
             log.warning(
                 "share at %s is unreachable (%s: %s); limits are now shared locally (1/%d "

@@ -1,0 +1,185 @@
+"""Bulk generation as one step of a Ray Data pipeline (``pip install 'wavespeed-async[ray]'``).
+
+::
+
+    import ray
+    from wavespeed_async.ray import generate
+
+    ds = ray.data.read_parquet("prompts/")
+    out = generate(ds, model="wavespeed-ai/flux-kontext-pro/text-to-image",
+                   actors=8, concurrency=64, ledger="redis://redis:6379/0")
+    out.write_parquet("images/")
+
+Each row's columns are the model's input; the output keeps them and adds ``task_id``,
+``status``, ``outputs`` and ``error``. A ledger (a local folder, or a Redis URL for many
+machines) records each row's task the moment it exists, so a worker's death, a retried block
+or a re-run of the whole pipeline never submits (and bills) a row twice. See ``docs/ray.md``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import ray
+
+from wavespeed_async._client import Client
+from wavespeed_async._config import PollConfig, RetryConfig, Timeouts
+from wavespeed_async._errors import ValidationError
+from wavespeed_async._flow import FlowLimits
+from wavespeed_async._generate import (
+    OUTPUT_COLUMNS,
+    GenerateOptions,
+    GenerateWorker,
+    columns_option,
+    model_input,
+    row_key,
+)
+from wavespeed_async._ledger import is_redis_url
+
+if TYPE_CHECKING:
+    from ray.data import Dataset
+
+__all__ = ["OUTPUT_COLUMNS", "generate", "model_input", "row_key"]
+
+
+def _positive_int(name: str, value: object) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ValidationError(name, f"{name}: {value!r} is not allowed; allowed: an integer >= 1")
+    return value
+
+
+def generate(
+    ds: Dataset,
+    *,
+    model: str,
+    actors: int = 2,
+    concurrency: int = 32,
+    share: str | None = None,
+    ledger: str | os.PathLike[str] | None = None,
+    ledger_namespace: str | None = None,
+    columns: Sequence[str] | Mapping[str, str] | None = None,
+    key: str | None = None,
+    download: str | os.PathLike[str] | None = None,
+    download_bytes: bool = False,
+    base_url: str | None = None,
+    limits: FlowLimits | None = None,
+    poll: PollConfig | None = None,
+    retry: RetryConfig | None = None,
+    timeouts: Timeouts | None = None,
+    batch_size: int = 64,
+    num_cpus: float = 0.25,
+    claim_timeout_s: float = 300.0,
+) -> Dataset:
+    """Add a WaveSpeed generation step to ``ds``: one task per row, under an actor pool.
+
+    Args:
+        ds: The rows; by default every column is a model input (nulls are left out).
+        model: The model path, e.g. ``"wavespeed-ai/flux-kontext-pro/text-to-image"``.
+        actors: Actors in the pool (one Client each).
+        concurrency: Rows in progress at once per actor (submitted and not yet ended),
+            across all the batches the actor runs; without ``share``, at most the actor's
+            share of ``limits.max_in_flight``.
+        share: Account-wide limits shared through Redis (a URL), passed to each actor's
+            ``Client(share=...)``: every actor then uses ``limits`` as the account's.
+            Without it, each actor takes ``limits.split(actors)``.
+        ledger: Where rows' tasks are recorded: a folder (SQLite, the actors of one
+            machine) or a Redis URL (``redis://...``, every machine). ``None``: no ledger;
+            a retried block or a re-run submits its rows again.
+        ledger_namespace: The Redis hash of the ledger (default ``wavespeed-async:ledger``).
+        columns: The input columns: a list picks them, a mapping ``{column: field}`` picks
+            and renames them. Default: every column but ``key``.
+        key: A column holding a stable, unique row key. Default: a hash of the model and
+            the row's input, so identical rows share one task.
+        download: A folder to save outputs to (``<key>_<n>.png``); adds a ``files`` column.
+        download_bytes: Add an ``images`` column with each output's bytes, for the next
+            stage of the pipeline.
+        base_url: The API (default ``$WAVESPEED_BASE_URL`` of this process, else the real
+            API). The key is read from ``$WAVESPEED_API_KEY`` in each actor's process:
+            set it on every node, or through ``ray.init(runtime_env=...)``.
+        limits: The account's limits (default ``FlowLimits()``).
+        poll, retry, timeouts: Each actor's Client settings.
+        batch_size: Rows handed to an actor at a time.
+        num_cpus: CPUs each actor asks Ray for: a fraction, since the work is waiting on
+            the network.
+        claim_timeout_s: How long a row claimed by another worker, with no task id yet,
+            is watched before it is reported ``unknown``.
+
+    Returns:
+        A lazy Dataset with the input columns unchanged plus ``task_id``, ``status``
+        (``completed``, ``failed``, ``pending``: the task still runs, ``unknown``: a
+        submit without an answer, ``refused``: no task was created), ``outputs`` (list
+        of URLs) and ``error`` (``""`` for a completed row).
+
+    Raises:
+        ValidationError: an option is out of range, before anything runs.
+    """
+    if not isinstance(model, str) or model.count("/") < 1:
+        raise ValidationError(
+            "model", f"model: {model!r} is not allowed; allowed: a path like 'owner/model'"
+        )
+    _positive_int("actors", actors)
+    _positive_int("concurrency", concurrency)
+    _positive_int("batch_size", batch_size)
+    if not num_cpus > 0:
+        raise ValidationError("num_cpus", f"num_cpus: {num_cpus!r}; allowed: a number > 0")
+    if not claim_timeout_s > 0:
+        raise ValidationError(
+            "claim_timeout_s", f"claim_timeout_s: {claim_timeout_s!r}; allowed: a number > 0"
+        )
+    if share is not None and not isinstance(share, str):
+        raise ValidationError(
+            "share", "share: allowed: a redis:// URL (each actor opens its own connection)"
+        )
+    if share is not None and "share" not in inspect.signature(Client).parameters:
+        raise ValidationError(
+            "share", "share: this wavespeed-async has no shared limits (Client(share=...))"
+        )
+    if key is not None and columns is not None:
+        picked = columns.keys() if isinstance(columns, Mapping) else columns
+        if key in picked:
+            raise ValidationError("key", f"key: {key!r} is also an input column")
+    schema = ds.schema(fetch_if_missing=False)  # known without running anything, or None
+    if schema is not None:
+        added = (*OUTPUT_COLUMNS, "files", "images")
+        clash = [name for name in schema.names if name in added]
+        if clash:
+            raise ValidationError(
+                "ds", f"ds: the dataset already has column(s) {clash}; rename them first"
+            )
+        if key is not None and key not in schema.names:
+            raise ValidationError("key", f"key: the dataset has no column {key!r}")
+    account = limits or FlowLimits()
+    location: str | None = None
+    if ledger is not None:
+        location = os.fspath(ledger)
+        if not is_redis_url(location):
+            location = str(Path(location).resolve())
+    options = GenerateOptions(
+        model=model,
+        concurrency=concurrency,
+        limits=account if share is not None else account.split(actors),
+        columns=columns_option(columns),
+        key=key,
+        base_url=base_url or os.environ.get("WAVESPEED_BASE_URL") or None,
+        share=share,
+        ledger=location,
+        ledger_namespace=ledger_namespace,
+        download=None if download is None else str(Path(download).resolve()),
+        download_bytes=download_bytes,
+        poll=poll,
+        retry=retry,
+        timeouts=timeouts,
+        claim_timeout_s=claim_timeout_s,
+    )
+    return ds.map_batches(
+        GenerateWorker,
+        fn_constructor_kwargs={"options": options},
+        compute=ray.data.ActorPoolStrategy(size=actors),
+        num_cpus=num_cpus,
+        batch_size=batch_size,
+        batch_format="pyarrow",
+    )
