@@ -381,8 +381,8 @@ def test_estimator_grown_to_a_wave_learns_the_whole_distribution_not_its_tail() 
 
 def test_estimator_grow_window_keeps_the_ring_order_and_is_capped() -> None:
     est = DurationEstimator(3.0, window=8)
-    for d in range(12):  # the ring holds 4..11, its oldest (4) in the middle of the list
-        est.observe(float(d))
+    for i in range(12):  # the ring holds 4..11, its oldest (4) in the middle of the list
+        est.observe(float(i))
     est.grow_window(10)
     est.grow_window(5)  # never shrinks
     assert est.window == 10
