@@ -206,7 +206,9 @@ class PollConfig:
             first-poll time before polling it again.
         prior_spread: Log-space standard deviation of the prior duration distribution
             (0.4: the 5th..95th percentiles are about 0.5x..1.9x the median).
-        estimator_window: How many recent durations per model the estimator keeps.
+        estimator_window: How many recent durations per model the estimator keeps at
+            least; it keeps more while more tasks are in flight (up to 16,384), so that
+            tasks started together, which end in waves, teach it a whole wave.
     """
 
     expected_duration_s: float = 3.0
