@@ -35,6 +35,7 @@ from wavespeed_async._policy import (
     unknown_outcome_cause,
 )
 from wavespeed_async._polling import (
+    MAX_WINDOW,
     DurationEstimator,
     next_poll_delay,
     simulate_fixed_polling,
@@ -359,6 +360,38 @@ def test_estimator_forgets_beyond_its_window() -> None:
         est.observe(1.0)
     assert est.count == 10
     assert est.quantile(1.0) == 1.0
+
+
+def test_estimator_grown_to_a_wave_learns_the_whole_distribution_not_its_tail() -> None:
+    # 2,000 tasks started together end in order of duration: the last 256 are the longest.
+    rng = random.Random(7)
+    durations = sorted(rng.lognormvariate(math.log(10.0), 0.4) for _ in range(2000))
+    true_p10 = durations[len(durations) // 10]
+    small, grown = DurationEstimator(3.0), DurationEstimator(3.0)
+    grown.grow_window(len(durations))
+    for d in durations:
+        small.observe(d)
+        grown.observe(d)
+    assert grown.window == 2000 and grown.count == 2000
+    assert grown.quantile(0.1) == pytest.approx(true_p10, rel=0.01)
+    # The fixed window holds only the tail of the wave: its "10th percentile" is later
+    # than 85 % of the wave's tasks.
+    assert small.quantile(0.1) > durations[int(0.85 * len(durations))]
+
+
+def test_estimator_grow_window_keeps_the_ring_order_and_is_capped() -> None:
+    est = DurationEstimator(3.0, window=8)
+    for i in range(12):  # the ring holds 4..11, its oldest (4) in the middle of the list
+        est.observe(float(i))
+    est.grow_window(10)
+    est.grow_window(5)  # never shrinks
+    assert est.window == 10
+    for d in (12.0, 13.0, 14.0):  # fills to 10, then replaces the oldest: 4
+        est.observe(d)
+    assert est.count == 10
+    assert est.quantile(0.0) == 5.0 and est.quantile(1.0) == 14.0
+    est.grow_window(10**9)
+    assert est.window == MAX_WINDOW
 
 
 def test_estimator_ignores_non_finite_and_clamps_negative_durations() -> None:

@@ -184,6 +184,20 @@ async def test_the_poll_budget_spreads_polls_and_every_wait_still_ends() -> None
     assert sorted(server.sent) == sorted(f"t{i}" for i in range(8))
 
 
+async def test_the_estimator_window_grows_to_the_tasks_in_flight() -> None:
+    server = FakeServer()
+    sched = scheduler(server)
+    now = asyncio.get_running_loop().time()
+    shared = DurationEstimator.from_config(CONFIG)
+    entries = [entry(f"t{i}", started=now) for i in range(300)]
+    for e in entries:
+        e.estimator = shared
+    futures = [sched.add(e) for e in entries]
+    assert shared.window == 300  # more than the configured 256: a whole wave is kept
+    await asyncio.gather(*futures)
+    assert shared.count == 300
+
+
 async def test_a_poll_error_reaches_its_waiter_only() -> None:
     server = FakeServer()
     sched = scheduler(server)

@@ -20,7 +20,9 @@ from wavespeed_async import (
     RateLimitError,
     ServerError,
     SubmissionOutcomeUnknown,
+    Timeouts,
 )
+from wavespeed_async._transport import Transport
 
 pytestmark = pytest.mark.anyio
 
@@ -232,6 +234,35 @@ async def test_the_key_is_sent_to_the_api_and_attribution_headers_too(
         await c.balance()
     assert seen["Authorization"] == f"Bearer {CANARY_KEY}"
     assert seen["X-Client-Name"] == "wavespeed-async"
+
+
+async def test_a_submit_carries_the_session_headers_and_its_content_type(
+    scripted: Scripted,
+) -> None:
+    seen: dict[str, str] = {}
+
+    def capture(r: web.Request) -> web.Response:
+        seen.update(r.headers)
+        return envelope(prediction("created"))
+
+    scripted.on(SUBMIT, capture)
+    async with client_for(scripted) as c:
+        await c.submit("m/x", {"prompt": "p"})
+    assert seen["Authorization"] == f"Bearer {CANARY_KEY}"
+    assert seen["Content-Type"] == "application/json"
+    assert seen["X-Client-Name"] == "wavespeed-async"
+
+
+def test_a_get_has_one_total_deadline_and_a_post_a_separate_connect_budget() -> None:
+    timeouts = Timeouts(connect_s=3.0, request_s=20.0)
+    make = Transport._make_timeout
+    dummy = type("T", (), {"timeouts": timeouts})()
+    get = make(dummy, 7.0, True)
+    # The whole GET attempt, pool wait included, within its read budget; one timer.
+    assert (get.total, get.sock_read, get.connect, get.sock_connect) == (7.0, None, None, 3.0)
+    post = make(dummy, 7.0, False)
+    # A submit's connect phase is told apart (re-sent safely), and it still has a total.
+    assert (post.total, post.connect, post.sock_connect, post.sock_read) == (27.0, 20.0, 3.0, 7.0)
 
 
 async def test_a_refused_submit_that_names_a_task_still_reports_its_id(

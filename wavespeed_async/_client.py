@@ -279,7 +279,11 @@ class Client:
             connector = aiohttp.TCPConnector(
                 limit=self.limits.max_connections, limit_per_host=self.limits.max_connections
             )
-            self._session = aiohttp.ClientSession(connector=connector, raise_for_status=False)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                raise_for_status=False,
+                headers=Transport.session_headers(self._key, self._extra_headers),
+            )
             if self._flow is None:
                 self._flow = FlowControl(self.limits, clock=loop.time, share=self._share)
                 if self._share is not None:
@@ -293,13 +297,11 @@ class Client:
             self._transport = Transport(
                 self._session,
                 base_url=self.base_url,
-                api_key=self._key,
                 timeouts=self.timeouts,
                 sizes=self.sizes,
                 retry=self.retry,
                 flow=self._flow,
                 rng=self._rng,
-                extra_headers=self._extra_headers,
             )
         return self._transport
 

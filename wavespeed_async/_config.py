@@ -88,7 +88,9 @@ class Timeouts:
             connection is ready: a total deadline that a server trickling bytes cannot
             extend. Waiting for a pooled connection and connecting have a budget of the
             same length before it (a timeout there proves the request never left, so even
-            a submit is re-sent), so one attempt ends within ``2 * request_s``.
+            a submit is re-sent), so one attempt ends within ``2 * request_s``. A GET (a
+            poll) is retried alike whatever phase timed out, so its whole attempt, waiting
+            for a connection included, has the one deadline of ``request_s``.
         sync_request_s: A submit with ``enable_sync_mode``: the server holds the request
             open for about 90 s, so this must be longer than that.
         download_s: Fetching one output file, from the start of its request (waiting for
@@ -204,7 +206,9 @@ class PollConfig:
             first-poll time before polling it again.
         prior_spread: Log-space standard deviation of the prior duration distribution
             (0.4: the 5th..95th percentiles are about 0.5x..1.9x the median).
-        estimator_window: How many recent durations per model the estimator keeps.
+        estimator_window: How many recent durations per model the estimator keeps at
+            least; it keeps more while more tasks are in flight (up to 16,384), so that
+            tasks started together, which end in waves, teach it a whole wave.
     """
 
     expected_duration_s: float = 3.0

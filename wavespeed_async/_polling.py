@@ -37,17 +37,26 @@ _DENSITY_BANDWIDTH: Final = 0.1
 #: A task found done at its first poll finished at some unknown time before it: record it
 #: this much earlier, so that if the durations shrink, the first poll moves earlier too.
 _FIRST_HIT_SHRINK: Final = 0.8
+#: The most durations one estimator keeps when it grows its window to the tasks in flight.
+MAX_WINDOW: Final = 16_384
 
 
 class DurationEstimator:
     """Learns one model's distribution of submit-to-terminal durations, in seconds.
 
-    Keeps the last ``window`` durations in a ring buffer and answers quantiles from a
-    sorted copy rebuilt lazily after a change (observe is O(1); the first query after a
-    change sorts ``window`` floats; later queries are O(1) or O(log window)). With fewer
+    Keeps the last ``window`` durations in a ring buffer and a sorted copy updated on
+    every observation (one bisect and one insertion: O(window) memory moves, microseconds
+    even at the largest window); queries are O(1) or O(log window). With fewer
     than 5 observations it answers from a log-normal prior centred on ``prior_s`` (or, once
     anything was observed, on the geometric mean of the observations) with log-space
     spread ``prior_spread``.
+
+    Durations arrive in the order tasks end, which is a fair sample of the distribution
+    only when tasks start at a steady rate. Tasks started together end in waves: their
+    last ``window`` durations are the longest of the wave, and a schedule learned from
+    them polls the next wave late. :meth:`grow_window` (the poll scheduler calls it with
+    the number of tasks in flight) keeps at least as many durations as tasks run at once,
+    so the window spans a whole wave.
 
     Feed it either exact durations (:meth:`observe`: a webhook's arrival, a sync-mode
     answer) or what polling saw (:meth:`observe_detection`). Not thread-safe: use it from
@@ -87,7 +96,7 @@ class DurationEstimator:
         self._window = window
         self._buf: list[float] = []
         self._next = 0  # where the next observation goes once the buffer is full
-        self._sorted: list[float] | None = []
+        self._sorted: list[float] = []
         #: Answers of :meth:`quantile` since the last change (the schedule asks the same
         #: few quantiles at every poll).
         self._quantiles: dict[float, float] = {}
@@ -112,6 +121,20 @@ class DurationEstimator:
         """The most durations ever held."""
         return self._window
 
+    def grow_window(self, size: int) -> None:
+        """Keep at least ``size`` durations from now on (at most :data:`MAX_WINDOW`).
+
+        The window never shrinks; the durations already held are kept.
+        """
+        size = min(size, MAX_WINDOW)
+        if size <= self._window:
+            return
+        if self._next:
+            # Unroll the ring: oldest first, so that new durations are appended after it.
+            self._buf = self._buf[self._next :] + self._buf[: self._next]
+            self._next = 0
+        self._window = size
+
     def observe(self, duration_s: float) -> None:
         """Record one task's submit-to-terminal duration in seconds.
 
@@ -120,14 +143,17 @@ class DurationEstimator:
         if not math.isfinite(duration_s):
             return
         value = max(0.0, float(duration_s))
+        ordered = self._sorted
         if len(self._buf) < self._window:
             self._buf.append(value)
             if len(self._buf) <= _MIN_SAMPLES:
                 self._log_sum += math.log(max(value, 1e-3))
         else:
+            old = self._buf[self._next]
+            del ordered[bisect.bisect_left(ordered, old)]
             self._buf[self._next] = value
             self._next = (self._next + 1) % self._window
-        self._sorted = None
+        bisect.insort(ordered, value)
         self._quantiles.clear()
 
     def observe_detection(self, detected_at_s: float, last_pending_at_s: float | None) -> None:
@@ -148,11 +174,6 @@ class DurationEstimator:
             self.observe(detected_at_s * _FIRST_HIT_SHRINK)
         else:
             self.observe((min(last_pending_at_s, detected_at_s) + detected_at_s) / 2.0)
-
-    def _samples(self) -> list[float]:
-        if self._sorted is None:
-            self._sorted = sorted(self._buf)
-        return self._sorted
 
     def _prior_median(self) -> float:
         n = len(self._buf)
@@ -175,7 +196,7 @@ class DurationEstimator:
 
     def _quantile(self, q: float) -> float:
         q = min(1.0, max(0.0, q)) if math.isfinite(q) else 0.5
-        xs = self._samples()
+        xs = self._sorted
         n = len(xs)
         if n < _MIN_SAMPLES:
             # The log-normal's 0 and 1 quantiles are 0 and infinity: stay inside.
@@ -191,7 +212,7 @@ class DurationEstimator:
         The inverse of :meth:`quantile`: non-decreasing, 0 below the shortest duration
         held, 1 above the longest.
         """
-        xs = self._samples()
+        xs = self._sorted
         n = len(xs)
         if n < _MIN_SAMPLES:
             if duration_s <= 0:

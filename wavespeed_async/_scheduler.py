@@ -240,6 +240,8 @@ class PollScheduler:
         future: asyncio.Future[Prediction] = self._loop.create_future()
         entry.future = future
         self._by_id.setdefault(entry.task_id, []).append(entry)
+        # Tasks started together end in waves: learn from at least a wave's worth.
+        entry.estimator.grow_window(len(self._by_id))
         self._schedule(entry, *entry.next_due(self._loop.time(), self._config))
         return future
 

@@ -13,7 +13,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
 
 import aiohttp
 import anyio
@@ -39,6 +39,8 @@ from wavespeed_async._text import printable
 __all__ = ["Envelope", "Transport"]
 
 log = logging.getLogger("wavespeed_async")
+
+_JSON_HEADERS: Final = {"Content-Type": "application/json"}
 
 _CAUSE_KIND = {
     FailureKind.RESET: "reset",
@@ -133,26 +135,29 @@ class Transport:
     """Sends API calls for one Client over one aiohttp session.
 
     Not public: the Client owns it. The API key lives only in the ``Authorization`` header
-    built here (a value masked in every repr), which is sent to the API's base URL and
-    nowhere else.
+    of :meth:`session_headers`: the default headers of the API's own session (built once,
+    not merged into every request), which sends to the API's base URL and nowhere else
+    (downloads and uploads use sessions of their own, without credentials).
     """
+
+    @staticmethod
+    def session_headers(api_key: Secret, extra_headers: Mapping[str, str]) -> dict[str, str]:
+        """The headers of every API request: the credentials and the client's own."""
+        return {"Authorization": api_key.auth_header(), **extra_headers}
 
     def __init__(
         self,
         session: aiohttp.ClientSession,
         *,
         base_url: str,
-        api_key: Secret,
         timeouts: Timeouts,
         sizes: SizeLimits,
         retry: RetryConfig,
         flow: FlowControl,
         rng: random.Random,
-        extra_headers: Mapping[str, str],
     ) -> None:
         self.session = session
         self.base_url = base_url.rstrip("/")
-        self._headers = {"Authorization": api_key.auth_header(), **extra_headers}
         self.timeouts = timeouts
         self.max_answer_bytes = sizes.max_answer_bytes
         self.retry = retry
@@ -160,19 +165,27 @@ class Transport:
         self.rng = rng
         self.requests_sent = 0
         self.retries = 0
-        self._timeout_cache: dict[float, aiohttp.ClientTimeout] = {}
+        self._timeout_cache: dict[tuple[float, bool], aiohttp.ClientTimeout] = {}
 
     def url(self, path: str) -> str:
         """An absolute API URL from a path (``/api/v3/...``)."""
         return self.base_url + path
 
-    def _timeout(self, read_s: float) -> aiohttp.ClientTimeout:
-        timeout = self._timeout_cache.get(read_s)
+    def _timeout(self, read_s: float, idempotent: bool) -> aiohttp.ClientTimeout:
+        key = (read_s, idempotent)
+        timeout = self._timeout_cache.get(key)
         if timeout is None:
-            timeout = self._timeout_cache[read_s] = self._make_timeout(read_s)
+            timeout = self._timeout_cache[key] = self._make_timeout(read_s, idempotent)
         return timeout
 
-    def _make_timeout(self, read_s: float) -> aiohttp.ClientTimeout:
+    def _make_timeout(self, read_s: float, idempotent: bool) -> aiohttp.ClientTimeout:
+        if idempotent:
+            # A GET is retried the same whether it timed out connecting or waiting for its
+            # answer, so it needs no separate connect budget: one total deadline of
+            # ``read_s`` for the whole attempt (one timer per request; ``sock_read`` would
+            # add a second, re-armed on every chunk received), and ``sock_connect`` for a
+            # new connection (no timer when a pooled one is reused).
+            return aiohttp.ClientTimeout(total=read_s, sock_connect=self.timeouts.connect_s)
         # Waiting for a pooled connection and connecting are "connect" phases: a timeout
         # there proves the request never left, so even a submit may be re-sent. The "total"
         # deadline is the connect budget plus ``read_s``: it always fires after the connect
@@ -201,9 +214,7 @@ class Transport:
     ) -> E | _Attempt:
         """One HTTP exchange; a decoded envelope on success, else what went wrong."""
         await self.flow.wait_cooldown()
-        headers = self._headers
-        if json_body is not None:
-            headers = {**headers, "Content-Type": "application/json"}
+        headers = _JSON_HEADERS if json_body is not None else None
         self.requests_sent += 1
         try:
             async with self.session.request(
@@ -212,7 +223,7 @@ class Transport:
                 data=json_body if json_body is not None else (form() if form else None),
                 params=params,
                 headers=headers,
-                timeout=self._timeout(timeout_s),
+                timeout=self._timeout(timeout_s, method == "GET"),
                 # A redirected POST could be re-sent by the redirect: never follow for POST.
                 allow_redirects=method == "GET",
             ) as resp:
