@@ -11,6 +11,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import CANARY_KEY, fast_retry
+from tests.services import serve_aiohttp
 from wavespeed_async import APIStatusError, Client, ValidationError
 from wavespeed_async.emulator import Emulator
 
@@ -84,15 +85,8 @@ async def binary_only_server() -> AsyncIterator[tuple[str, list[bytes]]]:
 
     app = web.Application()
     app.router.add_post("/api/v3/media/upload/binary", binary)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}", received
-    finally:
-        await runner.cleanup()
+    async with serve_aiohttp(app) as base_url:
+        yield base_url, received
 
 
 async def test_upload_falls_back_to_the_binary_endpoint_on_404(
@@ -124,16 +118,12 @@ async def test_storage_refusal_is_an_api_status_error(tmp_path: Path) -> None:
     app = web.Application()
     app.router.add_post("/api/v3/media/uploads", ticket)
     app.router.add_put("/put", put)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
-        async with Client(CANARY_KEY, base_url=base_url, retry=fast_retry()) as c:
-            with pytest.raises(APIStatusError) as info:
-                await c.upload(b"abc", filename="a.png")
-    finally:
-        await runner.cleanup()
+    async with (
+        serve_aiohttp(app) as base_url,
+        Client(CANARY_KEY, base_url=base_url, retry=fast_retry()) as c,
+    ):
+        with pytest.raises(APIStatusError) as info:
+            await c.upload(b"abc", filename="a.png")
     assert info.value.status == 403
     assert "AccessDenied" in info.value.body
     assert CANARY_KEY not in str(info.value)
