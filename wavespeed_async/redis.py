@@ -36,6 +36,7 @@ from wavespeed_async import _redis_lua as lua
 from wavespeed_async._errors import ConnectError, ValidationError
 from wavespeed_async._flow import WINDOW_MARGIN_S, FlowControl, FlowLimits
 from wavespeed_async._models import Prediction, bare_prediction_decoder
+from wavespeed_async._secret import masked
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -55,7 +56,7 @@ def _redacted(url: str) -> str:
     """``url`` without its password (and user name), fit for a message or a log line."""
     parts = urlsplit(url)
     if parts.password is None and parts.username is None:
-        return url
+        return str(url)  # a plain str, even from a masked one
     host = parts.hostname or ""
     netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
@@ -97,6 +98,17 @@ class RedisShare:
         socket_timeout_s: float = 5.0,
         reconnect_interval_s: float = 1.0,
     ) -> None:
+        url = masked(url)  # no traceback's locals show its password
+        # What __repr__ reads, set before anything can raise (a traceback printed with its
+        # locals calls it on a half-built instance).
+        self.url = _redacted(url)
+        self.namespace = namespace
+        self._started = False
+        self._fallback: FlowControl | None = None
+        self._shared: set[object] = set()  # tokens holding a Redis lease
+        self._local: dict[object, anyio.CapacityLimiter] = {}  # tokens held while away
+        #: Processes sharing, as last seen (the fallback takes 1/N of the limits).
+        self.live_processes = 1
         if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
             raise ValidationError(
                 "share", f"share: {_redacted(url)!r}; allowed: a redis:// or rediss:// URL"
@@ -114,9 +126,7 @@ class RedisShare:
             raise ValidationError(
                 "max_connections", f"max_connections: {max_connections!r}; allowed: >= 2"
             )
-        self.url = _redacted(url)
         self._url = url
-        self.namespace = namespace
         self.lease_ttl_s = float(lease_ttl_s)
         self.result_ttl_s = float(result_ttl_s)
         self.max_connections = max_connections
@@ -131,7 +141,6 @@ class RedisShare:
         self._on_cooldown: Callable[[float], None] = lambda s: None
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
-        self._started = False
         self._start_lock: anyio.Lock | None = None
         # One waiter per process asks the server at a time; the others queue here in
         # order, so a thousand waiting calls are one script call per release, not 1,000.
@@ -139,13 +148,8 @@ class RedisShare:
         self._starts_lock = anyio.Lock()
         self._listener: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._shared: set[object] = set()  # tokens holding a Redis lease
-        self._local: dict[object, anyio.CapacityLimiter] = {}  # tokens held while away
         self._freed = anyio.Event()
         self._seq = itertools.count()
-        #: Processes sharing, as last seen (the fallback takes 1/N of the limits).
-        self.live_processes = 1
-        self._fallback: FlowControl | None = None
         self._rng = random.Random()
         #: Times the server went away, and times sharing resumed.
         self.outages = 0

@@ -69,3 +69,14 @@ def test_a_bad_fastapi_setting_shows_no_key_or_secret_in_its_locals() -> None:
     assert "client_kwargs" in text  # the constructor's frame was captured
     assert CANARY_KEY not in text
     assert CANARY_KEY[::-1] not in text
+
+
+def test_a_bad_share_setting_shows_no_redis_password_in_its_locals() -> None:
+    pytest.importorskip("redis")
+    from wavespeed_async.redis import RedisShare
+
+    with pytest.raises(ValidationError) as info:  # (no local of this frame holds it)
+        RedisShare("redis://:" + CANARY_KEY[::-1] + "@127.0.0.1:6379/0", lease_ttl_s=-1.0)
+    text = with_locals(info.value)
+    assert "reconnect_interval_s" in text  # the constructor's frame was captured
+    assert CANARY_KEY[::-1] not in text
