@@ -157,15 +157,12 @@ def guess_type(name: str) -> str:
 
 
 async def read_file_input(file: FileInput) -> tuple[bytes, str]:
-    """Read a path, bytes or a binary file object off the event loop; return (data, name)."""
+    """Read bytes or a binary file object (off the event loop); return (data, name).
+
+    A path is not read here: an upload streams it from disk (``_upload._Source``).
+    """
     if isinstance(file, (bytes, bytearray, memoryview)):
         return bytes(file), "upload.bin"
-    if isinstance(file, (str, os.PathLike)):
-        p = anyio.Path(os.fspath(file))
-        try:
-            return await p.read_bytes(), p.name
-        except OSError as exc:
-            raise ValidationError("file", f"file: cannot read {os.fspath(file)!r}: {exc}") from None
     read = getattr(file, "read", None)
     if read is None:
         raise ValidationError(
