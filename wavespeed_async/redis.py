@@ -29,8 +29,16 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import msgspec
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+
+try:
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+except ImportError as _exc:
+    raise ModuleNotFoundError(
+        f"wavespeed_async.redis needs redis-py ({_exc}); install it with: "
+        "pip install 'wavespeed-async[redis]'",
+        name=_exc.name,
+    ) from _exc
 
 from wavespeed_async import _redis_lua as lua
 from wavespeed_async._errors import ConnectError, ValidationError
