@@ -76,6 +76,8 @@ class _TicketEnvelope(msgspec.Struct, frozen=True):
 
 
 _ticket_decoder: Final = msgspec.json.Decoder(_TicketEnvelope)
+#: How much of a storage host's error body is read (and shown in the error).
+_ERROR_BODY_BYTES: Final = 2000
 
 
 class _Source:
@@ -207,8 +209,8 @@ async def _put(
                     timeout=timeout,
                 ) as resp:
                     if not 200 <= resp.status < 300:
-                        text = (await resp.text(errors="replace"))[:2000]
-                        raise HostStatus(resp.status, text)
+                        head = await _head(resp, _ERROR_BODY_BYTES)
+                        raise HostStatus(resp.status, head.decode(errors="replace"))
             finally:
                 _close(body)
 
@@ -216,6 +218,18 @@ async def _put(
             return _put_error(status, kind, where, text)
 
         await with_get_retries(once, retry=retry, rng=rng, give_up=give_up)
+
+
+async def _head(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The first ``limit`` bytes of the body (fewer if it ends first), never the rest: the
+    storage host is the ticket's word, not ours, and its body could be endless."""
+    head = b""
+    while len(head) < limit:
+        chunk = await resp.content.read(limit - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head
 
 
 def _close(body: Any) -> None:
