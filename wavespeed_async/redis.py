@@ -370,17 +370,25 @@ class RedisShare:
         kind, body = data[:1], data[1:]
         if kind == b"f":
             self._wake()
-        elif kind == b"c":
-            self._on_cooldown(int(body) / 1000)
-        elif kind == b"d":
-            origin, _, payload = body.partition(b"\n")
-            if origin.decode() != self.holder:
-                try:
-                    pred = bare_prediction_decoder.decode(payload)
-                except msgspec.DecodeError:
-                    log.warning("share at %s: an undecodable delivery was ignored", self.url)
+            return
+        try:
+            if kind == b"c":
+                seconds = int(body) / 1000
+            elif kind == b"d":
+                origin, _, payload = body.partition(b"\n")
+                if origin.decode() == self.holder:
                     return
-                self._on_delivery(pred)
+                pred = bare_prediction_decoder.decode(payload)
+            else:
+                return
+        except ValueError:  # msgspec.DecodeError and UnicodeDecodeError are ValueErrors
+            # Not what a RedisShare publishes; the listener must keep reading.
+            log.warning("share at %s: an unreadable message was ignored", self.url)
+            return
+        if kind == b"c":
+            self._on_cooldown(seconds)
+        else:
+            self._on_delivery(pred)
 
     def _wake(self) -> None:
         self._freed.set()
