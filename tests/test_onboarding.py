@@ -58,6 +58,21 @@ def test_fastapi_module_without_fastapi_names_the_pip_command() -> None:
     assert "pip install 'wavespeed-async[fastapi]'" in out
 
 
+def test_a_redis_share_without_redis_py_names_the_pip_command() -> None:
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "from wavespeed_async import Client\n"
+        "try:\n"
+        "    Client('k', base_url='http://127.0.0.1:9', share='redis://127.0.0.1:9/0')\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "pip install 'wavespeed-async[redis]'" in out
+
+
 def _public_callables(cls: type) -> list[str]:
     names = []
     for name, value in vars(cls).items():

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import CANARY_KEY, fast_poll, fast_retry
+from tests.services import serve_aiohttp
 from wavespeed_async import (
     BadRequestError,
     Client,
@@ -64,15 +65,8 @@ async def scripted() -> AsyncIterator[Scripted]:
     s = Scripted()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", s.dispatch)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    s.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
+    async with serve_aiohttp(app) as s.base_url:
         yield s
-    finally:
-        await runner.cleanup()
 
 
 def client_for(s: Scripted) -> Client:

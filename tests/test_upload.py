@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import CANARY_KEY, fast_retry
+from tests.services import serve_aiohttp
 from wavespeed_async import APIStatusError, Client, ValidationError
 from wavespeed_async.emulator import Emulator
 
@@ -84,15 +86,8 @@ async def binary_only_server() -> AsyncIterator[tuple[str, list[bytes]]]:
 
     app = web.Application()
     app.router.add_post("/api/v3/media/upload/binary", binary)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield f"http://127.0.0.1:{port}", received
-    finally:
-        await runner.cleanup()
+    async with serve_aiohttp(app) as base_url:
+        yield base_url, received
 
 
 async def test_upload_falls_back_to_the_binary_endpoint_on_404(
@@ -124,16 +119,12 @@ async def test_storage_refusal_is_an_api_status_error(tmp_path: Path) -> None:
     app = web.Application()
     app.router.add_post("/api/v3/media/uploads", ticket)
     app.router.add_put("/put", put)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    try:
-        async with Client(CANARY_KEY, base_url=base_url, retry=fast_retry()) as c:
-            with pytest.raises(APIStatusError) as info:
-                await c.upload(b"abc", filename="a.png")
-    finally:
-        await runner.cleanup()
+    async with (
+        serve_aiohttp(app) as base_url,
+        Client(CANARY_KEY, base_url=base_url, retry=fast_retry()) as c,
+    ):
+        with pytest.raises(APIStatusError) as info:
+            await c.upload(b"abc", filename="a.png")
     assert info.value.status == 403
     assert "AccessDenied" in info.value.body
     assert CANARY_KEY not in str(info.value)
@@ -141,3 +132,48 @@ async def test_storage_refusal_is_an_api_status_error(tmp_path: Path) -> None:
     assert len(seen) == 1
     assert "Authorization" not in seen[0]
     assert "Content-Type" not in seen[0]
+
+
+async def test_a_storage_refusal_with_a_huge_body_is_read_only_in_part() -> None:
+    # The storage host is named by the ticket, so it is the server's word: its error body
+    # is read up to what the error shows, never whole into memory.
+    flood = 32 * 1024 * 1024
+    sent = 0
+
+    async def ticket(request: web.Request) -> web.Response:
+        upload = {"method": "PUT", "url": f"http://{request.host}/put", "headers": {}}
+        data = {"download_url": f"http://{request.host}/files/a.png", "upload": upload}
+        return web.json_response({"code": 200, "message": "success", "data": data})
+
+    async def put(request: web.Request) -> web.StreamResponse:
+        nonlocal sent
+        await request.read()
+        resp = web.StreamResponse(status=403, headers={"Content-Type": "text/plain"})
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        try:
+            while sent < flood:
+                await resp.write(b"AccessDenied " * 5000)
+                sent += 13 * 5000
+        except ConnectionError:
+            pass
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/api/v3/media/uploads", ticket)
+    app.router.add_put("/put", put)
+    async with (
+        serve_aiohttp(app) as base_url,
+        Client(CANARY_KEY, base_url=base_url, retry=fast_retry()) as c,
+    ):
+        tracemalloc.start()
+        try:
+            with pytest.raises(APIStatusError) as info:
+                await c.upload(b"abc", filename="a.png")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert info.value.status == 403
+    assert info.value.body.startswith("AccessDenied")
+    assert len(info.value.body) <= 2000
+    assert peak < 8 * 1024 * 1024

@@ -18,6 +18,7 @@ from aiohttp import web
 from fastapi import FastAPI
 
 from tests.conftest import CANARY_KEY, fast_poll, fast_retry
+from tests.services import serve_aiohttp
 from tests.test_fastapi import PATH, serve_app, signed
 from tests.test_webhooks import BODY, NOW, SECRET, headers
 from wavespeed_async import ValidationError, WebhookVerificationError, verify_webhook
@@ -99,15 +100,8 @@ async def secret_server() -> AsyncIterator[tuple[SecretServer, str]]:
     server = SecretServer()
     app = web.Application()
     app.router.add_get("/api/v3/webhook/secret", server.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield server, f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
+    async with serve_aiohttp(app) as base_url:
+        yield server, base_url
 
 
 def make_ws(base_url: str, **kwargs: Any) -> WaveSpeed:

@@ -275,6 +275,10 @@ class BulkRun(Generic[T]):
         keep_inputs: bool = True,
         submit_grace_s: float = DEFAULT_SUBMIT_GRACE_S,
     ) -> None:
+        # What __repr__ reads, set before anything can raise (a traceback printed with its
+        # locals calls it on a half-built instance).
+        size = getattr(inputs, "__len__", None)
+        self.progress = Progress(total=size() if callable(size) else None)
         if not (
             isinstance(submit_grace_s, (int, float))
             and math.isfinite(submit_grace_s)
@@ -303,8 +307,6 @@ class BulkRun(Generic[T]):
         self._on_task_created = on_task_created
         self._keep_inputs = keep_inputs
         self._grace_s = float(submit_grace_s)
-        size = getattr(inputs, "__len__", None)
-        self.progress = Progress(total=size() if callable(size) else None)
         self._created: dict[int, str] = {}  # index -> task id, until delivered
         self._pending: dict[int, BulkResult[T]] = {}  # ordered mode: waiting for their turn
         self._next_index = 0

@@ -23,9 +23,9 @@ import os
 import random
 import secrets
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any, Final, Union
+from typing import IO, Any, Final, TypeVar, Union
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -47,14 +47,17 @@ from wavespeed_async._text import printable
 __all__ = [
     "Downloader",
     "FileInput",
+    "HostStatus",
     "guess_type",
     "inside",
     "is_private_host",
     "read_file_input",
+    "with_get_retries",
 ]
 
 FileInput = Union[str, "os.PathLike[str]", bytes, bytearray, memoryview, IO[bytes]]
 
+_T = TypeVar("_T")
 _CHUNK: Final = 1 << 20
 _MAX_REDIRECTS: Final = 5
 _REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
@@ -154,15 +157,12 @@ def guess_type(name: str) -> str:
 
 
 async def read_file_input(file: FileInput) -> tuple[bytes, str]:
-    """Read a path, bytes or a binary file object off the event loop; return (data, name)."""
+    """Read bytes or a binary file object (off the event loop); return (data, name).
+
+    A path is not read here: an upload streams it from disk (``_upload._Source``).
+    """
     if isinstance(file, (bytes, bytearray, memoryview)):
         return bytes(file), "upload.bin"
-    if isinstance(file, (str, os.PathLike)):
-        p = anyio.Path(os.fspath(file))
-        try:
-            return await p.read_bytes(), p.name
-        except OSError as exc:
-            raise ValidationError("file", f"file: cannot read {os.fspath(file)!r}: {exc}") from None
     read = getattr(file, "read", None)
     if read is None:
         raise ValidationError(
@@ -200,6 +200,56 @@ async def write_atomic(final: anyio.Path, chunks: list[bytes] | AsyncIterator[by
             await tmp.unlink(missing_ok=True)
         raise
     return Path(final)
+
+
+class HostStatus(Exception):
+    """A host other than the API answered an unusable status (retried per the GET policy)."""
+
+    def __init__(self, status: int, text: str = "") -> None:
+        super().__init__(status)
+        self.status = status
+        self.text = text
+
+
+async def with_get_retries(
+    once: Callable[[], Awaitable[_T]],
+    *,
+    retry: RetryConfig,
+    rng: random.Random,
+    give_up: Callable[[FailureKind, int | None, str], Exception],
+) -> _T:
+    """Call ``once`` until it succeeds, retrying per the GET policy a connect failure, a
+    reset, a timeout or a retryable :class:`HostStatus`; raise ``give_up(kind, status,
+    text)`` when the policy says stop. For requests to storage and output hosts, which
+    carry no credentials and go through a pool of their own."""
+    attempt = 0
+    while True:
+        attempt += 1
+        status: int | None = None
+        text = ""
+        try:
+            return await once()
+        except HostStatus as exc:
+            status, text = exc.status, exc.text
+            kind = FailureKind.STATUS
+        except aiohttp.ClientConnectorError:
+            kind = FailureKind.CONNECT
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
+            kind = FailureKind.TIMEOUT
+        except aiohttp.ClientError:
+            kind = FailureKind.RESET
+        decision = _policy.decide_get_retry(
+            kind,
+            status=status,
+            retry_after_s=None,
+            attempt=attempt,
+            config=retry,
+            rng=rng,
+            time_left_s=None,
+        )
+        if not decision.retry:
+            raise give_up(kind, status, text)
+        await anyio.sleep(decision.delay_s)
 
 
 class Downloader:
@@ -283,48 +333,31 @@ class Downloader:
             sock_connect=self._timeouts.connect_s,
             sock_read=self._timeouts.request_s,
         )
-        attempt = 0
-        while True:
-            attempt += 1
-            status: int | None = None
-            try:
-                return await self._fetch_once(url, folder, name, task_id, timeout)
-            except _InternalAddress as exc:
-                raise self._refused(
-                    url,
-                    f"resolves to internal address {exc} (allow with "
-                    "Client(allow_private_media=True))",
-                    task_id,
-                ) from None
-            except _Status as exc:
-                status = exc.status
-                kind = FailureKind.STATUS
-            except aiohttp.ClientConnectorError:
-                kind = FailureKind.CONNECT
-            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-                kind = FailureKind.TIMEOUT
-            except aiohttp.ClientError:
-                kind = FailureKind.RESET
-            decision = _policy.decide_get_retry(
-                kind,
-                status=status,
-                retry_after_s=None,
-                attempt=attempt,
-                config=self._retry,
-                rng=self._rng,
-                time_left_s=None,
+
+        def give_up(kind: FailureKind, status: int | None, text: str) -> Exception:
+            where = urlsplit(url)
+            what = f"HTTP {status}" if status else kind.name.lower()
+            shown = printable(f"{where.netloc}{where.path}", limit=200)
+            return TransportError(
+                f"cannot download output {shown}: {what}",
+                method="GET",
+                url=printable(f"{where.scheme}://{where.netloc}{where.path}", limit=200),
+                task_id=task_id,
             )
-            if not decision.retry:
-                where = urlsplit(url)
-                what = f"HTTP {status}" if status else kind.name.lower()
-                shown = printable(f"{where.netloc}{where.path}", limit=200)
-                raise TransportError(
-                    f"cannot download output {shown}: {what}",
-                    method="GET",
-                    url=printable(f"{where.scheme}://{where.netloc}{where.path}", limit=200),
-                    task_id=task_id,
-                )
-            await anyio.sleep(decision.delay_s)
+
+        try:
+            return await with_get_retries(
+                lambda: self._fetch_once(url, folder, name, task_id, timeout),
+                retry=self._retry,
+                rng=self._rng,
+                give_up=give_up,
+            )
+        except _InternalAddress as exc:
+            raise self._refused(
+                url,
+                f"resolves to internal address {exc} (allow with Client(allow_private_media=True))",
+                task_id,
+            ) from None
 
     async def _fetch_once(
         self,
@@ -343,7 +376,7 @@ class Downloader:
                     url = urljoin(url, location)
                     continue
                 if resp.status != 200:
-                    raise _Status(resp.status)
+                    raise HostStatus(resp.status)
                 declared = resp.content_length
                 if declared is not None and declared > self._max_bytes:
                     raise self._too_large(url, task_id)
@@ -378,11 +411,3 @@ class Downloader:
             if size > self._max_bytes:
                 raise self._too_large(url, task_id)
             yield chunk
-
-
-class _Status(Exception):
-    """A download answered with a status other than 200 (retried per the GET policy)."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status

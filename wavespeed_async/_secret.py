@@ -5,13 +5,13 @@ from __future__ import annotations
 import hashlib
 from typing import Final
 
-__all__ = ["Secret"]
+__all__ = ["Secret", "masked"]
 
 _MASK: Final = "'***'"
 
 
-class _HeaderValue(str):
-    """An ``Authorization`` header value: a real ``str`` for the HTTP layer, masked in
+class _Masked(str):
+    """A real ``str`` (for the HTTP layer, HMAC, ``Client(api_key=...)``), masked in
     ``repr`` (which is what dict reprs and traceback locals show)."""
 
     __slots__ = ()
@@ -44,4 +44,11 @@ class Secret:
 
     def auth_header(self) -> str:
         """The ``Authorization`` header value (``Bearer <key>``), masked in reprs."""
-        return _HeaderValue(f"Bearer {self._value}")
+        return _Masked(f"Bearer {self._value}")
+
+
+def masked(value: str) -> str:
+    """``value`` as a ``str`` whose ``repr`` is masked: for a credential that must stay a
+    string (an API key on its way to a Client, a webhook secret), so that a traceback
+    printed with its locals does not show it."""
+    return _Masked(value)

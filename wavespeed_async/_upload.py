@@ -15,7 +15,6 @@ answers 404 (an older deployment), the documented multipart
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 import random
@@ -27,7 +26,6 @@ import aiohttp
 import anyio
 import msgspec
 
-from wavespeed_async import _policy
 from wavespeed_async._config import RetryConfig, Timeouts
 from wavespeed_async._errors import (
     APIStatusError,
@@ -37,7 +35,13 @@ from wavespeed_async._errors import (
     TransportError,
     ValidationError,
 )
-from wavespeed_async._media import FileInput, guess_type, read_file_input
+from wavespeed_async._media import (
+    FileInput,
+    HostStatus,
+    guess_type,
+    read_file_input,
+    with_get_retries,
+)
 from wavespeed_async._models import upload_decoder
 from wavespeed_async._policy import FailureKind
 from wavespeed_async._transport import Transport
@@ -72,6 +76,8 @@ class _TicketEnvelope(msgspec.Struct, frozen=True):
 
 
 _ticket_decoder: Final = msgspec.json.Decoder(_TicketEnvelope)
+#: How much of a storage host's error body is read (and shown in the error).
+_ERROR_BODY_BYTES: Final = 2000
 
 
 class _Source:
@@ -191,11 +197,8 @@ async def _put(
     timeout = aiohttp.ClientTimeout(sock_connect=timeouts.connect_s, sock_read=timeouts.request_s)
     where = instruction.url.split("?", 1)[0]
     async with aiohttp.ClientSession() as session:
-        attempt = 0
-        while True:
-            attempt += 1
-            status: int | None = None
-            text = ""
+
+        async def once() -> None:
             body = await source.open()
             try:
                 async with session.put(
@@ -205,31 +208,28 @@ async def _put(
                     skip_auto_headers=skip,
                     timeout=timeout,
                 ) as resp:
-                    status = resp.status
-                    if 200 <= status < 300:
-                        return
-                    text = (await resp.text(errors="replace"))[:2000]
-                    kind = FailureKind.STATUS
-            except aiohttp.ClientConnectorError:
-                kind = FailureKind.CONNECT
-            except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-                kind = FailureKind.TIMEOUT
-            except aiohttp.ClientError:
-                kind = FailureKind.RESET
+                    if not 200 <= resp.status < 300:
+                        head = await _head(resp, _ERROR_BODY_BYTES)
+                        raise HostStatus(resp.status, head.decode(errors="replace"))
             finally:
                 _close(body)
-            decision = _policy.decide_get_retry(
-                kind,
-                status=status,
-                retry_after_s=None,
-                attempt=attempt,
-                config=retry,
-                rng=rng,
-                time_left_s=None,
-            )
-            if not decision.retry:
-                raise _put_error(status, kind, where, text)
-            await anyio.sleep(decision.delay_s)
+
+        def give_up(kind: FailureKind, status: int | None, text: str) -> Exception:
+            return _put_error(status, kind, where, text)
+
+        await with_get_retries(once, retry=retry, rng=rng, give_up=give_up)
+
+
+async def _head(resp: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The first ``limit`` bytes of the body (fewer if it ends first), never the rest: the
+    storage host is the ticket's word, not ours, and its body could be endless."""
+    head = b""
+    while len(head) < limit:
+        chunk = await resp.content.read(limit - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head
 
 
 def _close(body: Any) -> None:

@@ -57,6 +57,7 @@ from wavespeed_async._errors import (
 )
 from wavespeed_async._models import Prediction
 from wavespeed_async._requests import TypedRequest
+from wavespeed_async._secret import masked
 from wavespeed_async._webhooks import (
     DEFAULT_REPLAY_CACHE_SIZE,
     DEFAULT_TOLERANCE_S,
@@ -301,14 +302,25 @@ class WaveSpeed:
         on_delivery: TaskHook | None = None,
         **client_kwargs: Any,
     ) -> None:
+        # Credentials masked first, so that no traceback's locals show them (a bad
+        # setting below raises with this frame's locals: client_kwargs included).
+        if isinstance(client_kwargs.get("api_key"), str):
+            client_kwargs["api_key"] = masked(client_kwargs["api_key"])
+        if isinstance(webhook_secret, str):
+            webhook_secret = masked(webhook_secret)
+        # What __repr__ reads, set before anything can raise (a traceback printed with its
+        # locals calls it on a half-built instance).
+        self.public_url = public_url
+        self.webhook_path = webhook_path
+        self._client: Client | None = None
+        self.deliveries_received = 0
+        self.deliveries_rejected = 0
         if not webhook_path.startswith("/"):
             raise ValidationError(
                 "webhook_path", f"webhook_path: {webhook_path!r}; allowed: a path starting with /"
             )
         if webhook_secret is not None:
             check_secret(webhook_secret, "webhook_secret")
-        self.public_url = public_url
-        self.webhook_path = webhook_path
         self._given_secret = webhook_secret
         self._secret = webhook_secret
         self._secret_lock: anyio.Lock | None = None
@@ -320,9 +332,6 @@ class WaveSpeed:
         self.max_body_bytes = max_body_bytes
         self.on_delivery = on_delivery
         self._client_kwargs = client_kwargs
-        self._client: Client | None = None
-        self.deliveries_received = 0
-        self.deliveries_rejected = 0
         self.deliveries_replayed = 0
         self.router = APIRouter()
         self.router.add_api_route(

@@ -321,7 +321,7 @@ def write_gallery(
         results: ``run_many``/``wait_many`` results (any order: shown by index), or
             :class:`GalleryItem` records. A completed result's images are the files in
             ``directory`` named as :meth:`Client.download` names them by default
-            (``{task_id}_{n}.png``): download them there first.
+            (``{task_id}_{n}`` and an extension, ``.png`` say): download them there first.
         title: The page's title.
         command: A command line to show in the header.
         wall_s: The batch's wall time in seconds, to show in the header.

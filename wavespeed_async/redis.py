@@ -30,13 +30,22 @@ from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import msgspec
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
+
+try:
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
+except ImportError as _exc:
+    raise ModuleNotFoundError(
+        f"wavespeed_async.redis needs redis-py ({_exc}); install it with: "
+        "pip install 'wavespeed-async[redis]'",
+        name=_exc.name,
+    ) from _exc
 
 from wavespeed_async import _redis_lua as lua
 from wavespeed_async._errors import ConnectError, ValidationError
 from wavespeed_async._flow import WINDOW_MARGIN_S, FlowControl, FlowLimits
 from wavespeed_async._models import Prediction, bare_prediction_decoder
+from wavespeed_async._secret import masked
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -56,7 +65,7 @@ def _redacted(url: str) -> str:
     """``url`` without its password (and user name), fit for a message or a log line."""
     parts = urlsplit(url)
     if parts.password is None and parts.username is None:
-        return url
+        return str(url)  # a plain str, even from a masked one
     host = parts.hostname or ""
     netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
@@ -98,6 +107,17 @@ class RedisShare:
         socket_timeout_s: float = 5.0,
         reconnect_interval_s: float = 1.0,
     ) -> None:
+        url = masked(url)  # no traceback's locals show its password
+        # What __repr__ reads, set before anything can raise (a traceback printed with its
+        # locals calls it on a half-built instance).
+        self.url = _redacted(url)
+        self.namespace = namespace
+        self._started = False
+        self._fallback: FlowControl | None = None
+        self._shared: set[object] = set()  # tokens holding a Redis lease
+        self._local: dict[object, anyio.CapacityLimiter] = {}  # tokens held while away
+        #: Processes sharing, as last seen (the fallback takes 1/N of the limits).
+        self.live_processes = 1
         if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
             raise ValidationError(
                 "share", f"share: {_redacted(url)!r}; allowed: a redis:// or rediss:// URL"
@@ -115,9 +135,7 @@ class RedisShare:
             raise ValidationError(
                 "max_connections", f"max_connections: {max_connections!r}; allowed: >= 2"
             )
-        self.url = _redacted(url)
         self._url = url
-        self.namespace = namespace
         self.lease_ttl_s = float(lease_ttl_s)
         self.result_ttl_s = float(result_ttl_s)
         self.max_connections = max_connections
@@ -132,7 +150,6 @@ class RedisShare:
         self._on_cooldown: Callable[[float], None] = lambda s: None
         self._redis: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
-        self._started = False
         self._start_lock: anyio.Lock | None = None
         # One waiter per process asks the server at a time; the others queue here in
         # order, so a thousand waiting calls are one script call per release, not 1,000.
@@ -140,13 +157,8 @@ class RedisShare:
         self._starts_lock = anyio.Lock()
         self._listener: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._shared: set[object] = set()  # tokens holding a Redis lease
-        self._local: dict[object, anyio.CapacityLimiter] = {}  # tokens held while away
         self._freed = anyio.Event()
         self._seq = itertools.count()
-        #: Processes sharing, as last seen (the fallback takes 1/N of the limits).
-        self.live_processes = 1
-        self._fallback: FlowControl | None = None
         self._rng = random.Random()
         #: Times the server went away, and times sharing resumed.
         self.outages = 0
@@ -347,17 +359,25 @@ class RedisShare:
         kind, body = data[:1], data[1:]
         if kind == b"f":
             self._wake()
-        elif kind == b"c":
-            self._on_cooldown(int(body) / 1000)
-        elif kind == b"d":
-            origin, _, payload = body.partition(b"\n")
-            if origin.decode() != self.holder:
-                try:
-                    pred = bare_prediction_decoder.decode(payload)
-                except msgspec.DecodeError:
-                    log.warning("share at %s: an undecodable delivery was ignored", self.url)
+            return
+        try:
+            if kind == b"c":
+                seconds = int(body) / 1000
+            elif kind == b"d":
+                origin, _, payload = body.partition(b"\n")
+                if origin.decode() == self.holder:
                     return
-                self._on_delivery(pred)
+                pred = bare_prediction_decoder.decode(payload)
+            else:
+                return
+        except ValueError:  # msgspec.DecodeError and UnicodeDecodeError are ValueErrors
+            # Not what a RedisShare publishes; the listener must keep reading.
+            log.warning("share at %s: an unreadable message was ignored", self.url)
+            return
+        if kind == b"c":
+            self._on_cooldown(seconds)
+        else:
+            self._on_delivery(pred)
 
     def _wake(self) -> None:
         self._freed.set()

@@ -53,3 +53,30 @@ def test_a_secret_is_masked_everywhere_but_its_header() -> None:
     header = secret.auth_header()
     assert CANARY_KEY not in repr(secret) + str(secret) + repr(header) + repr({"h": header})
     assert str(header) == f"Bearer {CANARY_KEY}"
+
+
+def test_a_bad_fastapi_setting_shows_no_key_or_secret_in_its_locals() -> None:
+    pytest.importorskip("fastapi")
+    from wavespeed_async.fastapi import WaveSpeed
+
+    with pytest.raises(ValidationError) as info:  # (no local of this frame holds either)
+        WaveSpeed(
+            api_key=CANARY_KEY,
+            webhook_secret="whsec_" + CANARY_KEY[::-1],
+            tolerance_s=float("nan"),
+        )
+    text = with_locals(info.value)
+    assert "client_kwargs" in text  # the constructor's frame was captured
+    assert CANARY_KEY not in text
+    assert CANARY_KEY[::-1] not in text
+
+
+def test_a_bad_share_setting_shows_no_redis_password_in_its_locals() -> None:
+    pytest.importorskip("redis")
+    from wavespeed_async.redis import RedisShare
+
+    with pytest.raises(ValidationError) as info:  # (no local of this frame holds it)
+        RedisShare("redis://:" + CANARY_KEY[::-1] + "@127.0.0.1:6379/0", lease_ttl_s=-1.0)
+    text = with_locals(info.value)
+    assert "reconnect_interval_s" in text  # the constructor's frame was captured
+    assert CANARY_KEY[::-1] not in text

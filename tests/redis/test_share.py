@@ -248,3 +248,36 @@ async def test_while_the_server_is_away_each_process_keeps_its_share_of_the_cap(
         for token in held:
             a.flow.release_slot(token)
     assert any("1/2 each" in r.message for r in caplog.records)
+
+
+async def test_an_unreadable_message_on_the_channel_does_not_stop_the_listener(
+    emulator: Emulator, redis: RedisServer
+) -> None:
+    import redis.asyncio as aioredis
+
+    share = RedisShare(redis.url)
+    async with make_client(emulator, share) as a, make_client(emulator, redis.url) as b:
+        a.poll = PollConfig(webhook_fallback_s=30.0)  # only a shared delivery ends it soon
+        pred = await a.submit(MODEL, {"prompt": "x"}, webhook="http://127.0.0.1:9/hook")
+        raw = aioredis.from_url(redis.url)
+        try:
+            # Not what a RedisShare publishes: a cool-down that is not a number, an origin
+            # that is not UTF-8. Each is ignored; the listener keeps reading.
+            await raw.publish(share._channel, b"cnot-a-number")
+            await raw.publish(share._channel, b"d\xff\xfe\n{}")
+        finally:
+            await raw.aclose()
+        done = Prediction(id=pred.id, model=MODEL, status="completed", outputs=["u"])
+        result: list[Prediction] = []
+
+        async def waiter() -> None:
+            result.append(await a.wait(pred, timeout=20))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(waiter)
+            await anyio.sleep(0.05)  # the wait is pending in a, the junk read
+            b.deliver(done)
+            with anyio.fail_after(5):
+                while not result:
+                    await anyio.sleep(0.001)
+        assert result[0].outputs == ["u"]
