@@ -630,3 +630,10 @@ def test_simulation_needs_tasks_after_the_warmup() -> None:
         simulate_polling([1.0, 2.0], PollConfig(), warmup=2)
     with pytest.raises(ValueError, match="durations"):
         simulate_polling([1.0, math.nan], PollConfig(), warmup=0)
+
+
+def test_estimator_repr_survives_a_failed_init() -> None:
+    est = DurationEstimator.__new__(DurationEstimator)
+    assert repr(est) == "DurationEstimator(<not initialised>)"
+    with pytest.raises(ValueError, match="prior_s"):
+        DurationEstimator(-1.0)

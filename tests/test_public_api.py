@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 
+import pytest
+
 import wavespeed_async
 from wavespeed_async import _errors
 
@@ -34,3 +36,28 @@ def test_every_error_is_exported_and_derives_from_the_base() -> None:
 def test_timeout_error_is_also_a_builtin_timeout_error() -> None:
     assert issubclass(wavespeed_async.TaskTimeoutError, TimeoutError)
     assert issubclass(wavespeed_async.ValidationError, ValueError)
+
+
+@pytest.mark.anyio
+async def test_the_version_is_written_once_and_sent_to_the_server() -> None:
+    from importlib.metadata import version
+
+    from aiohttp import web
+
+    from tests.conftest import CANARY_KEY
+    from tests.services import serve_aiohttp
+
+    assert version("wavespeed-async") == wavespeed_async.__version__
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def result(request: web.Request) -> web.Response:
+        seen.append((request.headers.get("User-Agent"), request.headers.get("X-Client-Version")))
+        task = {"id": "t1", "status": "processing", "outputs": []}
+        return web.json_response({"code": 200, "message": "success", "data": task})
+
+    app = web.Application()
+    app.router.add_get("/api/v3/predictions/{id}/result", result)
+    async with serve_aiohttp(app) as url, wavespeed_async.Client(CANARY_KEY, base_url=url) as c:
+        assert (await c.get_result("t1")).status == "processing"
+    v = wavespeed_async.__version__
+    assert seen == [(f"wavespeed-async/{v}", v)]

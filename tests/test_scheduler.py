@@ -16,6 +16,7 @@ from wavespeed_async import (
     PollConfig,
     Prediction,
     TaskTimeoutError,
+    ValidationError,
 )
 from wavespeed_async._flow import FlowControl
 from wavespeed_async._polling import DurationEstimator
@@ -301,3 +302,17 @@ async def test_aclose_ends_pending_waits(emulator: Emulator) -> None:
         await anyio.sleep(0.05)
         await client.aclose()
     assert len(errors) == 1
+
+
+@pytest.mark.parametrize("timeout", [0.0, -1.0, float("nan"), float("inf")])
+async def test_a_bad_wait_timeout_is_refused_before_anything_else(
+    emulator: Emulator, timeout: float
+) -> None:
+    async with Client(CANARY_KEY, base_url=emulator.base_url, poll=fast_poll()) as client:
+        pred = await client.run(PRO, {"prompt": "quick"})
+        requests = emulator.stats().requests_total
+        # Even a task already known to be done: the call itself is wrong.
+        for task in (pred, pred.id):
+            with pytest.raises(ValidationError, match=r"timeout.*allowed: a finite number > 0"):
+                await client.wait(task, timeout=timeout)
+        assert emulator.stats().requests_total == requests

@@ -51,9 +51,8 @@ from wavespeed_async._requests import (
     UnknownFieldWarning,
     validate_input,
 )
+from wavespeed_async._version import __version__
 from wavespeed_async._webhooks import sign_webhook, verify_webhook
-
-__version__ = "0.1.0"
 
 __all__ = [
     "DEFAULT_BASE_URL",

@@ -65,13 +65,13 @@ from wavespeed_async._scheduler import PollEntry, PollScheduler
 from wavespeed_async._secret import Secret
 from wavespeed_async._share import Share, default_namespace, resolve_share
 from wavespeed_async._transport import Transport
+from wavespeed_async._version import __version__
 
 __all__ = ["DEFAULT_BASE_URL", "Client", "TaskCreatedHook"]
 
 log = logging.getLogger("wavespeed_async")
 
 DEFAULT_BASE_URL: Final = "https://api.wavespeed.ai"
-_VERSION: Final = "0.1.0"
 #: Submit times remembered for tasks not yet waited on (bounded, oldest dropped first).
 _MAX_REMEMBERED: Final = 100_000
 _V = TypeVar("_V")
@@ -178,9 +178,9 @@ class Client:
         self.limits = limits or FlowLimits()
         self.on_task_created = on_task_created
         self._extra_headers = {
-            "User-Agent": f"wavespeed-async/{_VERSION}",
+            "User-Agent": f"wavespeed-async/{__version__}",
             "X-Client-Name": "wavespeed-async",
-            "X-Client-Version": _VERSION,
+            "X-Client-Version": __version__,
             "X-Client-OS": platform.system().lower() or "unknown",
             **(headers or {}),
         }
@@ -273,7 +273,8 @@ class Client:
                 "(for example in your app's lifespan), not at import time"
             )
         if self._transport is None:
-            self.limits = fit_to_file_limit(self.limits)
+            held = 0 if self._share is None else self._share.connections
+            self.limits = fit_to_file_limit(self.limits, reserved=held)
             self._loop = loop
             self._now = loop.time
             connector = aiohttp.TCPConnector(
@@ -480,6 +481,11 @@ class Client:
         """
         pred = task if isinstance(task, Prediction) else None
         task_id = check_task_id(task.id if isinstance(task, Prediction) else task)
+        limit = self.timeouts.task_s if isinstance(timeout, _Unset) else timeout
+        if limit is not None and not (math.isfinite(limit) and limit > 0):
+            raise ValidationError(
+                "timeout", f"timeout: {limit!r}; allowed: a finite number > 0 or None"
+            )
         if pred is not None and pred.done:
             return self._finished(pred)
         early = self._early.pop(task_id, None)
@@ -491,9 +497,6 @@ class Client:
         if early is not None:
             return self._finished(early)
         self._open()
-        limit = self.timeouts.task_s if isinstance(timeout, _Unset) else timeout
-        if limit is not None and limit <= 0:
-            raise ValidationError("timeout", f"timeout: {limit!r}; allowed: a number > 0 or None")
         now = self._now()
         known = self._submitted.get(task_id)
         started, model = known if known else (now, pred.model if pred else "")

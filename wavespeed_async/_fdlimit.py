@@ -25,15 +25,18 @@ HEADROOM_MIN: Final = 32
 POOLS: Final = 2
 
 
-def connections_allowed(requested: int, soft_limit: int | None, *, pools: int = POOLS) -> int:
+def connections_allowed(
+    requested: int, soft_limit: int | None, *, pools: int = POOLS, reserved: int = 0
+) -> int:
     """The pool size to use: ``requested``, lowered to fit ``soft_limit`` open files.
 
+    ``reserved`` files are held by something else of the Client (a share's connections).
     ``soft_limit`` ``None`` means no limit. The result is at least 1.
     """
     if soft_limit is None or soft_limit <= 0:
         return requested
     headroom = max(HEADROOM_MIN, soft_limit // 4)
-    per_pool = (soft_limit - headroom) // pools
+    per_pool = (soft_limit - headroom - reserved) // pools
     return max(1, min(requested, per_pool))
 
 
@@ -47,10 +50,11 @@ def open_file_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else int(soft)
 
 
-def fit_to_file_limit(limits: FlowLimits) -> FlowLimits:
-    """``limits`` with ``max_connections`` lowered to fit the open-file limit (warned)."""
+def fit_to_file_limit(limits: FlowLimits, *, reserved: int = 0) -> FlowLimits:
+    """``limits`` with ``max_connections`` lowered to fit the open-file limit (warned),
+    after ``reserved`` files held by something else of the Client."""
     soft = open_file_limit()
-    allowed = connections_allowed(limits.max_connections, soft)
+    allowed = connections_allowed(limits.max_connections, soft, reserved=reserved)
     if allowed == limits.max_connections:
         return limits
     log.warning(

@@ -227,6 +227,8 @@ class DurationEstimator:
         return (i + (duration_s - xs[i]) / (xs[i + 1] - xs[i])) / (n - 1)
 
     def __repr__(self) -> str:
+        if not hasattr(self, "_sorted"):  # __init__ raised or was never run
+            return "DurationEstimator(<not initialised>)"
         return (
             f"DurationEstimator(count={self.count}, p5={self.quantile(0.05):.3f}s, "
             f"p50={self.quantile(0.5):.3f}s, p95={self.quantile(0.95):.3f}s)"

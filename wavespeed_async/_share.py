@@ -34,6 +34,11 @@ __all__ = ["Share", "default_namespace", "resolve_share"]
 class Share(Protocol):
     """What a backend shared by many processes provides (one instance per Client)."""
 
+    @property
+    def connections(self) -> int:
+        """How many sockets the share may hold open at most (counted against the
+        process's open-file limit when the Client sizes its HTTP pool)."""
+
     def bind(
         self,
         limits: FlowLimits,

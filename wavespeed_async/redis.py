@@ -164,6 +164,11 @@ class RedisShare:
         self.outages = 0
         self.reconnects = 0
 
+    @property
+    def connections(self) -> int:
+        """Sockets this share may hold open: its pool (the subscription included)."""
+        return self.max_connections
+
     def __repr__(self) -> str:
         state = (
             "away"

@@ -281,3 +281,18 @@ async def test_an_unreadable_message_on_the_channel_does_not_stop_the_listener(
                 while not result:
                     await anyio.sleep(0.001)
         assert result[0].outputs == ["u"]
+
+
+async def test_the_http_pool_is_sized_after_the_shares_connections(
+    emulator: Emulator, redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wavespeed_async._fdlimit as fdlimit
+
+    monkeypatch.setattr(fdlimit, "open_file_limit", lambda: 256)
+    share = RedisShare(redis.url, max_connections=40)
+    assert share.connections == 40
+    async with make_client(emulator, share, max_connections=200) as client:
+        assert (await client.run(MODEL, {"prompt": "p"})).ok
+        # 256 files: 64 left to the rest of the process, 40 to the share, the rest
+        # split between the Client's two HTTP pools.
+        assert client.limits.max_connections == (256 - 64 - 40) // 2
