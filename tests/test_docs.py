@@ -5,6 +5,9 @@ Each block runs in a fresh interpreter, in an empty temporary folder, with
 with fast latency, shared by the blocks of this module). A block passes when it exits 0
 within the time limit and leaves no unclosed session or other resource warning behind.
 
+A block that names the Redis URL ``redis://redis:6379/0`` runs against a real redis-server
+(started for this module on a random loopback port): the URL is rewritten to that server's.
+
 A block that cannot run there is marked on the line directly before its opening fence::
 
     <!-- docs-test: skip (needs a Redis cluster) -->
@@ -27,12 +30,15 @@ from typing import Final
 import pytest
 
 import wavespeed_async
+from tests.services import RedisServer, redis_server
 
 ROOT: Final = Path(wavespeed_async.__file__).resolve().parent.parent
 DOCS: Final = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 #: Seconds one block may take; the blocks run against millisecond latencies.
 BLOCK_TIMEOUT_S: Final = 60.0
 KEY: Final = "docs-test-key"
+#: The Redis URL the docs show; a block that names it runs against a real server.
+DOCS_REDIS_URL: Final = "redis://redis:6379/0"
 
 _FENCE: Final = re.compile(r"^(\s*)```python\s*$")
 _DIRECTIVE: Final = re.compile(r"^\s*<!--\s*docs-test:")
@@ -104,6 +110,13 @@ def emulator_url() -> Iterator[str]:
             proc.stdout.close()
 
 
+@pytest.fixture(scope="module")
+def docs_redis() -> Iterator[RedisServer]:
+    """A real redis-server for the blocks that name :data:`DOCS_REDIS_URL`."""
+    with redis_server() as server:
+        yield server
+
+
 def test_blocks_are_found() -> None:
     # README's quick look at the client is a Python block: an empty list means a broken parser.
     assert any(b.path.name == "README.md" for b in ALL_BLOCKS)
@@ -139,12 +152,18 @@ def _skip_reason(block: Block) -> str | None:
 
 
 @pytest.mark.parametrize("block", ALL_BLOCKS, ids=[b.id for b in ALL_BLOCKS])
-def test_doc_block_runs(block: Block, emulator_url: str, tmp_path: Path) -> None:
+def test_doc_block_runs(
+    block: Block, emulator_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     reason = _skip_reason(block)
     if reason is not None:
         pytest.skip(reason)
+    code = block.code
+    if DOCS_REDIS_URL in code:
+        server: RedisServer = request.getfixturevalue("docs_redis")
+        code = code.replace(DOCS_REDIS_URL, server.url)
     script = tmp_path / "block.py"
-    script.write_text(block.code, encoding="utf-8")
+    script.write_text(code, encoding="utf-8")
     env = {k: v for k, v in os.environ.items() if not k.startswith("WAVESPEED_")}
     env.update(
         WAVESPEED_API_KEY=KEY,
