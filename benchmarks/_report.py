@@ -210,12 +210,12 @@ def _cpu_targets(comparison: Sequence[RunFigures], ours: RunFigures) -> list[Tar
                 measured=(
                     f"SDK (1 s poll) {sdk.cpu_ms_per_job:.2f} ms/job at "
                     f"{sdk.emulator.requests_per_job:.1f} requests/job, ours "
-                    f"{ours.cpu_ms_per_job:.2f} ms/job: {factor:.1f}x lower{extra}"
+                    f"{ours.cpu_ms_per_job:.2f} ms/job: {factor:.2f}x lower{extra}"
                 ),
                 met=factor >= CPU_VS_SDK_FACTOR,
                 note=""
                 if factor >= CPU_VS_SDK_FACTOR
-                else f"{factor:.1f}x instead of {CPU_VS_SDK_FACTOR:g}x "
+                else f"{factor:.2f}x instead of {CPU_VS_SDK_FACTOR:g}x "
                 f"({CPU_VS_SDK_FACTOR / factor:.2f}x short).",
             )
         )
