@@ -353,3 +353,42 @@ async def test_model_and_input_pairs_mix_models_in_one_batch(
     assert got[1].ok
     models = {t.prompt: t.model for t in emulator.stats().tasks.values()}
     assert models == {"pair pro": PRO, "pair dev": dev}
+
+
+async def test_on_submitting_comes_after_the_limits_and_before_the_request(
+    emulator: Emulator,
+) -> None:
+    calls: list[tuple[int, int]] = []  # (index, tasks the server had at that moment)
+    async with Client(
+        CANARY_KEY,
+        base_url=emulator.base_url,
+        poll=fast_poll(),
+        limits=FlowLimits(tasks_per_minute=1),
+    ) as client:
+
+        def submitting(index: int) -> None:
+            calls.append((index, len(emulator.stats().tasks)))
+
+        async with client.run_many(PRO, jobs(3), concurrency=3, on_submitting=submitting) as run:
+            first = await anext(aiter(run))
+            assert first.ok
+            # The two others wait for the start window (a minute): never reported as sent.
+        assert calls == [(first.index, 0)]
+        assert run.unknown == [] and len(emulator.stats().tasks) == 1
+
+
+async def test_a_failing_on_submitting_sends_nothing_and_ends_the_batch(
+    emulator: Emulator,
+) -> None:
+    class Refused(Exception):
+        pass
+
+    def submitting(index: int) -> None:
+        raise Refused(index)
+
+    async with Client(CANARY_KEY, base_url=emulator.base_url, poll=fast_poll()) as client:
+        with pytest.raises(Refused):
+            async with client.run_many(PRO, jobs(2), on_submitting=submitting) as run:
+                async for _ in run:
+                    pass
+    assert len(emulator.stats().tasks) == 0

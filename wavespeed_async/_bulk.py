@@ -153,6 +153,8 @@ class _Job:
     scope: anyio.CancelScope
     #: A submit was sent and no task id came back yet: cancelling now could lose a task.
     in_doubt: bool = False
+    #: Called just before the job's submit is sent (``run_many(on_submitting=...)``).
+    on_sending: Callable[[], object] | None = None
 
 
 _current_job: ContextVar[_Job | None] = ContextVar("wavespeed_async_bulk_job", default=None)
@@ -169,6 +171,8 @@ def submit_in_flight() -> Iterator[None]:
     if job is None:
         yield
         return
+    if job.on_sending is not None:
+        job.on_sending()  # may raise: then nothing is sent
     job.in_doubt = True
     try:
         yield
@@ -274,6 +278,7 @@ class BulkRun(Generic[T]):
         on_task_created: Callable[[int, str], Any] | None,
         keep_inputs: bool = True,
         submit_grace_s: float = DEFAULT_SUBMIT_GRACE_S,
+        on_submitting: Callable[[int], Any] | None = None,
     ) -> None:
         # What __repr__ reads, set before anything can raise (a traceback printed with its
         # locals calls it on a half-built instance).
@@ -305,6 +310,7 @@ class BulkRun(Generic[T]):
         # bounds memory whatever the consumer's speed, and the reorder buffer when ordered.
         self._window = anyio.Semaphore(window if ordered else concurrency * 2)
         self._on_task_created = on_task_created
+        self._on_submitting = on_submitting
         self._keep_inputs = keep_inputs
         self._grace_s = float(submit_grace_s)
         self._created: dict[int, str] = {}  # index -> task id, until delivered
@@ -445,6 +451,9 @@ class BulkRun(Generic[T]):
         progress = self.progress
         task_id: str | None = None
         job = _Job(anyio.CancelScope(shield=True))
+        on_submitting = self._on_submitting
+        if on_submitting is not None:
+            job.on_sending = lambda: on_submitting(index)
 
         def created(tid: str) -> None:
             nonlocal task_id

@@ -628,6 +628,7 @@ class Client:
         webhook: str | None = None,
         on_task_created: Callable[[int, str], Any] | None = None,
         submit_grace_s: float = DEFAULT_SUBMIT_GRACE_S,
+        on_submitting: Callable[[int], Any] | None = None,
     ) -> BulkRun[Any]:
         """Run many tasks; iterate the results as they complete.
 
@@ -655,6 +656,11 @@ class Client:
             submit_grace_s: When the block is left early, how long submits already sent
                 may still take to answer (their ids go to ``abandoned``; the indexes still
                 unanswered to ``unknown``).
+            on_submitting: Called (synchronously) with ``index`` just before the job's
+                submit is sent, after it waited for the Client's limits (shared ones
+                included): record the intent here, so that a job still waiting when the
+                process dies is known never to have been sent. If it raises, the job is
+                not sent and the batch ends with that error.
 
         One job's failure is a result with ``.error`` (a WaveSpeedError), never an
         exception that ends the batch; only a bad key (401) or a refused account (403)
@@ -703,6 +709,7 @@ class Client:
             reorder_window=reorder_window,
             on_task_created=on_task_created,
             submit_grace_s=submit_grace_s,
+            on_submitting=on_submitting,
         )
 
     def wait_many(

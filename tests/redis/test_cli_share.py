@@ -57,3 +57,55 @@ async def test_two_batches_without_a_share_exceed_it(tmp_path: Path) -> None:
         stats = emu.stats()
     assert stats.tasks_completed == 16
     assert peak_in_flight(stats) > CONCURRENCY
+
+
+async def test_a_batch_killed_while_its_job_waits_for_the_shared_window_leaves_it_pending(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    import redis.asyncio as aioredis
+
+    from wavespeed_async import Client, FlowLimits
+    from wavespeed_async._journal import Journal
+
+    key = "wsk-cli-share-test"
+    model = "wavespeed-ai/flux-kontext-pro/text-to-image"
+    env = {**os.environ, "WAVESPEED_API_KEY": key}
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"prompt": "waits"}) + "\n")
+    out = tmp_path / "out"
+    cmd = [
+        sys.executable, "-m", "wavespeed_async.cli", "batch", str(jobs), "-o", str(out),
+        "--model", model, "--concurrency", "1", "--rate", "1", "-q",
+    ]  # fmt: skip
+    async with Emulator(EmulatorConfig(seed=8, latency=LatencyProfile.fast())) as emu:
+        # Another process of the account started a task this minute: at 1 per minute, the
+        # batch's job passes its own pacing, takes its slot, and waits for the window.
+        limits = FlowLimits(tasks_per_minute=1)
+        async with Client(key, base_url=emu.base_url, limits=limits, share=redis.url) as other:
+            assert (await other.run(model, {"prompt": "first"})).ok
+            held_key = f"{{ws:{other._namespace}}}:held"
+        raw = aioredis.from_url(redis.url)
+        proc = await anyio.open_process(
+            [*cmd, "--base-url", emu.base_url, "--share", redis.url], cwd=ROOT, env=env
+        )
+        try:
+            with anyio.fail_after(30):
+                while not any(int(n) for n in (await raw.hgetall(held_key)).values()):
+                    await anyio.sleep(0.05)  # until the batch holds its slot
+        finally:
+            proc.kill()
+            await proc.wait()
+            await raw.aclose()
+        assert len(emu.stats().tasks) == 1  # the batch sent nothing
+        with Journal.open(out / "journal.sqlite3") as journal:
+            rec = journal.get(1)
+            assert rec is not None and rec.state == "pending", rec
+        # So a re-run submits it (a job left "submitting" would be held back as unknown).
+        done = await anyio.run_process(
+            [*cmd, "--base-url", emu.base_url], cwd=ROOT, env=env, check=False
+        )
+        assert done.returncode == 0, done.stderr.decode()
+        assert len(emu.stats().tasks) == 2
+    with Journal.open(out / "journal.sqlite3") as journal:
+        rec = journal.get(1)
+        assert rec is not None and rec.state == "completed", rec

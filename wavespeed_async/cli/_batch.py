@@ -7,9 +7,10 @@ goes out, and its task id is committed (fsync'ed) from ``run_many``'s
 finished jobs, polls the tasks that exist (``wait_many``; never a second submit), and
 holds back the jobs whose submit outcome is unknown unless ``--resubmit-unknown``.
 
-The batch paces itself (``--concurrency``, ``--rate``) before a job is marked
-``submitting``, so a job waits for its turn while still ``pending``: a process killed
-while jobs wait leaves them pending, not "unknown".
+The batch paces itself (``--concurrency``, ``--rate``, and with ``--share`` the account's
+limits in the Client) before a job is marked ``submitting``, so a job waits for its turn
+while still ``pending``: a process killed while jobs wait leaves them pending, not
+"unknown".
 
 The parts: :mod:`._plan` (the jobs file against the journal), :mod:`._runner` (the run
 loop, fed by :mod:`._feed` and :mod:`._uploads`), :mod:`._stop` (Ctrl-C, grace period),

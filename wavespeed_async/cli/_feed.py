@@ -1,8 +1,9 @@
 """Taking jobs into a batch: each waits for room and for the start rate, has its local
-files uploaded, and is journaled ``submitting`` just before ``run_many`` submits it.
+files uploaded, and is journaled ``submitting`` just before its request is sent
+(``run_many(on_submitting=...)``, after the Client's own limits, shared ones included).
 
-The pacing comes before the journal, so a job that waits for its turn is still
-``pending``: a process killed while jobs wait leaves them pending, not "unknown".
+A job that waits for its turn, here or in the Client, is still ``pending``: a process
+killed while jobs wait leaves them pending, not "unknown".
 """
 
 from __future__ import annotations
@@ -87,8 +88,8 @@ class Feed:
     """The inputs of one model's ``run_many``: paced, uploaded, and journaled as they go.
 
     A job is taken only when the batch has room (the shared gate) and the start rate
-    allows; its local files are uploaded; then it is marked ``submitting`` and handed to
-    ``run_many``, which submits it at once.
+    allows; its local files are uploaded; then it is handed to ``run_many``, which calls
+    :meth:`submitting` (the journal's ``submitting``) once the Client's limits let it go.
     """
 
     def __init__(self, intake: Intake, jobs: list[Job]) -> None:
@@ -96,6 +97,17 @@ class Feed:
         self._jobs: Iterator[Job] = iter(jobs)
         #: run_many's index -> line number.
         self.lines: list[int] = []
+        #: index -> (body, model) of the jobs handed over and not sent yet.
+        self._unsent: dict[int, tuple[dict[str, Any], str | None]] = {}
+
+    def ended(self, index: int) -> None:
+        """Job ``index`` has its result (whether or not it was ever sent)."""
+        self._unsent.pop(index, None)
+
+    def submitting(self, index: int) -> None:
+        """``run_many`` is about to send job ``index``: journal the intent first."""
+        body, model = self._unsent.pop(index)
+        self.intake.journal.mark_submitting(self.lines[index], body, model)
 
     def __aiter__(self) -> Feed:
         return self
@@ -117,9 +129,9 @@ class Feed:
                 body = await i.prepare(job)
                 if body is None:
                     continue
-                i.journal.mark_submitting(job.line, body, job.model)
                 i.counters.queued -= 1
                 i.counters.submitting += 1
+                self._unsent[len(self.lines)] = (body, job.model)
                 self.lines.append(job.line)
                 fed = True
                 return body

@@ -144,10 +144,15 @@ class Batch:
 
         try:
             async with client.run_many(
-                model, feed, concurrency=self.concurrency, on_task_created=created
+                model,
+                feed,
+                concurrency=self.concurrency,
+                on_task_created=created,
+                on_submitting=feed.submitting,
             ) as results:
                 async for r in results:
                     intake.release()
+                    feed.ended(r.index)
                     await self._dispatch(client, feed.lines[r.index], r)
         except (*BATCH_FATAL, JournalError) as exc:
             self.stop.fail(exc)
