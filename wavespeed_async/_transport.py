@@ -259,14 +259,17 @@ class Transport:
             return _Attempt(FailureKind.RESET, error=error)
 
         if body is None:
-            return _Attempt(
-                FailureKind.MALFORMED,
-                status=status,
-                error=DecodeError(
-                    f"{method} {url}: HTTP {status} answer larger than "
-                    f"{self.max_answer_bytes} bytes (SizeLimits.max_answer_bytes); not read"
-                ),
+            too_big = (
+                f"HTTP {status} answer larger than {self.max_answer_bytes} bytes "
+                "(SizeLimits.max_answer_bytes); not read"
             )
+            if not 200 <= status < 300:
+                # An error status says enough without its body: a 429 keeps its
+                # Retry-After (and its cool-down), a 5xx its retries, a 4xx its type.
+                retry_after = _policy.parse_retry_after(retry_after_text, now=time.time())
+                return self._status_failure(status, status, too_big, None, b"", retry_after, None)
+            error = DecodeError(f"{method} {url}: {too_big}")
+            return _Attempt(FailureKind.MALFORMED, status=status, error=error)
         if 200 <= status < 300:
             try:
                 env = decoder.decode(body)

@@ -166,6 +166,15 @@ async def _huge_declared(server: HostileServer, request: web.Request) -> web.Str
     return resp
 
 
+@answer("huge_429")
+async def _huge_429(server: HostileServer, request: web.Request) -> web.StreamResponse:
+    # A rate limit whose body is over any answer cap: its status and Retry-After still count.
+    body = json.dumps({"code": 429, "message": "slow down " + "x" * (1 << 20)}).encode()
+    return web.Response(
+        status=429, body=body, headers={"Content-Type": "application/json", "Retry-After": "7"}
+    )
+
+
 @answer("gzip_bomb")
 async def _gzip_bomb(server: HostileServer, request: web.Request) -> web.StreamResponse:
     # 64 MiB of JSON whitespace compressed to ~64 KiB: small on the wire, huge once read.

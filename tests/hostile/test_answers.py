@@ -11,6 +11,7 @@ from tests.hostile.server import HOSTILE_IDS, HostileServer
 from wavespeed_async import (
     BadRequestError,
     DecodeError,
+    RateLimitError,
     ServerError,
     SubmissionOutcomeUnknown,
     TransportError,
@@ -214,3 +215,19 @@ async def test_huge_headers_are_a_transport_error(hostile: HostileServer) -> Non
     async with make_client(hostile) as client:
         with pytest.raises(TransportError):
             await client.get_result(TASK)
+
+
+async def test_an_oversized_error_answer_keeps_its_status_and_retry_after(
+    hostile: HostileServer,
+) -> None:
+    hostile.result = "huge_429"
+    hostile.submit = "huge_429"
+    async with make_client(hostile) as client:
+        with pytest.raises(RateLimitError) as info:
+            await client.get_result(TASK)
+        assert info.value.status == 429 and info.value.retry_after == 7.0
+        assert "max_answer_bytes" in str(info.value)
+        # A 429 proves the submit was refused: no task, so not an unknown outcome.
+        with pytest.raises(RateLimitError) as refused:
+            await client.submit(MODEL, {"prompt": "x"})
+        assert refused.value.retry_after == 7.0
