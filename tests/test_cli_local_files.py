@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Final
 
@@ -10,7 +13,9 @@ import anyio
 import pytest
 
 from tests.test_cli import CANARY, DEV, REPO, _env, cli_cmd, manifest, write_jobs
-from wavespeed_async.cli._jobs import image_kind
+from wavespeed_async import Client, ValidationError
+from wavespeed_async.cli._jobs import LocalFile, image_kind, parse_jobs
+from wavespeed_async.cli._uploads import Uploads
 from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
 
 pytestmark = pytest.mark.anyio
@@ -91,3 +96,56 @@ async def test_allow_any_path_lifts_the_folder_rule_but_not_the_image_check(
 )
 def test_image_kind_by_leading_bytes(head: bytes, kind: str | None) -> None:
     assert image_kind(head) == kind
+
+
+def _one_local_file(folder: Path) -> LocalFile:
+    jobs = parse_jobs(
+        json.dumps({"prompt": "p", "image": "in.png"}), default_model=DEV, base=folder
+    )
+    assert jobs[0].error is None
+    (found,) = jobs[0].local_media["image"]
+    return found
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks and FIFOs")
+@pytest.mark.parametrize("swap", ["link outside", "other file", "fifo", "gone"])
+def test_a_file_swapped_after_the_jobs_file_was_read_is_not_read(tmp_path: Path, swap: str) -> None:
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    shutil.copy(PNG, folder / "in.png")
+    shutil.copy(PNG, tmp_path / "secret.png")
+    found = _one_local_file(folder)
+    assert found.read("image") == PNG.read_bytes()  # unchanged: read as checked
+    if swap == "other file":  # another file moved over it
+        shutil.copy(tmp_path / "secret.png", folder / "new.png")
+        (folder / "new.png").replace(folder / "in.png")
+    else:
+        (folder / "in.png").unlink()
+    if swap == "link outside":
+        (folder / "in.png").symlink_to(tmp_path / "secret.png")
+    elif swap == "fifo":
+        os.mkfifo(folder / "in.png")  # opening it must not wait for a writer
+    match = "cannot read" if swap == "gone" else "another file than when the jobs file was read"
+    with pytest.raises(ValidationError, match=match) as info:
+        found.read("image")
+    assert info.value.field == "image"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks")
+async def test_the_batch_uploads_nothing_for_a_swapped_file(tmp_path: Path) -> None:
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    shutil.copy(PNG, folder / "in.png")
+    shutil.copy(PNG, tmp_path / "secret.png")
+    job = parse_jobs(
+        json.dumps({"prompt": "p", "image": "in.png"}), default_model=DEV, base=folder
+    )[0]
+    (folder / "in.png").unlink()
+    (folder / "in.png").symlink_to(tmp_path / "secret.png")
+    async with (
+        Emulator(EmulatorConfig(seed=5, latency=LatencyProfile.fast())) as emu,
+        Client(CANARY, base_url=emu.base_url) as client,
+    ):
+        with pytest.raises(ValidationError, match="another file"):
+            await Uploads(client).request_body(job)
+        assert emu.stats().uploads == 0

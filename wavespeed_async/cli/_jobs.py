@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +17,7 @@ from wavespeed_async._requests import UnknownFieldWarning, validate_input, valid
 
 __all__ = [
     "Job",
+    "LocalFile",
     "check_fields",
     "image_kind",
     "is_url",
@@ -28,6 +31,75 @@ _REMOTE: Final = ("http://", "https://", "data:")
 #: Leading bytes of the image formats a local input may be in.
 
 
+#: The largest local file a job may upload: the API takes about 300 MB (larger media are
+#: passed as URLs), and the bytes are read into memory once per batch.
+MAX_UPLOAD_BYTES: Final = 300 * 1000 * 1000
+
+
+def _open_regular(path: Path) -> tuple[int, os.stat_result]:
+    """An fd for reading ``path`` and its stat, without blocking on a FIFO or a device
+    (``O_NONBLOCK``) that was put where a file was.
+
+    Raises:
+        OSError: It cannot be opened.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    try:
+        return fd, os.fstat(fd)
+    except OSError:
+        os.close(fd)
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class LocalFile:
+    """A local input file as it was when the jobs file was read: its resolved path and
+    the identity (device, inode) of the file found there."""
+
+    path: Path
+    device: int
+    inode: int
+
+    def read(self, key: str) -> bytes:
+        """The file's bytes, only if the path still leads to that same file.
+
+        A file swapped since the jobs file was read (for a link, or another file moved
+        over it, anywhere along the path) is refused: the check and the read go through
+        one open file, so what is uploaded is what was checked.
+
+        Raises:
+            ValidationError: The file is gone, is another file now, or is no image.
+        """
+        shown = str(self.path)
+        try:
+            fd, st = _open_regular(self.path)
+            with os.fdopen(fd, "rb") as f:
+                found = (st.st_dev, st.st_ino) if stat.S_ISREG(st.st_mode) else None
+                if found != (self.device, self.inode):
+                    raise ValidationError(
+                        key,
+                        f"{key}: {shown!r} is another file than when the jobs file was read "
+                        "(replaced or linked elsewhere since); not uploaded",
+                    )
+                data = f.read(MAX_UPLOAD_BYTES + 1)
+        except OSError as exc:
+            raise ValidationError(
+                key, f"{key}: cannot read {shown!r}: {exc.strerror or exc}"
+            ) from None
+        if len(data) > MAX_UPLOAD_BYTES:
+            raise ValidationError(
+                key,
+                f"{key}: {shown!r} is larger than {MAX_UPLOAD_BYTES:,} bytes; allowed: a "
+                "smaller file, or an http(s) URL to it",
+            )
+        if image_kind(data[:12]) is None:
+            raise ValidationError(
+                key,
+                f"{key}: {shown!r} is no longer an image; allowed: a PNG, JPEG, WebP or GIF file",
+            )
+        return data
+
+
 @dataclass(frozen=True, slots=True)
 class Job:
     """One line of a jobs file.
@@ -39,7 +111,7 @@ class Job:
         hash: A hash of the job's content: the model and the inputs (whitespace and key
             order do not matter). The journal uses it to notice an edited file.
         error: Why the line cannot run (``None`` when it can).
-        local_media: Input keys whose values are local files, with the resolved paths.
+        local_media: Input keys whose values are local files, as found when read.
         warnings: Fields the model does not take (the API ignores them): one message each.
     """
 
@@ -48,7 +120,7 @@ class Job:
     inputs: dict[str, Any]
     hash: str
     error: str | None = None
-    local_media: dict[str, list[Path]] = field(default_factory=dict)
+    local_media: dict[str, list[LocalFile]] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()
 
 
@@ -87,26 +159,34 @@ def content_hash(model: str | None, inputs: dict[str, Any]) -> str:
     return _digest(canonical)
 
 
-def _check_local_image(key: str, shown: str, path: Path, base: Path, any_path: bool) -> str | None:
-    """Why ``path`` may not be uploaded (``None``: it may). ``path`` is resolved."""
+def _check_local_image(
+    key: str, shown: str, path: Path, base: Path, any_path: bool
+) -> LocalFile | str:
+    """The file at ``path`` (resolved) if it may be uploaded, else why not."""
     if not any_path and not path.is_relative_to(base):
         return (
             f"{key}: {shown!r} is outside the jobs file's folder {str(base)!r} (after "
             "following links); allowed: a file inside that folder, or pass --allow-any-path"
         )
     try:
-        with path.open("rb") as f:
-            head = f.read(12)
+        fd, st = _open_regular(path)
+        with os.fdopen(fd, "rb") as f:
+            head = f.read(12) if stat.S_ISREG(st.st_mode) else b""
     except OSError as exc:
         return f"{key}: cannot read {shown!r}: {exc.strerror or exc}"
+    if st.st_size > MAX_UPLOAD_BYTES:
+        return (
+            f"{key}: {shown!r} is larger than {MAX_UPLOAD_BYTES:,} bytes; allowed: a smaller "
+            "file, or an http(s) URL to it"
+        )
     if image_kind(head) is None:
         return f"{key}: {shown!r} is not an image; allowed: a PNG, JPEG, WebP or GIF file"
-    return None
+    return LocalFile(path, st.st_dev, st.st_ino)
 
 
 def resolve_media(
     inputs: dict[str, Any], base: Path, *, allow_any_path: bool = False
-) -> tuple[dict[str, list[Path]], str | None]:
+) -> tuple[dict[str, list[LocalFile]], str | None]:
     """Find the local files among the media inputs (relative paths: relative to ``base``).
 
     A local file must be an image (PNG, JPEG, WebP or GIF by its leading bytes) and, unless
@@ -118,11 +198,11 @@ def resolve_media(
         existing file, or a file that may not be uploaded.
     """
     base = base.resolve()
-    local: dict[str, list[Path]] = {}
+    local: dict[str, list[LocalFile]] = {}
     for key in media_keys(inputs):
         value = inputs[key]
         values = value if isinstance(value, list) else [value]
-        paths: list[Path] = []
+        paths: list[LocalFile] = []
         for v in values:
             if not isinstance(v, str) or is_url(v):
                 continue  # not media we could upload: the model's checks decide
@@ -133,11 +213,10 @@ def resolve_media(
                     f"{key}: no such file {v!r} (relative paths are relative to the jobs "
                     f"file's folder, {str(base)!r}); allowed: an http(s) URL or a local file"
                 )
-            real = p.resolve()
-            problem = _check_local_image(key, v, real, base, allow_any_path)
-            if problem is not None:
-                return {}, problem
-            paths.append(real)
+            found = _check_local_image(key, v, p.resolve(), base, allow_any_path)
+            if isinstance(found, str):
+                return {}, found
+            paths.append(found)
         if paths:
             local[key] = paths
     return local, None

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import anyio
 
 from wavespeed_async._client import Client
 from wavespeed_async._errors import WaveSpeedError
-from wavespeed_async.cli._jobs import Job, is_url
+from wavespeed_async.cli._jobs import Job, LocalFile, is_url
 
 __all__ = ["Uploads"]
 
@@ -19,9 +18,9 @@ class Uploads:
 
     def __init__(self, client: Client) -> None:
         self._client = client
-        self._uploaded: dict[Path, str] = {}
-        self._errors: dict[Path, WaveSpeedError] = {}
-        self._uploading: dict[Path, anyio.Event] = {}
+        self._uploaded: dict[LocalFile, str] = {}
+        self._errors: dict[LocalFile, WaveSpeedError] = {}
+        self._uploading: dict[LocalFile, anyio.Event] = {}
 
     async def request_body(self, job: Job) -> dict[str, Any]:
         """The job's request body, local files replaced by their URLs.
@@ -34,12 +33,16 @@ class Uploads:
             remaining = iter(paths)
             value = job.inputs[key]
             values = value if isinstance(value, list) else [value]
-            urls = [v if is_url(v) else await self.upload(next(remaining)) for v in values]
+            urls = [v if is_url(v) else await self.upload(key, next(remaining)) for v in values]
             body[key] = urls if isinstance(value, list) else urls[0]
         return body
 
-    async def upload(self, path: Path) -> str:
-        """The URL of ``path``, uploaded by the first caller; the others wait for it."""
+    async def upload(self, key: str, path: LocalFile) -> str:
+        """The URL of ``path``, uploaded by the first caller; the others wait for it.
+
+        The bytes are read (in a worker thread) through the same open file whose identity
+        is checked against the one found when the jobs file was read.
+        """
         while True:
             if path in self._uploaded:
                 return self._uploaded[path]
@@ -51,7 +54,8 @@ class Uploads:
             await pending.wait()
         done = self._uploading[path] = anyio.Event()
         try:
-            url = await self._client.upload(path)
+            data = await anyio.to_thread.run_sync(path.read, key)
+            url = await self._client.upload(data, filename=path.path.name)
         except WaveSpeedError as exc:
             self._errors[path] = exc
             raise
