@@ -131,6 +131,16 @@ def test_a_batch_gallery_renders_every_image_and_shows_hostile_prompts_as_text(
     assert visible == ["j3"]
     page.click("label[for=f-all]")
     assert sum(c.is_visible() for c in cards) == 16
+
+    # And from the keyboard: Tab reaches the filter, the arrow keys move it.
+    page.goto((out / "index.html").as_uri())  # a fresh load: nothing focused yet
+    cards = page.query_selector_all("article")
+    page.keyboard.press("Tab")
+    assert page.evaluate("document.activeElement.id") == "f-all"
+    page.keyboard.press("ArrowRight")  # completed
+    page.keyboard.press("ArrowRight")  # failed
+    assert page.evaluate("document.activeElement.id") == "f-bad"
+    assert [c.get_attribute("id") for c in cards if c.is_visible()] == ["j3"]
     page.close()
 
 

@@ -169,11 +169,16 @@ h1{margin:0 0 6px;font-size:20px}
 code{font:12px ui-monospace,monospace;word-break:break-all}
 .cmd{margin:6px 0 0;color:#444}
 .filters{padding:12px 20px 0}
+.vh{position:absolute;width:1px;height:1px;margin:-1px;overflow:hidden;clip:rect(0 0 0 0);
+white-space:nowrap;border:0;padding:0}
 .filters label{display:inline-block;padding:3px 10px;margin-right:6px;border:1px solid #bbb;
 border-radius:14px;cursor:pointer;background:#fafafa}
 #f-all:checked~.filters label[for=f-all],#f-ok:checked~.filters label[for=f-ok],
 #f-bad:checked~.filters label[for=f-bad],#f-open:checked~.filters label[for=f-open]
 {background:#18181b;color:#fff;border-color:#18181b}
+#f-all:focus-visible~.filters label[for=f-all],#f-ok:focus-visible~.filters label[for=f-ok],
+#f-bad:focus-visible~.filters label[for=f-bad],#f-open:focus-visible~.filters label[for=f-open]
+{outline:2px solid #2563eb;outline-offset:2px}
 #f-ok:checked~main .c:not(.ok),#f-bad:checked~main .c:not(.bad),
 #f-open:checked~main .c:not(.open){display:none}
 main{display:grid;grid-template-columns:repeat(auto-fill,minmax(240px,1fr));gap:14px;
@@ -273,10 +278,12 @@ def render_gallery(
             f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">\n'
             '<meta name="viewport" content="width=device-width,initial-scale=1">\n'
             f"<title>{t}</title><style>{_CSS}</style></head><body>\n"
-            '<input type="radio" name="f" id="f-all" checked hidden>'
-            '<input type="radio" name="f" id="f-ok" hidden>'
-            '<input type="radio" name="f" id="f-bad" hidden>'
-            '<input type="radio" name="f" id="f-open" hidden>\n'
+            # Visually hidden, still focusable: Tab reaches the filter and the arrow keys
+            # change it, as with any group of radio buttons.
+            '<input type="radio" name="f" id="f-all" class="vh" checked>'
+            '<input type="radio" name="f" id="f-ok" class="vh">'
+            '<input type="radio" name="f" id="f-bad" class="vh">'
+            '<input type="radio" name="f" id="f-open" class="vh">\n'
             f"<header><h1>{t}</h1>"
             f'<div class="counts">{count_text}</div>'
             f'<div class="m">{" · ".join(facts)}</div>{cmd}</header>\n'
