@@ -85,6 +85,17 @@ def _unopened_clock() -> float:
     return asyncio.get_running_loop().time()
 
 
+def _result_path(task_id: str) -> str:
+    return f"/api/v3/predictions/{task_id}/result"
+
+
+def _result_of(pred: Prediction | None, task_id: str) -> Prediction:
+    """The task in a result answer (a DecodeError if the answer has none)."""
+    if pred is None:
+        raise DecodeError("the result has no task in it", task_id=task_id)
+    return pred
+
+
 def _bounded_put(d: collections.OrderedDict[str, _V], key: str, value: _V) -> None:
     d[key] = value
     if len(d) > _MAX_REMEMBERED:
@@ -437,20 +448,11 @@ class Client:
         Raises:
             NotFoundError: the id is unknown to the server.
         """
-        return await self._get(task_id, deadline=None)
-
-    async def _get(self, task_id: str, *, deadline: float | None) -> Prediction:
         check_task_id(task_id)
         env = await self._open().call(
-            "GET",
-            f"/api/v3/predictions/{task_id}/result",
-            prediction_decoder,
-            deadline=deadline,
-            task_id=task_id,
+            "GET", _result_path(task_id), prediction_decoder, task_id=task_id
         )
-        if env.data is None:
-            raise DecodeError("the result has no task in it", task_id=task_id)
-        return env.data
+        return _result_of(env.data, task_id)
 
     def _estimator(self, model: str) -> DurationEstimator:
         est = self._estimators.get(model)
@@ -540,12 +542,22 @@ class Client:
         return scheduler
 
     async def _poll_once(self, task_id: str, deadline: float | None) -> Prediction:
-        """One poll, sent by the scheduler: a GET of the task's result."""
+        """One poll, sent by the scheduler: a GET of the task's result.
+
+        The id was checked when its wait started, and the scheduler runs on this Client's
+        loop, so neither is checked again at every poll.
+        """
         if self._share is not None:
             # The account-wide poll budget lives on the share's server: wait for it here
             # (the scheduler's own budget check gives way to it, see FlowControl.take_poll).
             await self.flow.acquire_poll()
-        pred = await self._get(task_id, deadline=deadline)
+        transport = self._transport
+        if transport is None:
+            raise ClientClosedError("the Client was closed during the wait")
+        env = await transport.call(
+            "GET", _result_path(task_id), prediction_decoder, deadline=deadline, task_id=task_id
+        )
+        pred = _result_of(env.data, task_id)
         self.polls_sent += 1
         return pred
 
