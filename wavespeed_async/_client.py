@@ -367,7 +367,8 @@ class Client:
                     "rejects it); allowed: one or the other",
                 )
         transport = self._open()
-        start = await self.flow.acquire_start()
+        flow = self.flow
+        start = await flow.acquire_start()
         try:
             with submit_in_flight():
                 env = await transport.submit(
@@ -383,7 +384,7 @@ class Client:
                 await self._task_created(Prediction(id=exc.task_id, model=path), path)
             raise
         finally:
-            self.flow.start_sent(start)
+            flow.start_sent(start)
         if env.data is None:
             raise DecodeError(f"submit to {path}: the answer has no task in it")
         if webhook is not None:
@@ -511,7 +512,7 @@ class Client:
             deadline=None if limit is None else now + limit,
             last=pred,
         )
-        scheduler = self._poll_scheduler()
+        scheduler = self._scheduler or self._poll_scheduler()
         future = scheduler.add(entry)
         try:
             with anyio.move_on_after(limit if limit is not None else math.inf):
