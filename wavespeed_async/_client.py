@@ -512,7 +512,9 @@ class Client:
             deadline=None if limit is None else now + limit,
             last=pred,
         )
-        scheduler = self._scheduler or self._poll_scheduler()
+        scheduler = self._scheduler
+        if scheduler is None:  # not "or": a scheduler's truth is its len(), a sum
+            scheduler = self._poll_scheduler()
         future = scheduler.add(entry)
         try:
             with anyio.move_on_after(limit if limit is not None else math.inf):
