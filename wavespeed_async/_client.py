@@ -23,7 +23,6 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
-import anyio
 import msgspec
 
 from wavespeed_async import _upload
@@ -61,7 +60,7 @@ from wavespeed_async._models import (
 )
 from wavespeed_async._polling import DurationEstimator
 from wavespeed_async._requests import TypedRequest, coerce_request
-from wavespeed_async._scheduler import PollEntry, PollScheduler
+from wavespeed_async._scheduler import PollEntry, PollScheduler, WaitExpired
 from wavespeed_async._secret import Secret
 from wavespeed_async._share import Share, default_namespace, resolve_share
 from wavespeed_async._transport import Transport
@@ -515,13 +514,15 @@ class Client:
         scheduler = self._scheduler
         if scheduler is None:  # not "or": a scheduler's truth is its len(), a sum
             scheduler = self._poll_scheduler()
-        future = scheduler.add(entry)
+        future = scheduler.add(entry)  # fails with WaitExpired at the deadline
         try:
-            with anyio.move_on_after(limit if limit is not None else math.inf):
-                result = await future
-                self._submitted.pop(task_id, None)
-                self._webhook_tasks.pop(task_id, None)
-                return self._finished(result)
+            result = await future
+        except WaitExpired:
+            pass
+        else:
+            self._submitted.pop(task_id, None)
+            self._webhook_tasks.pop(task_id, None)
+            return self._finished(result)
         finally:
             scheduler.discard(entry)
             if future.done() and not future.cancelled():
