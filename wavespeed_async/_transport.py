@@ -298,7 +298,10 @@ class Transport:
                         body=_text(body),
                     ),
                 )
-            effective = _policy.classify_status(status, _envelope_code(env.code))
+            code = env.code
+            if code == 200 or code is None or code == 0:  # the usual answer, decided early
+                return env
+            effective = _policy.classify_status(status, _envelope_code(code))
             if effective is None:
                 return env
             retry_after = _retry_after(resp)
