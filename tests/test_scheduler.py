@@ -20,7 +20,13 @@ from wavespeed_async import (
 )
 from wavespeed_async._flow import FlowControl
 from wavespeed_async._polling import DurationEstimator
-from wavespeed_async._scheduler import POLL_GRID_S, PollEntry, PollHeap, PollScheduler
+from wavespeed_async._scheduler import (
+    POLL_GRID_S,
+    PollEntry,
+    PollHeap,
+    PollScheduler,
+    WaitExpired,
+)
 from wavespeed_async.emulator import Emulator
 
 pytestmark = pytest.mark.anyio
@@ -245,6 +251,36 @@ async def test_deliver_ends_every_wait_for_the_task() -> None:
     sched.close()
     with pytest.raises(ClientClosedError):
         await other
+
+
+async def test_a_deadline_fails_the_wait_and_cancels_its_poll_in_flight() -> None:
+    server = FakeServer()
+    server.gate = asyncio.Event()  # the poll never gets its answer
+    sched = scheduler(server)
+    now = asyncio.get_running_loop().time()
+    e = entry("t", started=now, deadline=now + 0.1)
+    fut = sched.add(e)
+    with pytest.raises(WaitExpired):
+        await fut
+    assert asyncio.get_running_loop().time() >= now + 0.1 - 0.002  # not before its time
+    await asyncio.sleep(0)
+    assert server.cancelled == 1
+    assert len(sched) == 0
+
+
+async def test_waits_that_end_first_leave_no_deadline_behind() -> None:
+    server = FakeServer()
+    sched = scheduler(server)
+    now = asyncio.get_running_loop().time()
+    for round_ in range(3):
+        entries = [entry(f"t{round_}-{i}", started=now, deadline=now + 600) for i in range(100)]
+        results = await asyncio.gather(*(sched.add(e) for e in entries))
+        assert all(r.ok for r in results)
+        assert not any(e.timed for e in entries)
+    # Expired items are skipped and compacted: at most the live ones plus a margin remain.
+    assert len(sched._deadlines) <= 64 + 100
+    # With nothing left to poll, the timer is not kept armed for a stale deadline.
+    assert sched._timer is None
 
 
 # -- through the Client --------------------------------------------------------------------

@@ -198,21 +198,27 @@ class _Inputs(Generic[T]):
             self._async = aiter(source)
         else:
             self._sync = iter(source)
+        #: The source is a plain iterable: :meth:`next_nowait` serves it without awaiting.
+        self.is_sync = self._sync is not None
         self._lock = anyio.Lock()
         self._next = 0
         self.exhausted = False
 
+    def next_nowait(self) -> tuple[int, T] | None:
+        """The next pair from a plain iterable (which advances without awaiting, so
+        workers cannot interleave)."""
+        if self.exhausted or self._sync is None:
+            return None
+        try:
+            item = next(self._sync)
+        except StopIteration:
+            self.exhausted = True
+            return None
+        return self._numbered(item)
+
     async def next(self) -> tuple[int, T] | None:
         if self._sync is not None:
-            # A plain iterator advances without awaiting, so workers cannot interleave.
-            if self.exhausted:
-                return None
-            try:
-                item = next(self._sync)
-            except StopIteration:
-                self.exhausted = True
-                return None
-            return self._numbered(item)
+            return self.next_nowait()
         async with self._lock:  # async generators cannot be advanced concurrently
             if self.exhausted or self._async is None:
                 return None
@@ -426,23 +432,32 @@ class BulkRun(Generic[T]):
         return result
 
     async def _worker(self, send: MemoryObjectSendStream[BulkResult[T] | _Fatal]) -> None:
+        window = self._window
+        inputs = self._inputs
         async with send:
             while not self._stop:
-                await _acquire(self._window)
+                # The awaiting forms only when they must wait (see _send).
                 try:
-                    pulled = await self._inputs.next()
+                    window.acquire_nowait()
+                except anyio.WouldBlock:
+                    await window.acquire()
+                try:
+                    pulled = inputs.next_nowait() if inputs.is_sync else await inputs.next()
                 except Exception as exc:  # the caller's input iterator failed
-                    self._window.release()
+                    window.release()
                     await _send(send, _Fatal(exc))
                     return
                 if pulled is None:
-                    self._window.release()
+                    window.release()
                     return
                 index, item = pulled
                 result = await self._run(index, item)
                 if result is None:  # cut short by the teardown
                     return
-                await _send(send, result)
+                try:
+                    send.send_nowait(result)
+                except anyio.WouldBlock:
+                    await send.send(result)
                 if isinstance(result, _Fatal):
                     return
 
@@ -517,13 +532,6 @@ class BulkRun(Generic[T]):
 
 # Fast paths: anyio's awaiting forms always yield to the event loop, even when nothing has
 # to wait; at thousands of jobs those extra loop passes are most of the client's CPU.
-
-
-async def _acquire(sem: anyio.Semaphore) -> None:
-    try:
-        sem.acquire_nowait()
-    except anyio.WouldBlock:
-        await sem.acquire()
 
 
 async def _send(stream: MemoryObjectSendStream[T], item: T) -> None:

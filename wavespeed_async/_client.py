@@ -23,7 +23,6 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import aiohttp
-import anyio
 import msgspec
 
 from wavespeed_async import _upload
@@ -61,7 +60,7 @@ from wavespeed_async._models import (
 )
 from wavespeed_async._polling import DurationEstimator
 from wavespeed_async._requests import TypedRequest, coerce_request
-from wavespeed_async._scheduler import PollEntry, PollScheduler
+from wavespeed_async._scheduler import PollEntry, PollScheduler, WaitExpired
 from wavespeed_async._secret import Secret
 from wavespeed_async._share import Share, default_namespace, resolve_share
 from wavespeed_async._transport import Transport
@@ -83,6 +82,17 @@ ModelOrRequest = str | TypedRequest
 
 def _unopened_clock() -> float:
     return asyncio.get_running_loop().time()
+
+
+def _result_path(task_id: str) -> str:
+    return f"/api/v3/predictions/{task_id}/result"
+
+
+def _result_of(pred: Prediction | None, task_id: str) -> Prediction:
+    """The task in a result answer (a DecodeError if the answer has none)."""
+    if pred is None:
+        raise DecodeError("the result has no task in it", task_id=task_id)
+    return pred
 
 
 def _bounded_put(d: collections.OrderedDict[str, _V], key: str, value: _V) -> None:
@@ -356,7 +366,8 @@ class Client:
                     "rejects it); allowed: one or the other",
                 )
         transport = self._open()
-        start = await self.flow.acquire_start()
+        flow = self.flow
+        start = await flow.acquire_start()
         try:
             with submit_in_flight():
                 env = await transport.submit(
@@ -372,7 +383,7 @@ class Client:
                 await self._task_created(Prediction(id=exc.task_id, model=path), path)
             raise
         finally:
-            self.flow.start_sent(start)
+            flow.start_sent(start)
         if env.data is None:
             raise DecodeError(f"submit to {path}: the answer has no task in it")
         if webhook is not None:
@@ -437,20 +448,11 @@ class Client:
         Raises:
             NotFoundError: the id is unknown to the server.
         """
-        return await self._get(task_id, deadline=None)
-
-    async def _get(self, task_id: str, *, deadline: float | None) -> Prediction:
         check_task_id(task_id)
         env = await self._open().call(
-            "GET",
-            f"/api/v3/predictions/{task_id}/result",
-            prediction_decoder,
-            deadline=deadline,
-            task_id=task_id,
+            "GET", _result_path(task_id), prediction_decoder, task_id=task_id
         )
-        if env.data is None:
-            raise DecodeError("the result has no task in it", task_id=task_id)
-        return env.data
+        return _result_of(env.data, task_id)
 
     def _estimator(self, model: str) -> DurationEstimator:
         est = self._estimators.get(model)
@@ -509,14 +511,18 @@ class Client:
             deadline=None if limit is None else now + limit,
             last=pred,
         )
-        scheduler = self._poll_scheduler()
-        future = scheduler.add(entry)
+        scheduler = self._scheduler
+        if scheduler is None:  # not "or": a scheduler's truth is its len(), a sum
+            scheduler = self._poll_scheduler()
+        future = scheduler.add(entry)  # fails with WaitExpired at the deadline
         try:
-            with anyio.move_on_after(limit if limit is not None else math.inf):
-                result = await future
-                self._submitted.pop(task_id, None)
-                self._webhook_tasks.pop(task_id, None)
-                return self._finished(result)
+            result = await future
+        except WaitExpired:
+            pass
+        else:
+            self._submitted.pop(task_id, None)
+            self._webhook_tasks.pop(task_id, None)
+            return self._finished(result)
         finally:
             scheduler.discard(entry)
             if future.done() and not future.cancelled():
@@ -540,12 +546,22 @@ class Client:
         return scheduler
 
     async def _poll_once(self, task_id: str, deadline: float | None) -> Prediction:
-        """One poll, sent by the scheduler: a GET of the task's result."""
+        """One poll, sent by the scheduler: a GET of the task's result.
+
+        The id was checked when its wait started, and the scheduler runs on this Client's
+        loop, so neither is checked again at every poll.
+        """
         if self._share is not None:
             # The account-wide poll budget lives on the share's server: wait for it here
             # (the scheduler's own budget check gives way to it, see FlowControl.take_poll).
             await self.flow.acquire_poll()
-        pred = await self._get(task_id, deadline=deadline)
+        transport = self._transport
+        if transport is None:
+            raise ClientClosedError("the Client was closed during the wait")
+        env = await transport.call(
+            "GET", _result_path(task_id), prediction_decoder, deadline=deadline, task_id=task_id
+        )
+        pred = _result_of(env.data, task_id)
         self.polls_sent += 1
         return pred
 

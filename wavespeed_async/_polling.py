@@ -34,6 +34,7 @@ _STD_NORMAL: Final = NormalDist()
 _MIN_SAMPLES: Final = 5
 #: Probability mass over which the local density of durations is measured.
 _DENSITY_BANDWIDTH: Final = 0.1
+_HALF_BAND: Final = _DENSITY_BANDWIDTH / 2
 #: A task found done at its first poll finished at some unknown time before it: record it
 #: this much earlier, so that if the durations shrink, the first poll moves earlier too.
 _FIRST_HIT_SHRINK: Final = 0.8
@@ -246,13 +247,50 @@ def _hazard_interval(t: float, estimator: DurationEstimator, poll_cost_s: float)
     distribution gives ``rho = sqrt(hazard / (2 poll_cost_s))``, where ``hazard = f / S``
     is the density of finishing now given not finished yet. The density ``f`` is measured
     over ``_DENSITY_BANDWIDTH`` of probability mass around ``t``.
+
+    Runs at every poll of every task: once the estimator holds enough durations, the cdf
+    and the two quantiles are computed inline (the same arithmetic as :meth:`~DurationEstimator.cdf`
+    and :meth:`~DurationEstimator.quantile`, without their calls and clamps).
     """
-    u = estimator.cdf(t)
+    xs = estimator._sorted
+    n = len(xs)
+    if n < _MIN_SAMPLES:
+        u = estimator.cdf(t)
+        lo = max(0.0, u - _HALF_BAND)
+        hi = min(1.0, lo + _DENSITY_BANDWIDTH)
+        lo = max(0.0, hi - _DENSITY_BANDWIDTH)
+        span_s = estimator.quantile(hi) - estimator.quantile(lo)
+    else:
+        last = n - 1
+        if t <= xs[0]:
+            u = 0.0
+        elif t >= xs[last]:
+            u = 1.0
+        else:
+            i = bisect.bisect_right(xs, t) - 1  # xs[i] <= t < xs[i + 1]
+            u = (i + (t - xs[i]) / (xs[i + 1] - xs[i])) / last
+        lo = u - _HALF_BAND
+        if lo < 0.0:
+            lo = 0.0
+        hi = lo + _DENSITY_BANDWIDTH
+        if hi > 1.0:
+            hi = 1.0
+        lo = hi - _DENSITY_BANDWIDTH  # not always the lo above, to the last bit
+        if lo < 0.0:
+            lo = 0.0
+        # The quantiles of hi and lo (both within [0, 1]), as DurationEstimator._quantile.
+        pos = hi * last
+        i = int(pos)
+        if i > n - 2:
+            i = n - 2
+        q_hi = xs[i] + (xs[i + 1] - xs[i]) * (pos - i)
+        pos = lo * last
+        i = int(pos)
+        if i > n - 2:
+            i = n - 2
+        q_lo = xs[i] + (xs[i + 1] - xs[i]) * (pos - i)
+        span_s = q_hi - q_lo
     survival = 1.0 - u
-    lo = max(0.0, u - _DENSITY_BANDWIDTH / 2)
-    hi = min(1.0, lo + _DENSITY_BANDWIDTH)
-    lo = max(0.0, hi - _DENSITY_BANDWIDTH)
-    span_s = estimator.quantile(hi) - estimator.quantile(lo)
     if span_s <= 0.0 or survival <= 0.0:
         return 0.0  # a point mass here, or past everything seen: poll as fast as allowed
     # interval = sqrt(2 c / hazard), hazard = ((hi - lo) / span_s) / survival

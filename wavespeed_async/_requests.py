@@ -151,9 +151,11 @@ def _size_hint(spec: ModelSpec, data: Mapping[str, Any]) -> None:
     """A helpful message for a ``(width, height)`` tuple or a ``"1024x768"`` string given
     where ``"W*H"`` is expected."""
     for f in spec.fields:
+        if f.size_range is None:
+            continue
         value = data.get(f.name)
         other = _OTHER_SIZE_RE.match(value) if isinstance(value, str) else None
-        if f.size_range is not None and other is not None:
+        if other is not None:
             w, h = other.groups()
             raise ValidationError(
                 f.name,
@@ -161,8 +163,7 @@ def _size_hint(spec: ModelSpec, data: Mapping[str, Any]) -> None:
                 allowed=f.allowed,
             )
         if (
-            f.size_range is not None
-            and isinstance(value, (tuple, list))
+            isinstance(value, (tuple, list))
             and len(value) == 2
             and all(isinstance(d, int) and not isinstance(d, bool) for d in value)
         ):

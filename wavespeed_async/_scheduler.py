@@ -29,7 +29,7 @@ from wavespeed_async._flow import FlowControl
 from wavespeed_async._models import Prediction
 from wavespeed_async._polling import DurationEstimator, next_poll_delay
 
-__all__ = ["PollEntry", "PollHeap", "PollScheduler"]
+__all__ = ["PollEntry", "PollHeap", "PollScheduler", "WaitExpired"]
 
 log = logging.getLogger("wavespeed_async")
 
@@ -45,6 +45,12 @@ _EARLY_MAX_S: Final = 0.04
 _TIMER_SLACK_S: Final = 0.001
 #: The last poll before a wait's deadline is sent this long before it.
 _DEADLINE_MARGIN_S: Final = 0.05
+
+
+class WaitExpired(Exception):
+    """A wait's deadline passed (the scheduler fails its future with this; the Client
+    turns it into ``TaskTimeoutError``)."""
+
 
 #: Sends one poll: (task id, deadline for retries) -> the task's current state.
 SendPoll = Callable[[str, "float | None"], Awaitable[Prediction]]
@@ -66,6 +72,7 @@ class PollEntry:
         "seq",
         "started",
         "task_id",
+        "timed",
         "webhook",
     )
 
@@ -99,6 +106,8 @@ class PollEntry:
         #: The poll request in flight, if any.
         self.request: asyncio.Task[None] | None = None
         self.future = future
+        #: The deadline is on the scheduler's deadline heap and the wait still runs.
+        self.timed = False
 
     @property
     def status(self) -> str:
@@ -110,10 +119,11 @@ class PollEntry:
         if self.webhook:
             delay = config.webhook_fallback_s
         else:
+            last = self.last
             delay = next_poll_delay(
                 elapsed_s=now - self.started,
                 polls_done=self.polls,
-                status=self.status,
+                status=last.status if last is not None else "created",
                 estimator=self.estimator,
                 config=config,
             )
@@ -217,6 +227,11 @@ class PollScheduler:
         self._config = config
         self._flow = flow
         self._heap = PollHeap()
+        #: (deadline, seq, entry) of the waits with a deadline; stale items (waits that
+        #: ended) are skipped when they come up, and dropped when they outnumber the rest.
+        self._deadlines: list[tuple[float, int, PollEntry]] = []
+        self._timed = 0
+        self._deadline_seq = itertools.count()
         self._by_id: dict[str, list[PollEntry]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
@@ -233,7 +248,9 @@ class PollScheduler:
         """Start polling for ``entry``; the returned future ends with the task's end state.
 
         The future fails with the error of a poll that failed (after the request path's
-        own retries). Call :meth:`discard` when the wait ends for any other reason.
+        own retries), or with :class:`WaitExpired` at ``entry.deadline``: one timer for
+        every wait, not one per wait. Call :meth:`discard` when the wait ends for any
+        other reason.
         """
         if self._closed:
             raise ClientClosedError("this Client is closed; create a new one")
@@ -243,11 +260,30 @@ class PollScheduler:
         # Tasks started together end in waves: learn from at least a wave's worth.
         entry.estimator.grow_window(len(self._by_id))
         self._schedule(entry, *entry.next_due(self._loop.time(), self._config))
+        deadline = entry.deadline
+        if deadline is not None:
+            entry.timed = True
+            self._timed += 1
+            heapq.heappush(self._deadlines, (deadline, next(self._deadline_seq), entry))
+            if len(self._deadlines) > 2 * self._timed + 64:
+                self._deadlines = [item for item in self._deadlines if item[2].timed]
+                heapq.heapify(self._deadlines)
+            if deadline < self._timer_at:
+                self._arm(deadline)
         return future
 
     def discard(self, entry: PollEntry) -> None:
         """Stop polling for ``entry`` (its wait was cancelled or timed out); idempotent."""
         self._heap.remove(entry)
+        if entry.timed:
+            entry.timed = False
+            self._timed -= 1
+            if not self._timed and not len(self._heap) and self._timer is not None:
+                # Nothing left to poll or to time out: no wake-up for stale deadlines.
+                self._deadlines.clear()
+                self._timer.cancel()
+                self._timer = None
+                self._timer_at = math.inf
         request, entry.request = entry.request, None
         if request is not None:
             request.cancel()
@@ -311,6 +347,11 @@ class PollScheduler:
         self.wakeups += 1
         loop = self._loop
         now = loop.time()
+        deadlines = self._deadlines
+        while deadlines and deadlines[0][0] <= now + _TIMER_SLACK_S:
+            entry = heapq.heappop(deadlines)[2]
+            if entry.timed:
+                self._fail(entry, WaitExpired())
         # The loop runs a timer up to its clock resolution early: count that as due.
         for entry in self._heap.pop_due(now + _TIMER_SLACK_S):
             if not entry.budgeted:
@@ -324,6 +365,10 @@ class PollScheduler:
             self.dispatched += 1
             entry.request = loop.create_task(self._poll(entry))
         due = self._heap.next_due()
+        while deadlines and not deadlines[0][2].timed:
+            heapq.heappop(deadlines)
+        if deadlines and (due is None or deadlines[0][0] < due):
+            due = deadlines[0][0]
         if due is not None:
             self._arm(due)
 
@@ -344,8 +389,12 @@ class PollScheduler:
         seen_at = now - entry.started
         if not pred.done:
             entry.pending_at = seen_at
-            if entry.future is not None and not entry.future.done():
-                self._schedule(entry, *entry.next_due(now, self._config))
+            future = entry.future
+            if future is not None and not future.done():
+                earliest, due = entry.next_due(now, self._config)
+                self._heap.push(entry, due, earliest)
+                if due < self._timer_at:
+                    self._arm(due)
             return
         if entry.learn:
             # Learn when the task ended (between the last two polls), not when it was seen:

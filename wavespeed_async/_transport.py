@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -110,6 +111,11 @@ def _error_message(body: bytes, status: int) -> tuple[str, int | None]:
     return (printable(message, limit=300) if message else f"HTTP {status}"), code
 
 
+def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
+    """An error answer's ``Retry-After``, in seconds (read only when an answer failed)."""
+    return _policy.parse_retry_after(resp.headers.get("Retry-After"), now=time.time())
+
+
 async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes | None:
     """The whole body, or ``None`` (and the connection closed) once it passes ``cap`` bytes.
 
@@ -120,14 +126,22 @@ async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes | None:
         resp.close()
         return None
     content = resp.content
+    chunk = await content.readany()
+    if content.at_eof():
+        # The whole body came in one read (most answers): no second read to see the end.
+        if len(chunk) > cap:
+            resp.close()
+            return None
+        return chunk
     chunks: list[bytes] = []
     size = 0
-    while chunk := await content.readany():
+    while chunk:
         size += len(chunk)
         if size > cap:
             resp.close()
             return None
         chunks.append(chunk)
+        chunk = await content.readany()
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -213,7 +227,9 @@ class Transport:
         timeout_s: float,
     ) -> E | _Attempt:
         """One HTTP exchange; a decoded envelope on success, else what went wrong."""
-        await self.flow.wait_cooldown()
+        flow = self.flow
+        if flow.cooldown.until != -math.inf:  # a 429 was seen: wait out its cool-down
+            await flow.wait_cooldown()
         headers = _JSON_HEADERS if json_body is not None else None
         self.requests_sent += 1
         try:
@@ -229,7 +245,6 @@ class Transport:
             ) as resp:
                 status = resp.status
                 body = await _read_capped(resp, self.max_answer_bytes)
-                retry_after_text = resp.headers.get("Retry-After")
         except aiohttp.ClientConnectorError as exc:
             error: WaveSpeedError = ConnectError(
                 f"cannot connect to {self.base_url}: {exc.os_error or exc}", method=method, url=url
@@ -266,7 +281,7 @@ class Transport:
             if not 200 <= status < 300:
                 # An error status says enough without its body: a 429 keeps its
                 # Retry-After (and its cool-down), a 5xx its retries, a 4xx its type.
-                retry_after = _policy.parse_retry_after(retry_after_text, now=time.time())
+                retry_after = _retry_after(resp)
                 return self._status_failure(status, status, too_big, None, b"", retry_after, None)
             error = DecodeError(f"{method} {url}: {too_big}")
             return _Attempt(FailureKind.MALFORMED, status=status, error=error)
@@ -283,17 +298,20 @@ class Transport:
                         body=_text(body),
                     ),
                 )
-            effective = _policy.classify_status(status, _envelope_code(env.code))
+            code = env.code
+            if code == 200 or code is None or code == 0:  # the usual answer, decided early
+                return env
+            effective = _policy.classify_status(status, _envelope_code(code))
             if effective is None:
                 return env
-            retry_after = _policy.parse_retry_after(retry_after_text, now=time.time())
+            retry_after = _retry_after(resp)
             task_id = getattr(env.data, "id", None)
             message = printable(env.message or f"code {env.code}", limit=300)
             return self._status_failure(
                 status, effective, message, env.code, body, retry_after, task_id
             )
         message, code = _error_message(body, status)
-        retry_after = _policy.parse_retry_after(retry_after_text, now=time.time())
+        retry_after = _retry_after(resp)
         return self._status_failure(status, status, message, code, body, retry_after, None)
 
     @staticmethod
@@ -350,7 +368,8 @@ class Transport:
             deadline: event-loop time (``loop.time()``) after which no retry is started.
             task_id: Attached to any error raised, so the caller keeps the id.
         """
-        url = path_or_url if "://" in path_or_url else self.url(path_or_url)
+        url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
+        timeout_s = timeout_s or self.timeouts.request_s
         attempt = 0
         while True:
             attempt += 1
@@ -361,7 +380,7 @@ class Transport:
                 json_body=json_body,
                 form=form,
                 params=params,
-                timeout_s=timeout_s or self.timeouts.request_s,
+                timeout_s=timeout_s,
             )
             if not isinstance(out, _Attempt):
                 return out
