@@ -198,27 +198,21 @@ class _Inputs(Generic[T]):
             self._async = aiter(source)
         else:
             self._sync = iter(source)
-        #: The source is a plain iterable: :meth:`next_nowait` serves it without awaiting.
-        self.is_sync = self._sync is not None
         self._lock = anyio.Lock()
         self._next = 0
         self.exhausted = False
 
-    def next_nowait(self) -> tuple[int, T] | None:
-        """The next pair from a plain iterable (which advances without awaiting, so
-        workers cannot interleave)."""
-        if self.exhausted or self._sync is None:
-            return None
-        try:
-            item = next(self._sync)
-        except StopIteration:
-            self.exhausted = True
-            return None
-        return self._numbered(item)
-
     async def next(self) -> tuple[int, T] | None:
         if self._sync is not None:
-            return self.next_nowait()
+            # A plain iterator advances without awaiting, so workers cannot interleave.
+            if self.exhausted:
+                return None
+            try:
+                item = next(self._sync)
+            except StopIteration:
+                self.exhausted = True
+                return None
+            return self._numbered(item)
         async with self._lock:  # async generators cannot be advanced concurrently
             if self.exhausted or self._async is None:
                 return None
@@ -436,13 +430,9 @@ class BulkRun(Generic[T]):
         inputs = self._inputs
         async with send:
             while not self._stop:
-                # The awaiting forms only when they must wait (see _send).
+                await _acquire(window)
                 try:
-                    window.acquire_nowait()
-                except anyio.WouldBlock:
-                    await window.acquire()
-                try:
-                    pulled = inputs.next_nowait() if inputs.is_sync else await inputs.next()
+                    pulled = await inputs.next()
                 except Exception as exc:  # the caller's input iterator failed
                     window.release()
                     await _send(send, _Fatal(exc))
@@ -454,10 +444,7 @@ class BulkRun(Generic[T]):
                 result = await self._run(index, item)
                 if result is None:  # cut short by the teardown
                     return
-                try:
-                    send.send_nowait(result)
-                except anyio.WouldBlock:
-                    await send.send(result)
+                await _send(send, result)
                 if isinstance(result, _Fatal):
                     return
 
@@ -532,6 +519,13 @@ class BulkRun(Generic[T]):
 
 # Fast paths: anyio's awaiting forms always yield to the event loop, even when nothing has
 # to wait; at thousands of jobs those extra loop passes are most of the client's CPU.
+
+
+async def _acquire(sem: anyio.Semaphore) -> None:
+    try:
+        sem.acquire_nowait()
+    except anyio.WouldBlock:
+        await sem.acquire()
 
 
 async def _send(stream: MemoryObjectSendStream[T], item: T) -> None:

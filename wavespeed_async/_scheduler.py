@@ -119,11 +119,10 @@ class PollEntry:
         if self.webhook:
             delay = config.webhook_fallback_s
         else:
-            last = self.last
             delay = next_poll_delay(
                 elapsed_s=now - self.started,
                 polls_done=self.polls,
-                status=last.status if last is not None else "created",
+                status=self.status,
                 estimator=self.estimator,
                 config=config,
             )
@@ -389,12 +388,8 @@ class PollScheduler:
         seen_at = now - entry.started
         if not pred.done:
             entry.pending_at = seen_at
-            future = entry.future
-            if future is not None and not future.done():
-                earliest, due = entry.next_due(now, self._config)
-                self._heap.push(entry, due, earliest)
-                if due < self._timer_at:
-                    self._arm(due)
+            if entry.future is not None and not entry.future.done():
+                self._schedule(entry, *entry.next_due(now, self._config))
             return
         if entry.learn:
             # Learn when the task ended (between the last two polls), not when it was seen:

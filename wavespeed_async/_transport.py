@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -126,22 +125,16 @@ async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes | None:
         resp.close()
         return None
     content = resp.content
-    chunk = await content.readany()
-    if content.at_eof():
-        # The whole body came in one read (most answers): no second read to see the end.
-        if len(chunk) > cap:
-            resp.close()
-            return None
-        return chunk
     chunks: list[bytes] = []
     size = 0
-    while chunk:
+    while chunk := await content.readany():
         size += len(chunk)
         if size > cap:
             resp.close()
             return None
         chunks.append(chunk)
-        chunk = await content.readany()
+        if content.at_eof():  # most answers come whole: no second read to see the end
+            break
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
@@ -227,9 +220,7 @@ class Transport:
         timeout_s: float,
     ) -> E | _Attempt:
         """One HTTP exchange; a decoded envelope on success, else what went wrong."""
-        flow = self.flow
-        if flow.cooldown.until != -math.inf:  # a 429 was seen: wait out its cool-down
-            await flow.wait_cooldown()
+        await self.flow.wait_cooldown()
         headers = _JSON_HEADERS if json_body is not None else None
         self.requests_sent += 1
         try:
@@ -298,10 +289,7 @@ class Transport:
                         body=_text(body),
                     ),
                 )
-            code = env.code
-            if code == 200 or code is None or code == 0:  # the usual answer, decided early
-                return env
-            effective = _policy.classify_status(status, _envelope_code(code))
+            effective = _policy.classify_status(status, _envelope_code(env.code))
             if effective is None:
                 return env
             retry_after = _retry_after(resp)
@@ -368,7 +356,7 @@ class Transport:
             deadline: event-loop time (``loop.time()``) after which no retry is started.
             task_id: Attached to any error raised, so the caller keeps the id.
         """
-        url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
+        url = path_or_url if "://" in path_or_url else self.url(path_or_url)
         timeout_s = timeout_s or self.timeouts.request_s
         attempt = 0
         while True:

@@ -28,8 +28,6 @@ __all__ = [
 
 #: Prefixes of values that are already remote (or inline) media, never local paths.
 _REMOTE: Final = ("http://", "https://", "data:")
-#: Leading bytes of the image formats a local input may be in.
-
 
 #: The largest local file a job may upload: the API takes about 300 MB (larger media are
 #: passed as URLs), and the bytes are read into memory once per batch.
@@ -49,6 +47,18 @@ def _open_regular(path: Path) -> tuple[int, os.stat_result]:
     except OSError:
         os.close(fd)
         raise
+
+
+def _content_problem(key: str, shown: str, size: int, head: bytes) -> str | None:
+    """Why a local file of ``size`` bytes starting with ``head`` may not be uploaded."""
+    if size > MAX_UPLOAD_BYTES:
+        return (
+            f"{key}: {shown!r} is larger than {MAX_UPLOAD_BYTES:,} bytes; allowed: a smaller "
+            "file, or an http(s) URL to it"
+        )
+    if image_kind(head) is None:
+        return f"{key}: {shown!r} is not an image; allowed: a PNG, JPEG, WebP or GIF file"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,17 +96,9 @@ class LocalFile:
             raise ValidationError(
                 key, f"{key}: cannot read {shown!r}: {exc.strerror or exc}"
             ) from None
-        if len(data) > MAX_UPLOAD_BYTES:
-            raise ValidationError(
-                key,
-                f"{key}: {shown!r} is larger than {MAX_UPLOAD_BYTES:,} bytes; allowed: a "
-                "smaller file, or an http(s) URL to it",
-            )
-        if image_kind(data[:12]) is None:
-            raise ValidationError(
-                key,
-                f"{key}: {shown!r} is no longer an image; allowed: a PNG, JPEG, WebP or GIF file",
-            )
+        problem = _content_problem(key, shown, len(data), data[:12])
+        if problem is not None:
+            raise ValidationError(key, problem)
         return data
 
 
@@ -174,14 +176,8 @@ def _check_local_image(
             head = f.read(12) if stat.S_ISREG(st.st_mode) else b""
     except OSError as exc:
         return f"{key}: cannot read {shown!r}: {exc.strerror or exc}"
-    if st.st_size > MAX_UPLOAD_BYTES:
-        return (
-            f"{key}: {shown!r} is larger than {MAX_UPLOAD_BYTES:,} bytes; allowed: a smaller "
-            "file, or an http(s) URL to it"
-        )
-    if image_kind(head) is None:
-        return f"{key}: {shown!r} is not an image; allowed: a PNG, JPEG, WebP or GIF file"
-    return LocalFile(path, st.st_dev, st.st_ino)
+    problem = _content_problem(key, shown, st.st_size, head)
+    return problem if problem is not None else LocalFile(path, st.st_dev, st.st_ino)
 
 
 def resolve_media(
