@@ -319,6 +319,10 @@ class RedisShare:
         r = self._redis
         while r is not None:
             await anyio.sleep(self.reconnect_interval_s * (0.5 + self._rng.random()))
+            # Pooled connections to the server that went away are dead, though idle ones
+            # do not know it yet: the first call on one would end sharing again at once.
+            with contextlib.suppress(*_DOWN):
+                await r.connection_pool.disconnect()
             try:
                 pubsub = await self._subscribe(r)
             except _DOWN:

@@ -221,6 +221,32 @@ async def test_a_restarted_server_loses_no_result_and_sharing_resumes(
     assert any("is back" in r.message for r in caplog.records)
 
 
+async def test_after_a_restart_no_connection_from_before_it_is_used(
+    emulator: Emulator, redis: RedisServer
+) -> None:
+    """Idle pooled connections to the old server are dead: one used after the server is
+    back would end sharing again at once (a second outage for one restart)."""
+    share = RedisShare(redis.url, reconnect_interval_s=0.05, socket_timeout_s=1.0)
+    async with make_client(emulator, share, max_in_flight=4):
+
+        async def burst() -> None:  # several calls at once: several pooled connections
+            async with anyio.create_task_group() as tg:
+                for i in range(8):
+                    tg.start_soon(share.stored_result, f"tsk-{i}")
+
+        await burst()
+        redis.stop()
+        await share.stored_result("tsk-x")  # notices the outage
+        assert share.outages == 1
+        redis.start()
+        with anyio.fail_after(10):
+            while share.reconnects == 0:
+                await anyio.sleep(0.01)
+        await burst()
+        assert "connected" in repr(share)
+        assert share.outages == 1
+
+
 async def test_while_the_server_is_away_each_process_keeps_its_share_of_the_cap(
     emulator: Emulator, redis: RedisServer, caplog: pytest.LogCaptureFixture
 ) -> None:
