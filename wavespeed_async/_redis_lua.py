@@ -20,7 +20,17 @@ from __future__ import annotations
 
 from typing import Final
 
-__all__ = ["ACQUIRE", "COOLDOWN", "DELIVER", "POLL", "RELEASE", "RENEW", "SENT", "START"]
+__all__ = [
+    "ACQUIRE",
+    "COOLDOWN",
+    "DELIVER",
+    "POLL",
+    "RELEASE",
+    "RENEW",
+    "RESEED",
+    "SENT",
+    "START",
+]
 
 _NOW_MS: Final = """
 local t = redis.call('TIME')
@@ -113,17 +123,36 @@ return 1
 """
 )
 
-# Push the cool-down out to now + ms (never shorten it) and tell every process.
-# KEYS: cool. ARGV: ms, channel. Returns 1 when it was extended.
+# Tell the window about starts it may have lost (a restarted server): each member with its
+# age, measured by the caller's monotonic clock (a duration, so clocks need not agree). A
+# member the window still has keeps its score. O(k log n) for k members.
+# KEYS: starts. ARGV: window_ms, then member, age_ms pairs.
+RESEED: Final = (
+    _NOW_MS
+    + """
+local window = tonumber(ARGV[1])
+for i = 2, #ARGV, 2 do
+  local age = tonumber(ARGV[i + 1])
+  if age < window then redis.call('ZADD', KEYS[1], 'NX', now - age, ARGV[i]) end
+end
+if #ARGV > 1 then redis.call('PEXPIRE', KEYS[1], window) end
+return 1
+"""
+)
+
+# Push the cool-down out to now + ms (never shorten it) and tell every process; ms = 0 only
+# asks. KEYS: cool. ARGV: ms, channel. Returns the ms the cool-down still runs (0: none).
 COOLDOWN: Final = (
     _NOW_MS
     + """
 local ms = tonumber(ARGV[1])
 local cool = tonumber(redis.call('GET', KEYS[1]) or '0')
-if now + ms <= cool then return 0 end
-redis.call('SET', KEYS[1], now + ms, 'PX', ms + 1000)
-redis.call('PUBLISH', ARGV[2], 'c' .. ms)
-return 1
+if ms > 0 and now + ms > cool then
+  cool = now + ms
+  redis.call('SET', KEYS[1], cool, 'PX', ms + 1000)
+  redis.call('PUBLISH', ARGV[2], 'c' .. ms)
+end
+return math.max(0, cool - now)
 """
 )
 

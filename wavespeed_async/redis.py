@@ -71,6 +71,36 @@ def _redacted(url: str) -> str:
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
+class _RecentStarts:
+    """This process's starts within the window, oldest first, by its monotonic clock: what
+    it tells a server that lost them (a restart) when it is back."""
+
+    def __init__(self, window_s: float) -> None:
+        self._window_s = window_s
+        self._at: dict[str, float] = {}  # member -> when; insertion order is time order
+
+    def __len__(self) -> int:
+        return len(self._at)
+
+    def add(self, member: str, now: float) -> None:
+        self._at.pop(member, None)  # counted again from now (its submit was answered)
+        self._at[member] = now
+        while True:  # forget what left the window (the newest never has)
+            oldest = next(iter(self._at))
+            if now - self._at[oldest] < self._window_s:
+                break
+            del self._at[oldest]
+
+    def ages_ms(self, now: float) -> list[str | int]:
+        """``member, age in ms`` pairs, flat, for the RESEED script."""
+        pairs: list[str | int] = []
+        for member, at in self._at.items():
+            age = now - at
+            if age < self._window_s:
+                pairs += [member, int(age * 1000)]
+        return pairs
+
+
 class RedisShare:
     """Limits and wake-ups shared by every process of one account, through one Redis.
 
@@ -159,6 +189,9 @@ class RedisShare:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._freed = anyio.Event()
         self._seq = itertools.count()
+        # What a restarted server forgot: the starts of the last window, and the cool-down.
+        self._recent = _RecentStarts(_WINDOW_MS / 1000)
+        self._cool_until = -math.inf
         self._rng = random.Random()
         #: Times the server went away, and times sharing resumed.
         self.outages = 0
@@ -328,14 +361,7 @@ class RedisShare:
             except _DOWN:
                 continue
             try:
-                # Tell the server what this process holds (it may have restarted empty).
-                held = len(self._shared) + len(self._local)
-                self.live_processes = int(
-                    await self._scripts["RENEW"](
-                        keys=[self._k_held, self._k_procs, self._k_total],
-                        args=[self.holder, int(self.lease_ttl_s * 1000), held, 1],
-                    )
-                )
+                await self._remind()
             except _DOWN:
                 await pubsub.aclose()  # type: ignore[no-untyped-call]
                 continue
@@ -349,6 +375,31 @@ class RedisShare:
             self._listen_to(pubsub)
             self._wake()
             return
+
+    async def _remind(self) -> None:
+        """Tell a server that is back what this process knows (it may have restarted empty):
+        the slots it holds, its starts in the window and a cool-down still running; and
+        learn a cool-down that began while this process could not hear of it."""
+        held = len(self._shared) + len(self._local)
+        self.live_processes = int(
+            await self._scripts["RENEW"](
+                keys=[self._k_held, self._k_procs, self._k_total],
+                args=[self.holder, int(self.lease_ttl_s * 1000), held, 1],
+            )
+        )
+        now = self._clock()
+        if self._recent:
+            await self._scripts["RESEED"](
+                keys=[self._k_starts], args=[_WINDOW_MS, *self._recent.ages_ms(now)]
+            )
+        # Ours, if one still runs; and one started while this process was away.
+        ms = math.ceil((self._cool_until - now) * 1000) if self._cool_until > now else 0
+        left_ms = int(
+            await self._scripts["COOLDOWN"](keys=[self._k_cool], args=[ms, self._channel])
+        )
+        if left_ms > ms:
+            self._cool_until = now + left_ms / 1000
+            self._on_cooldown(left_ms / 1000)
 
     # -- background ------------------------------------------------------------------------
 
@@ -384,6 +435,7 @@ class RedisShare:
             log.warning("share at %s: an unreadable message was ignored", self.url)
             return
         if kind == b"c":
+            self._cool_until = max(self._cool_until, self._clock() + seconds)
             self._on_cooldown(seconds)
         else:
             self._on_delivery(pred)
@@ -486,9 +538,14 @@ class RedisShare:
         async with self._starts_lock:
             while True:
                 fallback = self._fallback
-                if fallback is not None:
-                    return await fallback.acquire_start()
                 member = f"{self.holder}:{next(self._seq)}"
+                if fallback is not None:
+                    await fallback.acquire_start()  # its handle is None: a local window
+                    if not limit:
+                        return None
+                    # Counted by the shared window too once the server is back.
+                    self._recent.add(member, self._clock())
+                    return member
                 try:
                     wait_ms = await self._call(
                         "START", [self._k_starts, self._k_cool], [limit, _WINDOW_MS, member]
@@ -497,13 +554,18 @@ class RedisShare:
                     self._away(exc)
                     continue
                 if not wait_ms:
-                    return member if limit else None
+                    if not limit:
+                        return None
+                    self._recent.add(member, self._clock())
+                    return member
                 await anyio.sleep(int(wait_ms) / 1000)
 
     def start_sent(self, handle: object) -> None:
         """Count the start ``handle`` from now: its submit was answered."""
-        if isinstance(handle, str) and self._fallback is None:
-            self._spawn(self._quietly("SENT", [self._k_starts], [handle]))
+        if isinstance(handle, str):
+            self._recent.add(handle, self._clock())
+            if self._fallback is None:
+                self._spawn(self._quietly("SENT", [self._k_starts], [handle]))
 
     async def acquire_poll(self) -> None:
         """Wait for this poll's share of the account-wide poll budget."""
@@ -524,6 +586,7 @@ class RedisShare:
 
     def start_cooldown(self, seconds: float) -> None:
         """Pause every process of the account for ``seconds`` (this one already waits)."""
+        self._cool_until = max(self._cool_until, self._clock() + seconds)
         if self._fallback is None:
             ms = max(1, math.ceil(seconds * 1000))
             self._spawn(self._quietly("COOLDOWN", [self._k_cool], [ms, self._channel]))

@@ -22,7 +22,7 @@ from wavespeed_async import (
     ValidationError,
 )
 from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
-from wavespeed_async.redis import RedisShare
+from wavespeed_async.redis import RedisShare, _RecentStarts
 
 pytestmark = pytest.mark.anyio
 
@@ -245,6 +245,61 @@ async def test_after_a_restart_no_connection_from_before_it_is_used(
         await burst()
         assert "connected" in repr(share)
         assert share.outages == 1
+
+
+async def test_a_restarted_server_learns_the_window_and_cool_down_again(
+    emulator: Emulator, redis: RedisServer
+) -> None:
+    """An empty server after a restart is told the starts of the last minute and a
+    cool-down still running by the processes that made them: the account's limits hold
+    across the restart (for the other processes too)."""
+    share_a = RedisShare(redis.url, reconnect_interval_s=0.05, socket_timeout_s=1.0)
+    share_b = RedisShare(redis.url, reconnect_interval_s=0.05, socket_timeout_s=1.0)
+    async with (
+        make_client(emulator, share_a, tasks_per_minute=3) as a,
+        make_client(emulator, share_b, tasks_per_minute=3) as b,
+    ):
+        for _ in range(2):  # two starts while the server is there, one answered
+            handle = await a.flow.acquire_start()
+        a.flow.start_sent(handle)
+        redis.stop()
+        with anyio.fail_after(5):
+            await a.flow.acquire_start()  # the third, counted locally while it is away
+        assert "away" in repr(share_a)
+        redis.start()
+        with anyio.fail_after(10):  # (b's subscription noticed the outage too)
+            while share_a.reconnects == 0 or share_b.outages != share_b.reconnects:
+                await anyio.sleep(0.01)
+        assert "connected" in repr(share_a) and "connected" in repr(share_b)
+        # b's next start meets the window that a rebuilt.
+        with anyio.move_on_after(0.5) as scope:
+            await b.flow.acquire_start()
+        assert scope.cancelled_caught
+
+        # The cool-down too: one started while the server was away reaches b after.
+        redis.stop()
+        await share_a.stored_result("tsk-x")  # notices the outage
+        a.flow.start_cooldown(30.0)
+        redis.start()
+        with anyio.fail_after(10):
+            while share_a.reconnects == 1 or share_b.outages != share_b.reconnects:
+                await anyio.sleep(0.01)
+        with anyio.fail_after(5):
+            while b.flow.cooldown.delay(b.flow.now()) == 0:
+                await anyio.sleep(0.01)
+        assert 25.0 < b.flow.cooldown.delay(b.flow.now()) <= 30.0
+
+
+async def test_the_starts_kept_for_a_restart_are_those_of_the_last_window() -> None:
+    recent = _RecentStarts(60.0)
+    for i in range(100):  # one start a second
+        recent.add(f"h:{i}", float(i))
+    assert len(recent) == 60  # memory stays one window's worth
+    recent.add("h:50", 100.0)  # its submit was answered: counted from then
+    pairs = recent.ages_ms(100.5)
+    ages = dict(zip(pairs[::2], pairs[1::2], strict=True))
+    assert ages["h:50"] == 500 and ages["h:99"] == 1500 and ages["h:41"] == 59500
+    assert "h:40" not in ages and len(ages) == 59  # h:41 ... h:99
 
 
 async def test_while_the_server_is_away_each_process_keeps_its_share_of_the_cap(
