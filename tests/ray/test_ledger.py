@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +18,14 @@ from tests.conftest import CANARY_KEY, fast_poll, fast_retry
 from tests.services import RedisServer
 from wavespeed_async import Client, FlowLimits, ValidationError
 from wavespeed_async._generate import GenerateOptions, GenerateWorker, model_input, row_key
-from wavespeed_async._ledger import Ledger, RedisLedger, SqliteLedger
+from wavespeed_async._ledger import (
+    Ledger,
+    RedisLedger,
+    SqliteLedger,
+    new_owner,
+    open_ledger,
+    owner_gone,
+)
 from wavespeed_async.emulator import Emulator
 
 pa = pytest.importorskip("pyarrow", reason="the ray extra is not installed")
@@ -37,12 +48,52 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
 def test_a_key_is_claimed_once_and_then_shows_its_owner(ledger: Ledger) -> None:
     assert ledger.claim("k", "worker-a") is None
     other = ledger.claim("k", "worker-b")
-    assert other is not None and other.state == "submitting" and other.owner == "worker-a"
+    assert other is not None and other.state == "claimed" and other.owner == "worker-a"
     assert other.task_id is None and abs(other.claimed_at - time.time()) < 60
+
+
+def test_only_the_owner_of_a_claim_moves_it_to_submitting_and_only_once(ledger: Ledger) -> None:
+    ledger.claim("k", "a")
+    assert ledger.submitting("k", "b") is False
+    assert ledger.submitting("nobody-claimed-this", "a") is False
+    assert ledger.submitting("k", "a") is True
+    assert ledger.submitting("k", "a") is False  # already submitting: never a second send
+    entry = ledger.get("k")
+    assert entry is not None and (entry.state, entry.owner) == ("submitting", "a")
+
+
+def test_a_claim_taken_over_can_no_longer_be_sent_by_its_old_owner(ledger: Ledger) -> None:
+    ledger.claim("k", "a")
+    seen = ledger.get("k")
+    assert seen is not None
+    assert ledger.take_over("k", "b", seen) is True
+    assert ledger.submitting("k", "a") is False  # a's turn came too late: it sends nothing
+    # The same snapshot cannot be taken over twice: c lost the race to b.
+    assert ledger.take_over("k", "c", seen) is False
+    now = ledger.get("k")
+    assert now is not None and (now.state, now.owner) == ("claimed", "b")
+    assert now.claimed_at >= seen.claimed_at
+    assert ledger.submitting("k", "b") is True
+
+
+def test_a_row_being_submitted_or_with_a_task_is_never_taken_over(ledger: Ledger) -> None:
+    ledger.claim("k", "a")
+    seen = ledger.get("k")
+    assert seen is not None
+    ledger.submitting("k", "a")
+    assert ledger.take_over("k", "b", seen) is False
+    sending = ledger.get("k")
+    assert sending is not None and ledger.take_over("k", "b", sending) is False
+    ledger.created("k", "t1")
+    created = ledger.get("k")
+    assert created is not None and ledger.take_over("k", "b", created) is False
+    assert ledger.get("k") == created
+    assert created.owner == "a" and created.task_id == "t1"
 
 
 def test_a_key_moves_to_created_then_finished_keeping_its_task(ledger: Ledger) -> None:
     ledger.claim("k", "a")
+    ledger.submitting("k", "a")
     ledger.created("k", "t1")
     entry = ledger.get("k")
     assert entry is not None and (entry.state, entry.task_id, entry.final) == (
@@ -61,9 +112,14 @@ def test_only_the_owner_releases_a_claim_and_only_before_a_task_exists(ledger: L
     ledger.claim("k", "a")
     ledger.release("k", "b")
     assert ledger.get("k") is not None
-    ledger.release("k", "a")
+    ledger.release("k", "a")  # claimed, never sent
     assert ledger.get("k") is None
     ledger.claim("k", "a")
+    ledger.submitting("k", "a")
+    ledger.release("k", "a")  # sent and refused
+    assert ledger.get("k") is None
+    ledger.claim("k", "a")
+    ledger.submitting("k", "a")
     ledger.created("k", "t1")
     ledger.release("k", "a")
     assert ledger.get("k") is not None
@@ -71,9 +127,51 @@ def test_only_the_owner_releases_a_claim_and_only_before_a_task_exists(ledger: L
 
 def test_an_unknown_outcome_is_kept_with_its_error(ledger: Ledger) -> None:
     ledger.claim("k", "a")
+    ledger.submitting("k", "a")
     ledger.unknown("k", "no answer")
     entry = ledger.get("k")
     assert entry is not None and (entry.state, entry.error) == ("unknown", "no answer")
+
+
+def test_an_owner_is_known_gone_only_when_its_process_on_this_host_has_ended() -> None:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()  # ended and collected: its pid names no process (barring reuse, rare)
+    mine = new_owner()
+    host, pid, _ = mine.split("/")
+    assert int(pid) == os.getpid() and not owner_gone(mine)
+    assert owner_gone(f"{host}/{proc.pid}/x")
+    assert not owner_gone(f"another-host.example/{proc.pid}/x")
+    assert not owner_gone("an-id-of-another-form")
+    assert not owner_gone(None)
+
+
+def test_a_ledger_written_by_the_first_version_opens_and_its_rows_keep_their_meaning(
+    tmp_path: Path,
+) -> None:
+    # The first version's file: its schema, and rows in its states (no "claimed").
+    conn = sqlite3.connect(tmp_path / "ledger.sqlite3")
+    conn.executescript(
+        "PRAGMA journal_mode = WAL;"
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE ledger (key TEXT PRIMARY KEY, state TEXT NOT NULL, task_id TEXT,"
+        " outputs TEXT, error TEXT, owner TEXT, claimed_at REAL NOT NULL,"
+        " updated_at REAL NOT NULL);"
+        "INSERT INTO ledger VALUES ('sent', 'submitting', NULL, NULL, NULL, 'old', 5, 5);"
+        "INSERT INTO ledger VALUES ('done', 'completed', 't1', '[\"u\"]', NULL, 'old', 5, 6);"
+    )
+    conn.execute("INSERT INTO meta VALUES ('schema', '1')")
+    conn.commit()
+    conn.close()
+    book = SqliteLedger.open(tmp_path)
+    try:
+        sent = book.get("sent")
+        assert sent is not None and (sent.state, sent.since) == ("submitting", 5)
+        assert book.take_over("sent", "new", sent) is False  # may have been sent: kept
+        done = book.get("done")
+        assert done is not None and (done.state, done.outputs) == ("completed", ["u"])
+        assert book.claim("fresh", "new") is None and book.submitting("fresh", "new")
+    finally:
+        book.close()
 
 
 def test_the_input_is_the_picked_columns_and_the_default_key_ignores_column_order() -> None:
@@ -86,7 +184,7 @@ def test_the_input_is_the_picked_columns_and_the_default_key_ignores_column_orde
     assert row_key(MODEL, {"a": 1}) != row_key("other/model", {"a": 1})
 
 
-def worker(emu: Emulator, ledger: Path, **extra: Any) -> GenerateWorker:
+def worker(emu: Emulator, ledger: Path | str, **extra: Any) -> GenerateWorker:
     options = GenerateOptions(
         model=MODEL,
         concurrency=8,
@@ -140,13 +238,14 @@ async def test_two_workers_on_the_same_rows_at_once_submit_each_row_once(
 
 
 @pytest.mark.anyio
-async def test_a_row_claimed_by_a_dead_worker_is_reported_unknown_not_resent(
+async def test_a_row_a_dead_worker_was_sending_is_reported_unknown_not_resent(
     emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("WAVESPEED_API_KEY", CANARY_KEY)
     prompt = {"prompt": "claimed, then the worker died mid-submit"}
     book = SqliteLedger.open(tmp_path)
     book.claim(row_key(MODEL, prompt), "dead-worker")
+    assert book.submitting(row_key(MODEL, prompt), "dead-worker")
     book.close()
     w = worker(emulator, tmp_path, claim_timeout_s=0.2)
     try:
@@ -157,6 +256,95 @@ async def test_a_row_claimed_by_a_dead_worker_is_reported_unknown_not_resent(
     assert "not re-sent" in rows[0]["error"]
     assert rows[1]["status"] == "completed"
     assert emulator.stats().tasks_created == 1
+
+
+@pytest.mark.anyio
+async def test_a_row_claimed_and_never_sent_is_taken_over_after_the_claim_timeout(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WAVESPEED_API_KEY", CANARY_KEY)
+    prompt = {"prompt": "claimed by a worker of another machine, never sent"}
+    book = SqliteLedger.open(tmp_path)
+    book.claim(row_key(MODEL, prompt), "elsewhere/1/x")  # its liveness cannot be told
+    book.close()
+    w = worker(emulator, tmp_path, claim_timeout_s=0.2)
+    try:
+        rows = await call(w, pa.table({"prompt": [prompt["prompt"]]}))
+    finally:
+        await close(w)
+    assert rows[0]["status"] == "completed" and rows[0]["task_id"]
+    stats = emulator.stats()
+    assert stats.tasks_created == 1 and stats.duplicate_prompts == []
+
+
+# A worker whose rows wait for their start (2 tasks a minute): run in its own process, which
+# the test kills while 6 of its 8 rows are claimed and waiting.
+_WAITING_WORKER = """
+import sys, anyio, pyarrow as pa
+from tests.conftest import fast_poll
+from wavespeed_async import FlowLimits
+from wavespeed_async._generate import GenerateOptions, GenerateWorker
+model, base_url, ledger, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+w = GenerateWorker(GenerateOptions(
+    model=model, concurrency=8, limits=FlowLimits(tasks_per_minute=2), base_url=base_url,
+    ledger=ledger, ledger_namespace="test-ledger", poll=fast_poll()))
+async def main():
+    async for _ in w(pa.table({"prompt": [f"waits {i}" for i in range(n)]})):
+        pass
+anyio.run(main)
+"""
+
+
+async def kill_while_rows_wait(emu: Emulator, location: str, n: int) -> list[str]:
+    """Run the waiting worker on ``n`` rows; kill it once its rows are all in the ledger,
+    2 with a task, the rest claimed. Returns the rows' prompts."""
+    prompts = [f"waits {i}" for i in range(n)]
+    keys = [row_key(MODEL, {"prompt": p}) for p in prompts]
+    book = open_ledger(location, "test-ledger")
+    env = {**os.environ, "WAVESPEED_API_KEY": CANARY_KEY}
+    root = Path(__file__).resolve().parents[2]
+    argv = [sys.executable, "-c", _WAITING_WORKER, MODEL, emu.base_url, location, str(n)]
+    proc = await anyio.open_process(argv, env=env, cwd=root, stdout=None, stderr=None)
+    try:
+        with anyio.fail_after(60):
+            while True:
+                states = [e.state if (e := book.get(k)) else None for k in keys]
+                if states.count("claimed") == n - 2 and None not in states:
+                    break
+                assert proc.returncode is None, "the worker ended before its rows waited"
+                await anyio.sleep(0.02)
+    finally:
+        proc.kill()  # SIGKILL, by its own pid
+        await proc.wait()
+        book.close()
+    assert emu.stats().tasks_created == 2
+    return prompts
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("store", ["folder", "redis"])
+async def test_rows_a_killed_worker_left_waiting_for_their_start_are_sent_once_by_the_next(
+    emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    store: str,
+    request: pytest.FixtureRequest,
+) -> None:
+    monkeypatch.setenv("WAVESPEED_API_KEY", CANARY_KEY)
+    location = request.getfixturevalue("redis").url if store == "redis" else str(tmp_path)
+    prompts = await kill_while_rows_wait(emulator, location, 8)
+    # The next attempt (a retried block), with the default claim timeout of 5 minutes: the
+    # claims of the dead process are taken over at once, and nothing is "unknown".
+    w = worker(emulator, location, ledger_namespace="test-ledger")
+    try:
+        with anyio.fail_after(30):
+            rows = await call(w, pa.table({"prompt": prompts}))
+    finally:
+        await close(w)
+    assert [r["status"] for r in rows] == ["completed"] * 8, [r["error"] for r in rows]
+    stats = emulator.stats()
+    assert stats.tasks_created == 8 and stats.duplicate_prompts == []
+    assert len({r["task_id"] for r in rows}) == 8
 
 
 @pytest.mark.anyio
