@@ -15,6 +15,7 @@ import anyio
 import pytest
 
 from tests.conftest import CANARY_KEY, fast_poll, fast_retry
+from tests.ray.waiting import NAMESPACE, kill_while_rows_wait
 from tests.services import RedisServer
 from wavespeed_async import Client, FlowLimits, ValidationError
 from wavespeed_async._generate import GenerateOptions, GenerateWorker, model_input, row_key
@@ -23,7 +24,6 @@ from wavespeed_async._ledger import (
     RedisLedger,
     SqliteLedger,
     new_owner,
-    open_ledger,
     owner_gone,
 )
 from wavespeed_async.emulator import Emulator
@@ -277,50 +277,6 @@ async def test_a_row_claimed_and_never_sent_is_taken_over_after_the_claim_timeou
     assert stats.tasks_created == 1 and stats.duplicate_prompts == []
 
 
-# A worker whose rows wait for their start (2 tasks a minute): run in its own process, which
-# the test kills while 6 of its 8 rows are claimed and waiting.
-_WAITING_WORKER = """
-import sys, anyio, pyarrow as pa
-from tests.conftest import fast_poll
-from wavespeed_async import FlowLimits
-from wavespeed_async._generate import GenerateOptions, GenerateWorker
-model, base_url, ledger, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-w = GenerateWorker(GenerateOptions(
-    model=model, concurrency=8, limits=FlowLimits(tasks_per_minute=2), base_url=base_url,
-    ledger=ledger, ledger_namespace="test-ledger", poll=fast_poll()))
-async def main():
-    async for _ in w(pa.table({"prompt": [f"waits {i}" for i in range(n)]})):
-        pass
-anyio.run(main)
-"""
-
-
-async def kill_while_rows_wait(emu: Emulator, location: str, n: int) -> list[str]:
-    """Run the waiting worker on ``n`` rows; kill it once its rows are all in the ledger,
-    2 with a task, the rest claimed. Returns the rows' prompts."""
-    prompts = [f"waits {i}" for i in range(n)]
-    keys = [row_key(MODEL, {"prompt": p}) for p in prompts]
-    book = open_ledger(location, "test-ledger")
-    env = {**os.environ, "WAVESPEED_API_KEY": CANARY_KEY}
-    root = Path(__file__).resolve().parents[2]
-    argv = [sys.executable, "-c", _WAITING_WORKER, MODEL, emu.base_url, location, str(n)]
-    proc = await anyio.open_process(argv, env=env, cwd=root, stdout=None, stderr=None)
-    try:
-        with anyio.fail_after(60):
-            while True:
-                states = [e.state if (e := book.get(k)) else None for k in keys]
-                if states.count("claimed") == n - 2 and None not in states:
-                    break
-                assert proc.returncode is None, "the worker ended before its rows waited"
-                await anyio.sleep(0.02)
-    finally:
-        proc.kill()  # SIGKILL, by its own pid
-        await proc.wait()
-        book.close()
-    assert emu.stats().tasks_created == 2
-    return prompts
-
-
 @pytest.mark.anyio
 @pytest.mark.parametrize("store", ["folder", "redis"])
 async def test_rows_a_killed_worker_left_waiting_for_their_start_are_sent_once_by_the_next(
@@ -332,10 +288,13 @@ async def test_rows_a_killed_worker_left_waiting_for_their_start_are_sent_once_b
 ) -> None:
     monkeypatch.setenv("WAVESPEED_API_KEY", CANARY_KEY)
     location = request.getfixturevalue("redis").url if store == "redis" else str(tmp_path)
-    prompts = await kill_while_rows_wait(emulator, location, 8)
-    # The next attempt (a retried block), with the default claim timeout of 5 minutes: the
-    # claims of the dead process are taken over at once, and nothing is "unknown".
-    w = worker(emulator, location, ledger_namespace="test-ledger")
+    prompts = await anyio.to_thread.run_sync(
+        kill_while_rows_wait, MODEL, emulator.base_url, location, 8
+    )
+    assert emulator.stats().tasks_created == 2
+    # The next attempt (a retried block): the claims of the dead process are taken over at
+    # once, so nothing waits for the claim timeout, and nothing is "unknown".
+    w = worker(emulator, location, ledger_namespace=NAMESPACE, claim_timeout_s=10.0)
     try:
         with anyio.fail_after(30):
             rows = await call(w, pa.table({"prompt": prompts}))

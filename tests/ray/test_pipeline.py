@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import CANARY_KEY
 from tests.ray.conftest import MODEL, LocalRay, RayEmulator, fast_poll, fast_retry
+from tests.ray.waiting import kill_while_rows_wait
 from tests.services import RedisServer
 from wavespeed_async import Client, FlowLimits, ValidationError
 from wavespeed_async.ray import generate
@@ -201,6 +202,23 @@ def test_killing_an_actor_mid_run_ends_every_row_once_without_a_duplicate_task(
     assert len({r["task_id"] for r in completed}) == len(completed)
     assert {r["task_id"] for r in completed} <= set(stats["tasks"])
     assert statuses["unknown"] <= 8
+
+
+def test_rows_an_actor_left_waiting_for_their_start_are_sent_once_when_the_block_runs_again(
+    ray_emulator: RayEmulator, tmp_path: Path
+) -> None:
+    # A worker (the actors' code, in its own process) dies while 6 of its 8 rows wait for a
+    # start window a minute away: they were claimed, never sent.
+    ledger = str(tmp_path / "ledger")
+    texts = kill_while_rows_wait(MODEL, ray_emulator.base_url, ledger, 8)
+    assert ray_emulator.stats()["tasks_created"] == 2
+    out = pipeline(
+        ray_emulator, [{"prompt": t} for t in texts], ledger=ledger, claim_timeout_s=10.0
+    ).take_all()
+    stats = ray_emulator.stats()
+    assert collections.Counter(r["status"] for r in out) == {"completed": 8}
+    assert stats["tasks_created"] == 8 and stats["duplicate_prompts"] == []
+    assert {r["task_id"] for r in out} == set(stats["tasks"])
 
 
 def test_two_pipelines_sharing_limits_never_exceed_the_account(
