@@ -131,6 +131,17 @@ class _Held:
     owner: str
 
 
+def _ledger_error(exc: BaseException) -> LedgerError | None:
+    """The first LedgerError in ``exc`` (an exception group's leaves included)."""
+    if isinstance(exc, LedgerError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _ledger_error(inner)
+        if found is not None:
+            return found
+    return None
+
+
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
     try:
         return asyncio.get_running_loop() is loop
@@ -230,7 +241,15 @@ class GenerateWorker:
             for r, inp in zip(rows, inputs, strict=True)
         ]
         unique = {k: inp for k, inp in zip(keys, inputs, strict=True) if k is not None}
-        results = await self._run(client, unique)
+        try:
+            results = await self._run(client, unique)
+        except Exception as exc:
+            # A ledger that failed fails the block, as itself (not inside a task group's
+            # exception group): the rows it could not record are not sent.
+            found = _ledger_error(exc)
+            if found is None or found is exc:
+                raise
+            raise found from found.__cause__  # the store's own error
         no_key = RowResult(None, "refused", error=f"key: the row's {o.key!r} column is null")
         out = [no_key if k is None else results[k] for k in keys]
         table = batch

@@ -17,7 +17,7 @@ import pytest
 from tests.conftest import CANARY_KEY, fast_poll, fast_retry
 from tests.ray.waiting import NAMESPACE, kill_while_rows_wait
 from tests.services import RedisServer
-from wavespeed_async import Client, FlowLimits, ValidationError
+from wavespeed_async import Client, FlowLimits, LedgerError, ValidationError
 from wavespeed_async._generate import GenerateOptions, GenerateWorker, model_input, row_key
 from wavespeed_async._ledger import (
     Ledger,
@@ -174,6 +174,44 @@ def test_a_ledger_written_by_the_first_version_opens_and_its_rows_keep_their_mea
         book.close()
 
 
+def test_a_ledger_folder_that_cannot_be_opened_is_a_ledger_error_naming_it(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "ledger.sqlite3").mkdir()  # the file's place is taken by a folder
+    with pytest.raises(LedgerError, match="cannot open it") as info:
+        SqliteLedger.open(tmp_path)
+    assert info.value.location == str(tmp_path) and str(tmp_path) in str(info.value)
+
+
+def test_a_redis_ledger_whose_server_went_away_raises_a_ledger_error_without_the_password(
+    redis: RedisServer,
+) -> None:
+    url = redis.url.replace("redis://", "redis://user:s3cret-pass@")
+    book = RedisLedger(redis.url, "test-ledger")
+    masked = RedisLedger(url, "test-ledger")
+    try:
+        assert book.claim("k", "a") is None
+        redis.stop()
+        for call in (
+            lambda: book.get("k"),
+            lambda: book.claim("j", "a"),
+            lambda: book.submitting("k", "a"),
+            lambda: masked.get("k"),
+        ):
+            with pytest.raises(LedgerError) as info:
+                call()
+            assert "s3cret" not in str(info.value) + repr(info.value)
+            assert info.value.location in str(info.value)
+        with pytest.raises(LedgerError) as info:
+            book.created("k", "t1")
+        assert info.value.task_id == "t1" and "t1" in str(info.value)  # never lost
+        assert masked.location.startswith("redis://***@127.0.0.1:")
+        assert "s3cret" not in repr(masked)
+    finally:
+        book.close()
+        masked.close()
+
+
 def test_the_input_is_the_picked_columns_and_the_default_key_ignores_column_order() -> None:
     row = {"id": 7, "text": "a fox", "ratio": "16:9", "seed": None}
     assert model_input(row, None, "id") == {"text": "a fox", "ratio": "16:9"}
@@ -304,6 +342,39 @@ async def test_rows_a_killed_worker_left_waiting_for_their_start_are_sent_once_b
     stats = emulator.stats()
     assert stats.tasks_created == 8 and stats.duplicate_prompts == []
     assert len({r["task_id"] for r in rows}) == 8
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("when", ["before", "during"])
+async def test_a_worker_whose_redis_ledger_went_away_fails_the_block_with_a_ledger_error(
+    emulator: Emulator,
+    redis: RedisServer,
+    monkeypatch: pytest.MonkeyPatch,
+    when: str,
+) -> None:
+    monkeypatch.setenv("WAVESPEED_API_KEY", CANARY_KEY)
+    w = worker(emulator, redis.url, ledger_namespace="test-ledger")
+    table = pa.table({"prompt": [f"no ledger {i} [latency:300]" for i in range(4)]})
+    try:
+        if when == "before":
+            redis.stop()
+            with pytest.raises(LedgerError, match=r"ledger redis://127\.0\.0\.1:\d+"):
+                await call(w, table)
+        else:
+            async with anyio.create_task_group() as tg:
+
+                async def stop_once_sent() -> None:
+                    while emulator.stats().tasks_created < 4:
+                        await anyio.sleep(0.01)
+                    redis.stop()
+
+                tg.start_soon(stop_once_sent)
+                with pytest.raises(LedgerError) as info:
+                    await call(w, table)
+            # The task whose end could not be recorded is named by the error.
+            assert info.value.task_id in emulator.stats().tasks
+    finally:
+        await close(w)
 
 
 @pytest.mark.anyio

@@ -221,6 +221,18 @@ def test_rows_an_actor_left_waiting_for_their_start_are_sent_once_when_the_block
     assert {r["task_id"] for r in out} == set(stats["tasks"])
 
 
+def test_a_ledger_that_cannot_be_reached_fails_the_pipeline_with_a_ledger_error(
+    ray_emulator: RayEmulator, redis: RedisServer
+) -> None:
+    redis.stop()
+    rows = [{"prompt": f"unrecorded {i}"} for i in range(4)]
+    with pytest.raises(ray.exceptions.RayError) as info:
+        pipeline(ray_emulator, rows, ledger=redis.url, actors=1, blocks=1).take_all()
+    # Ray Data reports a failed block as its own error, carrying the worker's traceback.
+    assert f"LedgerError: ledger {redis.url}: cannot read a row" in str(info.value)
+    assert ray_emulator.stats()["submits_received"] == 0  # nothing sent unrecorded
+
+
 def test_two_pipelines_sharing_limits_never_exceed_the_account(
     ray_emulator: RayEmulator, redis: RedisServer, tmp_path: Path
 ) -> None:
