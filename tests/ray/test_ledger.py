@@ -21,11 +21,11 @@ from wavespeed_async import Client, FlowLimits, LedgerError, ValidationError
 from wavespeed_async._generate import GenerateOptions, GenerateWorker, model_input, row_key
 from wavespeed_async._ledger import (
     Ledger,
-    RedisLedger,
     SqliteLedger,
     new_owner,
     owner_gone,
 )
+from wavespeed_async._ledger_redis import RedisLedger
 from wavespeed_async.emulator import Emulator
 
 pa = pytest.importorskip("pyarrow", reason="the ray extra is not installed")
