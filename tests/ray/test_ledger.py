@@ -224,14 +224,16 @@ def test_the_input_is_the_picked_columns_and_the_default_key_ignores_column_orde
 
 def worker(emu: Emulator, ledger: Path | str, **extra: Any) -> GenerateWorker:
     options = GenerateOptions(
-        model=MODEL,
-        concurrency=8,
-        limits=FlowLimits().split(2),
-        base_url=emu.base_url,
-        ledger=str(ledger),
-        poll=fast_poll(),
-        retry=fast_retry(),
-        **extra,
+        **{
+            "model": MODEL,
+            "concurrency": 8,
+            "limits": FlowLimits().split(2),
+            "base_url": emu.base_url,
+            "ledger": str(ledger),
+            "poll": fast_poll(),
+            "retry": fast_retry(),
+            **extra,
+        }
     )
     return GenerateWorker(options)
 
@@ -375,6 +377,68 @@ async def test_a_worker_whose_redis_ledger_went_away_fails_the_block_with_a_ledg
             assert info.value.task_id in emulator.stats().tasks
     finally:
         await close(w)
+
+
+async def wait_for_states(book: Ledger, keys: list[str], want: list[str]) -> None:
+    """Wait until the keys' states are ``want`` (in any order)."""
+    with anyio.fail_after(20):
+        while sorted(e.state if (e := book.get(k)) else "-" for k in keys) != sorted(want):
+            await anyio.sleep(0.01)
+
+
+@pytest.mark.anyio
+async def test_a_worker_whose_claim_was_taken_over_while_it_waited_sends_nothing_and_follows(
+    emulator: Emulator, redis: RedisServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WAVESPEED_API_KEY", CANARY_KEY)
+    prompts = [f"taken over {i} [latency:300]" for i in range(4)]
+    keys = [row_key(MODEL, {"prompt": p}) for p in prompts]
+    table = pa.table({"prompt": prompts})
+    # a: one task in flight at a time (an account-wide cap, through Redis): its first row is
+    # sent, the 3 others wait, claimed. b: takes over claims held for 50 ms.
+    a = worker(emulator, tmp_path, share=redis.url, limits=FlowLimits(max_in_flight=1))
+    b = worker(emulator, tmp_path, claim_timeout_s=0.05)
+    book = SqliteLedger.open(tmp_path)
+    results: dict[str, list[dict[str, Any]]] = {}
+
+    async def run(name: str, w: GenerateWorker) -> None:
+        results[name] = await call(w, table)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(run, "a", a)
+            await wait_for_states(book, keys, ["created"] + ["claimed"] * 3)
+            tg.start_soon(run, "b", b)
+    finally:
+        book.close()
+        await close(a, b)
+    stats = emulator.stats()
+    assert stats.tasks_created == 4 and stats.duplicate_prompts == []
+    assert all(r["status"] == "completed" for r in results["a"] + results["b"])
+    # a sent its first row; b the 3 it took over; a followed them to b's tasks.
+    assert [r["task_id"] for r in results["a"]] == [r["task_id"] for r in results["b"]]
+
+
+@pytest.mark.anyio
+async def test_a_block_cancelled_while_rows_wait_releases_their_claims(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WAVESPEED_API_KEY", CANARY_KEY)
+    prompts = [f"cancelled {i}" for i in range(5)]
+    keys = [row_key(MODEL, {"prompt": p}) for p in prompts]
+    w = worker(emulator, tmp_path, limits=FlowLimits(tasks_per_minute=2))
+    book = SqliteLedger.open(tmp_path)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(call, w, pa.table({"prompt": prompts}))
+            await wait_for_states(book, keys, ["completed"] * 2 + ["claimed"] * 3)
+            tg.cancel_scope.cancel()
+        entries = [book.get(k) for k in keys]
+    finally:
+        book.close()
+        await close(w)
+    assert [e.state if e else None for e in entries] == ["completed"] * 2 + [None] * 3
+    assert emulator.stats().tasks_created == 2
 
 
 @pytest.mark.anyio
