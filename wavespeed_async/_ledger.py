@@ -112,19 +112,30 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True):
 _encode = msgspec.json.Encoder().encode
 
 
+def _host() -> str:
+    """This host's name, plus the process-id namespace where there is one (containers that
+    share a host name, such as ``--network host`` ones, keep their pids apart)."""
+    name = socket.gethostname()
+    try:
+        return f"{name}#{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return name
+
+
 def new_owner() -> str:
     """A fresh owner id, ``<host>/<pid>/<random>``: one per claim holder."""
-    return f"{socket.gethostname()}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
+    return f"{_host()}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
 
 
 def owner_gone(owner: str | None) -> bool:
-    """Whether ``owner`` is known to be dead: a process of this host that no longer runs.
+    """Whether ``owner`` is known to be dead: a process of this host (and pid namespace)
+    that no longer runs.
 
     ``False`` when it cannot be told (another host, an id of another form)."""
     if owner is None or owner.count("/") < 2:
         return False
     host, pid_text, _ = owner.rsplit("/", 2)
-    if host != socket.gethostname() or not pid_text.isdigit():
+    if host != _host() or not pid_text.isdigit():
         return False
     pid = int(pid_text)
     if pid == os.getpid():

@@ -141,6 +141,7 @@ def test_an_owner_is_known_gone_only_when_its_process_on_this_host_has_ended() -
     assert int(pid) == os.getpid() and not owner_gone(mine)
     assert owner_gone(f"{host}/{proc.pid}/x")
     assert not owner_gone(f"another-host.example/{proc.pid}/x")
+    assert not owner_gone(f"{host.split('#')[0]}#1/{proc.pid}/x")  # another pid namespace
     assert not owner_gone("an-id-of-another-form")
     assert not owner_gone(None)
 
