@@ -179,6 +179,9 @@ class GenerateWorker:
     async def _open_locked(self) -> Client:
         if self._client is None:
             o = self._o
+            if o.ledger is not None and self._ledger is None:
+                # First: if it cannot be opened, no batch of this worker runs without it.
+                self._ledger = open_ledger(o.ledger, o.ledger_namespace)
             extra: dict[str, Any] = {} if o.share is None else {"share": o.share}
             client = Client(
                 base_url=o.base_url,
@@ -194,8 +197,6 @@ class GenerateWorker:
             self._loop = asyncio.get_running_loop()
             cap = o.limits.max_in_flight if o.share is None else None
             self._slots = anyio.CapacityLimiter(min(o.concurrency, cap or o.concurrency))
-            if o.ledger is not None:
-                self._ledger = open_ledger(o.ledger, o.ledger_namespace)
         return self._client
 
     def _limiter(self) -> anyio.CapacityLimiter:

@@ -348,6 +348,31 @@ async def test_rows_a_killed_worker_left_waiting_for_their_start_are_sent_once_b
 
 
 @pytest.mark.anyio
+async def test_a_worker_whose_ledger_could_not_be_opened_never_runs_a_batch_without_it(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WAVESPEED_API_KEY", CANARY_KEY)
+    (tmp_path / "ledger.sqlite3").mkdir()
+    w = worker(emulator, tmp_path)
+    table = pa.table({"prompt": ["recorded or not sent"]})
+    try:
+        with pytest.raises(LedgerError, match="cannot open it"):
+            await call(w, table)
+        assert emulator.stats().tasks_created == 0
+        (tmp_path / "ledger.sqlite3").rmdir()  # the store is back: the next batch uses it
+        (row,) = await call(w, table)
+    finally:
+        await close(w)
+    book = SqliteLedger.open(tmp_path)
+    try:
+        entry = book.get(row_key(MODEL, {"prompt": "recorded or not sent"}))
+    finally:
+        book.close()
+    assert row["status"] == "completed"
+    assert entry is not None and entry.task_id == row["task_id"]
+
+
+@pytest.mark.anyio
 @pytest.mark.parametrize("when", ["before", "during"])
 async def test_a_worker_whose_redis_ledger_went_away_fails_the_block_with_a_ledger_error(
     emulator: Emulator,
