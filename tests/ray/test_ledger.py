@@ -175,6 +175,25 @@ def test_a_ledger_written_by_the_first_version_opens_and_its_rows_keep_their_mea
         book.close()
 
 
+def test_a_redis_entry_written_by_the_first_version_keeps_its_meaning(
+    redis: RedisServer,
+) -> None:
+    import redis as redis_py
+
+    old = b'{"state":"submitting","task_id":null,"outputs":[],"error":null,"owner":"old",'
+    with redis_py.Redis.from_url(redis.url) as conn:
+        conn.hset("test-ledger", "sent", old + b'"claimed_at":5.0}')
+    book = RedisLedger(redis.url, "test-ledger")
+    try:
+        sent = book.get("sent")
+        assert sent is not None and (sent.state, sent.since) == ("submitting", 5.0)
+        assert book.take_over("sent", "new", sent) is False  # may have been sent: kept
+        assert book.submitting("sent", "old") is False
+        assert book.get("sent") == sent
+    finally:
+        book.close()
+
+
 def test_a_ledger_folder_that_cannot_be_opened_is_a_ledger_error_naming_it(
     tmp_path: Path,
 ) -> None:
