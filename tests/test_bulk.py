@@ -18,6 +18,7 @@ from wavespeed_async import (
     FluxKontextProTextToImage,
     RetryConfig,
     SubmissionOutcomeUnknown,
+    SubmitSkipped,
     TaskFailedError,
     ValidationError,
 )
@@ -375,6 +376,24 @@ async def test_on_submitting_comes_after_the_limits_and_before_the_request(
             # The two others wait for the start window (a minute): never reported as sent.
         assert calls == [(first.index, 0)]
         assert run.unknown == [] and len(emulator.stats().tasks) == 1
+
+
+async def test_on_submitting_returning_false_skips_that_job_and_the_batch_goes_on(
+    emulator: Emulator,
+) -> None:
+    def submitting(index: int) -> bool | None:
+        return False if index % 2 else None  # None (a hook that returns nothing): sent
+
+    async with Client(CANARY_KEY, base_url=emulator.base_url, poll=fast_poll()) as client:
+        async with client.run_many(PRO, jobs(4), concurrency=2, on_submitting=submitting) as run:
+            got = {r.index: r async for r in run}
+    assert [got[i].ok for i in range(4)] == [True, False, True, False]
+    for i in (1, 3):
+        assert got[i].id is None and isinstance(got[i].error, SubmitSkipped)
+        assert got[i].input == {"prompt": f"job {i}"}
+    assert run.unknown == [] and run.abandoned == []
+    assert (run.progress.completed, run.progress.failed, run.progress.submitting) == (2, 2, 0)
+    assert sorted(t.prompt for t in emulator.stats().tasks.values()) == ["job 0", "job 2"]
 
 
 async def test_a_failing_on_submitting_sends_nothing_and_ends_the_batch(

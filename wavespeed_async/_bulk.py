@@ -38,6 +38,7 @@ from wavespeed_async._errors import (
     AuthenticationError,
     PermissionDeniedError,
     SubmissionOutcomeUnknown,
+    SubmitSkipped,
     ValidationError,
     WaveSpeedError,
 )
@@ -153,7 +154,8 @@ class _Job:
     scope: anyio.CancelScope
     #: A submit was sent and no task id came back yet: cancelling now could lose a task.
     in_doubt: bool = False
-    #: Called just before the job's submit is sent (``run_many(on_submitting=...)``).
+    #: Called just before the job's submit is sent (``run_many(on_submitting=...)``);
+    #: ``False`` from it: the job is not sent.
     on_sending: Callable[[], object] | None = None
 
 
@@ -171,8 +173,9 @@ def submit_in_flight() -> Iterator[None]:
     if job is None:
         yield
         return
-    if job.on_sending is not None:
-        job.on_sending()  # may raise: then nothing is sent
+    # It may raise, or return False to skip the job: either way nothing is sent.
+    if job.on_sending is not None and job.on_sending() is False:
+        raise SubmitSkipped("not sent: on_submitting declined the job")
     job.in_doubt = True
     try:
         yield

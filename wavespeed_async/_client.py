@@ -675,8 +675,11 @@ class Client:
             on_submitting: Called (synchronously) with ``index`` just before the job's
                 submit is sent, after it waited for the Client's limits (shared ones
                 included): record the intent here, so that a job still waiting when the
-                process dies is known never to have been sent. If it raises, the job is
-                not sent and the batch ends with that error.
+                process dies is known never to have been sent. If it returns ``False``,
+                the job is not sent: its result has ``id=None`` and a
+                :class:`SubmitSkipped` error (counted with the failed in ``progress``). If
+                it raises, the job is not sent: a WaveSpeedError becomes the job's result,
+                any other error ends the batch.
 
         One job's failure is a result with ``.error`` (a WaveSpeedError), never an
         exception that ends the batch; only a bad key (401) or a refused account (403)

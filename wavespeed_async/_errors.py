@@ -9,6 +9,7 @@ msgspec exception escapes. Catch the class that matches what you can act on::
     ├── TransportError             no usable answer: connect failure, reset, read timeout
     │   └── ConnectError           the request provably never reached the server
     ├── SubmissionOutcomeUnknown   a submit whose answer was lost: a task MAY exist (and be billed)
+    ├── SubmitSkipped              a batch's job that ``on_submitting`` declined: nothing was sent
     ├── APIStatusError             the server answered "no" (.status, .code, .message)
     │   ├── BadRequestError        400 / 413 / envelope code 4xx: change the request
     │   ├── AuthenticationError    401: the API key is missing or wrong
@@ -21,6 +22,7 @@ msgspec exception escapes. Catch the class that matches what you can act on::
     ├── TaskFailedError            the task ended failed/cancelled/timeout/deleted
     │                              (.task_id, .status, .code, .error, .prediction)
     ├── TaskTimeoutError           the caller's deadline passed (also TimeoutError; .task_id)
+    ├── LedgerError                the Ray pipeline's ledger cannot be read or written (.location)
     └── WebhookVerificationError   a webhook whose signature, id or timestamp does not check out
 
 Errors that concern a task carry its id as ``.task_id`` (``None`` when no task exists), so
@@ -45,12 +47,14 @@ __all__ = [
     "ClientClosedError",
     "ConnectError",
     "DecodeError",
+    "LedgerError",
     "NotFoundError",
     "OutputRefusedError",
     "PermissionDeniedError",
     "RateLimitError",
     "ServerError",
     "SubmissionOutcomeUnknown",
+    "SubmitSkipped",
     "TaskFailedError",
     "TaskTimeoutError",
     "TransportError",
@@ -149,6 +153,11 @@ class SubmissionOutcomeUnknown(WaveSpeedError):
         self.input = input
         self.cause_kind = cause_kind
         self.status = status
+
+
+class SubmitSkipped(WaveSpeedError):
+    """A job of a batch was not sent because ``run_many(on_submitting=...)`` returned
+    ``False`` for it: nothing was sent, no task exists. Reported as that job's result."""
 
 
 class APIStatusError(WaveSpeedError):
@@ -283,6 +292,21 @@ class TaskTimeoutError(WaveSpeedError, TimeoutError):
     def __init__(self, message: str, *, task_id: str, last: Prediction | None = None) -> None:
         super().__init__(message, task_id=task_id)
         self.last = last
+
+
+class LedgerError(WaveSpeedError):
+    """The ledger of a Ray pipeline (:func:`wavespeed_async.ray.generate`) could not be read
+    or written: an SQLite file that cannot be opened or written, a Redis server that cannot
+    be reached.
+
+    Attributes:
+        location: The ledger's folder or Redis URL (without its password).
+        task_id: The row's task, when one exists that the ledger may not have recorded.
+    """
+
+    def __init__(self, message: str, *, location: str = "", task_id: str | None = None) -> None:
+        super().__init__(message, task_id=task_id)
+        self.location = location
 
 
 class WebhookVerificationError(WaveSpeedError):

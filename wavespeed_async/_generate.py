@@ -5,12 +5,23 @@ It turns a batch of rows (an Arrow table) into the same table plus ``task_id``, 
 in an actor and awaits ``__call__`` on the event loop it runs for async callables, and the
 one Client of the actor is opened on that loop on first use.
 
-Per row key (see :mod:`wavespeed_async._ledger`): a key the ledger does not know is
-claimed and submitted through ``Client.run_many`` (the claim is taken as ``run_many`` pulls
-the row, just before its submit); a key with a task id is polled, or answered from the
-ledger when its result is there already; a key another worker claimed and has not yet
-given a task id is watched until it has one, or reported ``unknown`` after
-``claim_timeout_s``. Nothing known to the ledger is ever submitted again.
+Per row key (see :mod:`wavespeed_async._ledger`):
+
+* a key the ledger does not know is claimed (``claimed``) as ``Client.run_many`` pulls the
+  row, and moved to ``submitting`` from ``run_many``'s ``on_submitting`` hook, after the
+  Client's limits let it go and just before its request is sent; if the claim was taken
+  over meanwhile, the hook declines the submit and the row follows the new owner;
+* a key with a task id is polled, or answered from the ledger when its result is there;
+* a key another worker holds as ``claimed`` (nothing sent) is watched, and taken over and
+  submitted here once its owner is known dead (a process of this host that is gone) or has
+  held it for ``claim_timeout_s``;
+* a key another worker moved to ``submitting`` is watched until it has a task id, or
+  reported ``unknown`` after ``claim_timeout_s``: its request may have reached the API, so
+  it is never sent again.
+
+Rows claimed and not yet sent when a batch fails or is cancelled are released. A ledger
+that cannot be read or written raises :class:`~wavespeed_async.LedgerError`, which fails
+the block: Ray Data's own handling of a failed block then applies.
 """
 
 from __future__ import annotations
@@ -20,7 +31,6 @@ import hashlib
 import logging
 import tempfile
 import time
-import uuid
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -31,9 +41,15 @@ from anyio.abc import TaskGroup
 
 from wavespeed_async._client import Client
 from wavespeed_async._config import PollConfig, RetryConfig, Timeouts
-from wavespeed_async._errors import SubmissionOutcomeUnknown, TaskFailedError, WaveSpeedError
+from wavespeed_async._errors import (
+    LedgerError,
+    SubmissionOutcomeUnknown,
+    SubmitSkipped,
+    TaskFailedError,
+    WaveSpeedError,
+)
 from wavespeed_async._flow import FlowLimits
-from wavespeed_async._ledger import Entry, Ledger, open_ledger
+from wavespeed_async._ledger import Entry, Ledger, new_owner, open_ledger, owner_gone
 from wavespeed_async._models import Prediction
 
 if TYPE_CHECKING:
@@ -108,6 +124,24 @@ class RowResult:
     images: list[bytes] = field(default_factory=list)
 
 
+@dataclass(frozen=True, slots=True)
+class _Held:
+    """A followed row whose claim this worker now holds, as ``owner``: submit it."""
+
+    owner: str
+
+
+def _ledger_error(exc: BaseException) -> LedgerError | None:
+    """The first LedgerError in ``exc`` (an exception group's leaves included)."""
+    if isinstance(exc, LedgerError):
+        return exc
+    for inner in getattr(exc, "exceptions", ()):
+        found = _ledger_error(inner)
+        if found is not None:
+            return found
+    return None
+
+
 def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
     try:
         return asyncio.get_running_loop() is loop
@@ -124,7 +158,6 @@ class GenerateWorker:
 
     def __init__(self, options: GenerateOptions) -> None:
         self._o = options
-        self._owner = uuid.uuid4().hex
         self._client: Client | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._ledger: Ledger | None = None
@@ -132,7 +165,7 @@ class GenerateWorker:
         self._opening: anyio.Lock | None = None
 
     def __repr__(self) -> str:
-        return f"<GenerateWorker {self._o.model} owner={self._owner[:8]}>"
+        return f"<GenerateWorker {self._o.model}>"
 
     async def _open(self) -> Client:
         if self._client is not None:
@@ -146,6 +179,9 @@ class GenerateWorker:
     async def _open_locked(self) -> Client:
         if self._client is None:
             o = self._o
+            if o.ledger is not None and self._ledger is None:
+                # First: if it cannot be opened, no batch of this worker runs without it.
+                self._ledger = open_ledger(o.ledger, o.ledger_namespace)
             extra: dict[str, Any] = {} if o.share is None else {"share": o.share}
             client = Client(
                 base_url=o.base_url,
@@ -161,8 +197,6 @@ class GenerateWorker:
             self._loop = asyncio.get_running_loop()
             cap = o.limits.max_in_flight if o.share is None else None
             self._slots = anyio.CapacityLimiter(min(o.concurrency, cap or o.concurrency))
-            if o.ledger is not None:
-                self._ledger = open_ledger(o.ledger, o.ledger_namespace)
         return self._client
 
     def _limiter(self) -> anyio.CapacityLimiter:
@@ -208,7 +242,15 @@ class GenerateWorker:
             for r, inp in zip(rows, inputs, strict=True)
         ]
         unique = {k: inp for k, inp in zip(keys, inputs, strict=True) if k is not None}
-        results = await self._run(client, unique)
+        try:
+            results = await self._run(client, unique)
+        except Exception as exc:
+            # A ledger that failed fails the block, as itself (not inside a task group's
+            # exception group): the rows it could not record are not sent.
+            found = _ledger_error(exc)
+            if found is None or found is exc:
+                raise
+            raise found from found.__cause__  # the store's own error
         no_key = RowResult(None, "refused", error=f"key: the row's {o.key!r} column is null")
         out = [no_key if k is None else results[k] for k in keys]
         table = batch
@@ -238,48 +280,90 @@ class GenerateWorker:
                 if entry is None:
                     fresh.append((key, inp))
                 else:
-                    tg.start_soon(self._resume, client, key, entry, results)
+                    tg.start_soon(self._resume, client, key, inp, entry, results, tg)
             if fresh:
-                await self._submit(client, fresh, results, tg)
+                await self._submit(client, fresh, results, tg, new_owner(), held=False)
         return results
 
     async def _submit(
         self,
         client: Client,
-        fresh: list[tuple[str, dict[str, Any]]],
+        rows: list[tuple[str, dict[str, Any]]],
         results: dict[str, RowResult],
         tg: TaskGroup,
+        owner: str,
+        *,
+        held: bool,
     ) -> None:
-        slots, ledger, owner = self._limiter(), self._ledger, self._owner
+        """Submit ``rows`` through ``run_many``, each claimed by ``owner`` as it is pulled
+        (``held``: the claims are ``owner``'s already) and moved to ``submitting`` just
+        before its request is sent; a row another worker holds is followed instead."""
+        slots, ledger = self._limiter(), self._ledger
         keys: list[str] = []  # run_many index -> row key
+        inputs: list[dict[str, Any]] = []
         tokens: list[object] = []
+        unsent: set[str] = set()  # claimed here, not sent, no result delivered yet
 
-        async def claimed() -> AsyncIterator[dict[str, Any]]:
-            for key, inp in fresh:
+        async def pulled() -> AsyncIterator[dict[str, Any]]:
+            for key, inp in rows:
                 token = object()
                 await slots.acquire_on_behalf_of(token)
-                other = ledger.claim(key, owner) if ledger is not None else None
-                if other is not None:  # someone else has it: follow theirs, never resubmit
+                other = ledger.claim(key, owner) if ledger is not None and not held else None
+                if other is not None:  # someone else has it: follow theirs
                     slots.release_on_behalf_of(token)
-                    tg.start_soon(self._resume, client, key, other, results)
+                    tg.start_soon(self._resume, client, key, inp, other, results, tg)
                     continue
                 keys.append(key)
+                inputs.append(inp)
                 tokens.append(token)
+                unsent.add(key)
                 yield inp
+
+        def submitting(index: int) -> bool:
+            # The compare-and-set: send only while the claim is still this worker's.
+            sent = ledger is None or ledger.submitting(keys[index], owner)
+            unsent.discard(keys[index])
+            return sent
 
         def created(index: int, task_id: str) -> None:
             if ledger is not None:
                 ledger.created(keys[index], task_id)
 
-        async with client.run_many(
-            self._o.model, claimed(), concurrency=self._o.concurrency, on_task_created=created
-        ) as batch:
-            async for r in batch:
-                key = keys[r.index]
-                try:
-                    results[key] = await self._settle(client, key, r.id, r.prediction, r.error)
-                finally:
-                    slots.release_on_behalf_of(tokens[r.index])
+        try:
+            async with client.run_many(
+                self._o.model,
+                pulled(),
+                concurrency=min(self._o.concurrency, len(rows)),
+                on_task_created=created,
+                on_submitting=submitting,
+            ) as batch:
+                async for r in batch:
+                    key = keys[r.index]
+                    unsent.discard(key)
+                    try:
+                        if isinstance(r.error, LedgerError):
+                            raise r.error
+                        if isinstance(r.error, SubmitSkipped) and ledger is not None:
+                            # Taken over while it waited for its turn: follow the new owner.
+                            entry = ledger.get(key)
+                            tg.start_soon(
+                                self._resume, client, key, inputs[r.index], entry, results, tg
+                            )
+                            continue
+                        results[key] = await self._settle(
+                            client, key, r.id, r.prediction, r.error, owner
+                        )
+                    finally:
+                        slots.release_on_behalf_of(tokens[r.index])
+        finally:
+            # Rows claimed and never sent (the block failed or was cancelled while they
+            # waited): release them, so that a retry sends them at once.
+            if ledger is not None:
+                for key in unsent:
+                    try:
+                        ledger.release(key, owner)
+                    except LedgerError as exc:
+                        log.warning("%s", exc)
 
     async def _settle(
         self,
@@ -288,6 +372,7 @@ class GenerateWorker:
         task_id: str | None,
         pred: Prediction | None,
         error: WaveSpeedError | None,
+        owner: str | None = None,
     ) -> RowResult:
         """Record one submitted row's outcome in the ledger; download its outputs."""
         ledger = self._ledger
@@ -305,8 +390,8 @@ class GenerateWorker:
                 ledger.unknown(key, message)
             return RowResult(None, "unknown", error=message)
         if task_id is None:  # refused before any task existed: a later run may try again
-            if ledger is not None:
-                ledger.release(key, self._owner)
+            if ledger is not None and owner is not None:
+                ledger.release(key, owner)
             return RowResult(None, "refused", error=message)
         # The task exists and has not ended (a timeout, the API unreachable while polling):
         # the ledger keeps its id, so a later run polls it again.
@@ -328,32 +413,57 @@ class GenerateWorker:
         return result
 
     async def _resume(
-        self, client: Client, key: str, entry: Entry, results: dict[str, RowResult]
+        self,
+        client: Client,
+        key: str,
+        inp: dict[str, Any],
+        entry: Entry | None,
+        results: dict[str, RowResult],
+        tg: TaskGroup,
     ) -> None:
-        """A key the ledger knows: never submitted again."""
+        """A key the ledger knows: followed; submitted here only once this worker holds
+        its claim (taken over, or claimed afresh after a release)."""
         async with self._limiter():
-            results[key] = await self._follow(client, key, entry)
+            outcome = await self._follow(client, key, entry)
+        if isinstance(outcome, RowResult):
+            results[key] = outcome
+        else:
+            await self._submit(client, [(key, inp)], results, tg, outcome.owner, held=True)
 
-    async def _follow(self, client: Client, key: str, entry: Entry) -> RowResult:
-        deadline = entry.claimed_at + self._o.claim_timeout_s
+    async def _follow(self, client: Client, key: str, entry: Entry | None) -> RowResult | _Held:
         ledger = self._ledger
+        if ledger is None:  # pragma: no cover - only rows of a ledger are followed
+            raise RuntimeError("no ledger to follow a row in")
+        timeout = self._o.claim_timeout_s
         delay = 0.05
-        while entry.state == "submitting" and ledger is not None:
-            if time.time() >= deadline:
+        while entry is None or entry.state in ("claimed", "submitting"):
+            if entry is None:  # released (refused, or never sent): claim it afresh
+                owner = new_owner()
+                entry = ledger.claim(key, owner)
+                if entry is None:
+                    return _Held(owner)
+                continue
+            if entry.state == "claimed":
+                # Nothing was sent: take it over when its owner has died, or has held it
+                # for claim_timeout_s. Safe either way: the old owner's move to
+                # submitting fails once the claim is no longer its.
+                if owner_gone(entry.owner) or time.time() >= entry.claimed_at + timeout:
+                    owner = new_owner()
+                    if ledger.take_over(key, owner, entry):
+                        log.info("row %s: took over the claim of %s", key, entry.owner)
+                        return _Held(owner)
+                    entry = ledger.get(key)  # it changed meanwhile: look again
+                    continue
+            elif time.time() >= entry.since + timeout:
                 return RowResult(
                     None,
                     "unknown",
                     error=f"row {key}: its submit (by another worker) has no recorded outcome "
-                    f"after {self._o.claim_timeout_s:g} s; a task may exist, not re-sent",
+                    f"after {timeout:g} s; a task may exist, not re-sent",
                 )
             await anyio.sleep(delay)
             delay = min(delay * 2, 1.0)
-            latest = ledger.get(key)
-            if latest is None:
-                return RowResult(
-                    None, "refused", error=f"row {key}: another worker's submit was refused"
-                )
-            entry = latest
+            entry = ledger.get(key)
         if entry.state == "unknown":
             return RowResult(None, "unknown", error=entry.error or "submit outcome unknown")
         if entry.task_id is None:  # pragma: no cover - every other state has a task id

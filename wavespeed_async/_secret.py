@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 from typing import Final
+from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["Secret", "masked"]
+__all__ = ["Secret", "masked", "redacted_url"]
 
 _MASK: Final = "'***'"
 
@@ -52,3 +53,13 @@ def masked(value: str) -> str:
     string (an API key on its way to a Client, a webhook secret), so that a traceback
     printed with its locals does not show it."""
     return _Masked(value)
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its password (and user name), fit for a message or a log line."""
+    parts = urlsplit(url)
+    if parts.password is None and parts.username is None:
+        return str(url)  # a plain str, even from a masked one
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

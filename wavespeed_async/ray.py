@@ -13,7 +13,9 @@
 Each row's columns are the model's input; the output keeps them and adds ``task_id``,
 ``status``, ``outputs`` and ``error``. A ledger (a local folder, or a Redis URL for many
 machines) records each row's task the moment it exists, so a worker's death, a retried block
-or a re-run of the whole pipeline never submits (and bills) a row twice. See ``docs/ray.md``.
+or a re-run of the whole pipeline never submits (and bills) a row twice; and it records a row
+as sent only just before its request goes out, so the rows a dead worker held back for the
+account's limits are sent by the next attempt, not reported ``unknown``. See ``docs/ray.md``.
 """
 
 from __future__ import annotations
@@ -105,8 +107,11 @@ def generate(
         batch_size: Rows handed to an actor at a time.
         num_cpus: CPUs each actor asks Ray for: a fraction, since the work is waiting on
             the network.
-        claim_timeout_s: How long a row claimed by another worker, with no task id yet,
-            is watched before it is reported ``unknown``.
+        claim_timeout_s: How long a row another worker holds with no task id yet is
+            watched. A row it *claimed* and has not sent (it waits for the limits) is
+            then taken over and sent here; at once when that worker's process, on this
+            host, has died. A row whose submit it *sent* is then reported ``unknown``
+            (a task may exist), never sent again.
 
     Returns:
         A lazy Dataset with the input columns unchanged plus ``task_id``, ``status``
@@ -116,6 +121,10 @@ def generate(
 
     Raises:
         ValidationError: an option is out of range, before anything runs.
+
+    A ledger that cannot be read or written fails the block with a
+    :class:`~wavespeed_async.LedgerError` naming it; Ray Data then ends the pipeline with
+    that error, unless told to retry failed blocks (see ``docs/ray.md``).
     """
     if not isinstance(model, str) or model.count("/") < 1:
         raise ValidationError(

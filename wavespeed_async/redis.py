@@ -26,7 +26,7 @@ import socket
 import uuid
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import anyio
 import msgspec
@@ -45,7 +45,7 @@ from wavespeed_async import _redis_lua as lua
 from wavespeed_async._errors import ConnectError, ValidationError
 from wavespeed_async._flow import WINDOW_MARGIN_S, FlowControl, FlowLimits
 from wavespeed_async._models import Prediction, bare_prediction_decoder
-from wavespeed_async._secret import masked
+from wavespeed_async._secret import masked, redacted_url
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -59,16 +59,6 @@ _WINDOW_MS: Final = int((60.0 + WINDOW_MARGIN_S) * 1000)
 _Arg = str | int | float | bytes
 #: What a Redis call may raise when the server is away (OSError: a refused connect).
 _DOWN: Final = (RedisError, OSError, asyncio.TimeoutError)
-
-
-def _redacted(url: str) -> str:
-    """``url`` without its password (and user name), fit for a message or a log line."""
-    parts = urlsplit(url)
-    if parts.password is None and parts.username is None:
-        return str(url)  # a plain str, even from a masked one
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
 
 class _RecentStarts:
@@ -140,7 +130,7 @@ class RedisShare:
         url = masked(url)  # no traceback's locals show its password
         # What __repr__ reads, set before anything can raise (a traceback printed with its
         # locals calls it on a half-built instance).
-        self.url = _redacted(url)
+        self.url = redacted_url(url)
         self.namespace = namespace
         self._started = False
         self._fallback: FlowControl | None = None
@@ -150,7 +140,7 @@ class RedisShare:
         self.live_processes = 1
         if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
             raise ValidationError(
-                "share", f"share: {_redacted(url)!r}; allowed: a redis:// or rediss:// URL"
+                "share", f"share: {redacted_url(url)!r}; allowed: a redis:// or rediss:// URL"
             )
         for name, value in (
             ("lease_ttl_s", lease_ttl_s),

@@ -16,6 +16,8 @@ from tests.conftest import CANARY_KEY
 from tests.ray.conftest import MODEL, LocalRay, RayEmulator, fast_poll, fast_retry
 from tests.services import RedisServer
 from wavespeed_async import Client, FlowLimits, ValidationError
+from wavespeed_async._generate import row_key
+from wavespeed_async._ledger import SqliteLedger
 from wavespeed_async.ray import generate
 
 ray = pytest.importorskip("ray")
@@ -201,6 +203,70 @@ def test_killing_an_actor_mid_run_ends_every_row_once_without_a_duplicate_task(
     assert len({r["task_id"] for r in completed}) == len(completed)
     assert {r["task_id"] for r in completed} <= set(stats["tasks"])
     assert statuses["unknown"] <= 8
+
+
+def test_rows_an_actor_left_waiting_for_their_start_are_sent_once_when_the_block_runs_again(
+    ray_emulator: RayEmulator, local_ray: LocalRay, tmp_path: Path
+) -> None:
+    # One actor, 6 starts a minute, 8 rows: it sends 6, and 2 wait (claimed) for a start a
+    # minute away. It is killed then; Ray restarts it and runs the block again, in a new
+    # process with a fresh start window: the 6 are polled, the 2 taken over and sent.
+    rows = [{"prompt": f"killed while waiting {i}"} for i in range(8)]
+    keys = [row_key(MODEL, r) for r in rows]
+    ledger = tmp_path / "ledger"
+    killed: list[list[str | None]] = []  # the rows' states when the actor was killed
+    stop = threading.Event()
+
+    def killer() -> None:
+        while not stop.is_set():
+            if (ledger / "ledger.sqlite3").exists():
+                book = SqliteLedger.open(ledger)
+                try:
+                    entries = [book.get(k) for k in keys]
+                finally:
+                    book.close()
+                states = [e.state if e else None for e in entries]
+                sent = sum(e is not None and e.task_id is not None for e in entries)
+                workers = local_ray.map_workers()
+                if sent == 6 and None not in states and workers:
+                    os.kill(workers[0], signal.SIGKILL)
+                    killed.append(states)
+                    return
+            time.sleep(0.02)
+
+    thread = threading.Thread(target=killer, daemon=True)
+    thread.start()
+    try:
+        out = pipeline(
+            ray_emulator,
+            rows,
+            ledger=ledger,
+            actors=1,
+            blocks=1,
+            limits=FlowLimits(tasks_per_minute=6),
+            claim_timeout_s=20.0,
+        ).take_all()
+    finally:
+        stop.set()
+        thread.join()
+    stats = ray_emulator.stats()
+    assert killed, "the actor was never killed while rows waited"
+    assert collections.Counter(r["status"] for r in out) == {"completed": 8}, out
+    assert killed[0].count("claimed") == 2  # never sent, so sent by the block's next run
+    assert stats["tasks_created"] == 8 and stats["duplicate_prompts"] == []
+    assert {r["task_id"] for r in out} == set(stats["tasks"])
+
+
+def test_a_ledger_that_cannot_be_reached_fails_the_pipeline_with_a_ledger_error(
+    ray_emulator: RayEmulator, redis: RedisServer
+) -> None:
+    redis.stop()
+    rows = [{"prompt": f"unrecorded {i}"} for i in range(4)]
+    with pytest.raises(ray.exceptions.RayError) as info:
+        pipeline(ray_emulator, rows, ledger=redis.url, actors=1, blocks=1).take_all()
+    # Ray Data reports a failed block as its own error, carrying the worker's traceback.
+    assert f"LedgerError: ledger {redis.url}: cannot read a row" in str(info.value)
+    assert ray_emulator.stats()["submits_received"] == 0  # nothing sent unrecorded
 
 
 def test_two_pipelines_sharing_limits_never_exceed_the_account(
