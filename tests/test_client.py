@@ -7,9 +7,11 @@ import io
 import logging
 import struct
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
+from yarl import URL
 
 from tests.conftest import CANARY_KEY, fast_poll, fast_retry
 from tests.services import serve_aiohttp
@@ -359,3 +361,38 @@ async def test_download_names_files_by_the_given_stem(client: Client, tmp_path: 
     pred = await client.run(PRO, {"prompt": "named", "num_images": 2})
     paths = await client.download(pred, tmp_path, stem=f"line00007_{pred.id}")
     assert [p.name for p in paths] == [f"line00007_{pred.id}_0.png", f"line00007_{pred.id}_1.png"]
+
+
+async def test_a_wait_parses_its_result_url_once_for_all_its_polls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # aiohttp parses a str URL at every request, through a cache of 128 URLs that misses
+    # once more tasks than that are polled in turn: each wait hands it one parsed URL.
+    config = EmulatorConfig(seed=7, latency=LatencyProfile.realistic().scaled(0.02))
+    async with (
+        Emulator(config) as emu,
+        Client(CANARY_KEY, base_url=emu.base_url, poll=fast_poll(), retry=fast_retry()) as client,
+    ):
+        client._open()
+        session = client._session
+        assert session is not None
+        polled: list[object] = []
+        request = session.request
+
+        def spy(method: str, url: Any, **kwargs: Any) -> Any:
+            if method == "GET":
+                polled.append(url)
+            return request(method, url, **kwargs)
+
+        monkeypatch.setattr(session, "request", spy)
+        preds = [await client.submit(PRO, {"prompt": f"parsed once {i}"}) for i in range(3)]
+        async with anyio.create_task_group() as tg:
+            for pred in preds:
+                tg.start_soon(client.wait, pred)
+    assert len(polled) > len(preds)  # some task was polled more than once
+    urls: dict[str, set[int]] = {}
+    for url in polled:
+        assert isinstance(url, URL)
+        urls.setdefault(url.path, set()).add(id(url))
+    assert sorted(urls) == sorted(f"/api/v3/predictions/{p.id}/result" for p in preds)
+    assert all(len(objects) == 1 for objects in urls.values())

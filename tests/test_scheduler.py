@@ -125,7 +125,8 @@ class FakeServer:
         self.cancelled = 0
         self.error: Exception | None = None
 
-    async def send(self, task_id: str, deadline: float | None) -> Prediction:
+    async def send(self, entry: PollEntry) -> Prediction:
+        task_id = entry.task_id
         self.sent.append(task_id)
         if self.gate is not None:
             try:

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
+from yarl import URL
 
 from wavespeed_async import _upload
 from wavespeed_async._bulk import (
@@ -498,7 +499,7 @@ class Client:
             early = await self._share.stored_result(task_id) or self._early.pop(task_id, None)
         if early is not None:
             return self._finished(early)
-        self._open()
+        transport = self._open()
         now = self._now()
         known = self._submitted.get(task_id)
         started, model = known if known else (now, pred.model if pred else "")
@@ -510,6 +511,9 @@ class Client:
             webhook=task_id in self._webhook_tasks,
             deadline=None if limit is None else now + limit,
             last=pred,
+            # Parsed once here: aiohttp parses a str URL at every request, and its parse
+            # cache (128 URLs) misses once more tasks than that are polled in turn.
+            target=transport.parsed_url(_result_path(task_id)),
         )
         scheduler = self._scheduler
         if scheduler is None:  # not "or": a scheduler's truth is its len(), a sum
@@ -545,12 +549,13 @@ class Client:
             )
         return scheduler
 
-    async def _poll_once(self, task_id: str, deadline: float | None) -> Prediction:
+    async def _poll_once(self, entry: PollEntry) -> Prediction:
         """One poll, sent by the scheduler: a GET of the task's result.
 
-        The id was checked when its wait started, and the scheduler runs on this Client's
-        loop, so neither is checked again at every poll.
+        The id was checked when its wait started (which also parsed its URL), and the
+        scheduler runs on this Client's loop, so neither is checked again at every poll.
         """
+        task_id = entry.task_id
         if self._share is not None:
             # The account-wide poll budget lives on the share's server: wait for it here
             # (the scheduler's own budget check gives way to it, see FlowControl.take_poll).
@@ -558,8 +563,11 @@ class Client:
         transport = self._transport
         if transport is None:
             raise ClientClosedError("the Client was closed during the wait")
+        target = entry.target
+        if not isinstance(target, URL):
+            target = _result_path(task_id)
         env = await transport.call(
-            "GET", _result_path(task_id), prediction_decoder, deadline=deadline, task_id=task_id
+            "GET", target, prediction_decoder, deadline=entry.deadline, task_id=task_id
         )
         pred = _result_of(env.data, task_id)
         self.polls_sent += 1

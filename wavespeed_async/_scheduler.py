@@ -52,8 +52,8 @@ class WaitExpired(Exception):
     turns it into ``TaskTimeoutError``)."""
 
 
-#: Sends one poll: (task id, deadline for retries) -> the task's current state.
-SendPoll = Callable[[str, "float | None"], Awaitable[Prediction]]
+#: Sends one poll of an entry's task (retries until ``entry.deadline``) -> its current state.
+SendPoll = Callable[["PollEntry"], Awaitable[Prediction]]
 
 
 class PollEntry:
@@ -71,6 +71,7 @@ class PollEntry:
         "request",
         "seq",
         "started",
+        "target",
         "task_id",
         "timed",
         "webhook",
@@ -87,8 +88,12 @@ class PollEntry:
         deadline: float | None,
         last: Prediction | None,
         future: asyncio.Future[Prediction] | None = None,
+        target: object = None,
     ) -> None:
         self.task_id = task_id
+        #: Where the sender polls this task (the Client's parsed result URL), made once
+        #: per wait instead of at every poll; the scheduler does not look at it.
+        self.target = target
         self.started = started
         self.estimator = estimator
         self.learn = learn
@@ -374,7 +379,7 @@ class PollScheduler:
     async def _poll(self, entry: PollEntry) -> None:
         """One poll of ``entry``'s task, and what follows from its answer."""
         try:
-            pred = await self._send(entry.task_id, entry.deadline)
+            pred = await self._send(entry)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the waiter gets the poll's error, exactly as raised

@@ -18,6 +18,7 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 import aiohttp
 import anyio
 import msgspec
+from yarl import URL
 
 from wavespeed_async import _policy
 from wavespeed_async._config import RetryConfig, SizeLimits, Timeouts
@@ -178,6 +179,14 @@ class Transport:
         """An absolute API URL from a path (``/api/v3/...``)."""
         return self.base_url + path
 
+    def parsed_url(self, path: str) -> URL:
+        """:meth:`url`, parsed once for a URL requested many times (a task's result).
+
+        aiohttp parses a str URL at every request; its parse cache holds 128 URLs, so
+        with more tasks than that polled in turn each poll would parse its URL again.
+        """
+        return URL(self.url(path))
+
     def _timeout(self, read_s: float, idempotent: bool) -> aiohttp.ClientTimeout:
         key = (read_s, idempotent)
         timeout = self._timeout_cache.get(key)
@@ -211,7 +220,7 @@ class Transport:
     async def _attempt(
         self,
         method: str,
-        url: str,
+        url: str | URL,
         decoder: _Decoder[E],
         *,
         json_body: bytes | None,
@@ -238,19 +247,21 @@ class Transport:
                 body = await _read_capped(resp, self.max_answer_bytes)
         except aiohttp.ClientConnectorError as exc:
             error: WaveSpeedError = ConnectError(
-                f"cannot connect to {self.base_url}: {exc.os_error or exc}", method=method, url=url
+                f"cannot connect to {self.base_url}: {exc.os_error or exc}",
+                method=method,
+                url=str(url),
             )
             return _Attempt(FailureKind.CONNECT, error=error)
         except aiohttp.ConnectionTimeoutError:
             error = ConnectError(
                 f"timed out connecting to {self.base_url} after {self.timeouts.connect_s} s",
                 method=method,
-                url=url,
+                url=str(url),
             )
             return _Attempt(FailureKind.CONNECT, error=error)
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             error = TransportError(
-                f"{method} {url}: no answer within {timeout_s} s", method=method, url=url
+                f"{method} {url}: no answer within {timeout_s} s", method=method, url=str(url)
             )
             return _Attempt(FailureKind.TIMEOUT, error=error)
         except aiohttp.ClientError as exc:
@@ -260,7 +271,7 @@ class Transport:
                 f"{method} {url}: connection lost "
                 f"({type(exc).__name__}: {printable(str(exc), limit=300)})",
                 method=method,
-                url=url,
+                url=str(url),
             )
             return _Attempt(FailureKind.RESET, error=error)
 
@@ -340,7 +351,7 @@ class Transport:
     async def call(
         self,
         method: str,
-        path_or_url: str,
+        path_or_url: str | URL,
         decoder: _Decoder[E],
         *,
         json_body: bytes | None = None,
@@ -356,7 +367,11 @@ class Transport:
             deadline: event-loop time (``loop.time()``) after which no retry is started.
             task_id: Attached to any error raised, so the caller keeps the id.
         """
-        url = path_or_url if "://" in path_or_url else self.url(path_or_url)
+        url: str | URL
+        if isinstance(path_or_url, URL) or "://" in path_or_url:
+            url = path_or_url
+        else:
+            url = self.url(path_or_url)
         timeout_s = timeout_s or self.timeouts.request_s
         attempt = 0
         while True:
@@ -380,7 +395,7 @@ class Transport:
             log.info(
                 "retrying %s %s in %.2f s (attempt %d): %s",
                 method,
-                _loggable(url),
+                _loggable(str(url)),
                 decision.delay_s,
                 attempt,
                 decision.reason,
