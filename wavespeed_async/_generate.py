@@ -325,36 +325,49 @@ class GenerateWorker:
             unsent.discard(keys[index])
             return sent
 
+        unrecorded: list[LedgerError] = []
+        stop = anyio.CancelScope()
+
         def created(index: int, task_id: str) -> None:
-            if ledger is not None:
+            if ledger is None:
+                return
+            try:
                 ledger.created(keys[index], task_id)
+            except LedgerError as exc:
+                # A task the ledger does not know: a later run could not find it. End the
+                # block now with the error naming it, rather than poll it unrecorded.
+                unrecorded.append(exc)
+                stop.cancel()
 
         try:
-            async with client.run_many(
-                self._o.model,
-                pulled(),
-                concurrency=min(self._o.concurrency, len(rows)),
-                on_task_created=created,
-                on_submitting=submitting,
-            ) as batch:
-                async for r in batch:
-                    key = keys[r.index]
-                    unsent.discard(key)
-                    try:
-                        if isinstance(r.error, LedgerError):
-                            raise r.error
-                        if isinstance(r.error, SubmitSkipped) and ledger is not None:
-                            # Taken over while it waited for its turn: follow the new owner.
-                            entry = ledger.get(key)
-                            tg.start_soon(
-                                self._resume, client, key, inputs[r.index], entry, results, tg
+            with stop:
+                async with client.run_many(
+                    self._o.model,
+                    pulled(),
+                    concurrency=min(self._o.concurrency, len(rows)),
+                    on_task_created=created,
+                    on_submitting=submitting,
+                ) as batch:
+                    async for r in batch:
+                        key = keys[r.index]
+                        unsent.discard(key)
+                        try:
+                            if isinstance(r.error, LedgerError):
+                                raise r.error
+                            if isinstance(r.error, SubmitSkipped) and ledger is not None:
+                                # Taken over while it waited for its turn: follow the new owner.
+                                entry = ledger.get(key)
+                                tg.start_soon(
+                                    self._resume, client, key, inputs[r.index], entry, results, tg
+                                )
+                                continue
+                            results[key] = await self._settle(
+                                client, key, r.id, r.prediction, r.error, owner
                             )
-                            continue
-                        results[key] = await self._settle(
-                            client, key, r.id, r.prediction, r.error, owner
-                        )
-                    finally:
-                        slots.release_on_behalf_of(tokens[r.index])
+                        finally:
+                            slots.release_on_behalf_of(tokens[r.index])
+            if unrecorded:
+                raise unrecorded[0]
         finally:
             # Rows claimed and never sent (the block failed or was cancelled while they
             # waited): release them, so that a retry sends them at once.

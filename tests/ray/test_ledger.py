@@ -424,6 +424,45 @@ async def test_a_worker_whose_redis_ledger_went_away_fails_the_block_with_a_ledg
         await close(w)
 
 
+@pytest.mark.anyio
+async def test_a_task_the_ledger_could_not_record_ends_the_block_at_once_naming_it(
+    emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WAVESPEED_API_KEY", CANARY_KEY)
+    record = SqliteLedger.created
+    failed: list[str] = []
+
+    def created(self: SqliteLedger, key: str, task_id: str) -> None:
+        if not failed:  # the first write fails, as on a full disk
+            failed.append(task_id)
+            raise LedgerError("ledger: cannot record a task", task_id=task_id)
+        record(self, key, task_id)
+
+    monkeypatch.setattr(SqliteLedger, "created", created)
+    w = worker(emulator, tmp_path)
+    # Tasks of 60 s: the block must end on the failed write, not when they end.
+    table = pa.table({"prompt": [f"unrecorded {i} [latency:60000]" for i in range(3)]})
+    try:
+        with anyio.fail_after(30), pytest.raises(LedgerError) as info:
+            await call(w, table)
+    finally:
+        await close(w)
+    assert info.value.task_id == failed[0]
+    # Every task that exists is in the ledger or named by the error: none is lost.
+    book = SqliteLedger.open(tmp_path)
+    try:
+        keys = [row_key(MODEL, {"prompt": p}) for p in table.column("prompt").to_pylist()]
+        entries = [e for k in keys if (e := book.get(k)) is not None]
+    finally:
+        book.close()
+    recorded = {e.task_id for e in entries if e.task_id}
+    assert set(emulator.stats().tasks) == recorded | {info.value.task_id}
+    assert info.value.task_id not in recorded
+    # The row whose task went unrecorded stays `submitting`: never sent again.
+    assert len(entries) == 3
+    assert [e.state for e in entries if e.task_id is None] == ["submitting"]
+
+
 async def wait_for_states(book: Ledger, keys: list[str], want: list[str]) -> None:
     """Wait until the keys' states are ``want`` (in any order)."""
     with anyio.fail_after(20):
