@@ -392,7 +392,9 @@ async def test_on_submitting_returning_false_skips_that_job_and_the_batch_goes_o
         assert got[i].id is None and isinstance(got[i].error, SubmitSkipped)
         assert got[i].input == {"prompt": f"job {i}"}
     assert run.unknown == [] and run.abandoned == []
-    assert (run.progress.completed, run.progress.failed, run.progress.submitting) == (2, 2, 0)
+    p = run.progress
+    assert (p.completed, p.failed, p.skipped, p.submitting, p.done) == (2, 0, 2, 0, 4)
+    assert str(p).startswith("4/4 done (2 ok, 0 failed, 2 skipped); ")
     assert sorted(t.prompt for t in emulator.stats().tasks.values()) == ["job 0", "job 2"]
 
 

@@ -97,7 +97,8 @@ class Progress:
 
     ``queued``: inputs taken, not yet submitted; ``submitting``: submits under way;
     ``running``: tasks created, not yet ended; ``completed`` / ``failed``: ended;
-    ``total``: the number of inputs when known in advance.
+    ``skipped``: declined by ``on_submitting`` (nothing sent); ``total``: the number of
+    inputs when known in advance.
     """
 
     total: int | None = None
@@ -106,12 +107,13 @@ class Progress:
     running: int = 0
     completed: int = 0
     failed: int = 0
+    skipped: int = 0
     started_at: float = field(default_factory=anyio.current_time)
 
     @property
     def done(self) -> int:
-        """Jobs ended, either way."""
-        return self.completed + self.failed
+        """Jobs ended, whichever way."""
+        return self.completed + self.failed + self.skipped
 
     @property
     def elapsed_s(self) -> float:
@@ -135,8 +137,9 @@ class Progress:
         total = f"/{self.total}" if self.total is not None else ""
         eta = self.eta_s
         eta_text = f", ETA {eta:.0f} s" if eta is not None and self.done != self.total else ""
+        skipped = f", {self.skipped} skipped" if self.skipped else ""
         return (
-            f"{self.done}{total} done ({self.completed} ok, {self.failed} failed); "
+            f"{self.done}{total} done ({self.completed} ok, {self.failed} failed{skipped}); "
             f"{self.running} running, {self.submitting + self.queued} queued; "
             f"{self.rate_per_s:.1f}/s{eta_text}"
         )
@@ -489,7 +492,7 @@ class BulkRun(Generic[T]):
                     self._count_end(task_id, ok=False)
                     outcome = _Fatal(exc)
                 except WaveSpeedError as exc:
-                    self._count_end(task_id, ok=False)
+                    self._count_end(task_id, ok=False, skipped=isinstance(exc, SubmitSkipped))
                     tid = task_id or exc.task_id
                     if tid is None and isinstance(exc, SubmissionOutcomeUnknown):
                         self._unknown.add(index)
@@ -508,7 +511,7 @@ class BulkRun(Generic[T]):
             self._unknown.add(index)
         return outcome
 
-    def _count_end(self, task_id: str | None, *, ok: bool) -> None:
+    def _count_end(self, task_id: str | None, *, ok: bool, skipped: bool = False) -> None:
         progress = self.progress
         if task_id is None:
             progress.submitting -= 1
@@ -516,6 +519,8 @@ class BulkRun(Generic[T]):
             progress.running -= 1
         if ok:
             progress.completed += 1
+        elif skipped:
+            progress.skipped += 1
         else:
             progress.failed += 1
 

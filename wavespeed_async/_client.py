@@ -685,7 +685,7 @@ class Client:
                 included): record the intent here, so that a job still waiting when the
                 process dies is known never to have been sent. If it returns ``False``,
                 the job is not sent: its result has ``id=None`` and a
-                :class:`SubmitSkipped` error (counted with the failed in ``progress``). If
+                :class:`SubmitSkipped` error (counted as ``skipped`` in ``progress``). If
                 it raises, the job is not sent: a WaveSpeedError becomes the job's result,
                 any other error ends the batch.
 
