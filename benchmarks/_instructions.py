@@ -14,7 +14,7 @@ intervals, a least-squares line through their ``(requests/job, instructions/job)
 gives the floor's cost at ``ours``' requests per job, and the ratio of the two.
 
 Counts are of user-space instructions of the client's process only (no kernel, no
-emulator). Python runs about 20-50 times slower under valgrind, so a client at high
+emulator). Python runs tens of times slower under valgrind, so a client at high
 concurrency may become CPU-bound and batch more work per loop pass than it would natively.
 """
 
