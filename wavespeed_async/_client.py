@@ -260,7 +260,9 @@ class Client:
                 await asyncio.gather(*cancelled, return_exceptions=True)
         session, downloader = self._session, self._downloader
         self._session = self._downloader = None
-        self._transport = None
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.close()  # the polls' deadline timer: no poll is in flight any more
         if self._share is not None:
             await self._share.aclose()
         if session is not None:
@@ -567,7 +569,12 @@ class Client:
         if not isinstance(target, URL):
             target = _result_path(task_id)
         env = await transport.call(
-            "GET", target, prediction_decoder, deadline=entry.deadline, task_id=task_id
+            "GET",
+            target,
+            prediction_decoder,
+            deadline=entry.deadline,
+            task_id=task_id,
+            poll=True,
         )
         pred = _result_of(env.data, task_id)
         self.polls_sent += 1

@@ -22,6 +22,7 @@ from yarl import URL
 
 from wavespeed_async import _policy
 from wavespeed_async._config import RetryConfig, SizeLimits, Timeouts
+from wavespeed_async._deadlines import Deadlines
 from wavespeed_async._errors import (
     APIStatusError,
     ConnectError,
@@ -174,6 +175,10 @@ class Transport:
         self.requests_sent = 0
         self.retries = 0
         self._timeout_cache: dict[tuple[float, bool], aiohttp.ClientTimeout] = {}
+        #: The ``request_s`` deadlines of the polls in flight, behind one timer.
+        self._deadlines = Deadlines(timeouts.request_s)
+        # A poll's deadline is kept by ``_deadlines``: no aiohttp timer.
+        self._poll_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s)
 
     def url(self, path: str) -> str:
         """An absolute API URL from a path (``/api/v3/...``)."""
@@ -186,6 +191,10 @@ class Transport:
         with more tasks than that polled in turn each poll would parse its URL again.
         """
         return URL(self.url(path))
+
+    def close(self) -> None:
+        """Stop the polls' deadline timer (once no poll is in flight any more)."""
+        self._deadlines.close()
 
     def _timeout(self, read_s: float, idempotent: bool) -> aiohttp.ClientTimeout:
         key = (read_s, idempotent)
@@ -227,11 +236,17 @@ class Transport:
         form: Callable[[], aiohttp.FormData] | None,
         params: Mapping[str, str] | None,
         timeout_s: float,
+        poll: bool = False,
     ) -> E | _Attempt:
-        """One HTTP exchange; a decoded envelope on success, else what went wrong."""
+        """One HTTP exchange; a decoded envelope on success, else what went wrong.
+
+        ``poll``: the attempt's deadline (of ``timeout_s``, which must be the polls'
+        duration) is kept by the polls' shared timer, which cancels this task at it.
+        """
         await self.flow.wait_cooldown()
         headers = _JSON_HEADERS if json_body is not None else None
         self.requests_sent += 1
+        deadline = self._deadlines.start() if poll else None
         try:
             async with self.session.request(
                 method,
@@ -239,14 +254,26 @@ class Transport:
                 data=json_body if json_body is not None else (form() if form else None),
                 params=params,
                 headers=headers,
-                timeout=self._timeout(timeout_s, method == "GET"),
+                timeout=(
+                    self._timeout(timeout_s, method == "GET")
+                    if deadline is None
+                    else self._poll_timeout
+                ),
                 # A redirected POST could be re-sent by the redirect: never follow for POST.
                 allow_redirects=method == "GET",
             ) as resp:
                 status = resp.status
                 body = await _read_capped(resp, self.max_answer_bytes)
+        except asyncio.CancelledError:
+            if deadline is None or not deadline.timed_out():
+                raise
+            # The poll's deadline cancelled it: the same timeout as aiohttp's own timer.
+            error: WaveSpeedError = TransportError(
+                f"{method} {url}: no answer within {timeout_s} s", method=method, url=str(url)
+            )
+            return _Attempt(FailureKind.TIMEOUT, error=error)
         except aiohttp.ClientConnectorError as exc:
-            error: WaveSpeedError = ConnectError(
+            error = ConnectError(
                 f"cannot connect to {self.base_url}: {exc.os_error or exc}",
                 method=method,
                 url=str(url),
@@ -274,6 +301,9 @@ class Transport:
                 url=str(url),
             )
             return _Attempt(FailureKind.RESET, error=error)
+        finally:
+            if deadline is not None:
+                deadline.finish()
 
         if body is None:
             too_big = (
@@ -360,12 +390,17 @@ class Transport:
         timeout_s: float | None = None,
         deadline: float | None = None,
         task_id: str | None = None,
+        poll: bool = False,
     ) -> E:
         """An idempotent call (GET, upload, delete): retried per the GET policy.
 
         Args:
             deadline: event-loop time (``loop.time()``) after which no retry is started.
             task_id: Attached to any error raised, so the caller keeps the id.
+            poll: A poll, in a task of its own: each attempt's ``request_s`` deadline is
+                kept by the transport's one timer for every poll in flight (which cancels
+                the task, and the attempt turns that into a timeout), not by an aiohttp
+                timer of its own.
         """
         url: str | URL
         if isinstance(path_or_url, URL) or "://" in path_or_url:
@@ -373,6 +408,8 @@ class Transport:
         else:
             url = self.url(path_or_url)
         timeout_s = timeout_s or self.timeouts.request_s
+        # The polls' one timer keeps a deadline of request_s only; any other, aiohttp's.
+        poll = poll and timeout_s == self._deadlines.duration_s
         attempt = 0
         while True:
             attempt += 1
@@ -384,6 +421,7 @@ class Transport:
                 form=form,
                 params=params,
                 timeout_s=timeout_s,
+                poll=poll,
             )
             if not isinstance(out, _Attempt):
                 return out
