@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import io
+import socket
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiohttp
+import anyio
 import pytest
 from aiohttp import web
 
 from tests.conftest import CANARY_KEY, fast_retry
 from tests.services import serve_aiohttp
-from wavespeed_async import APIStatusError, Client, ValidationError
+from wavespeed_async import (
+    APIStatusError,
+    Client,
+    OutputRefusedError,
+    Timeouts,
+    TransportError,
+    ValidationError,
+)
+from wavespeed_async._media import is_private_host
 from wavespeed_async.emulator import Emulator
 
 pytestmark = pytest.mark.anyio
@@ -177,3 +187,126 @@ async def test_a_storage_refusal_with_a_huge_body_is_read_only_in_part() -> None
     assert info.value.body.startswith("AccessDenied")
     assert len(info.value.body) <= 2000
     assert peak < 8 * 1024 * 1024
+
+
+def _ticket_app(put_url: str, put: object) -> web.Application:
+    """A server whose upload ticket names ``put_url`` (``{host}``, ``{port}``: its own)."""
+
+    async def ticket(request: web.Request) -> web.Response:
+        port = request.host.rsplit(":", 1)[1]
+        url = put_url.format(host=request.host, port=port)
+        upload = {"method": "PUT", "url": url, "headers": {}}
+        data = {"download_url": f"http://{request.host}/files/a.png", "upload": upload}
+        return web.json_response({"code": 200, "message": "success", "data": data})
+
+    app = web.Application()
+    app.router.add_post("/api/v3/media/uploads", ticket)
+    app.router.add_put("/put", put)  # type: ignore[arg-type]
+    app.router.add_put("/elsewhere", put)  # type: ignore[arg-type]
+    return app
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["http://{host}/put", "http://169.254.169.254/latest", "http://[::1]/x", "http://10.0.0.1/x"],
+)
+async def test_an_upload_url_on_an_internal_address_is_refused_unless_allowed(
+    target: str,
+) -> None:
+    # The storage URL is the server's word: a ticket must not make the client send the
+    # user's file to a host inside the network (a cloud metadata service, say).
+    received: list[bytes] = []
+
+    async def put(request: web.Request) -> web.Response:
+        received.append(await request.read())
+        return web.Response(status=200)
+
+    async with serve_aiohttp(_ticket_app(target, put)) as base_url:
+        async with Client(
+            CANARY_KEY, base_url=base_url, retry=fast_retry(), allow_private_media=False
+        ) as c:
+            with pytest.raises(OutputRefusedError) as info:
+                await c.upload(b"secret bytes", filename="a.png")
+        assert "allow_private_media" in str(info.value)
+        assert received == []
+        if target.startswith("http://{host}"):  # the opt-in lets a local host through
+            async with Client(
+                CANARY_KEY, base_url=base_url, retry=fast_retry(), allow_private_media=True
+            ) as c:
+                await c.upload(b"secret bytes", filename="a.png")
+            assert received == [b"secret bytes"]
+
+
+async def test_an_upload_url_whose_name_resolves_to_an_internal_address_is_refused() -> None:
+    name = socket.gethostname()
+    try:
+        addr = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)[0][4][0]
+    except OSError:
+        pytest.skip("this machine's host name does not resolve")
+    if not is_private_host(str(addr)) or is_private_host(name):
+        pytest.skip(f"{name} resolves to a public address")
+    hits: list[str] = []
+
+    async def put(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        return web.Response(status=200)
+
+    async with serve_aiohttp(_ticket_app(f"http://{name}:{{port}}/put", put)) as base_url:
+        async with Client(
+            CANARY_KEY, base_url=base_url, retry=fast_retry(), allow_private_media=False
+        ) as c:
+            with pytest.raises(OutputRefusedError, match="resolves to"):
+                await c.upload(b"x", filename="a.png")
+    assert hits == []
+
+
+async def test_an_upload_is_not_redirected() -> None:
+    # A redirect could lead anywhere (an internal host after a public one), and a streamed
+    # body cannot be sent twice: a redirect is the storage host's refusal.
+    hits: list[str] = []
+
+    async def put(request: web.Request) -> web.Response:
+        hits.append(request.path)
+        await request.read()
+        if request.path == "/put":
+            raise web.HTTPTemporaryRedirect("/elsewhere")
+        return web.Response(status=200)
+
+    async with (
+        serve_aiohttp(_ticket_app("http://{host}/put", put)) as base_url,
+        Client(CANARY_KEY, base_url=base_url, retry=fast_retry()) as c,
+    ):
+        with pytest.raises(APIStatusError) as info:
+            await c.upload(b"abc", filename="a.png")
+    assert info.value.status == 307
+    assert hits == ["/put"]
+
+
+async def test_a_storage_host_trickling_its_answer_is_cut_at_upload_s() -> None:
+    # sock_read restarts on every byte: only a total deadline ends an error body sent a
+    # byte at a time (the client reads up to 2,000 bytes of it). The host trickles until
+    # the client goes away.
+    gone = anyio.Event()
+
+    async def put(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(status=403)
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        try:
+            while True:
+                await resp.write(b".")
+                await anyio.sleep(0.05)
+        except (ConnectionError, RuntimeError):
+            gone.set()
+        return resp
+
+    timeouts = Timeouts(request_s=1.0, upload_s=0.5)
+    async with (
+        serve_aiohttp(_ticket_app("http://{host}/put", put)) as base_url,
+        Client(CANARY_KEY, base_url=base_url, retry=fast_retry(), timeouts=timeouts) as c,
+    ):
+        with anyio.fail_after(20), pytest.raises(TransportError):
+            await c.upload(b"abc", filename="a.png")
+        with anyio.fail_after(10):
+            await gone.wait()

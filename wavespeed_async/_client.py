@@ -132,10 +132,10 @@ class Client:
             id exists, before polling: persist ids here so no task is ever lost.
         headers: Extra headers for API requests.
         sizes: Caps on API answer and downloaded output sizes.
-        allow_private_media: Let :meth:`download` fetch outputs from loopback, private
-            and link-local addresses. Off by default (an output URL could point at a
-            cloud metadata service), and on by itself when ``base_url``'s host is such an
-            address (a local emulator).
+        allow_private_media: Let :meth:`download` fetch outputs from, and :meth:`upload`
+            send files to, loopback, private and link-local addresses. Off by default (a
+            URL from the server could point at a cloud metadata service), and on by itself
+            when ``base_url``'s host is such an address (a local emulator).
         seed: Seeds the retry jitter (for reproducible tests).
         share: Share the limits and webhook wake-ups with every other process of the
             account: a ``redis://`` URL, or a ``wavespeed_async.redis.RedisShare`` (extra
@@ -836,6 +836,8 @@ class Client:
             BadRequestError: the file is too large for the server (413).
             APIStatusError: the storage host refused the bytes.
             TransportError: the storage host could not be reached (after retries).
+            OutputRefusedError: the storage URL is on an internal address (see
+                ``allow_private_media``).
         """
         return await _upload.upload(
             self._open(),
@@ -845,6 +847,7 @@ class Client:
             retry=self.retry,
             timeouts=self.timeouts,
             rng=self._rng,
+            allow_private=self.allow_private_media,
         )
 
     async def download(

@@ -95,6 +95,8 @@ class Timeouts:
             open for about 90 s, so this must be longer than that.
         download_s: Fetching one output file, from the start of its request (waiting for
             a pooled connection included) to its last byte.
+        upload_s: Sending one file to the storage host an upload ticket names, from the
+            start of its request to the end of the host's answer.
         task_s: The whole-task deadline of ``wait()``/``run()``, from submit to a terminal
             status; ``None`` waits forever. When it passes the task keeps running on the
             server (and is billed): ``TaskTimeoutError.task_id`` lets you resume.
@@ -104,10 +106,11 @@ class Timeouts:
     request_s: float = 60.0
     sync_request_s: float = 120.0
     download_s: float = 300.0
+    upload_s: float = 300.0
     task_s: float | None = 1800.0
 
     def __post_init__(self) -> None:
-        for name in ("connect_s", "request_s", "sync_request_s", "download_s"):
+        for name in ("connect_s", "request_s", "sync_request_s", "download_s", "upload_s"):
             _check_number(self, name, low=0.0, low_open=True)
         _check_number(self, "task_s", low=0.0, low_open=True, optional=True)
 

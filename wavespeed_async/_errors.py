@@ -238,12 +238,13 @@ class DecodeError(WaveSpeedError):
 
 
 class OutputRefusedError(WaveSpeedError):
-    """An output was not fetched or saved, on purpose: its URL points at an internal
-    address (loopback, private, link-local such as a cloud metadata service), or it is
+    """An output was not fetched or saved, or a file not uploaded, on purpose: its URL (an
+    output's, or the storage URL of an upload ticket) points at an internal address
+    (loopback, private, link-local such as a cloud metadata service), or the output is
     larger than ``SizeLimits.max_download_bytes``. Not retried; no file is left behind.
 
     Attributes:
-        url: The output's URL without its query string.
+        url: The URL without its query string.
     """
 
     def __init__(self, message: str, *, url: str = "", task_id: str | None = None) -> None:

@@ -48,9 +48,11 @@ __all__ = [
     "Downloader",
     "FileInput",
     "HostStatus",
+    "InternalAddress",
     "guess_type",
     "inside",
     "is_private_host",
+    "public_socket",
     "read_file_input",
     "with_get_retries",
 ]
@@ -115,19 +117,20 @@ def is_private_host(host: str) -> bool:
         return False
 
 
-class _InternalAddress(Exception):
+class InternalAddress(Exception):
     """Raised inside the connector when it is about to connect to a refused address."""
 
 
-def _public_socket(addr_info: Any) -> socket.socket:
-    """aiohttp's socket factory for output downloads: refuses non-global addresses.
+def public_socket(addr_info: Any) -> socket.socket:
+    """aiohttp's socket factory for media hosts (downloads, upload PUTs): refuses
+    non-global addresses.
 
     Called with the address actually connected to, after DNS and for every redirect hop,
     so neither a hostname resolving to an internal address nor DNS rebinding gets past it.
     """
     family, type_, proto, _, sockaddr = addr_info
     if _is_internal(ipaddress.ip_address(str(sockaddr[0]).split("%", 1)[0])):
-        raise _InternalAddress(str(sockaddr[0]))
+        raise InternalAddress(str(sockaddr[0]))
     return socket.socket(family, type_, proto)
 
 
@@ -275,7 +278,7 @@ class Downloader:
         self._session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(
                 limit=max_connections,
-                socket_factory=None if allow_private else _public_socket,
+                socket_factory=None if allow_private else public_socket,
             ),
             headers={"User-Agent": user_agent},
         )
@@ -352,7 +355,7 @@ class Downloader:
                 rng=self._rng,
                 give_up=give_up,
             )
-        except _InternalAddress as exc:
+        except InternalAddress as exc:
             raise self._refused(
                 url,
                 f"resolves to internal address {exc} (allow with Client(allow_private_media=True))",

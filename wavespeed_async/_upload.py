@@ -7,7 +7,10 @@ The current API (and the official SDK) upload in two steps:
 2. the bytes are ``PUT`` to ``upload.url`` with exactly ``upload.headers``.
 
 The ``PUT`` goes to a storage host: it is sent from a connection pool of its own that carries
-no credentials, so the API key never reaches that host. A file given by path is streamed
+no credentials, so the API key never reaches that host. That host is the server's word, so
+the ``PUT`` is held to the same rules as an output download: a total deadline
+(``Timeouts.upload_s``), no redirect, and no internal address (after DNS) unless
+``allow_private`` (``Client(allow_private_media=...)``). A file given by path is streamed
 from disk (read in worker threads), never held in memory whole. When the ticket endpoint
 answers 404 (an older deployment), the documented multipart
 ``POST /api/v3/media/upload/binary`` is used instead.
@@ -21,6 +24,7 @@ import random
 import stat as stat_module
 from collections.abc import Callable
 from typing import IO, Any, Final
+from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
@@ -31,6 +35,7 @@ from wavespeed_async._errors import (
     APIStatusError,
     DecodeError,
     NotFoundError,
+    OutputRefusedError,
     ServerError,
     TransportError,
     ValidationError,
@@ -38,12 +43,16 @@ from wavespeed_async._errors import (
 from wavespeed_async._media import (
     FileInput,
     HostStatus,
+    InternalAddress,
     guess_type,
+    is_private_host,
+    public_socket,
     read_file_input,
     with_get_retries,
 )
 from wavespeed_async._models import upload_decoder
 from wavespeed_async._policy import FailureKind
+from wavespeed_async._text import printable
 from wavespeed_async._transport import Transport
 
 __all__ = ["UploadTicket", "upload"]
@@ -131,6 +140,7 @@ async def upload(
     retry: RetryConfig,
     timeouts: Timeouts,
     rng: random.Random,
+    allow_private: bool,
 ) -> str:
     """Upload ``file`` and return its download URL (see the module docstring).
 
@@ -139,6 +149,7 @@ async def upload(
         BadRequestError: the server refused the upload (413: too large).
         APIStatusError: the storage host refused the bytes.
         TransportError: the storage host could not be reached (after retries).
+        OutputRefusedError: the ticket's storage URL is on an internal address.
     """
     source = await _Source.of(file)
     name = filename or source.name
@@ -155,7 +166,14 @@ async def upload(
     else:
         if env.data is None:
             raise DecodeError("the upload ticket answer has no data")
-        await _put(env.data.upload, source, retry=retry, timeouts=timeouts, rng=rng)
+        await _put(
+            env.data.upload,
+            source,
+            retry=retry,
+            timeouts=timeouts,
+            rng=rng,
+            allow_private=allow_private,
+        )
         url = env.data.download_url
     log.info("uploaded %s (%d bytes)", name, source.size)
     return url
@@ -182,21 +200,32 @@ async def _put(
     retry: RetryConfig,
     timeouts: Timeouts,
     rng: random.Random,
+    allow_private: bool,
 ) -> None:
     """Send the bytes as the ticket says, from a session that has no credentials."""
-    if instruction.method.upper() != "PUT" or not instruction.url.startswith(
-        ("http://", "https://")
+    parts = urlsplit(instruction.url)
+    if (
+        instruction.method.upper() != "PUT"
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
     ):
         raise DecodeError(
-            f"the upload ticket asks for {instruction.method} {instruction.url!r}; "
-            "expected PUT to an http(s) URL"
+            f"the upload ticket asks for {printable(instruction.method, limit=20)} "
+            f"{printable(instruction.url, limit=200)!r}; expected PUT to an http(s) URL"
         )
+    shown = printable(f"{parts.scheme}://{parts.netloc}{parts.path}", limit=200)
+    refusal = "internal address refused (allow with Client(allow_private_media=True))"
+    if not allow_private and is_private_host(parts.hostname):
+        raise OutputRefusedError(f"upload URL {shown}: {refusal}", url=shown)
     headers = dict(instruction.headers)
     # Exactly the ticket's headers: no Content-Type of our own when it names none.
     skip = () if any(h.lower() == "content-type" for h in headers) else ("Content-Type",)
-    timeout = aiohttp.ClientTimeout(sock_connect=timeouts.connect_s, sock_read=timeouts.request_s)
+    timeout = aiohttp.ClientTimeout(
+        total=timeouts.upload_s, sock_connect=timeouts.connect_s, sock_read=timeouts.request_s
+    )
     where = instruction.url.split("?", 1)[0]
-    async with aiohttp.ClientSession() as session:
+    connector = aiohttp.TCPConnector(socket_factory=None if allow_private else public_socket)
+    async with aiohttp.ClientSession(connector=connector) as session:
 
         async def once() -> None:
             body = await source.open()
@@ -207,6 +236,8 @@ async def _put(
                     headers=headers,
                     skip_auto_headers=skip,
                     timeout=timeout,
+                    # A streamed body cannot be sent twice, and a redirect could lead anywhere.
+                    allow_redirects=False,
                 ) as resp:
                     if not 200 <= resp.status < 300:
                         head = await _head(resp, _ERROR_BODY_BYTES)
@@ -217,7 +248,12 @@ async def _put(
         def give_up(kind: FailureKind, status: int | None, text: str) -> Exception:
             return _put_error(status, kind, where, text)
 
-        await with_get_retries(once, retry=retry, rng=rng, give_up=give_up)
+        try:
+            await with_get_retries(once, retry=retry, rng=rng, give_up=give_up)
+        except InternalAddress as exc:
+            raise OutputRefusedError(
+                f"upload URL {shown}: resolves to {exc}: {refusal}", url=shown
+            ) from None
 
 
 async def _head(resp: aiohttp.ClientResponse, limit: int) -> bytes:

@@ -18,7 +18,7 @@ from wavespeed_async import (
     ValidationError,
     WaveSpeedError,
 )
-from wavespeed_async._media import _InternalAddress, _public_socket, is_private_host
+from wavespeed_async._media import InternalAddress, is_private_host, public_socket
 
 pytestmark = pytest.mark.anyio
 
@@ -163,9 +163,9 @@ async def test_a_hostname_resolving_to_an_internal_address_is_refused_at_connect
 def test_the_socket_factory_refuses_internal_addresses_and_allows_public_ones() -> None:
     for addr in ("127.0.0.1", "169.254.169.254", "10.1.2.3", "::1", "fe80::1", "::ffff:10.0.0.1"):
         family = socket.AF_INET6 if ":" in addr else socket.AF_INET
-        with pytest.raises(_InternalAddress):
-            _public_socket((family, socket.SOCK_STREAM, 6, "", (addr, 80)))
-    sock = _public_socket((socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 80)))
+        with pytest.raises(InternalAddress):
+            public_socket((family, socket.SOCK_STREAM, 6, "", (addr, 80)))
+    sock = public_socket((socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", 80)))
     sock.close()
 
 
