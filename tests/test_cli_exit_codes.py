@@ -213,3 +213,27 @@ def test_a_closed_pipe_ends_quietly(servers: tuple[str, str], tmp_path: Path) ->
     assert proc.wait(timeout=30) == 141
     assert err == "", err
     assert time.monotonic() - started < 30
+
+
+def test_run_refuses_an_output_path_that_is_a_file_before_any_task_exists(
+    tmp_path: Path,
+) -> None:
+    taken = tmp_path / "afile"
+    taken.write_text("not a folder")
+    r = cli("run", PRO, "--prompt", "x", "-o", str(taken), "--emulator",
+            "--emulator-latency", "fast")  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert f"-o {taken}: is a file; allowed: a folder" in r.stderr
+    assert "task " not in r.stderr  # no task was created, none paid for
+    _no_traceback(r)
+
+
+def test_run_uploads_only_an_image(tmp_path: Path) -> None:
+    text = tmp_path / "notes.png"
+    text.write_text("root:x:0:0:root:/root:/bin/bash\n")
+    r = cli("run", "wavespeed-ai/flux-kontext-dev", "--prompt", "x", "--image", str(text),
+            "-o", str(tmp_path / "o"), "--emulator", "--emulator-latency", "fast")  # fmt: skip
+    assert r.returncode == 2, r.stderr
+    assert "--image: " in r.stderr and "is not an image" in r.stderr
+    assert "task " not in r.stderr
+    _no_traceback(r)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -109,3 +110,77 @@ async def test_a_batch_killed_while_its_job_waits_for_the_shared_window_leaves_i
     with Journal.open(out / "journal.sqlite3") as journal:
         rec = journal.get(1)
         assert rec is not None and rec.state == "completed", rec
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+    return port
+
+
+@pytest.mark.parametrize("command", ["batch", "run"])
+@pytest.mark.parametrize("share", ["unreachable", "http"])
+async def test_a_share_that_cannot_be_used_is_a_usage_error_and_nothing_is_sent(
+    tmp_path: Path, command: str, share: str
+) -> None:
+    url = (
+        f"redis://user:s3cret-pw@127.0.0.1:{_closed_port()}/0"
+        if share == "unreachable"
+        else "http://user:s3cret-pw@127.0.0.1:8080/"
+    )
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"prompt": "never sent"}) + "\n")
+    args = (
+        ["batch", str(jobs), "--model", "wavespeed-ai/flux-kontext-dev"]
+        if command == "batch"
+        else ["run", "wavespeed-ai/flux-kontext-dev", "--prompt", "never sent"]
+    )
+    env = {**os.environ, "WAVESPEED_API_KEY": "wsk-cli-share-test"}
+    async with Emulator(EmulatorConfig(seed=8, latency=SHORT)) as emu:
+        cmd = [
+            sys.executable, "-m", "wavespeed_async.cli", *args, "-o", str(tmp_path / "out"),
+            "--base-url", emu.base_url, "--share", url,
+        ]  # fmt: skip
+        r = await anyio.run_process(cmd, cwd=ROOT, env=env, check=False)
+        stats = emu.stats()
+    stderr = r.stderr.decode()
+    assert r.returncode == 2, stderr
+    assert "Traceback" not in stderr and "ExceptionGroup" not in stderr, stderr
+    assert "error: --share: " in stderr
+    assert ("cannot reach" if share == "unreachable" else "allowed: a Redis URL") in stderr
+    assert "s3cret-pw" not in stderr
+    assert stats.requests_total == 0
+
+
+async def test_run_with_a_share_holds_a_lease_that_batches_count(
+    tmp_path: Path, redis: RedisServer
+) -> None:
+    import redis.asyncio as aioredis
+
+    from wavespeed_async import Client
+
+    key = "wsk-cli-share-test"
+    env = {**os.environ, "WAVESPEED_API_KEY": key}
+    async with Emulator(EmulatorConfig(seed=8, latency=LatencyProfile.fast())) as emu:
+        async with Client(key, base_url=emu.base_url, share=redis.url) as same_account:
+            held_key = f"{{ws:{same_account._namespace}}}:held"
+        cmd = [
+            sys.executable, "-m", "wavespeed_async.cli", "run", "wavespeed-ai/flux-kontext-dev",
+            "--prompt", "shared [latency:3000]", "-o", str(tmp_path), "--base-url",
+            emu.base_url, "--share", redis.url, "--json",
+        ]  # fmt: skip
+        raw = aioredis.from_url(redis.url)
+        proc = await anyio.open_process(cmd, cwd=ROOT, env=env)
+        try:
+            with anyio.fail_after(30):  # its task holds one of the account's slots
+                while not any(int(n) for n in (await raw.hgetall(held_key)).values()):
+                    await anyio.sleep(0.05)
+                assert await proc.wait() == 0
+            assert not any(int(n) for n in (await raw.hgetall(held_key)).values())
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+            await raw.aclose()
+        assert emu.stats().tasks_completed == 1

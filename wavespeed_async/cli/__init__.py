@@ -33,6 +33,7 @@ from wavespeed_async.cli._common import (
     err,
     os_error_in,
     os_error_text,
+    usage_error_in,
 )
 
 __all__ = ["main"]
@@ -118,6 +119,10 @@ def _main(argv: Sequence[str] | None) -> int:
         err("terminated")
         return EXIT_TERMINATED
     except Exception as exc:
+        usage = usage_error_in(exc)  # raised inside a task group
+        if usage is not None:
+            err(f"error: {usage}")
+            return EXIT_USAGE
         # The machine said no (a full disk, too many open files, ...), maybe from inside
         # a task group: say so, without a traceback.
         cause = os_error_in(exc)

@@ -44,6 +44,7 @@ from wavespeed_async.cli._common import (
     add_connection_options,
     add_share_option,
     err,
+    output_folder,
     public_url,
     resolve_target,
 )
@@ -148,11 +149,8 @@ def command(args: argparse.Namespace) -> int:
     )
     if not jobs:
         raise UsageError(f"{args.jobs}: no jobs (one JSON object of inputs per line)")
-    out = Path(args.output)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"-o {args.output}: is a file; allowed: a folder (created if missing)")
+    out = output_folder(args.output)
     try:
-        out.mkdir(parents=True, exist_ok=True)
         held = lock(out)
     except OSError as exc:
         raise UsageError(f"-o {args.output}: cannot write there: {exc.strerror or exc}") from None

@@ -15,6 +15,7 @@ import msgspec
 
 from wavespeed_async._client import Client
 from wavespeed_async._errors import TaskFailedError, WaveSpeedError
+from wavespeed_async._flow import FlowLimits
 from wavespeed_async._models import Prediction
 from wavespeed_async._requests import UnknownFieldWarning
 from wavespeed_async._specs import MODEL_SPECS
@@ -29,10 +30,11 @@ from wavespeed_async.cli._common import (
     add_share_option,
     err,
     open_client,
+    output_folder,
     refused_message,
     resolve_target,
 )
-from wavespeed_async.cli._jobs import check_fields, is_url
+from wavespeed_async.cli._jobs import check_fields, check_local_image, is_url
 
 __all__ = ["add_parsers", "parse_set"]
 
@@ -159,6 +161,11 @@ def run_command(args: argparse.Namespace) -> int:
             local = Path(image).expanduser()
             if not local.is_file():
                 raise UsageError(f"--image: no such file {image!r}; allowed: a URL or a file")
+            # Uploaded files become public URLs: only an image is sent (as in a batch).
+            found = check_local_image("--image", image, local.resolve(), Path.cwd(), True)
+            if isinstance(found, str):
+                raise UsageError(found)
+    output_folder(args.output)
     created: list[str] = []
     started = time.monotonic()
     created_at: list[float] = []
@@ -171,7 +178,13 @@ def run_command(args: argparse.Namespace) -> int:
 
     async def go() -> int:
         async with open_client(
-            target, timeout_s=args.timeout, on_task_created=on_created, share=args.share
+            target,
+            timeout_s=args.timeout,
+            on_task_created=on_created,
+            share=args.share,
+            # Shared: a lease and a start like any process of the account, so that
+            # batches count this task against their --concurrency and --rate.
+            limits=FlowLimits() if args.share else None,
         ) as client:
             if local is not None:
                 inputs["image"] = await client.upload(local)

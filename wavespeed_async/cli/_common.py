@@ -7,17 +7,25 @@ import errno
 import os
 import sys
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, TextIO
 from urllib.parse import urlsplit
 
 from wavespeed_async._client import DEFAULT_BASE_URL, Client
 from wavespeed_async._config import PollConfig, Timeouts
-from wavespeed_async._errors import AuthenticationError, PermissionDeniedError, WaveSpeedError
+from wavespeed_async._errors import (
+    AuthenticationError,
+    ConnectError,
+    PermissionDeniedError,
+    ValidationError,
+    WaveSpeedError,
+)
 from wavespeed_async._fdlimit import open_file_limit
 from wavespeed_async._flow import FlowLimits
 from wavespeed_async._models import Prediction
+from wavespeed_async._secret import redacted_url
 
 __all__ = [
     "EXIT_FAILED",
@@ -34,8 +42,10 @@ __all__ = [
     "open_client",
     "os_error_in",
     "os_error_text",
+    "output_folder",
     "refused_message",
     "resolve_target",
+    "usage_error_in",
 ]
 
 # One table for every command (see docs/cli.md): 128 + N is "ended by signal N".
@@ -65,6 +75,19 @@ NO_KEY_MESSAGE: Final = (
 
 class UsageError(Exception):
     """A bad command line or configuration: exit code 2 with this message."""
+
+
+def usage_error_in(exc: BaseException) -> UsageError | None:
+    """``exc`` if it is a UsageError, or the first of an exception group holding only it
+    (and cancellations of the group's other tasks)."""
+    if isinstance(exc, UsageError):
+        return exc
+    inner = getattr(exc, "exceptions", None)  # an exception group (3.10: the backport)
+    if isinstance(inner, tuple) and inner:
+        found = [u for e in inner if (u := usage_error_in(e)) is not None]
+        if found and len(found) == len(inner):
+            return found[0]
+    return None
 
 
 def os_error_in(exc: BaseException) -> OSError | None:
@@ -200,6 +223,7 @@ def resolve_target(args: argparse.Namespace) -> Target:
     latency = getattr(args, "emulator_latency", None)
     if timeout is not None and not timeout > 0:
         raise UsageError(f"--timeout: {timeout}; allowed: a number of seconds > 0")
+    _check_share(getattr(args, "share", None))
     if args.emulator:
         if args.base_url:
             raise UsageError("--emulator and --base-url: pass one or the other")
@@ -214,6 +238,31 @@ def resolve_target(args: argparse.Namespace) -> Target:
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise UsageError(f"--base-url: {url!r}; allowed: an http(s) URL")
     return Target(url.rstrip("/"), key.strip())
+
+
+#: What ``--share`` accepts: the URL schemes of a Redis server.
+SHARE_SCHEMES: Final = ("redis", "rediss", "unix")
+
+
+def _check_share(share: str | None) -> None:
+    if share is not None and urlsplit(share).scheme not in SHARE_SCHEMES:
+        raise UsageError(
+            f"--share: {redacted_url(share)!r}; allowed: a Redis URL "
+            "(redis://host:6379/0, rediss://..., unix:///path/redis.sock)"
+        )
+
+
+def output_folder(value: str) -> Path:
+    """The ``-o`` folder, created if missing, or UsageError (exit 2) before anything is sent:
+    a task whose outputs cannot be saved is paid for all the same."""
+    out = Path(value)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"-o {value}: is a file; allowed: a folder (created if missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"-o {value}: cannot write there: {exc.strerror or exc}") from None
+    return out
 
 
 def public_url(url: str) -> str:
@@ -260,35 +309,38 @@ async def open_client(
     """
     limits = limits or FlowLimits(max_in_flight=None, tasks_per_minute=None)
     timeouts = Timeouts(task_s=timeout_s)
-    if target.emulator_scale is None:
-        base_url = target.base_url or ""
+    async with AsyncExitStack() as stack:
+        if target.emulator_scale is None:
+            base_url = target.base_url or ""
+            poll: PollConfig | None = None
+        else:
+            from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
+
+            scale = target.emulator_scale
+            latency = (
+                LatencyProfile.fast() if scale == 0.0 else LatencyProfile.realistic().scaled(scale)
+            )
+            emu = await stack.enter_async_context(
+                Emulator(EmulatorConfig(seed=seed, latency=latency))
+            )
+            base_url, poll = emu.base_url, _poll_for(scale)
         if on_started is not None:
             on_started(public_url(base_url))
-        async with Client(
-            target.api_key,
-            base_url=base_url,
-            limits=limits,
-            timeouts=timeouts,
-            on_task_created=on_task_created,
-            share=share,
-        ) as client:
-            yield client
-        return
-
-    from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
-
-    scale = target.emulator_scale
-    latency = LatencyProfile.fast() if scale == 0.0 else LatencyProfile.realistic().scaled(scale)
-    async with Emulator(EmulatorConfig(seed=seed, latency=latency)) as emu:
-        if on_started is not None:
-            on_started(emu.base_url)
-        async with Client(
-            target.api_key,
-            base_url=emu.base_url,
-            limits=limits,
-            timeouts=timeouts,
-            poll=_poll_for(scale),
-            on_task_created=on_task_created,
-            share=share,
-        ) as client:
-            yield client
+        try:
+            client = await stack.enter_async_context(
+                Client(
+                    target.api_key,
+                    base_url=base_url,
+                    limits=limits,
+                    timeouts=timeouts,
+                    poll=poll,
+                    on_task_created=on_task_created,
+                    share=share,
+                )
+            )
+        except (ConnectError, ValidationError, ImportError) as exc:
+            if share is None:
+                raise
+            # Nothing was sent: a share that cannot be used is the command line's to fix.
+            raise UsageError(f"--share: {exc}") from None
+        yield client

@@ -161,7 +161,7 @@ def content_hash(model: str | None, inputs: dict[str, Any]) -> str:
     return _digest(canonical)
 
 
-def _check_local_image(
+def check_local_image(
     key: str, shown: str, path: Path, base: Path, any_path: bool
 ) -> LocalFile | str:
     """The file at ``path`` (resolved) if it may be uploaded, else why not."""
@@ -209,7 +209,7 @@ def resolve_media(
                     f"{key}: no such file {v!r} (relative paths are relative to the jobs "
                     f"file's folder, {str(base)!r}); allowed: an http(s) URL or a local file"
                 )
-            found = _check_local_image(key, v, p.resolve(), base, allow_any_path)
+            found = check_local_image(key, v, p.resolve(), base, allow_any_path)
             if isinstance(found, str):
                 return {}, found
             paths.append(found)
