@@ -26,6 +26,7 @@ from wavespeed_async._models import (
     upload_decoder,
     webhook_secret_decoder,
 )
+from wavespeed_async._text import json_printable
 from wavespeed_async._transport import _error_message
 from wavespeed_async._webhooks import decode_delivery, sign_webhook
 
@@ -140,3 +141,16 @@ def test_a_signed_body_is_a_prediction_or_a_verification_error(body: bytes) -> N
         assert isinstance(pred.id, str)
         return
     assert "not a prediction" in error  # the signature was right: only the body may fail
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=12,
+))  # fmt: skip
+def test_json_made_printable_is_the_same_value_and_prints_nothing_that_acts(value: Any) -> None:
+    text = msgspec.json.format(msgspec.json.encode(value), indent=2).decode()
+    shown = json_printable(text)
+    assert msgspec.json.decode(shown) == value
+    assert all(ch.isprintable() or ch in "\n " for ch in shown)

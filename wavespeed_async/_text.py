@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import unicodedata
 
-__all__ = ["printable"]
+__all__ = ["json_printable", "printable"]
 
 
 def printable(text: str, *, limit: int = 500) -> str:
@@ -21,3 +21,21 @@ def printable(text: str, *, limit: int = 500) -> str:
         ch for ch in text[: limit + 1] if ch == " " or unicodedata.category(ch)[0] not in "CZ"
     )
     return clean if len(clean) <= limit else clean[: limit - 1] + "\u2026"
+
+
+def json_printable(text: str) -> str:
+    """JSON text with every non-printable character outside its strings' escapes written
+    as a ``\\uXXXX`` escape: the same JSON value, and nothing in it (a bidi override, a
+    line separator, DEL) acts on the terminal it is printed to."""
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() or ch in "\n " else "".join(f"\\u{unit:04x}" for unit in _utf16(ch))
+        for ch in text
+    )
+
+
+def _utf16(ch: str) -> list[int]:
+    """The UTF-16 code units of one character (a pair for one beyond the BMP)."""
+    raw = ch.encode("utf-16-be")
+    return [int.from_bytes(raw[i : i + 2], "big") for i in range(0, len(raw), 2)]

@@ -96,6 +96,20 @@ async def _quirks(server: HostileServer, request: web.Request) -> web.StreamResp
     return _json({"code": 200, "message": None, "data": data, "extra": True})
 
 
+@answer("terminal_tricks")
+async def _terminal_tricks(server: HostileServer, request: web.Request) -> web.StreamResponse:
+    # A failed task whose text would act on a terminal: a bidi override, a line separator,
+    # DEL and an ANSI escape (which JSON escapes itself).
+    data = {
+        "id": _task_id(request),
+        "status": "failed",
+        "model": "evil\u202emodel",
+        "outputs": [],
+        "error": "line\u2028break\x7f \x1b[2J gone",
+    }
+    return _json({"code": 200, "message": "success", "data": data})
+
+
 for _status in (200, 400, 500):
 
     def _make(status: int) -> tuple[Handler, Handler]:

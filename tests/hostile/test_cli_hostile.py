@@ -3,6 +3,7 @@ traceback, and nothing written outside the output folder, on every run and re-ru
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import subprocess
 from contextlib import closing
@@ -93,3 +94,16 @@ def test_batch_with_hostile_answers_and_a_hostile_journal_reruns_cleanly(
     assert entries[0]["status"] != "completed"
     assert sorted(tree(tmp_path)) == sorted(["jobs.jsonl", "out", *[f"out/{n}" for n in tree(out)]])
     assert len(journal_rows(out / "journal.sqlite3")) == 3
+
+
+def test_get_prints_the_server_s_text_as_json_that_cannot_act_on_a_terminal(
+    hostile: HostileServer,
+) -> None:
+    hostile.result = "terminal_tricks"
+    r = cli("get", "0" * 32, "--base-url", hostile.url, key=CANARY)
+    clean(r)
+    for ch in ("\u202e", "\u2028", "\x7f", "\x1b"):
+        assert ch not in r.stdout + r.stderr
+    shown = json.loads(r.stdout)  # escaped, not dropped: the same values
+    assert shown["model"] == "evil\u202emodel"
+    assert shown["error"] == "line\u2028break\x7f \x1b[2J gone"

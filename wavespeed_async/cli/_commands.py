@@ -19,7 +19,7 @@ from wavespeed_async._flow import FlowLimits
 from wavespeed_async._models import Prediction
 from wavespeed_async._requests import UnknownFieldWarning
 from wavespeed_async._specs import MODEL_SPECS
-from wavespeed_async._text import printable
+from wavespeed_async._text import json_printable, printable
 from wavespeed_async.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -127,7 +127,8 @@ def parse_set(model: str, items: list[str]) -> dict[str, Any]:
 
 
 def _pretty(pred: Prediction) -> str:
-    return msgspec.json.format(msgspec.json.encode(pred), indent=2).decode()
+    # The server's text, printed: escaped where it could act on the terminal.
+    return json_printable(msgspec.json.format(msgspec.json.encode(pred), indent=2).decode())
 
 
 def _describe(pred: Prediction, files: list[Path], submit_s: float, total_s: float) -> str:
