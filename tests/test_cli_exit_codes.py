@@ -226,6 +226,9 @@ def test_run_refuses_an_output_path_that_is_a_file_before_any_task_exists(
     assert f"-o {taken}: is a file; allowed: a folder" in r.stderr
     assert "task " not in r.stderr  # no task was created, none paid for
     _no_traceback(r)
+    r = cli("get", "0" * 32, "-o", str(taken), "--emulator")  # before any request
+    assert r.returncode == 2 and f"-o {taken}: is a file" in r.stderr, r.stderr
+    _no_traceback(r)
 
 
 def test_run_uploads_only_an_image(tmp_path: Path) -> None:

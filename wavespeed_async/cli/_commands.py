@@ -245,6 +245,9 @@ def _with_client(args: argparse.Namespace, work: Callable[[Client], Awaitable[in
 
 
 def get_command(args: argparse.Namespace) -> int:
+    if args.output is not None:
+        output_folder(args.output)
+
     async def get(client: Client) -> int:
         status = EXIT_OK
         if args.wait:
