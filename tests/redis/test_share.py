@@ -419,9 +419,9 @@ async def polls_of_two_waiting_clients(emulator: Emulator, share: object) -> tup
 
 def one_bucket_bound(seconds: float) -> float:
     """The most polls one bucket lets out in ``seconds``: its rate, plus its burst
-    (``max(1, rate / 10)``, see ``RedisShare.acquire_poll``), plus a quarter of a second at
-    the rate for the time a poll takes from leaving the bucket to reaching the emulator."""
-    return POLLS_PER_S * (seconds + 0.25) + max(1.0, POLLS_PER_S / 10)
+    (``max(1, rate / 10)``, see ``RedisShare.acquire_poll``), plus half a second at the rate
+    for the time a poll takes from leaving the bucket to reaching the emulator."""
+    return POLLS_PER_S * (seconds + 0.5) + max(1.0, POLLS_PER_S / 10)
 
 
 async def test_two_clients_together_stay_within_one_poll_budget(
