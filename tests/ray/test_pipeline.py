@@ -10,14 +10,17 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from tests.conftest import CANARY_KEY
 from tests.ray.conftest import MODEL, LocalRay, RayEmulator, fast_poll, fast_retry
+from tests.redis._helpers import peak_in_flight
 from tests.services import RedisServer
 from wavespeed_async import Client, FlowLimits, ValidationError
 from wavespeed_async._generate import row_key
 from wavespeed_async._ledger import SqliteLedger
+from wavespeed_async.emulator import EmulatorStats
 from wavespeed_async.ray import generate
 
 ray = pytest.importorskip("ray")
@@ -307,6 +310,22 @@ def test_two_pipelines_sharing_limits_never_exceed_the_account(
     assert all(r["status"] == "completed" for r in out_a + out_b)
     assert stats["tasks_created"] == 120
     assert stats["max_running"] <= 6
+
+
+def test_without_a_share_each_actor_keeps_its_part_of_the_in_flight_cap(
+    ray_emulator: RayEmulator,
+) -> None:
+    """Without ``share``, each of 2 actors gets ``limits.split(2)``: together they keep the
+    account's cap of 4 tasks in flight (with the whole limits each, they would reach 8)."""
+    limits = FlowLimits(max_in_flight=4, max_polls_per_s=None)
+    rows = [{"prompt": f"[latency:250] split {n}"} for n in range(32)]
+    out = pipeline(ray_emulator, rows, limits=limits, actors=2, batch_size=8).take_all()
+    stats = msgspec.convert(ray_emulator.stats(), EmulatorStats)
+    assert len(out) == 32 and all(r["status"] == "completed" for r in out)
+    assert stats.tasks_created == 32
+    peak = peak_in_flight(stats)
+    print(f"peak in flight {peak} (cap 4)")
+    assert peak <= 4
 
 
 def test_a_dataset_that_already_has_an_output_column_or_lacks_the_key_is_refused_early(

@@ -2,7 +2,8 @@
 
 ``python -m tests.redis._worker BASE_URL --jobs 12 [--share URL] ...`` runs a batch for at
 most ``--budget`` seconds and prints one JSON line: what it saw. With ``--hold`` it prints
-``holding`` once ``--jobs`` tasks exist and waits to be killed.
+``holding`` once ``--jobs`` tasks exist and waits to be killed. With ``--wait-go`` it opens its
+Client (and share), prints ``ready`` and sends nothing until it reads a line on stdin.
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ async def main(args: argparse.Namespace) -> None:
     )
     ok = 0
     async with client:
+        if args.wait_go:
+            print("ready", flush=True)
+            await anyio.to_thread.run_sync(sys.stdin.readline)
         inputs = [{"prompt": f"{args.name}-{i}"} for i in range(args.jobs)]
         with anyio.move_on_after(args.budget):
             async with (
@@ -73,4 +77,5 @@ if __name__ == "__main__":
     p.add_argument("--budget", type=float, default=30.0)
     p.add_argument("--lease-ttl", type=float, default=30.0)
     p.add_argument("--hold", action="store_true")
+    p.add_argument("--wait-go", action="store_true")
     anyio.run(main, p.parse_args(sys.argv[1:]))

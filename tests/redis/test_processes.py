@@ -11,11 +11,13 @@ from pathlib import Path
 
 import anyio
 import pytest
+import redis.asyncio as aioredis
+from anyio.abc import ByteReceiveStream
 
 from tests.conftest import CANARY_KEY
 from tests.redis._helpers import peak_in_flight
 from tests.services import RedisServer
-from wavespeed_async import Client, FlowLimits
+from wavespeed_async import Client, FlowLimits, RetryConfig
 from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile, Limits
 from wavespeed_async.emulator._config import LatencyDist
 from wavespeed_async.redis import RedisShare
@@ -23,6 +25,7 @@ from wavespeed_async.redis import RedisShare
 pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parents[2]
+MODEL = "wavespeed-ai/flux-kontext-dev"
 N_IN_FLIGHT = 4
 M_PER_MINUTE = 30
 #: Tasks of about 100 ms, so that in-flight tasks of different processes overlap.
@@ -148,3 +151,78 @@ async def test_a_429_cool_down_in_one_process_holds_back_another(
     assert created
     # The other process started well within the cool-down, yet sent nothing before its end.
     assert min(created) >= began + cooldown_s - 0.1
+
+
+async def _line(stream: ByteReceiveStream, buffer: bytearray) -> bytes:
+    """The next line of a process's output (``buffer`` keeps what came after it)."""
+    while b"\n" not in buffer:
+        buffer += await stream.receive()
+    line, _, rest = bytes(buffer).partition(b"\n")
+    buffer[:] = rest
+    return line
+
+
+async def test_a_real_429_in_one_client_holds_back_a_client_in_another_process(
+    redis: RedisServer,
+) -> None:
+    """A 429 with ``Retry-After`` answered to Client A pauses Client B (its own process, its
+    own share connection) until the cool-down ends: by the emulator's records, B's first
+    request arrives only then, though B was told to go well inside it."""
+    retry_after = 3  # seconds, as the emulator's 429 says
+    config = EmulatorConfig(seed=5, latency=SHORT, retry_after_s=retry_after)
+    async with Emulator(config) as emu:
+        cmd = worker_cmd(
+            emu.base_url, "--name=b", "--jobs=3", "--wait-go", "--budget=30", "--share", redis.url
+        )
+        proc = await anyio.open_process(cmd, cwd=ROOT, stderr=None)
+        try:
+            assert proc.stdout is not None and proc.stdin is not None
+            out = bytearray()
+            with anyio.fail_after(60):
+                assert await _line(proc.stdout, out) == b"ready"  # B's Client is open
+            share = RedisShare(redis.url)
+            retry = RetryConfig(backoff_base_s=0.001, retry_after_cap_s=10.0)
+            async with (
+                Client(CANARY_KEY, base_url=emu.base_url, retry=retry, share=share) as a,
+                aioredis.from_url(redis.url) as listener,
+                listener.pubsub(ignore_subscribe_messages=True) as events,
+                anyio.create_task_group() as tg,
+            ):
+                # Hear the cool-down as every process of the account hears it.
+                await events.subscribe(share._channel)
+                emu.force_fault("rate_limit", on="submit")
+                sent = emu._scheduler.now()
+                tg.start_soon(a.submit, MODEL, {"prompt": "a"})  # 429, then again after it
+                try:
+                    with anyio.fail_after(10):
+                        while True:
+                            msg = await events.get_message(timeout=None)
+                            if msg is not None and msg["data"].startswith(b"c"):
+                                break
+                except TimeoutError:
+                    pytest.fail("the 429 Client A got started no account-wide cool-down")
+                go = emu._scheduler.now()
+                await proc.stdin.send(b"go\n")
+                with anyio.fail_after(60):
+                    done = json.loads(await _line(proc.stdout, out))
+            await proc.wait()
+        finally:
+            if proc.returncode is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                await proc.wait()
+            await proc.aclose()
+        stats = emu.stats()
+    assert done == {"created": 3, "ok": 3}
+    assert stats.faults == {"rate_limit": {"before": 1}}  # the one 429, to A
+    # Every submit but that one created a task: a task's created_at is when its submit
+    # arrived, and B sends nothing before its first submit.
+    assert stats.submits_received == stats.tasks_created + 1 == 5
+    b_arrived = sorted(t.created_at for t in stats.tasks.values() if t.prompt.startswith("b-"))
+    assert len(b_arrived) == 3
+    # The cool-down began after A's submit was sent: it ends no sooner than sent + 3 s.
+    cool_end = sent + retry_after
+    assert go < cool_end - 1.0, "B was not told to go inside the cool-down"
+    # A small margin: the share's clock (Redis TIME) and the emulator's are different clocks.
+    assert b_arrived[0] >= cool_end - 0.05, (
+        f"B sent {cool_end - b_arrived[0]:.2f} s before the cool-down ended"
+    )

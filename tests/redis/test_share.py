@@ -377,3 +377,65 @@ async def test_the_http_pool_is_sized_after_the_shares_connections(
         # 256 files: 64 left to the rest of the process, 40 to the share, the rest
         # split between the Client's two HTTP pools.
         assert client.limits.max_connections == (256 - 64 - 40) // 2
+
+
+POLLS_PER_S = 20.0
+
+
+async def polls_of_two_waiting_clients(emulator: Emulator, share: object) -> tuple[int, float]:
+    """Two Clients, each with ``max_polls_per_s=POLLS_PER_S``, wait on 8 long tasks each:
+    the polls the emulator received over a window once all 16 exist, and the window's
+    length by the emulator's clock."""
+    created = 0
+    all_created = anyio.Event()
+
+    def on_created(index: int, task_id: str) -> None:
+        nonlocal created
+        created += 1
+        if created == 16:
+            all_created.set()
+
+    async def batch(client: Client, name: str) -> None:
+        inputs = [{"prompt": f"[latency:60000] {name} {i}"} for i in range(8)]
+        async with client.run_many(MODEL, inputs, on_task_created=on_created) as results:
+            async for _ in results:
+                pass
+
+    async with (
+        make_client(emulator, share, max_polls_per_s=POLLS_PER_S) as a,
+        make_client(emulator, share, max_polls_per_s=POLLS_PER_S) as b,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(batch, a, "a")
+        tg.start_soon(batch, b, "b")
+        with anyio.fail_after(30):
+            await all_created.wait()
+        began, polls_before = emulator._scheduler.now(), emulator.stats().polls_total
+        await anyio.sleep(2.5)  # the measuring window
+        ended, polls_after = emulator._scheduler.now(), emulator.stats().polls_total
+        tg.cancel_scope.cancel()
+    return polls_after - polls_before, ended - began
+
+
+def one_bucket_bound(seconds: float) -> float:
+    """The most polls one bucket lets out in ``seconds``: its rate, plus its burst
+    (``max(1, rate / 10)``, see ``RedisShare.acquire_poll``), plus half a second at the rate
+    for the time a poll takes from leaving the bucket to reaching the emulator."""
+    return POLLS_PER_S * (seconds + 0.5) + max(1.0, POLLS_PER_S / 10)
+
+
+async def test_two_clients_together_stay_within_one_poll_budget(
+    emulator: Emulator, redis: RedisServer
+) -> None:
+    polls, seconds = await polls_of_two_waiting_clients(emulator, redis.url)
+    print(f"shared: {polls} polls in {seconds:.2f} s (bound {one_bucket_bound(seconds):.0f})")
+    assert polls <= one_bucket_bound(seconds)
+    assert polls > 0
+
+
+async def test_without_a_share_two_clients_exceed_one_poll_budget(emulator: Emulator) -> None:
+    """The control for the test above: each Client keeps its own budget, and together they
+    poll about twice as often."""
+    polls, seconds = await polls_of_two_waiting_clients(emulator, None)
+    print(f"not shared: {polls} polls in {seconds:.2f} s (bound {one_bucket_bound(seconds):.0f})")
+    assert polls > one_bucket_bound(seconds)
