@@ -79,26 +79,17 @@ def _instructions(out_file: Path) -> int:
 
 
 def _spec(client: str, base_url: str, jobs: int, warmup: int, concurrency: int) -> WorkerSpec:
-    if client == "ours":
-        return WorkerSpec(
-            client="ours",
-            base_url=base_url,
-            jobs=jobs,
-            warmup=warmup,
-            concurrency=concurrency,
-            tag=f"instructions ours {jobs}",
-        )
     kind, _, interval = client.partition("-")
-    if kind != "floor" or not interval:
+    if client != "ours" and (kind != "floor" or not interval):
         raise ValueError(f"client: {client!r}; allowed: ours, floor-<interval s>")
     return WorkerSpec(
-        client="floor",
+        client="ours" if client == "ours" else "floor",
         base_url=base_url,
         jobs=jobs,
         warmup=warmup,
         concurrency=concurrency,
         tag=f"instructions {client} {jobs}",
-        poll_interval_s=float(interval),
+        poll_interval_s=float(interval) if interval else None,
     )
 
 

@@ -48,6 +48,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def internal_host_name() -> str:
+    """This machine's host name when it resolves to an internal address (a name that is
+    not an IP literal or ``localhost``, for checks made after DNS); else the test skips."""
+    import pytest
+
+    from wavespeed_async._media import is_private_host
+
+    name = socket.gethostname()
+    try:
+        addr = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)[0][4][0]
+    except OSError:
+        pytest.skip("this machine's host name does not resolve")
+    if not is_private_host(str(addr)) or is_private_host(name):
+        pytest.skip(f"{name} resolves to a public address")
+    return name
+
+
 @dataclass
 class RedisServer:
     """One running ``redis-server`` on 127.0.0.1; :meth:`stop` and :meth:`start` restart it

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
 import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -14,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from tests.conftest import CANARY_KEY, fast_retry
-from tests.services import serve_aiohttp
+from tests.services import internal_host_name, serve_aiohttp
 from wavespeed_async import (
     APIStatusError,
     Client,
@@ -23,7 +22,6 @@ from wavespeed_async import (
     TransportError,
     ValidationError,
 )
-from wavespeed_async._media import is_private_host
 from wavespeed_async.emulator import Emulator
 
 pytestmark = pytest.mark.anyio
@@ -238,13 +236,7 @@ async def test_an_upload_url_on_an_internal_address_is_refused_unless_allowed(
 
 
 async def test_an_upload_url_whose_name_resolves_to_an_internal_address_is_refused() -> None:
-    name = socket.gethostname()
-    try:
-        addr = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)[0][4][0]
-    except OSError:
-        pytest.skip("this machine's host name does not resolve")
-    if not is_private_host(str(addr)) or is_private_host(name):
-        pytest.skip(f"{name} resolves to a public address")
+    name = internal_host_name()
     hits: list[str] = []
 
     async def put(request: web.Request) -> web.Response:

@@ -45,6 +45,7 @@ from wavespeed_async._policy import FailureKind
 from wavespeed_async._text import printable
 
 __all__ = [
+    "INTERNAL_REFUSED",
     "Downloader",
     "FileInput",
     "HostStatus",
@@ -54,6 +55,7 @@ __all__ = [
     "is_private_host",
     "public_socket",
     "read_file_input",
+    "shown_url",
     "with_get_retries",
 ]
 
@@ -115,6 +117,17 @@ def is_private_host(host: str) -> bool:
         return _is_internal(ipaddress.ip_address(host.split("%", 1)[0]))
     except ValueError:
         return False
+
+
+#: Why a media URL on an internal address is not used, and how to allow it.
+INTERNAL_REFUSED: Final = "internal address refused (allow with Client(allow_private_media=True))"
+
+
+def shown_url(url: str) -> str:
+    """A media URL as an error shows it: without its query string (which may hold a
+    signature), printable, at most 200 characters."""
+    where = urlsplit(url)
+    return printable(f"{where.scheme}://{where.netloc}{where.path}", limit=200)
 
 
 class InternalAddress(Exception):
@@ -314,8 +327,7 @@ class Downloader:
         return paths
 
     def _refused(self, url: str, why: str, task_id: str) -> OutputRefusedError:
-        where = urlsplit(url)
-        shown = printable(f"{where.scheme}://{where.netloc}{where.path}", limit=200)
+        shown = shown_url(url)
         return OutputRefusedError(f"output {shown}: {why}", url=shown, task_id=task_id)
 
     def _check_url(self, url: str, task_id: str) -> None:
@@ -324,11 +336,7 @@ class Downloader:
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise self._refused(url, "not an http(s) URL", task_id)
         if not self._allow_private and is_private_host(parts.hostname):
-            raise self._refused(
-                url,
-                "internal address refused (allow with Client(allow_private_media=True))",
-                task_id,
-            )
+            raise self._refused(url, INTERNAL_REFUSED, task_id)
 
     async def _fetch(self, url: str, folder: anyio.Path, name: str, task_id: str) -> Path:
         timeout = aiohttp.ClientTimeout(
@@ -344,7 +352,7 @@ class Downloader:
             return TransportError(
                 f"cannot download output {shown}: {what}",
                 method="GET",
-                url=printable(f"{where.scheme}://{where.netloc}{where.path}", limit=200),
+                url=shown_url(url),
                 task_id=task_id,
             )
 

@@ -41,6 +41,7 @@ from wavespeed_async._errors import (
     ValidationError,
 )
 from wavespeed_async._media import (
+    INTERNAL_REFUSED,
     FileInput,
     HostStatus,
     InternalAddress,
@@ -48,6 +49,7 @@ from wavespeed_async._media import (
     is_private_host,
     public_socket,
     read_file_input,
+    shown_url,
     with_get_retries,
 )
 from wavespeed_async._models import upload_decoder
@@ -213,10 +215,9 @@ async def _put(
             f"the upload ticket asks for {printable(instruction.method, limit=20)} "
             f"{printable(instruction.url, limit=200)!r}; expected PUT to an http(s) URL"
         )
-    shown = printable(f"{parts.scheme}://{parts.netloc}{parts.path}", limit=200)
-    refusal = "internal address refused (allow with Client(allow_private_media=True))"
+    shown = shown_url(instruction.url)
     if not allow_private and is_private_host(parts.hostname):
-        raise OutputRefusedError(f"upload URL {shown}: {refusal}", url=shown)
+        raise OutputRefusedError(f"upload URL {shown}: {INTERNAL_REFUSED}", url=shown)
     headers = dict(instruction.headers)
     # Exactly the ticket's headers: no Content-Type of our own when it names none.
     skip = () if any(h.lower() == "content-type" for h in headers) else ("Content-Type",)
@@ -252,7 +253,7 @@ async def _put(
             await with_get_retries(once, retry=retry, rng=rng, give_up=give_up)
         except InternalAddress as exc:
             raise OutputRefusedError(
-                f"upload URL {shown}: resolves to {exc}: {refusal}", url=shown
+                f"upload URL {shown}: resolves to {exc}: {INTERNAL_REFUSED}", url=shown
             ) from None
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from tests.hostile.conftest import SMALL, make_client
 from tests.hostile.server import PNG, HostileServer
+from tests.services import internal_host_name
 from wavespeed_async import (
     OutputRefusedError,
     Prediction,
@@ -18,7 +19,7 @@ from wavespeed_async import (
     ValidationError,
     WaveSpeedError,
 )
-from wavespeed_async._media import InternalAddress, is_private_host, public_socket
+from wavespeed_async._media import InternalAddress, public_socket
 
 pytestmark = pytest.mark.anyio
 
@@ -146,13 +147,7 @@ async def test_a_hostname_resolving_to_an_internal_address_is_refused_at_connect
     hostile: HostileServer, tmp_path: Path
 ) -> None:
     # The check runs on the address actually connected to (after DNS, on every hop).
-    name = socket.gethostname()
-    try:
-        addr = socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)[0][4][0]
-    except OSError:
-        pytest.skip("this machine's host name does not resolve")
-    if not is_private_host(str(addr)) or is_private_host(name):
-        pytest.skip(f"{name} resolves to a public address")
+    name = internal_host_name()
     port = hostile.url.rsplit(":", 1)[1]
     async with make_client(hostile, allow_private_media=False) as client:
         with pytest.raises(OutputRefusedError) as info:

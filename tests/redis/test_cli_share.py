@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import sys
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import anyio
 import pytest
 
 from tests.redis._helpers import peak_in_flight
-from tests.services import RedisServer
+from tests.services import RedisServer, free_port
 from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
 from wavespeed_async.emulator._config import LatencyDist
 
@@ -112,20 +111,13 @@ async def test_a_batch_killed_while_its_job_waits_for_the_shared_window_leaves_i
         assert rec is not None and rec.state == "completed", rec
 
 
-def _closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-    return port
-
-
 @pytest.mark.parametrize("command", ["batch", "run"])
 @pytest.mark.parametrize("share", ["unreachable", "http"])
 async def test_a_share_that_cannot_be_used_is_a_usage_error_and_nothing_is_sent(
     tmp_path: Path, command: str, share: str
 ) -> None:
     url = (
-        f"redis://user:s3cret-pw@127.0.0.1:{_closed_port()}/0"
+        f"redis://user:s3cret-pw@127.0.0.1:{free_port()}/0"
         if share == "unreachable"
         else "http://user:s3cret-pw@127.0.0.1:8080/"
     )
