@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 
 import pytest
 
-from tests.services import RedisServer, redis_server
+from tests.services import RedisServer, machine_state, redis_server
 from wavespeed_async import Client, PollConfig, RetryConfig
 from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
 
 #: A key that must never show up in a repr, a log line or an error.
 CANARY_KEY = "wsk-canary-9f8e7d6c5b4a39281706"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A test whose setup failed gets a line on the machine's state in its report: a fixture
+    that cannot start a service often ran out of something the test did not use itself."""
+    report: pytest.TestReport = yield
+    if report.failed and report.when == "setup":
+        report.sections.append(("machine state", machine_state()))
+    return report
 
 
 @pytest.fixture

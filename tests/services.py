@@ -22,7 +22,37 @@ from pathlib import Path
 
 from aiohttp import web
 
-__all__ = ["RedisServer", "find_redis_server", "free_port", "redis_server", "serve_aiohttp"]
+__all__ = [
+    "RedisServer",
+    "find_redis_server",
+    "free_port",
+    "machine_state",
+    "redis_server",
+    "serve_aiohttp",
+]
+
+
+def machine_state() -> str:
+    """One line on what a test's setup may have run out of: free disk in the temporary
+    folder, free memory, load, processes, and this process's open files against its limit."""
+    parts = []
+    with contextlib.suppress(OSError):
+        free = shutil.disk_usage(tempfile.gettempdir()).free
+        parts.append(f"temp disk free {free / 2**20:.0f} MiB")
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        meminfo = Path("/proc/meminfo").read_text().splitlines()
+        available = next(line for line in meminfo if line.startswith("MemAvailable:"))
+        parts.append(f"memory available {int(available.split()[1]) // 1024} MiB")
+    with contextlib.suppress(OSError):
+        parts.append("load " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    with contextlib.suppress(OSError):
+        parts.append(f"processes {sum(1 for e in os.scandir('/proc') if e.name.isdigit())}")
+    with contextlib.suppress(OSError, ImportError):
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        parts.append(f"open files {len(os.listdir('/proc/self/fd'))}/{soft}")
+    return ", ".join(parts)
 
 
 def find_redis_server() -> str | None:
@@ -96,11 +126,17 @@ class RedisServer:
         ]  # fmt: skip
         if self.password:
             args += ["--requirepass", self.password]
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        log = self.workdir / "redis.log"
+        with log.open("ab") as out:
+            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.proc.returncode}")
+                said = log.read_bytes()[-2000:].decode(errors="replace").strip()
+                raise RuntimeError(
+                    f"redis-server on port {self.port} exited with {self.proc.returncode}: "
+                    f"{said or 'it printed nothing'} ({machine_state()})"
+                )
             with (
                 contextlib.suppress(OSError),
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as s,
@@ -110,7 +146,9 @@ class RedisServer:
                     return
             time.sleep(0.02)
         self.stop()
-        raise RuntimeError(f"redis-server did not start on port {self.port}")
+        raise RuntimeError(
+            f"redis-server did not answer on port {self.port} in {timeout_s} s ({machine_state()})"
+        )
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None

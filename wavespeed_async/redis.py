@@ -295,7 +295,7 @@ class RedisShare:
         try:
             await pubsub.subscribe(self._channel)
         except BaseException:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]  # untyped in redis-py
+            await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # untyped in redis-py
             raise
         return pubsub
 
@@ -353,7 +353,7 @@ class RedisShare:
             try:
                 await self._remind()
             except _DOWN:
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
                 continue
             for token, limiter in self._local.items():
                 limiter.release_on_behalf_of(token)
@@ -403,7 +403,7 @@ class RedisShare:
             self._away(exc)
         finally:
             with contextlib.suppress(BaseException):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
 
     def _on_message(self, data: bytes) -> None:
         kind, body = data[:1], data[1:]

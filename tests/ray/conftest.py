@@ -1,8 +1,10 @@
-"""Fixtures for the Ray tests: one local Ray instance and one emulator process per session.
+"""Fixtures for the Ray tests: one local Ray instance and one emulator process for them all.
 
-Ray starts in seconds, so it starts once (2 CPUs, no dashboard) and is shut down at the
-end of the session; the emulator runs in its own process on 127.0.0.1 (Ray's actors are
-other processes), and its counters are reset before each test.
+Ray starts in seconds, so it starts once (2 CPUs, no dashboard, a small object store in a
+temporary folder of its own) and is shut down, its processes stopped by pid and its folder
+removed, once the last test of this package is done: nothing of it runs beside the rest of
+the suite. The emulator runs in its own process on 127.0.0.1 (Ray's actors are other
+processes), and its counters are reset before each test.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
+import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -81,19 +85,30 @@ class LocalRay:
         return pids
 
 
-@pytest.fixture(scope="session")
+#: Ray's object store holds only the tests' small blocks.
+OBJECT_STORE_BYTES = 128 * 1024 * 1024
+
+
+@pytest.fixture(scope="package")
 def local_ray() -> Iterator[LocalRay]:
     # The workers inherit the environment of the processes ray.init starts: the key is
     # set only while they start, so the rest of the suite never sees it.
     saved = os.environ.get("WAVESPEED_API_KEY")
     os.environ["WAVESPEED_API_KEY"] = CANARY_KEY
+    # A short path: Ray's sockets live under it, and a socket path has ~100 characters.
+    temp_dir = tempfile.mkdtemp(prefix="ws-ray-")
     try:
         ray.init(
             num_cpus=2,
             include_dashboard=False,
             log_to_driver=False,
             configure_logging=False,
+            object_store_memory=OBJECT_STORE_BYTES,
+            _temp_dir=temp_dir,
         )
+    except BaseException:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
     finally:
         if saved is None:
             del os.environ["WAVESPEED_API_KEY"]
@@ -110,6 +125,7 @@ def local_ray() -> Iterator[LocalRay]:
     finally:
         ray.shutdown()
         _reap(children | _descendants(raylet))
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def _parents() -> dict[int, tuple[int, str]]:
@@ -152,7 +168,7 @@ def _reap(pids: set[int]) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def emulator_process() -> Iterator[RayEmulator]:
     with EmulatorProcess(latency="fast", seed=11, cwd=ROOT) as proc:
         yield RayEmulator(proc)
