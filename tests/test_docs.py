@@ -1,4 +1,4 @@
-"""Every ```python block in README.md and docs/*.md runs, as a script, against the emulator.
+"""Every ```python and ```bash block in README.md and docs/*.md runs, against the emulator.
 
 Each block runs in a fresh interpreter, in an empty temporary folder, with
 ``WAVESPEED_API_KEY`` set and ``WAVESPEED_BASE_URL`` pointing at an emulator (a subprocess
@@ -7,6 +7,14 @@ within the time limit and leaves no unclosed session or other resource warning b
 
 A block that names the Redis URL ``redis://redis:6379/0`` runs against a real redis-server
 (started for this module on a random loopback port): the URL is rewritten to that server's.
+
+A shell block runs under ``bash -e`` in a folder holding a copy of ``examples/`` (a jobs file
+it names that is not there is a copy of the example jobs file), in the environment the tests
+run in: an install step (``python3 -m venv .venv && .venv/bin/pip install -q -e '.[cli]'``,
+``pip install 'wavespeed-async[redis]'``) is checked, not run: every requirement of the extras
+it names must be installed here. ``.venv/bin/`` is this environment's. A line that runs the
+test suite must be the very command ``.ci/run`` runs. Each ``-o FOLDER`` of a batch must hold a
+manifest afterwards.
 
 A block that cannot run there is marked on the line directly before its opening fence::
 
@@ -19,6 +27,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -41,6 +50,7 @@ KEY: Final = "docs-test-key"
 DOCS_REDIS_URL: Final = "redis://redis:6379/0"
 
 _FENCE: Final = re.compile(r"^(\s*)```python\s*$")
+_SHELL_FENCE: Final = re.compile(r"^(\s*)```(?:bash|sh|shell)\s*$")
 _DIRECTIVE: Final = re.compile(r"^\s*<!--\s*docs-test:")
 _SKIP: Final = re.compile(r"^\s*<!--\s*docs-test:\s*skip\s*\((?P<reason>.*)\)\s*-->\s*$")
 #: What a block must not leave on stderr: an unclosed aiohttp session or connector, a
@@ -63,11 +73,21 @@ class Block:
 
 def python_blocks(path: Path) -> list[Block]:
     """The ```python blocks of a Markdown file, with the docs-test comment before each."""
+    return fenced_blocks(path, _FENCE)
+
+
+def shell_blocks(path: Path) -> list[Block]:
+    """The ```bash (or sh, shell) blocks of a Markdown file."""
+    return fenced_blocks(path, _SHELL_FENCE)
+
+
+def fenced_blocks(path: Path, fence: re.Pattern[str]) -> list[Block]:
+    """The blocks of a Markdown file whose opening line matches ``fence``."""
     lines = path.read_text(encoding="utf-8").splitlines()
     blocks: list[Block] = []
     i = 0
     while i < len(lines):
-        m = _FENCE.match(lines[i])
+        m = fence.match(lines[i])
         if m is None:
             i += 1
             continue
@@ -86,6 +106,7 @@ def python_blocks(path: Path) -> list[Block]:
 
 
 ALL_BLOCKS: Final = [b for path in DOCS for b in python_blocks(path)]
+SHELL_BLOCKS: Final = [b for path in DOCS for b in shell_blocks(path)]
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +142,7 @@ def test_blocks_are_found() -> None:
     # README's quick look at the client is a Python block: an empty list means a broken parser.
     assert any(b.path.name == "README.md" for b in ALL_BLOCKS)
     assert any(b.path.parent.name == "docs" for b in ALL_BLOCKS)
+    assert any(b.path.name == "README.md" for b in SHELL_BLOCKS)  # the quick start
 
 
 def test_skip_comment_needs_a_reason(tmp_path: Path) -> None:
@@ -186,3 +208,125 @@ def test_doc_block_runs(
     leak = _LEAKS.search(done.stderr)
     assert leak is None, f"{block.id} left a resource behind:\n{done.stderr}"
     assert KEY not in done.stdout + done.stderr
+
+
+BASH: Final = shutil.which("bash") or "/bin/bash"
+#: How the docs install the package; the extras named are checked against this environment.
+_INSTALL: Final = re.compile(
+    r"python3 -m venv \.venv && \.venv/bin/pip install -q -e '\.\[(?P<local>[\w,-]+)\]'"
+    r"|pip install 'wavespeed-async\[(?P<named>[\w,-]+)\]'"
+)
+#: The Redis URLs the shell blocks show; a block that names one runs against a real server.
+_SHELL_REDIS: Final = re.compile(r"redis://redis(?:\.internal)?:6379/0")
+_JOBS_FILE: Final = re.compile(r"(?<![\w./-])([\w./-]+\.jsonl)(?![\w.])")
+_OUT_FOLDER: Final = re.compile(r"\s-o\s+(\S+)")
+
+
+def missing_for_extras(extras: list[str]) -> list[str]:
+    """The requirements of the package's ``extras`` that this environment does not satisfy
+    (an extra that does not exist is reported as such)."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    requires = [Requirement(r) for r in metadata.requires("wavespeed-async") or []]
+    declared = set(metadata.metadata("wavespeed-async").get_all("Provides-Extra") or [])
+    missing: list[str] = []
+    todo, seen = list(extras), set()
+    while todo:
+        extra = todo.pop()
+        if extra in seen:
+            continue
+        seen.add(extra)
+        if extra not in declared:
+            missing.append(f"no extra named {extra!r}")
+            continue
+        for req in requires:
+            if req.marker is None or not req.marker.evaluate({"extra": extra}):
+                continue
+            if req.name == "wavespeed-async":
+                todo.extend(req.extras)
+                continue
+            try:
+                version = metadata.version(req.name)
+            except metadata.PackageNotFoundError:
+                missing.append(str(req))
+                continue
+            if not req.specifier.contains(version, prereleases=True):
+                missing.append(f"{req} ({version} installed)")
+    return missing
+
+
+def test_an_extra_that_does_not_exist_is_missing() -> None:
+    assert missing_for_extras(["cli", "test"]) == []
+    assert missing_for_extras(["no-such-extra"]) == ["no extra named 'no-such-extra'"]
+
+
+def shell_script(block: Block, redis_url: str | None) -> str:
+    """What runs for ``block``: its text, with install steps checked and replaced by ``true``,
+    ``.venv/bin/`` dropped (this environment's tools come first on PATH), the test command
+    checked against ``.ci/run``, and the docs' Redis URL replaced by ``redis_url``."""
+    ci_run = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    lines: list[str] = []
+    for line in block.code.splitlines():
+        if "-m pytest" in line:
+            assert f'TEST_CMD="{line.strip()}"' in ci_run, (
+                f"{block.id}: runs the tests as {line.strip()!r}, not as .ci/run does"
+            )
+            lines.append("true  # the test command: .ci/run runs it")
+            continue
+        for m in _INSTALL.finditer(line):
+            extras = (m.group("local") or m.group("named")).split(",")
+            missing = missing_for_extras(extras)
+            assert not missing, f"{block.id}: {m.group(0)!r} needs {missing}"
+        lines.append(_INSTALL.sub("true", line).replace(".venv/bin/", ""))
+    script = "\n".join(lines) + "\n"
+    if redis_url is not None:
+        script = _SHELL_REDIS.sub(redis_url, script)
+    return script
+
+
+@pytest.mark.parametrize("block", SHELL_BLOCKS, ids=[b.id for b in SHELL_BLOCKS])
+def test_doc_shell_block_runs(
+    block: Block, emulator_url: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    reason = _skip_reason(block)
+    if reason is not None:
+        pytest.skip(reason)
+    redis_url = None
+    if _SHELL_REDIS.search(block.code):
+        redis_url = request.getfixturevalue("docs_redis").url
+    script = shell_script(block, redis_url)
+    shutil.copytree(ROOT / "examples", tmp_path / "examples")
+    for name in _JOBS_FILE.findall(script):
+        jobs = tmp_path / name
+        if not jobs.exists():  # a jobs file of the reader's own: the example one
+            jobs.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / "examples" / "jobs.jsonl", jobs)
+            if not (jobs.parent / "images").exists():
+                shutil.copytree(ROOT / "examples" / "images", jobs.parent / "images")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAVESPEED_")}
+    env.update(
+        WAVESPEED_API_KEY=KEY,
+        WAVESPEED_BASE_URL=emulator_url,
+        PYTHONWARNINGS="always::ResourceWarning",
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    )
+    try:
+        done = subprocess.run(
+            [BASH, "-e", "-o", "pipefail", "-c", script],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=BLOCK_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{block.id}: still running after {BLOCK_TIMEOUT_S:g} s")
+    output = done.stdout + done.stderr
+    assert done.returncode == 0, f"{block.id} exited {done.returncode}:\n{output}"
+    assert _LEAKS.search(done.stderr) is None, f"{block.id} left a resource behind:\n{output}"
+    assert KEY not in output
+    for folder in _OUT_FOLDER.findall(script):
+        assert (tmp_path / folder / "results.jsonl").is_file(), f"{block.id}: no manifest"
