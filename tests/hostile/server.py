@@ -92,6 +92,12 @@ async def _completed_with_cookies(
     return _with_cookies(await _completed(server, request))
 
 
+@answer("redirect")
+async def _redirect(server: HostileServer, request: web.Request) -> web.StreamResponse:
+    """Elsewhere: to a "completed" answer that only a client following redirects reads."""
+    raise web.HTTPFound(server.media("envelope"))
+
+
 @answer("completed")
 async def _completed(server: HostileServer, request: web.Request) -> web.StreamResponse:
     data = {"id": _task_id(request), "status": "completed", "outputs": server.outputs}
@@ -336,6 +342,8 @@ class HostileServer:
         self.hits[request.path] += 1
         if "Cookie" in request.headers:
             self.cookies_sent.append(request.headers["Cookie"])
+        if name == "envelope":  # where the "redirect" answer points
+            return await _completed(self, request)
         if name == "cookie.png":  # an image, and a pile of cookies for the downloader
             return _with_cookies(web.Response(body=PNG, content_type="image/png"))
         if name == "png.sh":  # a PNG whose URL suggests a shell script
