@@ -295,6 +295,9 @@ class Client:
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
+                # The API keeps no session state in cookies: a server that sets them makes
+                # the client neither store nor send anything (nor grow with what it sets).
+                cookie_jar=aiohttp.DummyCookieJar(),
                 raise_for_status=False,
                 headers=Transport.session_headers(self._key, self._extra_headers),
             )

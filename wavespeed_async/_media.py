@@ -294,6 +294,7 @@ class Downloader:
                 socket_factory=None if allow_private else public_socket,
             ),
             headers={"User-Agent": user_agent},
+            cookie_jar=aiohttp.DummyCookieJar(),  # nothing an output host sets is kept
         )
 
     async def aclose(self) -> None:

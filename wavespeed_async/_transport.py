@@ -259,8 +259,10 @@ class Transport:
                     if deadline is None
                     else self._poll_timeout
                 ),
-                # A redirected POST could be re-sent by the redirect: never follow for POST.
-                allow_redirects=method == "GET",
+                # The API never redirects. Followed, a redirect could take a request that
+                # carries the key, or a POST, anywhere (an internal address, a host whose
+                # answer would be read as the API's): a 3xx is the answer, and an error.
+                allow_redirects=False,
             ) as resp:
                 status = resp.status
                 body = await _read_capped(resp, self.max_answer_bytes)

@@ -226,7 +226,9 @@ async def _put(
     )
     where = instruction.url.split("?", 1)[0]
     connector = aiohttp.TCPConnector(socket_factory=None if allow_private else public_socket)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    async with aiohttp.ClientSession(
+        connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+    ) as session:
 
         async def once() -> None:
             body = await source.open()

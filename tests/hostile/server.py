@@ -69,6 +69,35 @@ async def _created(server: HostileServer, request: web.Request) -> web.StreamRes
     return _json({"code": 200, "message": "success", "data": {"id": task_id, "status": "created"}})
 
 
+#: Cookies each "..._with_cookies" answer sets, each with a name of its own (aiohttp reads
+#: at most 128 header lines).
+COOKIES_PER_ANSWER: Final = 40
+
+
+def _with_cookies(resp: web.StreamResponse) -> web.StreamResponse:
+    for i in range(COOKIES_PER_ANSWER):
+        resp.set_cookie(f"c{secrets.token_hex(4)}{i}", "x" * 64, path="/")
+    return resp
+
+
+@answer("created_with_cookies")
+async def _created_with_cookies(server: HostileServer, request: web.Request) -> web.StreamResponse:
+    return _with_cookies(await _created(server, request))
+
+
+@answer("completed_with_cookies")
+async def _completed_with_cookies(
+    server: HostileServer, request: web.Request
+) -> web.StreamResponse:
+    return _with_cookies(await _completed(server, request))
+
+
+@answer("redirect")
+async def _redirect(server: HostileServer, request: web.Request) -> web.StreamResponse:
+    """Elsewhere: to a "completed" answer that only a client following redirects reads."""
+    raise web.HTTPFound(server.media("envelope"))
+
+
 @answer("completed")
 async def _completed(server: HostileServer, request: web.Request) -> web.StreamResponse:
     data = {"id": _task_id(request), "status": "completed", "outputs": server.outputs}
@@ -240,6 +269,8 @@ class HostileServer:
         self.hits: collections.Counter[str] = collections.Counter()
         self.polls: collections.Counter[str] = collections.Counter()
         self.created: list[str] = []
+        #: The Cookie header of every request that carried one, in order.
+        self.cookies_sent: list[str] = []
         self.trickled = 0
         self.flooded = 0
         self._bomb: bytes | None = None
@@ -297,6 +328,8 @@ class HostileServer:
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         self.hits[request.path] += 1
+        if "Cookie" in request.headers:
+            self.cookies_sent.append(request.headers["Cookie"])
         if request.method == "POST":
             name = self.submit
         else:
@@ -307,6 +340,12 @@ class HostileServer:
     async def _media(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
         self.hits[request.path] += 1
+        if "Cookie" in request.headers:
+            self.cookies_sent.append(request.headers["Cookie"])
+        if name == "envelope":  # where the "redirect" answer points
+            return await _completed(self, request)
+        if name == "cookie.png":  # an image, and a pile of cookies for the downloader
+            return _with_cookies(web.Response(body=PNG, content_type="image/png"))
         if name == "png.sh":  # a PNG whose URL suggests a shell script
             return web.Response(body=PNG, content_type="text/x-shellscript")
         if name == "page.html":

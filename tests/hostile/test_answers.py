@@ -9,6 +9,7 @@ import pytest
 from tests.hostile.conftest import SMALL, make_client
 from tests.hostile.server import HOSTILE_IDS, HostileServer
 from wavespeed_async import (
+    APIStatusError,
     BadRequestError,
     DecodeError,
     RateLimitError,
@@ -231,3 +232,17 @@ async def test_an_oversized_error_answer_keeps_its_status_and_retry_after(
         with pytest.raises(RateLimitError) as refused:
             await client.submit(MODEL, {"prompt": "x"})
         assert refused.value.retry_after == 7.0
+
+
+async def test_an_api_answer_that_redirects_is_an_error_not_followed(
+    hostile: HostileServer,
+) -> None:
+    """A redirect could lead a request that carries the key anywhere (an internal address, a
+    host whose answer would be taken for the API's): the API never redirects, so a 3xx is
+    the answer, typed, and its Location is not requested."""
+    hostile.result = "redirect"
+    async with make_client(hostile) as client:
+        with pytest.raises(APIStatusError) as info:
+            await client.get_result(TASK)
+    assert info.value.status == 302
+    assert hostile.hits["/media/envelope"] == 0

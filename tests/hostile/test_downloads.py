@@ -184,3 +184,22 @@ async def test_every_download_failure_is_a_wavespeed_error(
             with pytest.raises(WaveSpeedError):
                 await client.download(done(output), tmp_path)
     assert tree(tmp_path) == []
+
+
+async def test_cookies_the_servers_set_are_never_kept_or_sent_back(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """An API or output host that sets cookies (40 an answer here) makes the client keep
+    nothing: no request carries a Cookie header, and no state grows with what it set.
+    (By a host name: aiohttp's default jar already ignores cookies of an IP address.)"""
+    by_name = hostile.url.replace("127.0.0.1", "localhost")
+    hostile.submit = "created_with_cookies"
+    hostile.result = "completed_with_cookies"
+    hostile.outputs = [f"{by_name}/media/cookie.png"]
+    async with make_client(hostile, base_url=by_name) as client:
+        for i in range(3):
+            pred = await client.run("wavespeed-ai/flux-kontext-dev", {"prompt": f"p{i}"})
+            await client.download(pred, tmp_path / "out")
+    assert hostile.hits["/media/cookie.png"] == 3
+    assert len(hostile.created) == 3
+    assert hostile.cookies_sent == []
