@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import signal
+import socket
 import threading
 import time
 from pathlib import Path
@@ -270,6 +272,60 @@ def test_a_ledger_that_cannot_be_reached_fails_the_pipeline_with_a_ledger_error(
     # Ray Data reports a failed block as its own error, carrying the worker's traceback.
     assert f"LedgerError: ledger {redis.url}: cannot read a row" in str(info.value)
     assert ray_emulator.stats()["submits_received"] == 0  # nothing sent unrecorded
+
+
+def test_a_block_that_failed_on_its_ledger_is_retried_by_ray_without_billing_a_row_twice(
+    ray_emulator: RayEmulator, redis: RedisServer
+) -> None:
+    """With Ray Data told to retry blocks that fail with a LedgerError, a ledger that cannot
+    be reached at first costs a retry, never a task: the retried block sends each row once."""
+    ctx = ray.data.DataContext.get_current()
+    if not hasattr(ctx, "retried_map_errors"):
+        pytest.skip("this Ray Data has no DataContext.retried_map_errors")
+    redis.stop()
+    # Until the ledger has failed once, its port accepts and at once drops each connection.
+    listener = socket.create_server(("127.0.0.1", redis.port))
+    dropped = threading.Event()
+
+    def drop_connections() -> None:
+        with contextlib.suppress(OSError):  # the listener closed
+            while True:
+                conn, _ = listener.accept()
+                conn.close()
+                dropped.set()
+
+    rows = [{"prompt": f"retried {i}"} for i in range(12)]
+    out: list[dict[str, Any]] = []
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            ds = pipeline(ray_emulator, rows, ledger=redis.url, actors=1, blocks=2)
+            out.extend(ds.take_all())
+        except BaseException as exc:  # reported by the test below
+            errors.append(exc)
+
+    saved = ctx.retried_map_errors, ctx.max_map_retries
+    ctx.retried_map_errors, ctx.max_map_retries = ["LedgerError"], 8
+    dropper = threading.Thread(target=drop_connections, daemon=True)
+    runner = threading.Thread(target=run, daemon=True)
+    try:
+        dropper.start()
+        runner.start()
+        assert dropped.wait(120), "the ledger was never tried"
+        listener.close()
+        dropper.join(10)
+        redis.start()  # the same port: the block's next attempt reaches it
+        runner.join(180)
+        assert not runner.is_alive(), "the pipeline did not end"
+    finally:
+        ctx.retried_map_errors, ctx.max_map_retries = saved
+        listener.close()
+    assert not errors, errors
+    stats = ray_emulator.stats()
+    assert collections.Counter(r["status"] for r in out) == {"completed": len(rows)}, out
+    assert stats["tasks_created"] == len(rows) and stats["duplicate_prompts"] == []
+    assert {r["task_id"] for r in out} == set(stats["tasks"])
 
 
 def test_two_pipelines_sharing_limits_never_exceed_the_account(
