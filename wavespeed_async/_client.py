@@ -183,7 +183,7 @@ class Client:
         self.sizes = sizes or SizeLimits()
         if allow_private_media is None:
             allow_private_media = is_private_host(parts.hostname or "")
-        self.allow_private_media = allow_private_media
+        self._allow_private_media = allow_private_media
         self.retry = retry or RetryConfig()
         self.poll = poll or PollConfig()
         self.limits = limits or FlowLimits()
@@ -850,8 +850,15 @@ class Client:
             retry=self.retry,
             timeouts=self.timeouts,
             rng=self._rng,
-            allow_private=self.allow_private_media,
+            allow_private=self._allow_private_media,
         )
+
+    @property
+    def allow_private_media(self) -> bool:
+        """Whether :meth:`download` and :meth:`upload` may reach internal addresses: fixed
+        when the Client is created (its download pool's connect-time check is built from it),
+        so it cannot be switched off later by an assignment that would not take effect."""
+        return self._allow_private_media
 
     async def download(
         self,
@@ -880,6 +887,6 @@ class Client:
                 max_connections=self.limits.max_connections,
                 user_agent=self._extra_headers["User-Agent"],
                 max_bytes=self.sizes.max_download_bytes,
-                allow_private=self.allow_private_media,
+                allow_private=self._allow_private_media,
             )
         return await self._downloader.save(prediction, directory, stem)

@@ -125,9 +125,12 @@ INTERNAL_REFUSED: Final = "internal address refused (allow with Client(allow_pri
 
 def shown_url(url: str) -> str:
     """A media URL as an error shows it: without its query string (which may hold a
-    signature), printable, at most 200 characters."""
+    signature) or the credentials of its ``user:password@``, printable, at most 200
+    characters."""
     where = urlsplit(url)
-    return printable(f"{where.scheme}://{where.netloc}{where.path}", limit=200)
+    _credentials, at, host = where.netloc.rpartition("@")
+    netloc = f"***@{host}" if at else host
+    return printable(f"{where.scheme}://{netloc}{where.path}", limit=200)
 
 
 class InternalAddress(Exception):
@@ -347,13 +350,12 @@ class Downloader:
         )
 
         def give_up(kind: FailureKind, status: int | None, text: str) -> Exception:
-            where = urlsplit(url)
             what = f"HTTP {status}" if status else kind.name.lower()
-            shown = printable(f"{where.netloc}{where.path}", limit=200)
+            shown = shown_url(url)
             return TransportError(
                 f"cannot download output {shown}: {what}",
                 method="GET",
-                url=shown_url(url),
+                url=shown,
                 task_id=task_id,
             )
 

@@ -186,6 +186,39 @@ async def test_every_download_failure_is_a_wavespeed_error(
     assert tree(tmp_path) == []
 
 
+async def test_an_output_url_s_credentials_and_signature_are_never_shown(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """An output URL may carry ``user:password@`` or a signed query: an error shows where it
+    went, never those."""
+    secret_url = (
+        hostile.media("missing").replace("http://", "http://someone:pa55word@")
+        + "?X-Amz-Signature=sig123"
+    )
+    internal = "http://someone:pa55word@169.254.169.254/x.png?X-Amz-Signature=sig123"
+    async with make_client(hostile) as client:
+        with pytest.raises(WaveSpeedError) as failed:
+            await client.download(done(secret_url), tmp_path)
+    async with make_client(hostile, allow_private_media=False) as client:
+        with pytest.raises(OutputRefusedError) as refused:
+            await client.download(done(internal), tmp_path)  # refused before any request
+    for info in (failed, refused):
+        shown = f"{info.value} {info.value!r} {getattr(info.value, 'url', '')}"
+        assert "***@" in shown
+        assert "pa55word" not in shown and "someone" not in shown and "sig123" not in shown
+
+
+async def test_allow_private_media_is_fixed_when_the_client_is_created(
+    hostile: HostileServer,
+) -> None:
+    # Downloads build their connect-time check from it once: an assignment that would not
+    # take effect is refused instead.
+    async with make_client(hostile) as client:
+        assert client.allow_private_media  # a loopback API: its media may be local too
+        with pytest.raises(AttributeError, match="allow_private_media"):
+            client.allow_private_media = False  # type: ignore[misc]
+
+
 async def test_cookies_the_servers_set_are_never_kept_or_sent_back(
     hostile: HostileServer, tmp_path: Path
 ) -> None:
