@@ -25,6 +25,7 @@ The reason is required.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -173,6 +174,37 @@ def _skip_reason(block: Block) -> str | None:
     return reason
 
 
+def run_block(
+    block: Block, argv: list[str], *, cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """Run a block's process in a session of its own. Whatever it started is stopped with it,
+    by its process group: once it ends (a server it left behind), or when it is still
+    running after :data:`BLOCK_TIMEOUT_S` (the test fails)."""
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=BLOCK_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        _stop_group(proc.pid)
+        proc.communicate()
+        pytest.fail(f"{block.id}: still running after {BLOCK_TIMEOUT_S:g} s")
+    finally:
+        _stop_group(proc.pid)
+    return subprocess.CompletedProcess(argv, proc.returncode, out, err)
+
+
+def _stop_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("block", ALL_BLOCKS, ids=[b.id for b in ALL_BLOCKS])
 def test_doc_block_runs(
     block: Block, emulator_url: str, tmp_path: Path, request: pytest.FixtureRequest
@@ -192,18 +224,7 @@ def test_doc_block_runs(
         WAVESPEED_BASE_URL=emulator_url,
         PYTHONWARNINGS="always::ResourceWarning",
     )
-    try:
-        done = subprocess.run(
-            [sys.executable, str(script)],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=BLOCK_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{block.id}: still running after {BLOCK_TIMEOUT_S:g} s")
+    done = run_block(block, [sys.executable, str(script)], cwd=tmp_path, env=env)
     assert done.returncode == 0, f"{block.id} exited {done.returncode}:\n{done.stderr}"
     leak = _LEAKS.search(done.stderr)
     assert leak is None, f"{block.id} left a resource behind:\n{done.stderr}"
@@ -312,18 +333,7 @@ def test_doc_shell_block_runs(
         PYTHONWARNINGS="always::ResourceWarning",
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
     )
-    try:
-        done = subprocess.run(
-            [BASH, "-e", "-o", "pipefail", "-c", script],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=BLOCK_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"{block.id}: still running after {BLOCK_TIMEOUT_S:g} s")
+    done = run_block(block, [BASH, "-e", "-o", "pipefail", "-c", script], cwd=tmp_path, env=env)
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"{block.id} exited {done.returncode}:\n{output}"
     assert _LEAKS.search(done.stderr) is None, f"{block.id} left a resource behind:\n{output}"
