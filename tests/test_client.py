@@ -396,3 +396,32 @@ async def test_a_wait_parses_its_result_url_once_for_all_its_polls(
         urls.setdefault(url.path, set()).add(id(url))
     assert sorted(urls) == sorted(f"/api/v3/predictions/{p.id}/result" for p in preds)
     assert all(len(objects) == 1 for objects in urls.values())
+
+
+async def test_settings_can_be_replaced_until_the_client_opens_and_not_after(
+    emulator: Emulator,
+) -> None:
+    """Its pools, limits and transport are built from them when it opens: an assignment
+    after that, which would take effect in some places and not in others, is refused."""
+    from wavespeed_async import FlowLimits, RetryConfig, SizeLimits
+
+    client = Client(CANARY_KEY, base_url=emulator.base_url, poll=fast_poll())
+    client.timeouts = Timeouts(request_s=7.0)
+    client.retry = fast_retry()
+    client.limits = FlowLimits(max_in_flight=3)
+    client.sizes = SizeLimits(max_answer_bytes=1 << 20)
+    with pytest.raises(ValidationError, match="retry: a RetryConfig, not dict"):
+        client.retry = {"max_attempts": 2}  # type: ignore[assignment]
+    async with client:
+        assert (await client.run(PRO, {"prompt": "p"})).ok
+        assert client.timeouts.request_s == 7.0 and client.limits.max_in_flight == 3
+        assert client._transport is not None and client._transport.retry is client.retry
+        for name, value in [
+            ("timeouts", Timeouts()),
+            ("retry", RetryConfig()),
+            ("limits", FlowLimits()),
+            ("sizes", SizeLimits()),
+        ]:
+            with pytest.raises(AttributeError, match=f"{name}: fixed once the Client is open"):
+                setattr(client, name, value)
+        assert client.timeouts.request_s == 7.0  # unchanged

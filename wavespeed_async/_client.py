@@ -179,14 +179,14 @@ class Client:
             )
         self.base_url = url.rstrip("/")
         self._key = key
-        self.timeouts = timeouts or Timeouts()
-        self.sizes = sizes or SizeLimits()
+        self._timeouts = timeouts or Timeouts()
+        self._sizes = sizes or SizeLimits()
         if allow_private_media is None:
             allow_private_media = is_private_host(parts.hostname or "")
         self._allow_private_media = allow_private_media
-        self.retry = retry or RetryConfig()
+        self._retry = retry or RetryConfig()
         self.poll = poll or PollConfig()
-        self.limits = limits or FlowLimits()
+        self._limits = limits or FlowLimits()
         self.on_task_created = on_task_created
         self._extra_headers = {
             "User-Agent": f"wavespeed-async/{__version__}",
@@ -287,7 +287,7 @@ class Client:
             )
         if self._transport is None:
             held = 0 if self._share is None else self._share.connections
-            self.limits = fit_to_file_limit(self.limits, reserved=held)
+            self._limits = fit_to_file_limit(self._limits, reserved=held)
             self._loop = loop
             self._now = loop.time
             connector = aiohttp.TCPConnector(
@@ -852,6 +852,62 @@ class Client:
             rng=self._rng,
             allow_private=self._allow_private_media,
         )
+
+    # -- settings fixed once the Client is open: its pools, limits and transport are built
+    # from them then, so a later assignment would take effect in some places and not in
+    # others; it is refused instead. (``poll`` and ``on_task_created`` are read at each use.)
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """Deadlines (see :class:`Timeouts`); can be replaced until the Client is open."""
+        return self._timeouts
+
+    @timeouts.setter
+    def timeouts(self, value: Timeouts) -> None:
+        self._timeouts = self._settable("timeouts", value, Timeouts)
+
+    @property
+    def sizes(self) -> SizeLimits:
+        """Caps on answers and downloads (see :class:`SizeLimits`); can be replaced until the
+        Client is open."""
+        return self._sizes
+
+    @sizes.setter
+    def sizes(self, value: SizeLimits) -> None:
+        self._sizes = self._settable("sizes", value, SizeLimits)
+
+    @property
+    def retry(self) -> RetryConfig:
+        """Retries (see :class:`RetryConfig`); can be replaced until the Client is open."""
+        return self._retry
+
+    @retry.setter
+    def retry(self, value: RetryConfig) -> None:
+        self._retry = self._settable("retry", value, RetryConfig)
+
+    @property
+    def limits(self) -> FlowLimits:
+        """Flow limits (see :class:`FlowLimits`), as fitted to the process's open-file limit
+        once the Client is open; can be replaced until then."""
+        return self._limits
+
+    @limits.setter
+    def limits(self, value: FlowLimits) -> None:
+        self._limits = self._settable("limits", value, FlowLimits)
+
+    def _settable(self, name: str, value: _V, kind: type[_V]) -> _V:
+        if self._transport is not None:
+            raise AttributeError(
+                f"{name}: fixed once the Client is open (its connections and limits are built "
+                f"from it); pass it to Client(...), or create another Client"
+            )
+        if not isinstance(value, kind):
+            raise ValidationError(
+                name,
+                f"{name}: a {kind.__name__}, not {type(value).__name__}",
+                allowed=kind.__name__,
+            )
+        return value
 
     @property
     def allow_private_media(self) -> bool:
