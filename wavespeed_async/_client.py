@@ -943,6 +943,7 @@ class Client:
                 max_connections=self.limits.max_connections,
                 user_agent=self._extra_headers["User-Agent"],
                 max_bytes=self.sizes.max_download_bytes,
+                max_outputs=self.sizes.max_outputs,
                 allow_private=self._allow_private_media,
             )
         return await self._downloader.save(prediction, directory, stem)

@@ -130,14 +130,20 @@ class SizeLimits:
         max_download_bytes: The largest output file :meth:`Client.download` saves. A
             larger one is refused with :class:`~wavespeed_async.OutputRefusedError` and
             leaves no file behind.
+        max_outputs: The most outputs of one task :meth:`Client.download` saves (the
+            Kontext models make at most 4). A task with more is refused with
+            :class:`~wavespeed_async.OutputRefusedError` before any is fetched, so a server
+            cannot fill the disk one capped file at a time.
     """
 
     max_answer_bytes: int = 8 * MIB
     max_download_bytes: int = 64 * MIB
+    max_outputs: int = 64
 
     def __post_init__(self) -> None:
         _check_number(self, "max_answer_bytes", low=1024, high=1 << 40, integer=True)
         _check_number(self, "max_download_bytes", low=1, high=1 << 40, integer=True)
+        _check_number(self, "max_outputs", low=1, high=1 << 20, integer=True)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -283,12 +283,14 @@ class Downloader:
         max_connections: int,
         user_agent: str,
         max_bytes: int,
+        max_outputs: int,
         allow_private: bool,
     ) -> None:
         self._timeouts = timeouts
         self._retry = retry
         self._rng = rng
         self._max_bytes = max_bytes
+        self._max_outputs = max_outputs
         self._allow_private = allow_private
         # Its own pool and no default headers: the API key never reaches output hosts.
         self._session = aiohttp.ClientSession(
@@ -307,6 +309,13 @@ class Downloader:
         self, prediction: Prediction, directory: str | os.PathLike[str], stem: str | None
     ) -> list[Path]:
         """Save every output as ``{stem}_{n}{ext}`` (``stem`` defaults to the task id)."""
+        count = len(prediction.outputs)
+        if count > self._max_outputs:
+            raise OutputRefusedError(
+                f"task has {count} outputs, more than {self._max_outputs} "
+                "(SizeLimits.max_outputs); none was fetched",
+                task_id=prediction.id,
+            )
         folder = anyio.Path(os.fspath(directory))
         await folder.mkdir(parents=True, exist_ok=True)
         base = stem or prediction.id

@@ -15,6 +15,7 @@ from tests.services import internal_host_name
 from wavespeed_async import (
     OutputRefusedError,
     Prediction,
+    SizeLimits,
     TransportError,
     ValidationError,
     WaveSpeedError,
@@ -236,3 +237,19 @@ async def test_cookies_the_servers_set_are_never_kept_or_sent_back(
     assert hostile.hits["/media/cookie.png"] == 3
     assert len(hostile.created) == 3
     assert hostile.cookies_sent == []
+
+
+async def test_a_task_with_more_outputs_than_the_cap_is_refused_before_any_is_fetched(
+    hostile: HostileServer, tmp_path: Path
+) -> None:
+    """Each output is capped in size; their number is capped too, so a server answering
+    thousands of outputs cannot fill the disk one capped file at a time."""
+    many = done(*[hostile.media("png.sh")] * 5)
+    async with make_client(hostile, sizes=SizeLimits(max_outputs=4)) as client:
+        with pytest.raises(OutputRefusedError, match=r"5 outputs.*SizeLimits.max_outputs"):
+            await client.download(many, tmp_path / "out")
+        assert hostile.hits["/media/png.sh"] == 0
+        assert len(await client.download(done(*[hostile.media("png.sh")] * 4), tmp_path)) == 4
+    assert hostile.hits["/media/png.sh"] == 4
+    with pytest.raises(ValidationError, match="max_outputs"):
+        SizeLimits(max_outputs=0)
