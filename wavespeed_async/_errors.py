@@ -240,8 +240,9 @@ class DecodeError(WaveSpeedError):
 class OutputRefusedError(WaveSpeedError):
     """An output was not fetched or saved, or a file not uploaded, on purpose: its URL (an
     output's, or the storage URL of an upload ticket) points at an internal address
-    (loopback, private, link-local such as a cloud metadata service), or the output is
-    larger than ``SizeLimits.max_download_bytes``. Not retried; no file is left behind.
+    (loopback, private, link-local such as a cloud metadata service), the output is larger
+    than ``SizeLimits.max_download_bytes``, or the task has more outputs than
+    ``SizeLimits.max_outputs``. Not retried; no file is left behind.
 
     Attributes:
         url: The URL without its query string.
