@@ -175,11 +175,20 @@ def _skip_reason(block: Block) -> str | None:
 
 
 def run_block(
-    block: Block, argv: list[str], *, cwd: Path, env: dict[str, str]
+    block: Block, argv: list[str], *, cwd: Path, emulator_url: str, **extra_env: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run a block's process in a session of its own. Whatever it started is stopped with it,
-    by its process group: once it ends (a server it left behind), or when it is still
-    running after :data:`BLOCK_TIMEOUT_S` (the test fails)."""
+    """Run a block's process against the emulator, with the test key and resource warnings
+    shown (no other ``WAVESPEED_*`` variable of this environment), in a session of its own.
+    Whatever it started is stopped with it, by its process group: once it ends (a server it
+    left behind), or when it is still running after :data:`BLOCK_TIMEOUT_S` (the test
+    fails)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WAVESPEED_")}
+    env.update(
+        WAVESPEED_API_KEY=KEY,
+        WAVESPEED_BASE_URL=emulator_url,
+        PYTHONWARNINGS="always::ResourceWarning",
+        **extra_env,
+    )
     proc = subprocess.Popen(
         argv,
         cwd=cwd,
@@ -218,13 +227,7 @@ def test_doc_block_runs(
         code = code.replace(DOCS_REDIS_URL, server.url)
     script = tmp_path / "block.py"
     script.write_text(code, encoding="utf-8")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WAVESPEED_")}
-    env.update(
-        WAVESPEED_API_KEY=KEY,
-        WAVESPEED_BASE_URL=emulator_url,
-        PYTHONWARNINGS="always::ResourceWarning",
-    )
-    done = run_block(block, [sys.executable, str(script)], cwd=tmp_path, env=env)
+    done = run_block(block, [sys.executable, str(script)], cwd=tmp_path, emulator_url=emulator_url)
     assert done.returncode == 0, f"{block.id} exited {done.returncode}:\n{done.stderr}"
     leak = _LEAKS.search(done.stderr)
     assert leak is None, f"{block.id} left a resource behind:\n{done.stderr}"
@@ -326,14 +329,14 @@ def test_doc_shell_block_runs(
             shutil.copy(ROOT / "examples" / "jobs.jsonl", jobs)
             if not (jobs.parent / "images").exists():
                 shutil.copytree(ROOT / "examples" / "images", jobs.parent / "images")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WAVESPEED_")}
-    env.update(
-        WAVESPEED_API_KEY=KEY,
-        WAVESPEED_BASE_URL=emulator_url,
-        PYTHONWARNINGS="always::ResourceWarning",
-        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+    done = run_block(
+        block,
+        [BASH, "-e", "-o", "pipefail", "-c", script],
+        cwd=tmp_path,
+        emulator_url=emulator_url,
+        # This environment's tools first: the block's ``.venv/bin/`` was dropped.
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
     )
-    done = run_block(block, [BASH, "-e", "-o", "pipefail", "-c", script], cwd=tmp_path, env=env)
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"{block.id} exited {done.returncode}:\n{output}"
     assert _LEAKS.search(done.stderr) is None, f"{block.id} left a resource behind:\n{output}"

@@ -19,7 +19,7 @@ from collections.abc import (
 )
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, TypeVar, overload
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -112,6 +112,43 @@ class _Unset:
 _UNSET: Final = _Unset()
 
 
+class _SetUntilOpen(Generic[_V]):
+    """A Client setting that can be replaced until the Client opens, and not after (an
+    ``AttributeError`` naming it); a value of another type is a ``ValidationError``. The
+    value lives in the Client's ``_<name>`` attribute."""
+
+    def __init__(self, kind: type[_V]) -> None:
+        self._kind = kind
+        self._name = self._attr = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name, self._attr = name, f"_{name}"
+
+    @overload
+    def __get__(self, client: None, owner: type) -> _SetUntilOpen[_V]: ...
+    @overload
+    def __get__(self, client: Client, owner: type) -> _V: ...
+    def __get__(self, client: Client | None, owner: type) -> _V | _SetUntilOpen[_V]:
+        if client is None:
+            return self
+        value: _V = getattr(client, self._attr)
+        return value
+
+    def __set__(self, client: Client, value: _V) -> None:
+        if client._transport is not None:
+            raise AttributeError(
+                f"{self._name}: fixed once the Client is open (its connections and limits "
+                f"are built from it); pass it to Client(...), or create another Client"
+            )
+        if not isinstance(value, self._kind):
+            raise ValidationError(
+                self._name,
+                f"{self._name}: a {self._kind.__name__}, not {type(value).__name__}",
+                allowed=self._kind.__name__,
+            )
+        setattr(client, self._attr, value)
+
+
 class Client:
     """An async client for the WaveSpeedAI API.
 
@@ -145,6 +182,15 @@ class Client:
         ValidationError: no API key was given or found in the environment, or a setting is
             out of range.
     """
+
+    # Settings fixed once the Client is open: its pools, limits and transport are built from
+    # them then, so a later assignment would take effect in some places and not in others;
+    # it is refused instead. (``poll`` and ``on_task_created`` are read at each use.)
+    timeouts = _SetUntilOpen(Timeouts)
+    sizes = _SetUntilOpen(SizeLimits)
+    retry = _SetUntilOpen(RetryConfig)
+    #: As fitted to the process's open-file limit once the Client is open.
+    limits = _SetUntilOpen(FlowLimits)
 
     def __init__(
         self,
@@ -291,7 +337,7 @@ class Client:
             self._loop = loop
             self._now = loop.time
             connector = aiohttp.TCPConnector(
-                limit=self.limits.max_connections, limit_per_host=self.limits.max_connections
+                limit=self._limits.max_connections, limit_per_host=self._limits.max_connections
             )
             self._session = aiohttp.ClientSession(
                 connector=connector,
@@ -302,10 +348,10 @@ class Client:
                 headers=Transport.session_headers(self._key, self._extra_headers),
             )
             if self._flow is None:
-                self._flow = FlowControl(self.limits, clock=loop.time, share=self._share)
+                self._flow = FlowControl(self._limits, clock=loop.time, share=self._share)
                 if self._share is not None:
                     self._share.bind(
-                        self.limits,
+                        self._limits,
                         namespace=self._namespace,
                         clock=loop.time,
                         on_delivery=self._wake_remote,
@@ -314,9 +360,9 @@ class Client:
             self._transport = Transport(
                 self._session,
                 base_url=self.base_url,
-                timeouts=self.timeouts,
-                sizes=self.sizes,
-                retry=self.retry,
+                timeouts=self._timeouts,
+                sizes=self._sizes,
+                retry=self._retry,
                 flow=self._flow,
                 rng=self._rng,
             )
@@ -381,7 +427,7 @@ class Client:
                     body,
                     prediction_decoder,
                     params={"webhook": webhook} if webhook else None,
-                    timeout_s=self.timeouts.sync_request_s if sync else None,
+                    timeout_s=self._timeouts.sync_request_s if sync else None,
                 )
         except APIStatusError as exc:
             if exc.task_id is not None:
@@ -489,7 +535,7 @@ class Client:
         """
         pred = task if isinstance(task, Prediction) else None
         task_id = check_task_id(task.id if isinstance(task, Prediction) else task)
-        limit = self.timeouts.task_s if isinstance(timeout, _Unset) else timeout
+        limit = self._timeouts.task_s if isinstance(timeout, _Unset) else timeout
         if limit is not None and not (math.isfinite(limit) and limit > 0):
             raise ValidationError(
                 "timeout", f"timeout: {limit!r}; allowed: a finite number > 0 or None"
@@ -847,67 +893,11 @@ class Client:
             file,
             filename=filename,
             content_type=content_type,
-            retry=self.retry,
-            timeouts=self.timeouts,
+            retry=self._retry,
+            timeouts=self._timeouts,
             rng=self._rng,
             allow_private=self._allow_private_media,
         )
-
-    # -- settings fixed once the Client is open: its pools, limits and transport are built
-    # from them then, so a later assignment would take effect in some places and not in
-    # others; it is refused instead. (``poll`` and ``on_task_created`` are read at each use.)
-
-    @property
-    def timeouts(self) -> Timeouts:
-        """Deadlines (see :class:`Timeouts`); can be replaced until the Client is open."""
-        return self._timeouts
-
-    @timeouts.setter
-    def timeouts(self, value: Timeouts) -> None:
-        self._timeouts = self._settable("timeouts", value, Timeouts)
-
-    @property
-    def sizes(self) -> SizeLimits:
-        """Caps on answers and downloads (see :class:`SizeLimits`); can be replaced until the
-        Client is open."""
-        return self._sizes
-
-    @sizes.setter
-    def sizes(self, value: SizeLimits) -> None:
-        self._sizes = self._settable("sizes", value, SizeLimits)
-
-    @property
-    def retry(self) -> RetryConfig:
-        """Retries (see :class:`RetryConfig`); can be replaced until the Client is open."""
-        return self._retry
-
-    @retry.setter
-    def retry(self, value: RetryConfig) -> None:
-        self._retry = self._settable("retry", value, RetryConfig)
-
-    @property
-    def limits(self) -> FlowLimits:
-        """Flow limits (see :class:`FlowLimits`), as fitted to the process's open-file limit
-        once the Client is open; can be replaced until then."""
-        return self._limits
-
-    @limits.setter
-    def limits(self, value: FlowLimits) -> None:
-        self._limits = self._settable("limits", value, FlowLimits)
-
-    def _settable(self, name: str, value: _V, kind: type[_V]) -> _V:
-        if self._transport is not None:
-            raise AttributeError(
-                f"{name}: fixed once the Client is open (its connections and limits are built "
-                f"from it); pass it to Client(...), or create another Client"
-            )
-        if not isinstance(value, kind):
-            raise ValidationError(
-                name,
-                f"{name}: a {kind.__name__}, not {type(value).__name__}",
-                allowed=kind.__name__,
-            )
-        return value
 
     @property
     def allow_private_media(self) -> bool:
@@ -937,13 +927,13 @@ class Client:
         self._open()
         if self._downloader is None:
             self._downloader = Downloader(
-                timeouts=self.timeouts,
-                retry=self.retry,
+                timeouts=self._timeouts,
+                retry=self._retry,
                 rng=self._rng,
-                max_connections=self.limits.max_connections,
+                max_connections=self._limits.max_connections,
                 user_agent=self._extra_headers["User-Agent"],
-                max_bytes=self.sizes.max_download_bytes,
-                max_outputs=self.sizes.max_outputs,
+                max_bytes=self._sizes.max_download_bytes,
+                max_outputs=self._sizes.max_outputs,
                 allow_private=self._allow_private_media,
             )
         return await self._downloader.save(prediction, directory, stem)

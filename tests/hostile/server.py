@@ -326,10 +326,14 @@ class HostileServer:
         if self._runner is not None:
             await self._runner.cleanup()
 
-    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+    def _note(self, request: web.Request) -> None:
+        """Count the request, and keep the Cookie header it carried, if any."""
         self.hits[request.path] += 1
         if "Cookie" in request.headers:
             self.cookies_sent.append(request.headers["Cookie"])
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        self._note(request)
         if request.method == "POST":
             name = self.submit
         else:
@@ -339,9 +343,7 @@ class HostileServer:
 
     async def _media(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        self.hits[request.path] += 1
-        if "Cookie" in request.headers:
-            self.cookies_sent.append(request.headers["Cookie"])
+        self._note(request)
         if name == "envelope":  # where the "redirect" answer points
             return await _completed(self, request)
         if name == "cookie.png":  # an image, and a pile of cookies for the downloader
