@@ -1,0 +1,111 @@
+"""The benchmark's verdicts: repeated rounds, median runs, and ratios judged per round."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from benchmarks._metrics import RunFigures
+from benchmarks._report import (
+    Results,
+    evaluate_targets,
+    median_run,
+    median_runs,
+    render_markdown,
+    round_ratios,
+)
+
+RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results" / "latest.json"
+CPU_CLIENTS = ("ours", "floor-1s", "floor-0.5s", "floor-0.25s", "official-1s")
+
+
+def _stored() -> Results:
+    return msgspec.json.decode(RESULTS.read_bytes(), type=Results)
+
+
+def _scaled(fig: RunFigures, factor: float) -> RunFigures:
+    """The same run on a machine ``factor`` times slower (CPU scaled, nothing else)."""
+    return msgspec.structs.replace(
+        fig,
+        cpu_s=fig.cpu_s * factor,
+        cpu_ms_per_job=fig.cpu_ms_per_job * factor,
+        cpu_us_per_request=fig.cpu_us_per_request * factor,
+    )
+
+
+def _runs(results: Results) -> list[RunFigures]:
+    runs = [f for f in results.comparison if f.name in CPU_CLIENTS]
+    assert [f.name for f in runs] == list(CPU_CLIENTS)
+    return runs
+
+
+def test_the_median_run_is_a_real_run_of_middle_cpu() -> None:
+    base = _runs(_stored())[0]
+    runs = [_scaled(base, 1.3), _scaled(base, 0.8), _scaled(base, 1.0)]
+    assert median_run(runs) is runs[2]
+    # An even number: the lower middle, still one of the runs.
+    assert median_run(runs[:2]) is runs[1]
+
+
+def test_a_machine_that_slows_down_between_rounds_does_not_move_the_verdicts() -> None:
+    stored = _stored()
+    one = _runs(stored)
+    # Round 2 ran on a machine twice as slow, round 3 at 0.9x: every client alike.
+    rounds = [one, [_scaled(f, 2.0) for f in one], [_scaled(f, 0.9) for f in one]]
+    ratios = round_ratios(rounds)
+    assert [r.round for r in ratios] == [1, 2, 3]
+    for r in ratios[1:]:
+        assert r.over_floor == pytest.approx(ratios[0].over_floor)
+        assert r.sdk_factor == pytest.approx(ratios[0].sdk_factor)
+    assert ratios[1].ours_ms == pytest.approx(2 * ratios[0].ours_ms)
+
+    single = evaluate_targets(stored.comparison, stored.scale, stored.inflight)
+    repeated = evaluate_targets(median_runs(rounds), stored.scale, stored.inflight, rounds)
+    assert [t.goal for t in repeated] == [t.goal for t in single]
+    assert [t.met for t in repeated] == [t.met for t in single]
+    sdk = next(t for t in repeated if "official SDK" in t.goal)
+    assert "per round" in sdk.measured and "median" in sdk.measured
+    # The median runs are round 1's (middle CPU of 0.9x, 1x, 2x).
+    assert median_runs(rounds)[0] is one[0]
+
+
+def test_the_verdict_follows_the_median_of_the_rounds_ratios_not_one_lucky_round() -> None:
+    stored = _stored()
+    one = _runs(stored)
+    ours, floors, sdk = one[0], one[1:4], one[4]
+    need = 5.0 * ours.cpu_ms_per_job / sdk.cpu_ms_per_job  # SDK scaling that makes it 5x
+
+    def round_with(sdk_factor: float) -> list[RunFigures]:
+        return [ours, *floors, _scaled(sdk, need * sdk_factor / 5.0)]
+
+    lucky_once = [round_with(7.0), round_with(4.0), round_with(4.5)]
+    target = next(
+        t
+        for t in evaluate_targets(median_runs(lucky_once), [], [], lucky_once)
+        if "official SDK" in t.goal
+    )
+    assert target.met is False
+    assert "median 4.50x" in target.measured
+    twice = [round_with(7.0), round_with(5.5), round_with(4.5)]
+    target = next(
+        t for t in evaluate_targets(median_runs(twice), [], [], twice) if "official SDK" in t.goal
+    )
+    assert target.met is True
+
+
+def test_the_report_shows_every_round() -> None:
+    stored = _stored()
+    one = _runs(stored)
+    rounds = [list(stored.comparison), [_scaled(f, 1.5) for f in one], one]
+    results = msgspec.structs.replace(
+        stored, comparison=median_runs(rounds), rounds=rounds, targets=[]
+    )
+    results.targets = evaluate_targets(results.comparison, [], [], rounds)
+    text = render_markdown(results)
+    assert "## CPU per job, round by round" in text
+    table = text.split("## CPU per job, round by round", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert [row.split("|")[1].strip() for row in rows] == ["1", "2", "3"]
+    assert f"| 2 | {1.5 * one[0].cpu_ms_per_job:.2f} |" in table
