@@ -175,6 +175,54 @@ async def test_a_429_cool_down_in_one_client_pauses_the_other(
         assert scope.cancelled_caught
 
 
+async def test_the_stored_cool_down_alone_holds_back_starts_in_a_process_that_missed_it(
+    emulator: Emulator, redis: RedisServer
+) -> None:
+    """The two ways a cool-down reaches another process, apart: here only the stored one (a
+    process that was not listening when it was announced still waits before a start)."""
+    async with make_client(emulator, redis.url) as a, make_client(emulator, redis.url) as b:
+        share_a = a._share
+        assert isinstance(share_a, RedisShare)
+        # The real script, announced on a channel nobody listens to: only the key is set.
+        left_ms = await share_a._call(
+            "COOLDOWN", [share_a._k_cool], [2000, share_a._channel + ":unheard"]
+        )
+        assert 1000 < int(left_ms) <= 2000
+        assert b.flow.cooldown.delay(b.flow.now()) == 0  # b heard nothing...
+        with anyio.move_on_after(0.5) as scope:
+            await b.flow.acquire_start()  # ...and still waits: the server holds the start
+        assert scope.cancelled_caught
+        assert emulator.stats().requests_total == 0
+
+
+async def test_the_announced_cool_down_alone_holds_back_every_request_of_another_process(
+    emulator: Emulator, redis: RedisServer
+) -> None:
+    """Only the announcement this time (no stored key): the listening process holds back
+    all its requests, polls and reads included, not only starts."""
+    import redis.asyncio as aioredis
+
+    async with make_client(emulator, redis.url) as b:
+        share_b = b._share
+        assert isinstance(share_b, RedisShare)
+        raw = aioredis.from_url(redis.url)
+        try:
+            assert await raw.publish(share_b._channel, b"c2000") == 1  # b's listener
+            assert await raw.exists(share_b._k_cool) == 0
+        finally:
+            await raw.aclose()
+        with anyio.fail_after(5):
+            while b.flow.cooldown.delay(b.flow.now()) == 0:
+                await anyio.sleep(0.001)
+        assert 1.0 < b.flow.cooldown.delay(b.flow.now()) <= 2.0
+        with anyio.fail_after(1):
+            await b.flow.acquire_start()  # the server holds nothing back...
+        with anyio.move_on_after(0.5) as scope:
+            await b.get_result("tsk-held-back")  # ...b itself does, before sending
+        assert scope.cancelled_caught
+        assert emulator.stats().requests_total == 0
+
+
 async def test_the_default_namespace_never_contains_the_key(
     emulator: Emulator, redis: RedisServer
 ) -> None:
