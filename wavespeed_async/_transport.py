@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -244,9 +243,7 @@ class Transport:
         ``poll``: the attempt's deadline (of ``timeout_s``, which must be the polls'
         duration) is kept by the polls' shared timer, which cancels this task at it.
         """
-        flow = self.flow
-        if flow.cooldown.until > -math.inf:  # a 429 was ever seen: maybe still cooling down
-            await flow.wait_cooldown()
+        await self.flow.wait_cooldown()
         headers = _JSON_HEADERS if json_body is not None else None
         self.requests_sent += 1
         deadline = self._deadlines.start() if poll else None
@@ -335,10 +332,7 @@ class Transport:
                         body=_text(body),
                     ),
                 )
-            code = env.code
-            if code == 200 or code is None:  # nearly every answer: no error to classify
-                return env
-            effective = _policy.classify_status(status, _envelope_code(code))
+            effective = _policy.classify_status(status, _envelope_code(env.code))
             if effective is None:
                 return env
             retry_after = _retry_after(resp)
