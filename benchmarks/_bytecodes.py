@@ -14,7 +14,6 @@ loop pass than it would at full speed.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import sys
 import time
 import urllib.request
@@ -27,7 +26,7 @@ from typing import Any
 
 import msgspec
 
-from benchmarks._common import PhaseOutcome, WorkerSpec
+from benchmarks._common import PhaseOutcome, WorkerSpec, child_report
 from benchmarks._emulator import EmulatorProcess
 from benchmarks._instructions import _spec
 
@@ -110,16 +109,13 @@ def count(
     """One client in a fresh interpreter against ``emu``."""
     spec = _spec(client, emu.base_url, jobs, warmup, concurrency)
     spec = msgspec.structs.replace(spec, tag=f"bytecodes {client} {time.time()}")
-    proc = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "benchmarks._bytecodes", "--child", msgspec.json.encode(spec)],
+    line = child_report(
+        ["benchmarks._bytecodes", "--child", msgspec.json.encode(spec).decode()],
         cwd=ROOT,
-        capture_output=True,
-        timeout=1800,
-        check=False,
+        timeout_s=1800,
+        what=client,
     )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{client}: exit code {proc.returncode}\n{proc.stderr.decode()[-2000:]}")
-    counted = msgspec.json.decode(proc.stdout.splitlines()[-1], type=Counted)
+    counted = msgspec.json.decode(line, type=Counted)
     if counted.ok != counted.jobs:
         raise RuntimeError(f"{client}: {counted.ok}/{counted.jobs} jobs completed")
     requests = emu.stats().requests_total

@@ -7,9 +7,11 @@ baseline memory is taken, so it must not pull in any HTTP library.
 from __future__ import annotations
 
 import resource
+import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Final, Literal
 
 import msgspec
@@ -169,3 +171,22 @@ class Stopwatch:
 #: Called by a client between its warm-up and its measured batch: reports the warm-up and
 #: returns when the orchestrator has reset the emulator's counters.
 Checkpoint = Callable[[PhaseOutcome], None]
+
+
+def child_report(args: Sequence[str], *, cwd: Path, timeout_s: float, what: str) -> bytes:
+    """Run ``python -m ARGS`` in ``cwd`` and return the last line it printed (its report).
+
+    Raises:
+        RuntimeError: it failed; the message ends with the end of its stderr.
+    """
+    proc = subprocess.run(  # noqa: S603 - our own interpreter and module
+        [sys.executable, "-m", *args],
+        cwd=cwd,
+        capture_output=True,
+        timeout=timeout_s,
+        check=False,
+    )
+    if proc.returncode != 0:
+        tail = proc.stderr.decode("utf-8", "replace")[-2000:]
+        raise RuntimeError(f"{what}: exit code {proc.returncode}\n{tail}")
+    return proc.stdout.strip().splitlines()[-1]

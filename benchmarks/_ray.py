@@ -10,13 +10,13 @@ share on its own) and requests per row as the emulator counted them. Writes ``ra
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import msgspec
 
+from benchmarks._common import child_report
 from benchmarks._emulator import EmulatorProcess
 from benchmarks._machine import machine_info
 
@@ -53,17 +53,10 @@ class RayResults(msgspec.Struct, kw_only=True):
 def _child(kind: str, emu: EmulatorProcess, jobs: int, concurrency: int, actors: int) -> RayRow:
     emu.reset()
     args = [kind, emu.base_url, str(jobs), str(concurrency), str(actors)]
-    proc = subprocess.run(  # noqa: S603 - our own interpreter and module
-        [sys.executable, "-m", "benchmarks._ray_child", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
+    line = child_report(
+        ["benchmarks._ray_child", *args], cwd=ROOT, timeout_s=600, what=f"{kind} run"
     )
-    if proc.returncode != 0:
-        raise RuntimeError(f"{kind} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
-    report = msgspec.json.decode(proc.stdout.strip().splitlines()[-1])
+    report = msgspec.json.decode(line)
     stats = emu.stats()
     actors_cpu = report["actors_cpu_s"] if kind == "ray" else None
     return RayRow(

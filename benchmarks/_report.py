@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 from collections.abc import Sequence
 
 import msgspec
@@ -226,13 +227,6 @@ def round_ratios(rounds: Sequence[Sequence[RunFigures]]) -> list[RoundRatios]:
     return out
 
 
-def _median(values: Sequence[float]) -> float:
-    ordered = sorted(values)
-    n = len(ordered)
-    mid = n // 2
-    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
 def _cpu_targets(
     comparison: Sequence[RunFigures],
     ours: RunFigures,
@@ -249,7 +243,7 @@ def _cpu_targets(
     floors = [f for f in comparison if f.client == "floor" and not f.timed_out]
     vs_floor = [r.over_floor for r in per_round if r.over_floor is not None]
     if floors and vs_floor:
-        ratio = _median(vs_floor)
+        ratio = statistics.median(vs_floor)
         req = ours.emulator.requests_per_job
         if several:
             measured = (
@@ -263,7 +257,7 @@ def _cpu_targets(
                 + f"; median {ratio:.2f}"
             )
         else:
-            floor_cpu = _fit([(f.emulator.requests_per_job, f.cpu_ms_per_job) for f in floors], req)
+            floor_cpu = per_round[0].floor_ms
             used = ", ".join(
                 f"{f.poll}: {f.cpu_ms_per_job:.2f} ms at {f.emulator.requests_per_job:.1f}"
                 for f in floors
@@ -294,7 +288,7 @@ def _cpu_targets(
     sdk = _find(comparison, "official-1s")
     factors = [r.sdk_factor for r in per_round if r.sdk_factor is not None]
     if sdk is not None and factors:
-        factor = _median(factors)
+        factor = statistics.median(factors)
         fast = _find(comparison, "official-0.1s")
         extra = (
             f"; at its 0.1 s poll {fast.cpu_ms_per_job / ours.cpu_ms_per_job:.1f}x"

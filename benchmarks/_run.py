@@ -255,7 +255,8 @@ def run_scenario(
     time_limit_s: float,
     tag: str,
 ) -> RunFigures:
-    """Run one client in its own process against ``emu`` and gather its figures."""
+    """Run one client in its own process against ``emu``, gather its figures and log
+    their summary."""
     spec = WorkerSpec(
         client=scenario.client,
         base_url=emu.base_url,
@@ -300,7 +301,7 @@ def run_scenario(
         )
     else:
         settings.update(poll_interval_s=scenario.poll_interval_s, threads=concurrency)
-    return run_figures(
+    fig = run_figures(
         name=scenario.name,
         label=scenario.label,
         poll=scenario.poll,
@@ -312,6 +313,8 @@ def run_scenario(
         warmup=warm_fig,
         emulator_cpu_s=(cpu1 - cpu0) if cpu0 is not None and cpu1 is not None else None,
     )
+    _log("    " + _summary(fig))
+    return fig
 
 
 def _summary(fig: RunFigures) -> str:
@@ -360,7 +363,6 @@ def execute(plan: Plan, only: Sequence[str] | None = None) -> Results:
                         tag=f"{run_id} {sc.name} {r}",
                     )
                     runs.append(fig)
-                    _log("    " + _summary(fig))
                 rounds.append(runs)
     comparison = median_runs(rounds)
     scale_scenarios = [s for s in plan.scale_scenarios if not only or s.name in only]
@@ -380,7 +382,6 @@ def execute(plan: Plan, only: Sequence[str] | None = None) -> Results:
                         tag=f"{run_id} {sc.name} {jobs}",
                     )
                     scale.append(fig)
-                    _log("    " + _summary(fig))
     inflight: list[RunFigures] = []
     ip = plan.inflight
     if ip is not None and (not only or OURS_INFLIGHT.name in only):
@@ -397,7 +398,6 @@ def execute(plan: Plan, only: Sequence[str] | None = None) -> Results:
                 tag=f"{run_id} {OURS_INFLIGHT.name}",
             )
             inflight.append(fig)
-            _log("    " + _summary(fig))
     # Two minutes or more (the account's per-minute window): the full run, or when asked.
     wanted = "multiproc" in only if only else plan.mode == "full"
     multiproc = run_multiproc(ROOT, SEED, _log) if wanted else []
