@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import bisect
 import math
+from bisect import bisect_right as _bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from math import sqrt as _sqrt
 from statistics import NormalDist
 from typing import Final
 
@@ -68,6 +70,7 @@ class DurationEstimator:
         "_buf",
         "_log_sum",
         "_next",
+        "_points",
         "_prior_s",
         "_quantiles",
         "_sorted",
@@ -101,6 +104,9 @@ class DurationEstimator:
         #: Answers of :meth:`quantile` since the last change (the schedule asks the same
         #: few quantiles at every poll).
         self._quantiles: dict[float, float] = {}
+        #: The schedule's first-poll and tail points for one PollConfig, since the last
+        #: change (see :func:`poll_delay`).
+        self._points: tuple[PollConfig, float, float] | None = None
         self._log_sum = 0.0  # only used while fewer than _MIN_SAMPLES were observed
 
     @classmethod
@@ -156,6 +162,7 @@ class DurationEstimator:
             self._next = (self._next + 1) % self._window
         bisect.insort(ordered, value)
         self._quantiles.clear()
+        self._points = None
 
     def observe_detection(self, detected_at_s: float, last_pending_at_s: float | None) -> None:
         """Record a task whose end was seen by polling.
@@ -194,6 +201,17 @@ class DurationEstimator:
         if len(self._quantiles) < 64:
             self._quantiles[q] = value
         return value
+
+    def _schedule_points(self, config: PollConfig) -> tuple[PollConfig, float, float]:
+        """``(config, first-poll time, tail time)``: the quantiles ``config``'s schedule
+        starts polling and starts backing off at, kept until the next observation."""
+        points = (
+            config,
+            self.quantile(config.first_poll_fraction),
+            self.quantile(config.tail_quantile),
+        )
+        self._points = points
+        return points
 
     def _quantile(self, q: float) -> float:
         q = min(1.0, max(0.0, q)) if math.isfinite(q) else 0.5
@@ -239,7 +257,7 @@ class DurationEstimator:
 # --------------------------------------------------------------------------- polling
 
 
-def _hazard_interval(t: float, estimator: DurationEstimator, poll_cost_s: float) -> float:
+def _interval_at(t: float, xs: list[float], last: int, two_c: float) -> float:
     """The poll interval that minimises ``poll_cost_s * polls + latency`` locally.
 
     With polls at density rho(t) per second, a task costs ``integral of rho`` polls up to
@@ -248,52 +266,57 @@ def _hazard_interval(t: float, estimator: DurationEstimator, poll_cost_s: float)
     is the density of finishing now given not finished yet. The density ``f`` is measured
     over ``_DENSITY_BANDWIDTH`` of probability mass around ``t``.
 
-    Runs at every poll of every task: once the estimator holds enough durations, the cdf
-    and the two quantiles are computed inline (the same arithmetic as :meth:`~DurationEstimator.cdf`
-    and :meth:`~DurationEstimator.quantile`, without their calls and clamps).
+    ``xs`` are the estimator's sorted durations (at least ``_MIN_SAMPLES``), ``last`` is
+    ``len(xs) - 1`` and ``two_c`` is ``2 * poll_cost_s``. Runs twice at every poll of every
+    task, so the cdf and the two quantiles are computed inline (the same arithmetic as
+    :meth:`DurationEstimator.cdf` and :meth:`DurationEstimator.quantile`).
     """
-    xs = estimator._sorted
-    n = len(xs)
-    if n < _MIN_SAMPLES:
-        u = estimator.cdf(t)
-        lo = max(0.0, u - _HALF_BAND)
-        hi = min(1.0, lo + _DENSITY_BANDWIDTH)
-        lo = max(0.0, hi - _DENSITY_BANDWIDTH)
-        span_s = estimator.quantile(hi) - estimator.quantile(lo)
+    if t <= xs[0]:
+        u = 0.0
+    elif t >= xs[last]:
+        return 0.0  # past everything seen: poll as fast as allowed
     else:
-        last = n - 1
-        if t <= xs[0]:
-            u = 0.0
-        elif t >= xs[last]:
-            u = 1.0
-        else:
-            i = bisect.bisect_right(xs, t) - 1  # xs[i] <= t < xs[i + 1]
-            u = (i + (t - xs[i]) / (xs[i + 1] - xs[i])) / last
-        lo = u - _HALF_BAND
-        if lo < 0.0:
-            lo = 0.0
-        hi = lo + _DENSITY_BANDWIDTH
-        if hi > 1.0:
-            hi = 1.0
-        lo = hi - _DENSITY_BANDWIDTH  # not always the lo above, to the last bit
-        if lo < 0.0:
-            lo = 0.0
-        # The quantiles of hi and lo (both within [0, 1]), as DurationEstimator._quantile.
-        pos = hi * last
-        i = int(pos)
-        if i > n - 2:
-            i = n - 2
-        q_hi = xs[i] + (xs[i + 1] - xs[i]) * (pos - i)
-        pos = lo * last
-        i = int(pos)
-        if i > n - 2:
-            i = n - 2
-        q_lo = xs[i] + (xs[i + 1] - xs[i]) * (pos - i)
-        span_s = q_hi - q_lo
+        i = _bisect_right(xs, t) - 1  # xs[i] <= t < xs[i + 1]
+        u = (i + (t - xs[i]) / (xs[i + 1] - xs[i])) / last
+    lo = u - _HALF_BAND
+    if lo < 0.0:
+        lo = 0.0
+    hi = lo + _DENSITY_BANDWIDTH
+    if hi > 1.0:
+        hi = 1.0
+    lo = hi - _DENSITY_BANDWIDTH  # not always the lo above, to the last bit
+    if lo < 0.0:
+        lo = 0.0
+    # The quantiles of hi and lo (both within [0, 1]), as DurationEstimator._quantile.
+    top = last - 1
+    pos = hi * last
+    i = int(pos)
+    if i > top:
+        i = top
+    x = xs[i]
+    span_s = x + (xs[i + 1] - x) * (pos - i)
+    pos = lo * last
+    i = int(pos)
+    if i > top:
+        i = top
+    x = xs[i]
+    span_s -= x + (xs[i + 1] - x) * (pos - i)
+    if span_s <= 0.0:
+        return 0.0  # a point mass here: poll as fast as allowed
+    # interval = sqrt(2 c / hazard), hazard = ((hi - lo) / span_s) / survival
+    return _sqrt(two_c * (1.0 - u) * span_s / (hi - lo))
+
+
+def _prior_interval(t: float, estimator: DurationEstimator, poll_cost_s: float) -> float:
+    """:func:`_interval_at` while the estimator answers from its prior (few durations)."""
+    u = estimator.cdf(t)
+    lo = max(0.0, u - _HALF_BAND)
+    hi = min(1.0, lo + _DENSITY_BANDWIDTH)
+    lo = max(0.0, hi - _DENSITY_BANDWIDTH)
+    span_s = estimator.quantile(hi) - estimator.quantile(lo)
     survival = 1.0 - u
     if span_s <= 0.0 or survival <= 0.0:
-        return 0.0  # a point mass here, or past everything seen: poll as fast as allowed
-    # interval = sqrt(2 c / hazard), hazard = ((hi - lo) / span_s) / survival
+        return 0.0
     return math.sqrt(2.0 * poll_cost_s * survival * span_s / (hi - lo))
 
 
@@ -338,21 +361,45 @@ def next_poll_delay(
         Seconds to wait, at least ``min_interval_s``. Deterministic for the same inputs
         and estimator contents.
     """
-    lo, hi = config.min_interval_s, config.max_interval_s
-    t = elapsed_s if math.isfinite(elapsed_s) and elapsed_s > 0 else 0.0
-    first_s = estimator.quantile(config.first_poll_fraction)
+    return poll_delay(elapsed_s, polls_done, status, estimator, config)
+
+
+def poll_delay(
+    elapsed_s: float,
+    polls_done: int,
+    status: str,
+    estimator: DurationEstimator,
+    config: PollConfig,
+) -> float:
+    """:func:`next_poll_delay` with positional arguments (the poll scheduler's hot path)."""
+    t = elapsed_s if 0.0 < elapsed_s < math.inf else 0.0  # NaN, negative, inf: 0
+    points = estimator._points
+    if points is None or points[0] is not config:
+        points = estimator._schedule_points(config)
+    lo = config.min_interval_s
+    first_s = points[1]
     if first_s - t >= lo:
         return first_s - t
-    tail_s = estimator.quantile(config.tail_quantile)
-    if t >= tail_s:
+    if t >= points[2]:
         delay = config.tail_interval_fraction * t
     else:
-        delay = _hazard_interval(t, estimator, config.poll_cost_s)
-        ahead = _hazard_interval(t + delay / 2, estimator, config.poll_cost_s)
-        delay = min(delay, ahead)
-    if status == "created" and polls_done > 0:
+        xs = estimator._sorted
+        if len(xs) < _MIN_SAMPLES:
+            delay = _prior_interval(t, estimator, config.poll_cost_s)
+            ahead = _prior_interval(t + delay / 2, estimator, config.poll_cost_s)
+        else:
+            last = len(xs) - 1
+            two_c = 2.0 * config.poll_cost_s
+            delay = _interval_at(t, xs, last, two_c)
+            ahead = _interval_at(t + delay / 2, xs, last, two_c)
+        if ahead < delay:
+            delay = ahead
+    if polls_done > 0 and status == "created":
         delay = max(delay, config.created_wait_fraction * first_s)
-    return min(hi, max(lo, delay))
+    if delay < lo:
+        return lo
+    hi = config.max_interval_s
+    return hi if delay > hi else delay
 
 
 @dataclass(frozen=True, slots=True)

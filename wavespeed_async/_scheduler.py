@@ -21,13 +21,16 @@ import itertools
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from heapq import heappop as _heappop
+from heapq import heappush as _heappush
+from math import ceil as _ceil
 from typing import Final
 
 from wavespeed_async._config import PollConfig
 from wavespeed_async._errors import ClientClosedError
 from wavespeed_async._flow import FlowControl
 from wavespeed_async._models import Prediction
-from wavespeed_async._polling import DurationEstimator, next_poll_delay
+from wavespeed_async._polling import DurationEstimator, poll_delay
 
 __all__ = ["PollEntry", "PollHeap", "PollScheduler", "WaitExpired"]
 
@@ -124,18 +127,21 @@ class PollEntry:
         if self.webhook:
             delay = config.webhook_fallback_s
         else:
-            delay = next_poll_delay(
-                elapsed_s=now - self.started,
-                polls_done=self.polls,
-                status=self.status,
-                estimator=self.estimator,
-                config=config,
+            last = self.last
+            delay = poll_delay(
+                now - self.started,
+                self.polls,
+                "created" if last is None else last.status,
+                self.estimator,
+                config,
             )
-        due = math.ceil((now + delay) / POLL_GRID_S) * POLL_GRID_S
-        if self.deadline is not None and now < self.deadline - _DEADLINE_MARGIN_S:
+        due = _ceil((now + delay) / POLL_GRID_S) * POLL_GRID_S
+        deadline = self.deadline
+        if deadline is not None and now < deadline - _DEADLINE_MARGIN_S:
             # Poll once more just before the deadline rather than sleeping past it.
-            due = min(due, self.deadline - _DEADLINE_MARGIN_S)
-        return due - min(_EARLY_MAX_S, _EARLY_FRACTION * delay), due
+            due = min(due, deadline - _DEADLINE_MARGIN_S)
+        early = _EARLY_FRACTION * delay
+        return due - (early if early < _EARLY_MAX_S else _EARLY_MAX_S), due
 
     def __repr__(self) -> str:
         return f"<PollEntry {self.task_id} polls={self.polls} status={self.status}>"
@@ -171,9 +177,12 @@ class PollHeap:
             self._live -= 1
         entry.seq = seq = next(self._seq)
         self._live += 1
-        heapq.heappush(self._by_lo, (due if earliest is None else min(earliest, due), seq, entry))
-        heapq.heappush(self._by_hi, (due, seq, entry))
-        if len(self._by_hi) > 2 * self._live + 64:
+        _heappush(
+            self._by_lo, (due if earliest is None or earliest > due else earliest, seq, entry)
+        )
+        by_hi = self._by_hi
+        _heappush(by_hi, (due, seq, entry))
+        if len(by_hi) > 2 * self._live + 64:
             self._compact()
 
     def remove(self, entry: PollEntry) -> None:
@@ -185,9 +194,12 @@ class PollHeap:
     def next_due(self) -> float | None:
         """The earliest due time, or ``None`` when nothing is scheduled."""
         heap = self._by_hi
-        while heap and heap[0][1] != heap[0][2].seq:
-            heapq.heappop(heap)
-        return heap[0][0] if heap else None
+        while heap:
+            top = heap[0]
+            if top[1] == top[2].seq:
+                return top[0]
+            _heappop(heap)
+        return None
 
     def pop_due(self, now: float) -> list[PollEntry]:
         """Unschedule and return every entry that may be sent at ``now`` (its window has
@@ -195,11 +207,11 @@ class PollHeap:
         heap = self._by_lo
         out: list[PollEntry] = []
         while heap and heap[0][0] <= now:
-            _lo, seq, entry = heapq.heappop(heap)
+            _lo, seq, entry = _heappop(heap)
             if seq == entry.seq:
                 entry.seq = 0
-                self._live -= 1
                 out.append(entry)
+        self._live -= len(out)
         return out
 
     def _compact(self) -> None:
@@ -353,24 +365,31 @@ class PollScheduler:
         now = loop.time()
         deadlines = self._deadlines
         while deadlines and deadlines[0][0] <= now + _TIMER_SLACK_S:
-            entry = heapq.heappop(deadlines)[2]
+            entry = _heappop(deadlines)[2]
             if entry.timed:
                 self._fail(entry, WaitExpired())
+        heap = self._heap
+        take_poll = self._flow.take_poll
+        create_task = loop.create_task
+        poll = self._poll
+        sent = 0
         # The loop runs a timer up to its clock resolution early: count that as due.
-        for entry in self._heap.pop_due(now + _TIMER_SLACK_S):
-            if not entry.budgeted:
-                wait_s = self._flow.take_poll(now)
+        for entry in heap.pop_due(now + _TIMER_SLACK_S):
+            if entry.budgeted:
+                entry.budgeted = False
+            else:
+                wait_s = take_poll(now)
                 if wait_s > 0:
                     # Over the poll budget: the token is reserved; send when it is due.
                     entry.budgeted = True
-                    self._heap.push(entry, now + wait_s)
+                    heap.push(entry, now + wait_s)
                     continue
-            entry.budgeted = False
-            self.dispatched += 1
-            entry.request = loop.create_task(self._poll(entry))
-        due = self._heap.next_due()
+            sent += 1
+            entry.request = create_task(poll(entry))
+        self.dispatched += sent
+        due = heap.next_due()
         while deadlines and not deadlines[0][2].timed:
-            heapq.heappop(deadlines)
+            _heappop(deadlines)
         if deadlines and (due is None or deadlines[0][0] < due):
             due = deadlines[0][0]
         if due is not None:
@@ -393,8 +412,12 @@ class PollScheduler:
         seen_at = now - entry.started
         if not pred.done:
             entry.pending_at = seen_at
-            if entry.future is not None and not entry.future.done():
-                self._schedule(entry, *entry.next_due(now, self._config))
+            future = entry.future
+            if future is not None and not future.done():
+                earliest, due = entry.next_due(now, self._config)
+                self._heap.push(entry, due, earliest)
+                if due < self._timer_at:
+                    self._arm(due)
             return
         if entry.learn:
             # Learn when the task ended (between the last two polls), not when it was seen:
