@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -32,7 +33,6 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 
 import anyio
 from anyio.abc import TaskGroup
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from wavespeed_async._errors import (
     AuthenticationError,
@@ -163,6 +163,79 @@ class _Job:
 
 
 _current_job: ContextVar[_Job | None] = ContextVar("wavespeed_async_bulk_job", default=None)
+
+
+class _Inbox(Generic[T]):
+    """What the workers hand to the consumer, in the order it arrived.
+
+    A deque and, while the consumer waits, one event: anyio's memory stream would also
+    do, but each wait through it costs a pass of the event loop before it even looks
+    (``receive`` starts with a checkpoint) and several objects per item. Nothing here
+    needs a bound: the batch's window (a semaphore taken before a job starts and given
+    back when its result is delivered) already bounds how many results can be waiting.
+
+    Args:
+        senders: How many workers put items; the inbox ends when each has called
+            :meth:`sender_done`.
+    """
+
+    __slots__ = ("_closed", "_items", "_senders", "_waiter")
+
+    def __init__(self, senders: int) -> None:
+        self._items: deque[T] = deque()
+        self._senders = senders
+        self._waiter: anyio.Event | None = None
+        self._closed = False
+
+    def put(self, item: T) -> None:
+        """Hand ``item`` to the consumer (dropped once the consumer closed the inbox)."""
+        if not self._closed:
+            self._items.append(item)
+            self._wake()
+
+    def sender_done(self) -> None:
+        """One worker will put nothing more."""
+        self._senders -= 1
+        if self._senders <= 0:
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None:
+            self._waiter = None
+            waiter.set()
+
+    def get_nowait(self) -> T:
+        """The next item.
+
+        Raises:
+            anyio.WouldBlock: Nothing yet, and a worker may still put something.
+            anyio.EndOfStream: Nothing more will come.
+            anyio.ClosedResourceError: The consumer closed the inbox.
+        """
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._items:
+            return self._items.popleft()
+        if self._senders <= 0:
+            raise anyio.EndOfStream
+        raise anyio.WouldBlock
+
+    async def get(self) -> T:
+        """The next item, waiting for it if needed (raises as :meth:`get_nowait`)."""
+        while True:
+            try:
+                return self.get_nowait()
+            except anyio.WouldBlock:
+                waiter = self._waiter
+                if waiter is None:
+                    waiter = self._waiter = anyio.Event()
+                await waiter.wait()
+
+    def close(self) -> None:
+        """The consumer is gone: drop what is left, and whatever comes later."""
+        self._closed = True
+        self._items.clear()
 
 
 @contextmanager
@@ -323,8 +396,7 @@ class BulkRun(Generic[T]):
         self._pending: dict[int, BulkResult[T]] = {}  # ordered mode: waiting for their turn
         self._next_index = 0
         self._tg: TaskGroup | None = None
-        self._send: MemoryObjectSendStream[BulkResult[T] | _Fatal] | None = None
-        self._recv: MemoryObjectReceiveStream[BulkResult[T] | _Fatal] | None = None
+        self._recv: _Inbox[BulkResult[T] | _Fatal] | None = None
         self._jobs: dict[int, _Job] = {}  # index -> job under way
         self._unknown: set[int] = set()
         self._stop = False
@@ -337,14 +409,14 @@ class BulkRun(Generic[T]):
         return f"<BulkRun {self.progress}>"
 
     async def __aenter__(self) -> BulkRun[T]:
-        send, recv = anyio.create_memory_object_stream[BulkResult[T] | _Fatal](self._concurrency)
-        self._send, self._recv = send, recv
+        # The inbox ends when the last worker is done.
+        inbox: _Inbox[BulkResult[T] | _Fatal] = _Inbox(self._concurrency)
+        self._recv = inbox
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
         for _ in range(self._concurrency):
-            tg.start_soon(self._worker, send.clone())
-        send.close()  # the stream ends when the last worker closes its clone
+            tg.start_soon(self._worker, inbox)
         return self
 
     async def __aexit__(
@@ -410,9 +482,9 @@ class BulkRun(Generic[T]):
                 return self._deliver(self._pending.pop(self._next_index))
             try:
                 try:
-                    item = self._recv.receive_nowait()
+                    item = self._recv.get_nowait()
                 except anyio.WouldBlock:
-                    item = await self._recv.receive()
+                    item = await self._recv.get()
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 self._finished = True
                 if self._pending:  # unreachable unless a worker vanished; never drop results
@@ -431,17 +503,17 @@ class BulkRun(Generic[T]):
         self._window.release()
         return result
 
-    async def _worker(self, send: MemoryObjectSendStream[BulkResult[T] | _Fatal]) -> None:
+    async def _worker(self, inbox: _Inbox[BulkResult[T] | _Fatal]) -> None:
         window = self._window
         inputs = self._inputs
-        async with send:
+        try:
             while not self._stop:
                 await _acquire(window)
                 try:
                     pulled = await inputs.next()
                 except Exception as exc:  # the caller's input iterator failed
                     window.release()
-                    await _send(send, _Fatal(exc))
+                    inbox.put(_Fatal(exc))
                     return
                 if pulled is None:
                     window.release()
@@ -450,9 +522,11 @@ class BulkRun(Generic[T]):
                 result = await self._run(index, item)
                 if result is None:  # cut short by the teardown
                     return
-                await _send(send, result)
+                inbox.put(result)
                 if isinstance(result, _Fatal):
                     return
+        finally:
+            inbox.sender_done()
 
     async def _run(self, index: int, item: T) -> BulkResult[T] | _Fatal | None:
         """Run one job; ``None`` when the teardown cut it short."""
@@ -534,13 +608,6 @@ async def _acquire(sem: anyio.Semaphore) -> None:
         sem.acquire_nowait()
     except anyio.WouldBlock:
         await sem.acquire()
-
-
-async def _send(stream: MemoryObjectSendStream[T], item: T) -> None:
-    try:
-        stream.send_nowait(item)
-    except anyio.WouldBlock:
-        await stream.send(item)
 
 
 def default_concurrency(client: Client) -> int:
