@@ -152,7 +152,9 @@ class _Fatal:
 
 @dataclass(slots=True)
 class _Job:
-    """One job under way. Its scope is shielded: only the batch's teardown ends it."""
+    """One worker and the job it runs. Its scope is shielded: only the batch's teardown
+    ends it (one scope per worker, not per job: entering and leaving an anyio scope costs
+    more than a small job's own bookkeeping)."""
 
     scope: anyio.CancelScope
     #: A submit was sent and no task id came back yet: cancelling now could lose a task.
@@ -249,6 +251,10 @@ def submit_in_flight() -> Iterator[None]:
     if job is None:
         yield
         return
+    if job.scope.cancel_called:
+        # The batch is being left: its cancellation reaches this task at its next await,
+        # which would be the submit's own, with the request perhaps out. Not sent instead.
+        raise SubmitSkipped("not sent: the batch was left before this submit")
     # It may raise, or return False to skip the job: either way nothing is sent.
     if job.on_sending is not None and job.on_sending() is False:
         raise SubmitSkipped("not sent: on_submitting declined the job")
@@ -397,7 +403,7 @@ class BulkRun(Generic[T]):
         self._next_index = 0
         self._tg: TaskGroup | None = None
         self._recv: _Inbox[BulkResult[T] | _Fatal] | None = None
-        self._jobs: dict[int, _Job] = {}  # index -> job under way
+        self._workers: list[_Job] = []  # one per worker that started
         self._unknown: set[int] = set()
         self._stop = False
         self._closing = False
@@ -464,7 +470,7 @@ class BulkRun(Generic[T]):
             return
         self._closing = True
         deadline = anyio.current_time() + self._grace_s
-        for job in self._jobs.values():
+        for job in self._workers:
             if job.in_doubt:
                 job.scope.deadline = min(job.scope.deadline, deadline)
             else:
@@ -506,36 +512,45 @@ class BulkRun(Generic[T]):
     async def _worker(self, inbox: _Inbox[BulkResult[T] | _Fatal]) -> None:
         window = self._window
         inputs = self._inputs
+        job = _Job(anyio.CancelScope(shield=True))
+        self._workers.append(job)
+        token = _current_job.set(job)
         try:
-            while not self._stop:
-                await _acquire(window)
-                try:
-                    pulled = await inputs.next()
-                except Exception as exc:  # the caller's input iterator failed
-                    window.release()
-                    inbox.put(_Fatal(exc))
-                    return
-                if pulled is None:
-                    window.release()
-                    return
-                index, item = pulled
-                result = await self._run(index, item)
-                if result is None:  # cut short by the teardown
-                    return
-                inbox.put(result)
-                if isinstance(result, _Fatal):
-                    return
+            # Shielded: the teardown cancels this scope itself (see _wind_down), except
+            # while a submit is in doubt, which gets the grace to answer.
+            with job.scope:
+                while not self._stop:
+                    await _acquire(window)
+                    try:
+                        pulled = await inputs.next()
+                    except Exception as exc:  # the caller's input iterator failed
+                        window.release()
+                        inbox.put(_Fatal(exc))
+                        return
+                    if pulled is None:
+                        window.release()
+                        return
+                    index, item = pulled
+                    result = await self._run(job, index, item)
+                    inbox.put(result)
+                    if isinstance(result, _Fatal):
+                        return
+        except BaseException:
+            # Not the teardown's cancellation (the scope above absorbs that): stop every
+            # other worker too, or the task group would wait for them behind their shields.
+            self._stop = True
+            self._wind_down()
+            raise
         finally:
+            _current_job.reset(token)
             inbox.sender_done()
 
-    async def _run(self, index: int, item: T) -> BulkResult[T] | _Fatal | None:
-        """Run one job; ``None`` when the teardown cut it short."""
+    async def _run(self, job: _Job, index: int, item: T) -> BulkResult[T] | _Fatal:
+        """Run one job in ``job``'s worker; the teardown's cancellation propagates."""
         progress = self.progress
         task_id: str | None = None
-        job = _Job(anyio.CancelScope(shield=True))
         on_submitting = self._on_submitting
-        if on_submitting is not None:
-            job.on_sending = lambda: on_submitting(index)
+        job.on_sending = None if on_submitting is None else (lambda: on_submitting(index))
 
         def created(tid: str) -> None:
             nonlocal task_id
@@ -554,36 +569,30 @@ class BulkRun(Generic[T]):
 
         progress.submitting += 1
         kept = item if self._keep_inputs else None
-        outcome: BulkResult[T] | _Fatal | None = None
-        self._jobs[index] = job
-        token = _current_job.set(job)
         try:
-            with job.scope:
-                try:
-                    pred: Prediction = await self._job(index, item, created)
-                except BATCH_FATAL as exc:
-                    self._stop = True
-                    self._count_end(task_id, ok=False)
-                    outcome = _Fatal(exc)
-                except WaveSpeedError as exc:
-                    self._count_end(task_id, ok=False, skipped=isinstance(exc, SubmitSkipped))
-                    tid = task_id or exc.task_id
-                    if tid is None and isinstance(exc, SubmissionOutcomeUnknown):
-                        self._unknown.add(index)
-                    final = getattr(exc, "prediction", None) or getattr(exc, "last", None)
-                    outcome = BulkResult(index, kept, tid, final, exc)
-                except Exception as exc:  # a bug or an unexpected error: end the batch
-                    self._stop = True
-                    outcome = _Fatal(exc)
-                else:
-                    self._count_end(task_id, ok=True)
-                    outcome = BulkResult(index, kept, pred.id, pred, None)
+            pred: Prediction = await self._job(index, item, created)
+        except BATCH_FATAL as exc:
+            self._stop = True
+            self._count_end(task_id, ok=False)
+            return _Fatal(exc)
+        except WaveSpeedError as exc:
+            self._count_end(task_id, ok=False, skipped=isinstance(exc, SubmitSkipped))
+            tid = task_id or exc.task_id
+            if tid is None and isinstance(exc, SubmissionOutcomeUnknown):
+                self._unknown.add(index)
+            final = getattr(exc, "prediction", None) or getattr(exc, "last", None)
+            return BulkResult(index, kept, tid, final, exc)
+        except Exception as exc:  # a bug or an unexpected error: end the batch
+            self._stop = True
+            return _Fatal(exc)
+        except BaseException:  # the teardown cut it short
+            if job.in_doubt:
+                self._unknown.add(index)
+            raise
         finally:
-            _current_job.reset(token)
-            del self._jobs[index]
-        if outcome is None and job.in_doubt:
-            self._unknown.add(index)
-        return outcome
+            job.in_doubt = False
+        self._count_end(task_id, ok=True)
+        return BulkResult(index, kept, pred.id, pred, None)
 
     def _count_end(self, task_id: str | None, *, ok: bool, skipped: bool = False) -> None:
         progress = self.progress
