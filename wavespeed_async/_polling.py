@@ -105,7 +105,7 @@ class DurationEstimator:
         #: few quantiles at every poll).
         self._quantiles: dict[float, float] = {}
         #: The schedule's first-poll and tail points for one PollConfig, since the last
-        #: change (see :func:`poll_delay`).
+        #: change (see :func:`next_poll_delay`).
         self._points: tuple[PollConfig, float, float] | None = None
         self._log_sum = 0.0  # only used while fewer than _MIN_SAMPLES were observed
 
@@ -321,7 +321,6 @@ def _prior_interval(t: float, estimator: DurationEstimator, poll_cost_s: float) 
 
 
 def next_poll_delay(
-    *,
     elapsed_s: float,
     polls_done: int,
     status: str,
@@ -359,19 +358,9 @@ def next_poll_delay(
 
     Returns:
         Seconds to wait, at least ``min_interval_s``. Deterministic for the same inputs
-        and estimator contents.
+        and estimator contents. The poll scheduler calls this at every poll, with its
+        arguments by position.
     """
-    return poll_delay(elapsed_s, polls_done, status, estimator, config)
-
-
-def poll_delay(
-    elapsed_s: float,
-    polls_done: int,
-    status: str,
-    estimator: DurationEstimator,
-    config: PollConfig,
-) -> float:
-    """:func:`next_poll_delay` with positional arguments (the poll scheduler's hot path)."""
     t = elapsed_s if 0.0 < elapsed_s < math.inf else 0.0  # NaN, negative, inf: 0
     points = estimator._points
     if points is None or points[0] is not config:
