@@ -111,3 +111,26 @@ async def test_submits_unanswered_after_the_grace_are_reported_unknown() -> None
 async def test_submit_grace_is_validated(client: Client, grace: Any) -> None:
     with pytest.raises(ValidationError, match="submit_grace_s"):
         client.run_many(PRO, [], submit_grace_s=grace)
+
+
+class _Halt(BaseException):
+    """Not an Exception: no job or input handler turns it into a result."""
+
+
+async def test_a_worker_ended_by_a_base_exception_stops_the_other_workers_at_once() -> None:
+    # The other worker's job waits for a task of about a minute, behind its worker's
+    # shielded scope: the task group's cancellation does not reach it, the batch's
+    # teardown (the consumer, cancelled by the failing worker) does.
+    async def inputs() -> AsyncIterator[dict[str, Any]]:
+        yield {"prompt": "a slow task"}
+        raise _Halt
+
+    slow = Emulator(EmulatorConfig(seed=11, latency=LatencyProfile.realistic().scaled(20)))
+    async with slow as emu, _client(emu) as client:
+        run = client.run_many(PRO, inputs(), concurrency=2)
+        with anyio.fail_after(20), pytest.raises(BaseException) as caught:  # noqa: PT011
+            async with run as results:
+                async for _ in results:
+                    pass
+    assert caught.group_contains(_Halt), repr(caught.value)
+    assert _workers() == []

@@ -535,12 +535,6 @@ class BulkRun(Generic[T]):
                     inbox.put(result)
                     if isinstance(result, _Fatal):
                         return
-        except BaseException:
-            # Not the teardown's cancellation (the scope above absorbs that): stop every
-            # other worker too, or the task group would wait for them behind their shields.
-            self._stop = True
-            self._wind_down()
-            raise
         finally:
             _current_job.reset(token)
             inbox.sender_done()
