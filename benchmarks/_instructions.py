@@ -165,8 +165,13 @@ def measure(
     valgrind: str = "valgrind",
     limit_s: float = 1800.0,
     log: bool = True,
+    keep: Path | None = None,
 ) -> list[Measurement]:
-    """Count each client at both batch sizes against one emulator."""
+    """Count each client at both batch sizes against one emulator.
+
+    ``keep``: a folder to leave cachegrind's output files in (``cg.<client>.<jobs>``), for
+    ``cg_annotate`` or ``cg_annotate --diff`` of the two batches.
+    """
     small, large = sizes
     if not 0 < small < large:
         raise ValueError(f"sizes: {sizes!r}; allowed: 0 < N < M")
@@ -179,7 +184,8 @@ def measure(
             counts = []
             for n in (small, large):
                 spec = _spec(client, emu.base_url, n, warmup, concurrency)
-                count = _run_once(emu, spec, Path(tmp) / f"cg.{client}.{n}", valgrind, limit_s)
+                folder = Path(tmp) if keep is None else keep
+                count = _run_once(emu, spec, folder / f"cg.{client}.{n}", valgrind, limit_s)
                 if log:
                     sys.stderr.write(
                         f"[instructions] {client} {n} jobs: {count.instructions:,} "
@@ -239,7 +245,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, default=10)
     p.add_argument("--latency", default="0.5", help="the emulator's --latency (0: instant)")
     p.add_argument("--valgrind", default=shutil.which("valgrind") or "valgrind")
+    p.add_argument(
+        "--keep", type=Path, default=None, help="a folder to keep cachegrind's output files in"
+    )
     args = p.parse_args(argv)
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
     results = measure(
         args.clients,
         sizes=(args.sizes[0], args.sizes[1]),
@@ -247,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         concurrency=args.concurrency,
         latency=args.latency,
         valgrind=args.valgrind,
+        keep=args.keep,
     )
     sys.stdout.write(
         f"concurrency {args.concurrency}, emulator --latency {args.latency}, warm-up "
