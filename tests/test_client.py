@@ -368,7 +368,9 @@ async def test_a_wait_parses_its_result_url_once_for_all_its_polls(
 ) -> None:
     # aiohttp parses a str URL at every request, through a cache of 128 URLs that misses
     # once more tasks than that are polled in turn: each wait hands it one parsed URL.
-    config = EmulatorConfig(seed=7, latency=LatencyProfile.realistic().scaled(0.02))
+    # Tasks of 0.26-1.4 s, polled at most 50 ms apart: several polls each, however late
+    # a loaded machine starts the waits.
+    config = EmulatorConfig(seed=7, latency=LatencyProfile.realistic().scaled(0.2))
     async with (
         Emulator(config) as emu,
         Client(CANARY_KEY, base_url=emu.base_url, poll=fast_poll(), retry=fast_retry()) as client,
