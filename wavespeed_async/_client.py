@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import msgspec
-from yarl import URL
 
 from wavespeed_async import _upload
 from wavespeed_async._bulk import (
@@ -64,7 +63,7 @@ from wavespeed_async._requests import TypedRequest, coerce_request
 from wavespeed_async._scheduler import PollEntry, PollScheduler, WaitExpired
 from wavespeed_async._secret import Secret
 from wavespeed_async._share import Share, default_namespace, resolve_share
-from wavespeed_async._transport import Transport
+from wavespeed_async._transport import Transport, result_path
 from wavespeed_async._version import __version__
 
 __all__ = ["DEFAULT_BASE_URL", "Client", "TaskCreatedHook"]
@@ -83,10 +82,6 @@ ModelOrRequest = str | TypedRequest
 
 def _unopened_clock() -> float:
     return asyncio.get_running_loop().time()
-
-
-def _result_path(task_id: str) -> str:
-    return f"/api/v3/predictions/{task_id}/result"
 
 
 def _result_of(pred: Prediction | None, task_id: str) -> Prediction:
@@ -261,7 +256,7 @@ class Client:
         self._early: collections.OrderedDict[str, Prediction] = collections.OrderedDict()
         self._webhook_tasks: collections.OrderedDict[str, None] = collections.OrderedDict()
         self.tasks_created = 0
-        self.polls_sent = 0
+        self._polls_closed = 0  # polls_sent of the transport, once closed
         self.deliveries = 0
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -308,6 +303,7 @@ class Client:
         self._session = self._downloader = None
         transport, self._transport = self._transport, None
         if transport is not None:
+            self._polls_closed += transport.polls_answered
             transport.close()  # the polls' deadline timer: no poll is in flight any more
         if self._share is not None:
             await self._share.aclose()
@@ -315,6 +311,13 @@ class Client:
             await session.close()
         if downloader is not None:
             await downloader.aclose()
+
+    @property
+    def polls_sent(self) -> int:
+        """Polls of :meth:`wait` that got their task's state (the submit's answer and
+        webhook deliveries not counted)."""
+        transport = self._transport
+        return self._polls_closed + (transport.polls_answered if transport else 0)
 
     @property
     def closed(self) -> bool:
@@ -502,7 +505,7 @@ class Client:
         """
         check_task_id(task_id)
         env = await self._open().call(
-            "GET", _result_path(task_id), prediction_decoder, task_id=task_id
+            "GET", result_path(task_id), prediction_decoder, task_id=task_id
         )
         return _result_of(env.data, task_id)
 
@@ -564,7 +567,7 @@ class Client:
             last=pred,
             # Parsed once here: aiohttp parses a str URL at every request, and its parse
             # cache (128 URLs) misses once more tasks than that are polled in turn.
-            target=transport.parsed_url(_result_path(task_id)),
+            target=transport.parsed_url(result_path(task_id)),
         )
         scheduler = self._scheduler
         if scheduler is None:  # not "or": a scheduler's truth is its len(), a sum
@@ -596,38 +599,9 @@ class Client:
             if self._loop is None or self._flow is None:  # pragma: no cover - set by _open
                 raise ClientClosedError("this Client is closed")
             scheduler = self._scheduler = PollScheduler(
-                self._loop, self._poll_once, self.poll, self._flow
+                self._loop, self._open().poll, self.poll, self._flow
             )
         return scheduler
-
-    async def _poll_once(self, entry: PollEntry) -> Prediction:
-        """One poll, sent by the scheduler: a GET of the task's result.
-
-        The id was checked when its wait started (which also parsed its URL), and the
-        scheduler runs on this Client's loop, so neither is checked again at every poll.
-        """
-        task_id = entry.task_id
-        if self._share is not None:
-            # The account-wide poll budget lives on the share's server: wait for it here
-            # (the scheduler's own budget check gives way to it, see FlowControl.take_poll).
-            await self.flow.acquire_poll()
-        transport = self._transport
-        if transport is None:
-            raise ClientClosedError("the Client was closed during the wait")
-        target = entry.target
-        if not isinstance(target, URL):
-            target = _result_path(task_id)
-        env = await transport.call(
-            "GET",
-            target,
-            prediction_decoder,
-            deadline=entry.deadline,
-            task_id=task_id,
-            poll=True,
-        )
-        pred = _result_of(env.data, task_id)
-        self.polls_sent += 1
-        return pred
 
     @staticmethod
     def _finished(pred: Prediction) -> Prediction:

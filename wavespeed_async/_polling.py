@@ -257,7 +257,7 @@ class DurationEstimator:
 # --------------------------------------------------------------------------- polling
 
 
-def _interval_at(t: float, xs: list[float], last: int, two_c: float) -> float:
+def _interval_at(t: float, xs: list[float], last: int, two_c: float, band: float) -> float:
     """The poll interval that minimises ``poll_cost_s * polls + latency`` locally.
 
     With polls at density rho(t) per second, a task costs ``integral of rho`` polls up to
@@ -267,44 +267,43 @@ def _interval_at(t: float, xs: list[float], last: int, two_c: float) -> float:
     over ``_DENSITY_BANDWIDTH`` of probability mass around ``t``.
 
     ``xs`` are the estimator's sorted durations (at least ``_MIN_SAMPLES``), ``last`` is
-    ``len(xs) - 1`` and ``two_c`` is ``2 * poll_cost_s``. Runs twice at every poll of every
-    task, so the cdf and the two quantiles are computed inline (the same arithmetic as
-    :meth:`DurationEstimator.cdf` and :meth:`DurationEstimator.quantile`).
+    ``len(xs) - 1``, ``two_c`` is ``2 * poll_cost_s`` and ``band`` is
+    ``_DENSITY_BANDWIDTH * last``. Runs at every poll of every task, so the cdf and the
+    two quantiles are computed inline, in index units: position ``p`` in ``xs`` stands
+    for the probability ``p / last`` (the interpolation of :meth:`DurationEstimator.cdf`
+    and :meth:`DurationEstimator.quantile`).
     """
-    if t <= xs[0]:
-        u = 0.0
-    elif t >= xs[last]:
+    if t >= xs[last]:
         return 0.0  # past everything seen: poll as fast as allowed
+    if t <= xs[0]:
+        p = 0.0
     else:
         i = _bisect_right(xs, t) - 1  # xs[i] <= t < xs[i + 1]
-        u = (i + (t - xs[i]) / (xs[i + 1] - xs[i])) / last
-    lo = u - _HALF_BAND
-    if lo < 0.0:
+        x = xs[i]
+        p = i + (t - x) / (xs[i + 1] - x)
+    # The band of probability around p, moved inside [0, last] at either end.
+    lo = p - 0.5 * band
+    if lo <= 0.0:
         lo = 0.0
-    hi = lo + _DENSITY_BANDWIDTH
-    if hi > 1.0:
-        hi = 1.0
-    lo = hi - _DENSITY_BANDWIDTH  # not always the lo above, to the last bit
-    if lo < 0.0:
-        lo = 0.0
-    # The quantiles of hi and lo (both within [0, 1]), as DurationEstimator._quantile.
-    top = last - 1
-    pos = hi * last
-    i = int(pos)
-    if i > top:
-        i = top
+        hi = band
+    else:
+        hi = lo + band
+        if hi >= last:
+            hi = last
+            lo = last - band
+    # The durations at hi and lo (quantile interpolation; hi < last + 1, lo < last).
+    i = int(hi)
+    if i == last:
+        i -= 1
     x = xs[i]
-    span_s = x + (xs[i + 1] - x) * (pos - i)
-    pos = lo * last
-    i = int(pos)
-    if i > top:
-        i = top
+    span_s = x + (xs[i + 1] - x) * (hi - i)
+    i = int(lo)
     x = xs[i]
-    span_s -= x + (xs[i + 1] - x) * (pos - i)
+    span_s -= x + (xs[i + 1] - x) * (lo - i)
     if span_s <= 0.0:
         return 0.0  # a point mass here: poll as fast as allowed
-    # interval = sqrt(2 c / hazard), hazard = ((hi - lo) / span_s) / survival
-    return _sqrt(two_c * (1.0 - u) * span_s / (hi - lo))
+    # interval = sqrt(2 c / hazard), hazard = (band / last / span_s) / (1 - p / last)
+    return _sqrt(two_c * (last - p) * span_s / band)
 
 
 def _prior_interval(t: float, estimator: DurationEstimator, poll_cost_s: float) -> float:
@@ -379,8 +378,9 @@ def next_poll_delay(
         else:
             last = len(xs) - 1
             two_c = 2.0 * config.poll_cost_s
-            delay = _interval_at(t, xs, last, two_c)
-            ahead = _interval_at(t + delay / 2, xs, last, two_c)
+            band = _DENSITY_BANDWIDTH * last
+            delay = _interval_at(t, xs, last, two_c, band)
+            ahead = _interval_at(t + delay / 2, xs, last, two_c, band)
         if ahead < delay:
             delay = ahead
     if polls_done > 0 and status == "created":

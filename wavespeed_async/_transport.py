@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
 import aiohttp
 import anyio
@@ -33,16 +34,21 @@ from wavespeed_async._errors import (
     WaveSpeedError,
 )
 from wavespeed_async._flow import FlowControl
-from wavespeed_async._models import DECODE_FAILURES, error_decoder
+from wavespeed_async._models import DECODE_FAILURES, Prediction, error_decoder, prediction_decoder
 from wavespeed_async._policy import FailureKind
 from wavespeed_async._secret import Secret
 from wavespeed_async._text import printable
+
+if TYPE_CHECKING:
+    from wavespeed_async._scheduler import PollEntry
 
 __all__ = ["Envelope", "Transport"]
 
 log = logging.getLogger("wavespeed_async")
 
 _JSON_HEADERS: Final = {"Content-Type": "application/json"}
+#: ``Cooldown.until`` while no 429 was ever answered.
+_NO_COOLDOWN: Final = -math.inf
 
 _CAUSE_KIND = {
     FailureKind.RESET: "reset",
@@ -117,27 +123,28 @@ def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
     return _policy.parse_retry_after(resp.headers.get("Retry-After"), now=time.time())
 
 
-async def _read_capped(resp: aiohttp.ClientResponse, cap: int) -> bytes | None:
-    """The whole body, or ``None`` (and the connection closed) once it passes ``cap`` bytes.
+async def _read_rest(resp: aiohttp.ClientResponse, first: bytes, cap: int) -> bytes | None:
+    """The whole body after its ``first`` chunk, or ``None`` (and the connection closed)
+    once it passes ``cap`` bytes.
 
     Counts decompressed bytes, so a small compressed answer cannot inflate past the cap.
+    Most answers come whole in their first chunk, and never get here.
     """
-    declared = resp.content_length
-    if declared is not None and declared > cap:
+    size = len(first)
+    if size > cap:
         resp.close()
         return None
     content = resp.content
-    chunks: list[bytes] = []
-    size = 0
+    chunks = [first]
     while chunk := await content.readany():
         size += len(chunk)
         if size > cap:
             resp.close()
             return None
         chunks.append(chunk)
-        if content.at_eof():  # most answers come whole: no second read to see the end
+        if content.at_eof():  # no second read to see the end
             break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    return b"".join(chunks)
 
 
 class Transport:
@@ -174,6 +181,8 @@ class Transport:
         self.rng = rng
         self.requests_sent = 0
         self.retries = 0
+        #: Polls (:meth:`poll`) that got the task's state.
+        self.polls_answered = 0
         self._timeout_cache: dict[tuple[float, bool], aiohttp.ClientTimeout] = {}
         #: The ``request_s`` deadlines of the polls in flight, behind one timer.
         self._deadlines = Deadlines(timeouts.request_s)
@@ -243,7 +252,9 @@ class Transport:
         ``poll``: the attempt's deadline (of ``timeout_s``, which must be the polls'
         duration) is kept by the polls' shared timer, which cancels this task at it.
         """
-        await self.flow.wait_cooldown()
+        flow = self.flow
+        if flow.cooldown.until > _NO_COOLDOWN:  # a 429 was answered: wait out what is left
+            await flow.wait_cooldown()
         headers = _JSON_HEADERS if json_body is not None else None
         self.requests_sent += 1
         deadline = self._deadlines.start() if poll else None
@@ -265,7 +276,16 @@ class Transport:
                 allow_redirects=False,
             ) as resp:
                 status = resp.status
-                body = await _read_capped(resp, self.max_answer_bytes)
+                cap = self.max_answer_bytes
+                declared = resp.content_length
+                if declared is not None and declared > cap:
+                    resp.close()
+                    body = None
+                else:
+                    content = resp.content
+                    body = await content.readany()
+                    if len(body) > cap or not content.at_eof():
+                        body = await _read_rest(resp, body, cap)
         except asyncio.CancelledError:
             if deadline is None or not deadline.timed_out():
                 raise
@@ -332,6 +352,8 @@ class Transport:
                         body=_text(body),
                     ),
                 )
+            if env.code == 200:  # the usual answer: classify_status would say OK
+                return env
             effective = _policy.classify_status(status, _envelope_code(env.code))
             if effective is None:
                 return env
@@ -392,17 +414,12 @@ class Transport:
         timeout_s: float | None = None,
         deadline: float | None = None,
         task_id: str | None = None,
-        poll: bool = False,
     ) -> E:
         """An idempotent call (GET, upload, delete): retried per the GET policy.
 
         Args:
             deadline: event-loop time (``loop.time()``) after which no retry is started.
             task_id: Attached to any error raised, so the caller keeps the id.
-            poll: A poll, in a task of its own: each attempt's ``request_s`` deadline is
-                kept by the transport's one timer for every poll in flight (which cancels
-                the task, and the attempt turns that into a timeout), not by an aiohttp
-                timer of its own.
         """
         url: str | URL
         if isinstance(path_or_url, URL) or "://" in path_or_url:
@@ -410,12 +427,18 @@ class Transport:
         else:
             url = self.url(path_or_url)
         timeout_s = timeout_s or self.timeouts.request_s
-        # The polls' one timer keeps a deadline of request_s only; any other, aiohttp's.
-        poll = poll and timeout_s == self._deadlines.duration_s
-        attempt = 0
-        while True:
-            attempt += 1
-            out = await self._attempt(
+        out = await self._attempt(
+            method,
+            url,
+            decoder,
+            json_body=json_body,
+            form=form,
+            params=params,
+            timeout_s=timeout_s,
+        )
+        if isinstance(out, _Attempt):
+            out = await self._retry(
+                out,
                 method,
                 url,
                 decoder,
@@ -423,10 +446,83 @@ class Transport:
                 form=form,
                 params=params,
                 timeout_s=timeout_s,
-                poll=poll,
+                deadline=deadline,
+                task_id=task_id,
+                poll=False,
             )
-            if not isinstance(out, _Attempt):
-                return out
+        return out
+
+    async def poll(self, entry: PollEntry) -> Prediction:
+        """One poll of a wait in progress (the poll scheduler's ``send``): a GET of the
+        task's result, retried as :meth:`call` retries a GET.
+
+        The task's id was checked and its URL parsed when its wait started. Each attempt's
+        ``request_s`` deadline is kept by the transport's one timer for every poll in
+        flight (which cancels the poll's task, and the attempt turns that into a timeout),
+        not by an aiohttp timer of its own. With a share, the account-wide poll budget is
+        waited for first (the scheduler's own budget check gives way to it, see
+        ``FlowControl.take_poll``).
+
+        Raises:
+            DecodeError: the answer has no task in it.
+        """
+        flow = self.flow
+        if flow.share is not None:
+            await flow.acquire_poll()
+        task_id = entry.task_id
+        url = entry.target
+        if not isinstance(url, URL):
+            url = self.url(result_path(task_id))
+        timeout_s = self._deadlines.duration_s
+        out = await self._attempt(
+            "GET",
+            url,
+            prediction_decoder,
+            json_body=None,
+            form=None,
+            params=None,
+            timeout_s=timeout_s,
+            poll=True,
+        )
+        if isinstance(out, _Attempt):
+            out = await self._retry(
+                out,
+                "GET",
+                url,
+                prediction_decoder,
+                json_body=None,
+                form=None,
+                params=None,
+                timeout_s=timeout_s,
+                deadline=entry.deadline,
+                task_id=task_id,
+                poll=True,
+            )
+        pred = out.data
+        if pred is None:
+            raise DecodeError("the result has no task in it", task_id=task_id)
+        self.polls_answered += 1
+        return pred
+
+    async def _retry(
+        self,
+        out: _Attempt,
+        method: str,
+        url: str | URL,
+        decoder: _Decoder[E],
+        *,
+        json_body: bytes | None,
+        form: Callable[[], aiohttp.FormData] | None,
+        params: Mapping[str, str] | None,
+        timeout_s: float,
+        deadline: float | None,
+        task_id: str | None,
+        poll: bool,
+    ) -> E:
+        """:meth:`call` after an attempt that failed (``out``): retries per the GET policy
+        until one succeeds, or raises the last failure's error."""
+        attempt = 1
+        while True:
             time_left = None if deadline is None else deadline - self.flow.now()
             decision = self._decide(_policy.decide_get_retry, out, attempt, time_left)
             if not decision.retry:
@@ -441,6 +537,20 @@ class Transport:
                 decision.reason,
             )
             await anyio.sleep(decision.delay_s)
+            attempt += 1
+            result = await self._attempt(
+                method,
+                url,
+                decoder,
+                json_body=json_body,
+                form=form,
+                params=params,
+                timeout_s=timeout_s,
+                poll=poll,
+            )
+            if not isinstance(result, _Attempt):
+                return result
+            out = result
 
     async def submit(
         self,
@@ -541,6 +651,11 @@ class Transport:
         if task_id is not None and err.task_id is None:
             err.task_id = task_id
         return err
+
+
+def result_path(task_id: str) -> str:
+    """The path of a task's result (what a poll GETs)."""
+    return f"/api/v3/predictions/{task_id}/result"
 
 
 def _loggable(url: str) -> str:
