@@ -339,9 +339,10 @@ class Client:
             self._limits = fit_to_file_limit(self._limits, reserved=held)
             self._loop = loop
             self._now = loop.time
-            connector = aiohttp.TCPConnector(
-                limit=self._limits.max_connections, limit_per_host=self._limits.max_connections
-            )
+            # This session only ever talks to base_url (redirects are not followed; uploads
+            # and media have sessions of their own): the pool's limit is the host's, and a
+            # per-host limit would only add aiohttp's per-host bookkeeping to every request.
+            connector = aiohttp.TCPConnector(limit=self._limits.max_connections)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 # The API keeps no session state in cookies: a server that sets them makes
