@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 
-from benchmarks._instructions import Count, Measurement, _instructions, floor_line, render
+from benchmarks._instructions import (
+    Count,
+    Measurement,
+    _instructions,
+    floor_line,
+    measure,
+    render,
+)
 
 
 def test_per_job_figures_are_differences_of_the_two_runs() -> None:
@@ -44,3 +52,39 @@ def test_the_total_comes_from_the_summary_line(tmp_path: Path) -> None:
     out.write_text("events: Ir\n")
     with pytest.raises(RuntimeError, match="no summary"):
         _instructions(out)
+
+
+_FAKE_VALGRIND = """\
+import subprocess, sys
+args = sys.argv[1:]
+out = next(a.split("=", 1)[1] for a in args if a.startswith("--cachegrind-out-file="))
+command = [a for a in args if not a.startswith("--")]
+code = subprocess.call(command)
+with open(out, "w") as f:
+    f.write("events: Ir\\nsummary: %d\\n" % (1000 * len(out)))
+sys.exit(code)
+"""
+
+
+def test_keep_leaves_each_runs_output_file(tmp_path: Path) -> None:
+    # A stand-in for valgrind: runs the worker as is, writes an output file with a summary.
+    fake = tmp_path / "valgrind"
+    fake.write_text(f"#!{sys.executable}\n{_FAKE_VALGRIND}")
+    fake.chmod(0o755)
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    [m] = measure(
+        ["ours"],
+        sizes=(1, 2),
+        warmup=1,
+        concurrency=1,
+        latency="0",
+        valgrind=str(fake),
+        limit_s=120.0,
+        log=False,
+        keep=kept,
+    )
+    assert sorted(p.name for p in kept.iterdir()) == ["cg.ours.1", "cg.ours.2"]
+    assert m.small.instructions == 1000 * len(str(kept / "cg.ours.1"))
+    assert (m.small.jobs, m.large.jobs) == (1, 2)
+    assert m.large.requests >= 2  # the emulator saw the measured batch's requests
