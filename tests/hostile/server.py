@@ -104,6 +104,22 @@ async def _completed(server: HostileServer, request: web.Request) -> web.StreamR
     return _json({"code": 200, "message": "success", "data": data})
 
 
+@answer("completed_in_pieces")
+async def _completed_in_pieces(server: HostileServer, request: web.Request) -> web.StreamResponse:
+    """A completed answer whose second half is sent only once the client reads on past the
+    first (``reading_rest``, set by the test): a body that cannot come whole in one read."""
+    data = {"id": _task_id(request), "status": "completed", "outputs": server.outputs}
+    body = json.dumps({"code": 200, "message": "success", "data": data}).encode()
+    resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    await resp.write(body[: len(body) // 2])
+    if await asyncio.to_thread(server.reading_rest.wait, 5.0):
+        await resp.write(body[len(body) // 2 :])
+        await resp.write_eof()
+    return resp
+
+
 @answer("quirks")
 async def _quirks(server: HostileServer, request: web.Request) -> web.StreamResponse:
     # Harmless oddities: nulls where values are optional, unknown fields, and an unknown
@@ -272,6 +288,8 @@ class HostileServer:
         #: The Cookie header of every request that carried one, in order.
         self.cookies_sent: list[str] = []
         self.trickled = 0
+        #: Set (from the client's side) when the client reads on after a first chunk.
+        self.reading_rest = threading.Event()
         self.flooded = 0
         self._bomb: bytes | None = None
         self._loop = asyncio.new_event_loop()

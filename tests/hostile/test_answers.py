@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tracemalloc
+from typing import Any
 
 import pytest
 
@@ -18,6 +19,7 @@ from wavespeed_async import (
     TransportError,
     ValidationError,
     WaveSpeedError,
+    _transport,
 )
 from wavespeed_async._errors import ConnectError
 
@@ -140,6 +142,27 @@ async def test_harmless_quirks_do_not_make_polls_undecodable(hostile: HostileSer
     assert pred.has_nsfw_contents == [None]
     # The unknown status "warming_up" was taken as not finished: polling went on.
     assert hostile.polls[pred.id] == 2
+
+
+async def test_an_answer_in_pieces_is_read_to_its_end(
+    hostile: HostileServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The first chunk of most answers is the whole answer; this one's second half comes only
+    # once the client reads on (else the server holds it past the poll's deadline).
+    read_rest = _transport._read_rest
+    calls: list[bytes] = []
+
+    async def reading_on(resp: Any, first: bytes, cap: int) -> bytes | None:
+        calls.append(first)
+        hostile.reading_rest.set()
+        return await read_rest(resp, first, cap)
+
+    monkeypatch.setattr(_transport, "_read_rest", reading_on)
+    hostile.result = "completed_in_pieces"
+    async with make_client(hostile) as client:
+        pred = await client.run(MODEL, {"prompt": "x"})
+    assert pred.ok and pred.status == "completed"
+    assert len(calls) == 1 and calls[0].startswith(b'{"code": 200')
 
 
 @pytest.mark.parametrize("bad", ["../../x", "/etc/passwd", "a\x00b", "a" * 5000, "", "a?b", "a/b"])
