@@ -127,13 +127,8 @@ class PollEntry:
         if self.webhook:
             delay = config.webhook_fallback_s
         else:
-            last = self.last
             delay = next_poll_delay(
-                now - self.started,
-                self.polls,
-                "created" if last is None else last.status,  # self.status, without a call
-                self.estimator,
-                config,
+                now - self.started, self.polls, self.status, self.estimator, config
             )
         due = _ceil((now + delay) / POLL_GRID_S) * POLL_GRID_S
         deadline = self.deadline
@@ -415,9 +410,7 @@ class PollScheduler:
             future = entry.future
             if future is not None and not future.done():
                 earliest, due = entry.next_due(now, self._config)
-                self._heap.push(entry, due, earliest)  # as _schedule does
-                if due < self._timer_at:
-                    self._arm(due)
+                self._schedule(entry, earliest, due)
             return
         if entry.learn:
             # Learn when the task ended (between the last two polls), not when it was seen:

@@ -8,11 +8,12 @@ out, and turns whatever aiohttp raises into the public error tree.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
 
@@ -241,10 +242,10 @@ class Transport:
         url: str | URL,
         decoder: _Decoder[E],
         *,
-        json_body: bytes | None,
-        form: Callable[[], aiohttp.FormData] | None,
-        params: Mapping[str, str] | None,
         timeout_s: float,
+        json_body: bytes | None = None,
+        form: Callable[[], aiohttp.FormData] | None = None,
+        params: Mapping[str, str] | None = None,
         poll: bool = False,
     ) -> E | _Attempt:
         """One HTTP exchange; a decoded envelope on success, else what went wrong.
@@ -427,7 +428,8 @@ class Transport:
         else:
             url = self.url(path_or_url)
         timeout_s = timeout_s or self.timeouts.request_s
-        out = await self._attempt(
+        attempt = functools.partial(
+            self._attempt,
             method,
             url,
             decoder,
@@ -436,20 +438,9 @@ class Transport:
             params=params,
             timeout_s=timeout_s,
         )
+        out = await attempt()
         if isinstance(out, _Attempt):
-            out = await self._retry(
-                out,
-                method,
-                url,
-                decoder,
-                json_body=json_body,
-                form=form,
-                params=params,
-                timeout_s=timeout_s,
-                deadline=deadline,
-                task_id=task_id,
-                poll=False,
-            )
+            out = await self._retry(out, attempt, method, url, deadline, task_id)
         return out
 
     async def poll(self, entry: PollEntry) -> Prediction:
@@ -474,30 +465,13 @@ class Transport:
         if not isinstance(url, URL):
             url = self.url(result_path(task_id))
         timeout_s = self._deadlines.duration_s
-        out = await self._attempt(
-            "GET",
-            url,
-            prediction_decoder,
-            json_body=None,
-            form=None,
-            params=None,
-            timeout_s=timeout_s,
-            poll=True,
-        )
+        out = await self._attempt("GET", url, prediction_decoder, timeout_s=timeout_s, poll=True)
         if isinstance(out, _Attempt):
-            out = await self._retry(
-                out,
-                "GET",
-                url,
-                prediction_decoder,
-                json_body=None,
-                form=None,
-                params=None,
-                timeout_s=timeout_s,
-                deadline=entry.deadline,
-                task_id=task_id,
-                poll=True,
+            # Built only when a poll failed: most polls need no retry.
+            attempt = functools.partial(
+                self._attempt, "GET", url, prediction_decoder, timeout_s=timeout_s, poll=True
             )
+            out = await self._retry(out, attempt, "GET", url, entry.deadline, task_id)
         pred = out.data
         if pred is None:
             raise DecodeError("the result has no task in it", task_id=task_id)
@@ -507,24 +481,19 @@ class Transport:
     async def _retry(
         self,
         out: _Attempt,
+        attempt: Callable[[], Awaitable[E | _Attempt]],
         method: str,
         url: str | URL,
-        decoder: _Decoder[E],
-        *,
-        json_body: bytes | None,
-        form: Callable[[], aiohttp.FormData] | None,
-        params: Mapping[str, str] | None,
-        timeout_s: float,
         deadline: float | None,
         task_id: str | None,
-        poll: bool,
     ) -> E:
-        """:meth:`call` after an attempt that failed (``out``): retries per the GET policy
-        until one succeeds, or raises the last failure's error."""
-        attempt = 1
+        """A GET after its first attempt failed (``out``): runs ``attempt`` again per the
+        GET policy until one succeeds, or raises the last failure's error. ``method`` and
+        ``url`` are for the log."""
+        tries = 1
         while True:
             time_left = None if deadline is None else deadline - self.flow.now()
-            decision = self._decide(_policy.decide_get_retry, out, attempt, time_left)
+            decision = self._decide(_policy.decide_get_retry, out, tries, time_left)
             if not decision.retry:
                 raise self._final(out, task_id)
             self.retries += 1
@@ -533,21 +502,12 @@ class Transport:
                 method,
                 _loggable(str(url)),
                 decision.delay_s,
-                attempt,
+                tries,
                 decision.reason,
             )
             await anyio.sleep(decision.delay_s)
-            attempt += 1
-            result = await self._attempt(
-                method,
-                url,
-                decoder,
-                json_body=json_body,
-                form=form,
-                params=params,
-                timeout_s=timeout_s,
-                poll=poll,
-            )
+            tries += 1
+            result = await attempt()
             if not isinstance(result, _Attempt):
                 return result
             out = result
