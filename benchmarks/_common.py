@@ -88,6 +88,9 @@ class PhaseOutcome(msgspec.Struct, frozen=True, kw_only=True):
     wall_s: float
     cpu_user_s: float
     cpu_sys_s: float
+    #: Times the process blocked and was woken again (voluntary context switches, all
+    #: threads): each costs CPU time of its own, which instruction counts do not see.
+    sleeps: int = 0
 
 
 class WorkerReport(msgspec.Struct, frozen=True, kw_only=True):
@@ -165,6 +168,7 @@ class Stopwatch:
             wall_s=wall,
             cpu_user_s=ru.ru_utime - self._ru.ru_utime,
             cpu_sys_s=ru.ru_stime - self._ru.ru_stime,
+            sleeps=ru.ru_nvcsw - self._ru.ru_nvcsw,
         )
 
 

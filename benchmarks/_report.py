@@ -486,9 +486,9 @@ def _status(met: bool | None) -> str:
 def _comparison_table(figs: Sequence[RunFigures]) -> list[str]:
     lines = [
         "| client | polling | ok | wall s | ideal s | wall / ideal | CPU ms/job | CPU µs/request "
-        "| requests/job | polls/task | detect p50 ms | detect p95 ms "
+        "| sleeps/request | requests/job | polls/task | detect p50 ms | detect p95 ms "
         "| peak RSS MiB (Δ over imports) | emulator CPU |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for f in figs:
         e = f.emulator
@@ -496,6 +496,7 @@ def _comparison_table(figs: Sequence[RunFigures]) -> list[str]:
             f"| {f.label} | {f.poll} | {f.ok}/{f.jobs}{' (timed out)' if f.timed_out else ''} "
             f"| {_f(f.wall_s)} | {_f(e.ideal_s)} | {_f(f.wall_over_ideal, '.3f')} "
             f"| {_f(f.cpu_ms_per_job, '.2f')} | {_f(f.cpu_us_per_request, '.0f')} "
+            f"| {_f(f.sleeps_per_request, '.2f')} "
             f"| {_f(e.requests_per_job, '.2f')} | {_f(e.polls_per_task, '.2f')} "
             f"| {_f(e.detect_p50_ms, '.0f')} | {_f(e.detect_p95_ms, '.0f')} "
             f"| {_f(f.rss_peak_mib)} ({_f(f.rss_delta_mib, '+.1f')}) "
@@ -676,7 +677,10 @@ def render_markdown(results: Results) -> str:
         "emulator: jobs in submission order each take the first free of the *concurrency* "
         "slots for their emulator duration (created to finished); about jobs / concurrency x "
         "mean duration. *CPU*: user + system time of the client's process (all threads) during "
-        "the batch. *requests/job*: every request the emulator received / jobs (submits "
+        "the batch. *sleeps/request*: the times the client's process blocked and was woken "
+        "(voluntary context switches) / requests: on this virtual machine each costs the "
+        "process tens to hundreds of µs of CPU time that instruction counts do not show. "
+        "*requests/job*: every request the emulator received / jobs (submits "
         "included); *polls/task*: result GETs / jobs. *detect*: emulator records, time from a "
         "task finishing to the first answer that showed it finished. *peak RSS*: `VmHWM` "
         "of the client's process; Δ over its RSS right after its imports. *emulator CPU*: the "

@@ -323,7 +323,8 @@ def _summary(fig: RunFigures) -> str:
     return (
         f"{fig.name}: {fig.ok}/{fig.jobs} ok in {fig.wall_s:.1f} s "
         f"(ideal {e.ideal_s:.1f} s), CPU {fig.cpu_ms_per_job:.2f} ms/job, "
-        f"{e.requests_per_job:.2f} req/job, detect p50 {e.detect_p50_ms:.0f} ms, "
+        f"{e.requests_per_job:.2f} req/job, {fig.sleeps_per_request:.2f} sleeps/request, "
+        f"detect p50 {e.detect_p50_ms:.0f} ms, "
         f"peak RSS {fig.rss_peak_mib:.1f} MiB, emulator CPU {share}"
     )
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import msgspec
 import pytest
 
+from benchmarks._common import Stopwatch
 from benchmarks._metrics import RunFigures
 from benchmarks._report import (
     Results,
@@ -133,3 +135,29 @@ def test_the_report_shows_every_round() -> None:
     rows = [line for line in table.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert [row.split("|")[1].strip() for row in rows] == ["1", "2", "3"]
     assert f"| 2 | {1.5 * one[0].cpu_ms_per_job:.2f} |" in table
+
+
+def test_a_stopwatch_counts_the_times_its_process_blocked() -> None:
+    watch = Stopwatch()
+    for _ in range(3):
+        time.sleep(0.001)  # what is measured here is blocking itself
+    outcome = watch.stop(jobs=1, ok=1, failed=0, timed_out=False)
+    assert outcome.sleeps >= 3
+
+
+def test_the_comparison_shows_sleeps_per_request_and_old_results_still_render() -> None:
+    raw = msgspec.json.decode(RESULTS.read_bytes())
+    for fig in raw["comparison"]:
+        fig["sleeps_per_request"] = 0.25
+    text = render_markdown(msgspec.convert(raw, type=Results))
+    header = next(line for line in text.splitlines() if line.startswith("| client | polling"))
+    cells = [c.strip() for c in header.split("|")]
+    column = cells.index("sleeps/request")
+    row = next(line for line in text.splitlines() if line.startswith("| wavespeed_async"))
+    assert row.split("|")[column].strip() == "0.25"
+    # Results written before sleeps were counted have no such field: "n/a", not an error.
+    for fig in raw["comparison"]:
+        del fig["sleeps_per_request"]
+    old = render_markdown(msgspec.convert(raw, type=Results))
+    row = next(line for line in old.splitlines() if line.startswith("| wavespeed_async"))
+    assert row.split("|")[column].strip() == "n/a"
