@@ -88,9 +88,10 @@ class PhaseOutcome(msgspec.Struct, frozen=True, kw_only=True):
     wall_s: float
     cpu_user_s: float
     cpu_sys_s: float
-    #: Times the process blocked and was woken again (voluntary context switches, all
-    #: threads): each costs CPU time of its own, which instruction counts do not see.
-    sleeps: int = 0
+    #: Times a thread of the process blocked and was woken again (voluntary context
+    #: switches, all threads summed): each costs CPU time of its own, which instruction
+    #: counts do not see. ``None`` in results stored before they were counted.
+    sleeps: int | None = None
 
 
 class WorkerReport(msgspec.Struct, frozen=True, kw_only=True):

@@ -126,8 +126,9 @@ class RunFigures(msgspec.Struct, frozen=True, kw_only=True):
     cpu_s: float
     cpu_ms_per_job: float
     cpu_us_per_request: float
-    #: Times the client's process blocked and woke, per request (nan in old results).
-    sleeps_per_request: float = math.nan
+    #: Times a thread of the client's process blocked and woke, per request (``None`` in
+    #: results stored before they were counted).
+    sleeps_per_request: float | None = None
     rss_baseline_mib: float
     rss_peak_mib: float
     rss_delta_mib: float
@@ -173,7 +174,9 @@ def run_figures(
         cpu_s=cpu,
         cpu_ms_per_job=1000 * cpu / jobs,
         cpu_us_per_request=1e6 * cpu / max(1, measured.requests_total),
-        sleeps_per_request=m.sleeps / max(1, measured.requests_total),
+        sleeps_per_request=(
+            None if m.sleeps is None else m.sleeps / max(1, measured.requests_total)
+        ),
         rss_baseline_mib=report.rss_baseline_kib / mib,
         rss_peak_mib=report.rss_peak_kib / mib,
         rss_delta_mib=(report.rss_peak_kib - report.rss_baseline_kib) / mib,

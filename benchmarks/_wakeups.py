@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 import time
 from collections.abc import Sequence
@@ -32,8 +33,9 @@ from benchmarks._run import OURS, ROOT, SEED, Scenario, run_scenario
 
 __all__ = ["ClientRow", "main", "measure_clients", "render", "wakeup_cost"]
 
-#: Sleep lengths measured by default (seconds).
-LENGTHS = (0.0002, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
+#: Sleep lengths measured by default (seconds). The selector rounds a timeout up to whole
+#: milliseconds, so a shorter sleep still blocks for about one.
+LENGTHS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05)
 
 
 def wakeup_cost(sleep_s: float, count: int) -> float:
@@ -59,12 +61,22 @@ class ClientRow:
 
 
 def _scenario(client: str) -> Scenario:
+    """The scenario of ``ours`` or ``floor-<interval s>`` (``floor-0.5`` or ``floor-0.5s``).
+
+    Raises:
+        ValueError: another name, or an interval that is not a positive number of seconds.
+    """
     if client == "ours":
         return OURS
     kind, _, interval = client.partition("-")
-    if kind != "floor" or not interval:
-        raise ValueError(f"a client is ours or floor-<interval s>, got {client!r}")
-    s = float(interval)
+    try:
+        s = float(interval.removesuffix("s"))
+    except ValueError:
+        s = math.nan
+    if kind != "floor" or not (math.isfinite(s) and s > 0):
+        raise ValueError(
+            f"a client is ours or floor-<interval s> with an interval above 0, got {client!r}"
+        )
     return Scenario(f"floor-{s:g}s", "hand-written aiohttp floor", "floor", f"fixed {s:g} s", s)
 
 
@@ -91,23 +103,27 @@ def measure_clients(
 
 def render(costs: Sequence[tuple[float, float]], rows: Sequence[ClientRow]) -> str:
     """The wake-up costs (sleep length, CPU seconds per wake-up), then the clients' runs."""
-    lines = [
-        "| asyncio.sleep | CPU µs per wake-up |",
-        "|--:|--:|",
-        *(f"| {s * 1000:g} ms | {cpu * 1e6:.0f} |" for s, cpu in costs),
-    ]
-    if rows:
+    lines: list[str] = []
+    if costs:
         lines += [
-            "",
+            "| asyncio.sleep | CPU µs per wake-up |",
+            "|--:|--:|",
+            *(f"| {s * 1000:g} ms | {cpu * 1e6:.0f} |" for s, cpu in costs),
+        ]
+    if rows:
+        if lines:
+            lines.append("")
+        lines += [
             "| client | concurrency | CPU ms/job | CPU µs/request | sleeps/request "
             "| requests/job | detect p50 ms |",
             "|---|--:|--:|--:|--:|--:|--:|",
         ]
         for r in rows:
             f = r.figures
+            sleeps = "n/a" if f.sleeps_per_request is None else f"{f.sleeps_per_request:.2f}"
             lines.append(
                 f"| {r.client} | {r.concurrency} | {f.cpu_ms_per_job:.2f} "
-                f"| {f.cpu_us_per_request:.0f} | {f.sleeps_per_request:.2f} "
+                f"| {f.cpu_us_per_request:.0f} | {sleeps} "
                 f"| {f.emulator.requests_per_job:.2f} | {f.emulator.detect_p50_ms:.0f} |"
             )
     return "\n".join(lines)
@@ -116,7 +132,11 @@ def render(costs: Sequence[tuple[float, float]], rows: Sequence[ClientRow]) -> s
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks._wakeups", description=__doc__)
     p.add_argument(
-        "--lengths", type=float, nargs="*", default=list(LENGTHS), help="sleep lengths (s)"
+        "--lengths",
+        type=float,
+        nargs="*",
+        default=list(LENGTHS),
+        help="sleep lengths (s, above 0; none: measure only the clients)",
     )
     p.add_argument(
         "--seconds", type=float, default=1.0, help="about how long to sleep at each length"
@@ -128,7 +148,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--latency", default="0.5", help="the emulator's --latency")
     args = p.parse_args(argv)
     for client in args.clients:
-        _scenario(client)  # a bad name fails before anything runs
+        try:
+            _scenario(client)  # a bad name fails before anything runs
+        except ValueError as exc:
+            p.error(str(exc))
+    bad = [s for s in args.lengths if not (math.isfinite(s) and s > 0)]
+    if bad:
+        p.error(f"--lengths: every sleep length must be above 0 s, got {bad[0]!r}")
     costs = [(s, wakeup_cost(s, max(5, min(5000, int(args.seconds / s))))) for s in args.lengths]
     rows = measure_clients(
         args.clients,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from benchmarks import _wakeups
 from benchmarks._wakeups import main, measure_clients, render, wakeup_cost
 
 
@@ -13,9 +14,31 @@ def test_an_idle_loop_costs_cpu_time_per_wake_up() -> None:
     assert 0 < cost < 0.001  # some CPU time, less than the time asleep
 
 
-def test_a_client_name_that_is_not_known_fails_before_anything_runs() -> None:
-    with pytest.raises(ValueError, match="floor-<interval s>, got 'fastest'"):
-        main(["--clients", "fastest", "--lengths"])
+def test_a_client_name_that_is_not_known_fails_before_anything_runs(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def measured(*args: object) -> float:
+        raise AssertionError("an idle loop was measured before the names were checked")
+
+    monkeypatch.setattr(_wakeups, "wakeup_cost", measured)
+    for name in ("fastest", "floor-0", "floor-nan", "floor-x"):
+        with pytest.raises(SystemExit) as exit_:
+            main(["--clients", "ours", name])
+        assert exit_.value.code == 2
+        assert f"floor-<interval s> with an interval above 0, got {name!r}" in (
+            capsys.readouterr().err
+        )
+
+
+def test_sleep_lengths_must_be_above_zero(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["--lengths", "0.01", "0"])
+    assert "every sleep length must be above 0 s, got 0.0" in capsys.readouterr().err
+
+
+def test_a_floor_is_named_as_the_full_benchmark_names_it_or_without_its_unit() -> None:
+    assert _wakeups._scenario("floor-0.5s").poll_interval_s == 0.5
+    assert _wakeups._scenario("floor-0.25").name == "floor-0.25s"
 
 
 def test_a_real_run_reports_cpu_and_sleeps_per_request_of_each_client() -> None:
@@ -26,10 +49,9 @@ def test_a_real_run_reports_cpu_and_sleeps_per_request_of_each_client() -> None:
         assert f.ok == f.jobs == 4
         assert f.emulator.requests_per_job >= 2  # a submit and at least one poll
         # Each client waited on answers from another process: it blocked, and it says so.
-        assert f.worker.measured.sleeps >= 1
-        assert f.sleeps_per_request == pytest.approx(
-            f.worker.measured.sleeps / (f.emulator.requests_per_job * 4)
-        )
+        sleeps = f.worker.measured.sleeps
+        assert sleeps is not None and sleeps >= 1
+        assert f.sleeps_per_request == pytest.approx(sleeps / (f.emulator.requests_per_job * 4))
     text = render([(0.01, 190e-6)], rows)
     assert "| 10 ms | 190 |" in text
     ours = next(line for line in text.splitlines() if line.startswith("| ours | 2 |"))
