@@ -111,10 +111,15 @@ OURS_WEBHOOK = Scenario(
     "webhooks (polling as a 10 s fallback)",
     webhook=True,
 )
-FLOOR = {
-    s: Scenario(f"floor-{s:g}s", "hand-written aiohttp floor", "floor", f"fixed {s:g} s", s)
-    for s in (1.0, 0.5, 0.25)
-}
+
+
+def floor_scenario(interval_s: float) -> Scenario:
+    """The hand-written floor polling every ``interval_s`` seconds (``floor-<s>s``)."""
+    s = interval_s
+    return Scenario(f"floor-{s:g}s", "hand-written aiohttp floor", "floor", f"fixed {s:g} s", s)
+
+
+FLOOR = {s: floor_scenario(s) for s in (1.0, 0.5, 0.25)}
 OFFICIAL = {
     s: Scenario(
         f"official-{s:g}s",

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from benchmarks._emulator import EmulatorProcess
 from benchmarks._metrics import RunFigures
-from benchmarks._run import OURS, ROOT, SEED, Scenario, run_scenario
+from benchmarks._run import OURS, ROOT, SEED, Scenario, floor_scenario, run_scenario
 
 __all__ = ["ClientRow", "main", "measure_clients", "render", "wakeup_cost"]
 
@@ -77,7 +77,7 @@ def _scenario(client: str) -> Scenario:
         raise ValueError(
             f"a client is ours or floor-<interval s> with an interval above 0, got {client!r}"
         )
-    return Scenario(f"floor-{s:g}s", "hand-written aiohttp floor", "floor", f"fixed {s:g} s", s)
+    return floor_scenario(s)
 
 
 def measure_clients(
