@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -157,6 +157,9 @@ FLOOR_SCALE = Scenario(
 
 COMPARISON = (OURS, OURS_WEBHOOK, FLOOR[1.0], FLOOR[0.5], FLOOR[0.25], OFFICIAL[1.0], OFFICIAL[0.1])
 
+#: The clients the CPU goals compare, run again in every round after the first.
+REPEATED = ("ours", "floor-1s", "floor-0.5s", "floor-0.25s", "official-1s")
+
 PLANS = {
     "full": Plan(
         mode="full",
@@ -179,7 +182,7 @@ PLANS = {
         # round's ratio can land up to about 25% either side of the median: seven rounds,
         # not five, so that one or two odd rounds do not decide a goal that close.
         rounds=7,
-        repeated=("ours", "floor-1s", "floor-0.5s", "floor-0.25s", "official-1s"),
+        repeated=REPEATED,
     ),
     "quick": Plan(
         mode="quick",
@@ -195,6 +198,8 @@ PLANS = {
         scale_scenarios=(OURS_SCALE,),
         inflight=InflightPlan(latency="2", jobs=3000, concurrency=2000, warmup=500),
         time_limit_s=120.0,
+        # One round unless asked (``--rounds``); then the same clients as the full run's.
+        repeated=REPEATED,
     ),
 }
 
@@ -337,8 +342,9 @@ def _summary(fig: RunFigures) -> str:
     )
 
 
-def execute(plan: Plan, only: Sequence[str] | None = None) -> Results:
-    """Run the plan; ``only`` restricts it to scenarios with these names."""
+def execute(plan: Plan, only: Sequence[str] | None = None, command: str | None = None) -> Results:
+    """Run the plan; ``only`` restricts it to scenarios with these names; ``command`` is
+    recorded as the command that ran it (default: the plan's own)."""
     started = time.monotonic()
     info = machine_info(ROOT)
     rounds: list[list[RunFigures]] = []
@@ -412,7 +418,7 @@ def execute(plan: Plan, only: Sequence[str] | None = None) -> Results:
     multiproc = run_multiproc(ROOT, SEED, _log) if wanted else []
     results = Results(
         mode=plan.mode,
-        command="python -m benchmarks" + (" --quick" if plan.mode == "quick" else ""),
+        command=command or "python -m benchmarks" + (" --quick" if plan.mode == "quick" else ""),
         machine=info,
         workload=Workload(
             model=MODEL,
@@ -478,12 +484,36 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "official-1s, official-0.1s, ours-scale, floor-scale, ours-inflight, multiproc: 4 "
         "processes sharing one account, with and without a Redis share)",
     )
-    return p.parse_args(argv)
+    p.add_argument(
+        "--rounds",
+        type=int,
+        metavar="N",
+        help="run the compared clients N rounds instead of the plan's (full: 7, quick: 1); "
+        "more rounds narrow the median of a close ratio",
+    )
+    args = p.parse_args(argv)
+    if args.rounds is not None and args.rounds < 1:
+        p.error(f"--rounds must be at least 1, got {args.rounds}")
+    return args
+
+
+def command_line(args: argparse.Namespace) -> str:
+    """The command that reproduces a run with these options (output paths left out)."""
+    parts = ["python -m benchmarks"]
+    if args.quick:
+        parts.append("--quick")
+    if args.only:
+        parts.append("--only " + " ".join(args.only))
+    if args.rounds is not None:
+        parts.append(f"--rounds {args.rounds}")
+    return " ".join(parts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     plan = PLANS["quick" if args.quick else "full"]
+    if args.rounds is not None:
+        plan = replace(plan, rounds=args.rounds)
     default_out = ROOT / "benchmarks" / "results"
     out: Path = args.out or (default_out / "quick" if args.quick else default_out)
     if args.ray:
@@ -496,7 +526,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             results.comparison, results.scale, results.inflight, results.rounds
         )
     else:
-        results = execute(plan, args.only)
+        results = execute(plan, args.only, command_line(args))
     out.mkdir(parents=True, exist_ok=True)
     (out / "latest.json").write_bytes(msgspec.json.format(msgspec.json.encode(results)) + b"\n")
     (out / "latest.md").write_text(render_markdown(results), encoding="utf-8")
