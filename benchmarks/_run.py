@@ -497,6 +497,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def plan_for(args: argparse.Namespace) -> Plan:
+    """The plan these options ask for."""
+    plan = PLANS["quick" if args.quick else "full"]
+    return plan if args.rounds is None else replace(plan, rounds=args.rounds)
+
+
 def command_line(args: argparse.Namespace) -> str:
     """The command that reproduces a run with these options (output paths left out)."""
     parts = ["python -m benchmarks"]
@@ -511,9 +517,7 @@ def command_line(args: argparse.Namespace) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    plan = PLANS["quick" if args.quick else "full"]
-    if args.rounds is not None:
-        plan = replace(plan, rounds=args.rounds)
+    plan = plan_for(args)
     default_out = ROOT / "benchmarks" / "results"
     out: Path = args.out or (default_out / "quick" if args.quick else default_out)
     if args.ray:

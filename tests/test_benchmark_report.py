@@ -175,3 +175,30 @@ def test_results_without_sleeps_survive_being_written_and_read_again() -> None:
     again = msgspec.json.decode(msgspec.json.encode(old), type=Results)
     assert again.comparison[0].sleeps_per_request is None
     assert "| n/a |" in render_markdown(again)
+
+
+def test_rounds_option_repeats_the_compared_clients_and_is_recorded() -> None:
+    from benchmarks._run import REPEATED, command_line, parse_args, plan_for
+
+    args = parse_args(["--only", "ours", "floor-0.5s", "--rounds", "15"])
+    assert plan_for(args).rounds == 15
+    assert command_line(args) == "python -m benchmarks --only ours floor-0.5s --rounds 15"
+    # Without the option each plan keeps its own count, and the command is the plain one.
+    assert plan_for(parse_args([])).rounds == 7
+    assert command_line(parse_args([])) == "python -m benchmarks"
+    quick = plan_for(parse_args(["--quick", "--rounds", "3"]))
+    assert quick.rounds == 3
+    # A quick run with rounds has clients to compare in every round, not only the first.
+    repeated = [s.name for s in quick.scenarios if s.name in quick.repeated]
+    assert repeated == [n for n in REPEATED if n in {s.name for s in quick.scenarios}]
+    assert len(repeated) >= 2
+
+
+@pytest.mark.parametrize("bad", ["0", "-2"])
+def test_rounds_below_one_is_a_usage_error(bad: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from benchmarks._run import parse_args
+
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--rounds", bad])
+    assert exc.value.code == 2
+    assert f"--rounds must be at least 1, got {bad}" in capsys.readouterr().err
