@@ -5,10 +5,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Generator, Iterator
 
 import pytest
+from hypothesis import settings
 
 from tests.services import RedisServer, machine_state, redis_server
 from wavespeed_async import Client, PollConfig, RetryConfig
 from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
+
+# No time limit per generated example: on a loaded 2-core machine one example of a correct
+# test can take longer than Hypothesis' default 200 ms and fail the test as "too slow".
+# The examples themselves (their count, their data) are unchanged.
+settings.register_profile("wavespeed", deadline=None)
+settings.load_profile("wavespeed")
 
 #: A key that must never show up in a repr, a log line or an error.
 CANARY_KEY = "wsk-canary-9f8e7d6c5b4a39281706"
