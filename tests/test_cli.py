@@ -59,6 +59,17 @@ def cli(
     )
 
 
+def as_in_a_terminal() -> None:
+    """``preexec_fn`` for a child that a test interrupts with SIGINT, as Ctrl-C would.
+
+    A command started in the background by a non-interactive shell (``cmd &`` in a script)
+    ignores SIGINT, and so does everything it starts: run that way, pytest would hand the
+    ignored signal on, and a CLI that rightly keeps ignoring it would never see the test's
+    Ctrl-C. The child gets SIGINT's default back, as in a terminal.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def popen(*args: str, key: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         cli_cmd(*args),
@@ -67,6 +78,7 @@ def popen(*args: str, key: str) -> subprocess.Popen[str]:
         text=True,
         env=_env(WAVESPEED_API_KEY=key),
         cwd=REPO,
+        preexec_fn=as_in_a_terminal,
     )
 
 
@@ -159,6 +171,7 @@ def server() -> Iterator[str]:
         text=True,
         env=_env(),
         cwd=REPO,
+        preexec_fn=as_in_a_terminal,
     )
     assert proc.stdout is not None
     try:

@@ -19,7 +19,17 @@ from typing import Final
 
 import pytest
 
-from tests.test_cli import CANARY, DEV, PRO, REPO, _env, cli, cli_cmd, write_jobs
+from tests.test_cli import (
+    CANARY,
+    DEV,
+    PRO,
+    REPO,
+    _env,
+    as_in_a_terminal,
+    cli,
+    cli_cmd,
+    write_jobs,
+)
 
 GOOD: Final = CANARY
 BAD: Final = "wsk-refused-0000"
@@ -172,7 +182,7 @@ def _run_then_signal(url: str, sig: int, tmp_path: Path) -> subprocess.Completed
         [*cli_cmd("run", PRO, "--prompt", "slow [latency:30000]", "-o", str(tmp_path)),
          "--base-url", url],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(WAVESPEED_API_KEY=GOOD),
-        cwd=REPO,
+        cwd=REPO, preexec_fn=as_in_a_terminal,
     )  # fmt: skip
     assert proc.stderr is not None
     line = proc.stderr.readline()  # "task ID created": the task exists, the wait is on
