@@ -342,9 +342,9 @@ def _summary(fig: RunFigures) -> str:
     )
 
 
-def execute(plan: Plan, only: Sequence[str] | None = None, command: str | None = None) -> Results:
+def execute(plan: Plan, only: Sequence[str] | None, command: str) -> Results:
     """Run the plan; ``only`` restricts it to scenarios with these names; ``command`` is
-    recorded as the command that ran it (default: the plan's own)."""
+    recorded as the command that ran it (see :func:`command_line`)."""
     started = time.monotonic()
     info = machine_info(ROOT)
     rounds: list[list[RunFigures]] = []
@@ -418,7 +418,7 @@ def execute(plan: Plan, only: Sequence[str] | None = None, command: str | None =
     multiproc = run_multiproc(ROOT, SEED, _log) if wanted else []
     results = Results(
         mode=plan.mode,
-        command=command or "python -m benchmarks" + (" --quick" if plan.mode == "quick" else ""),
+        command=command,
         machine=info,
         workload=Workload(
             model=MODEL,

@@ -25,9 +25,9 @@ from tests.test_cli import (
     PRO,
     REPO,
     _env,
-    as_in_a_terminal,
     cli,
     cli_cmd,
+    popen,
     write_jobs,
 )
 
@@ -178,12 +178,8 @@ def test_misspelt_fields_are_reported_per_line_and_once_for_run(tmp_path: Path) 
 
 
 def _run_then_signal(url: str, sig: int, tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.Popen(
-        [*cli_cmd("run", PRO, "--prompt", "slow [latency:30000]", "-o", str(tmp_path)),
-         "--base-url", url],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(WAVESPEED_API_KEY=GOOD),
-        cwd=REPO, preexec_fn=as_in_a_terminal,
-    )  # fmt: skip
+    proc = popen("run", PRO, "--prompt", "slow [latency:30000]", "-o", str(tmp_path),
+                 "--base-url", url, key=GOOD)  # fmt: skip
     assert proc.stderr is not None
     line = proc.stderr.readline()  # "task ID created": the task exists, the wait is on
     assert "created" in line, (line, proc.communicate(timeout=10))

@@ -143,7 +143,7 @@ def test_a_signed_body_is_a_prediction_or_a_verification_error(body: bytes) -> N
     assert "not a prediction" in error  # the signature was right: only the body may fail
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(st.recursive(
     st.none() | st.booleans() | st.integers() | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),

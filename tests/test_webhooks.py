@@ -220,7 +220,7 @@ timestamps = st.one_of(
 )
 
 
-@settings(max_examples=500, deadline=None, report_multiple_bugs=False)
+@settings(max_examples=500, report_multiple_bugs=False)
 @given(
     webhook_id=header_value("webhook-id"),
     timestamp=timestamps,
@@ -253,7 +253,7 @@ def test_arbitrary_headers_and_bodies_raise_only_the_typed_error(
     assert body == BODY and webhook_id == GENUINE["webhook-id"]
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100)
 @given(
     webhook_id=st.text(min_size=1, max_size=40).filter(str.strip),
     body=st.binary(max_size=300),
