@@ -10,11 +10,13 @@ counters between runs. A client's warm-up batch runs first and is left out of th
 from __future__ import annotations
 
 import argparse
+import math
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -155,6 +157,27 @@ FLOOR_SCALE = Scenario(
     1.0,
 )
 
+
+def scenario_named(client: str) -> Scenario:
+    """The scenario of ``ours`` or ``floor-<interval s>`` (``floor-0.5`` or ``floor-0.5s``).
+
+    Raises:
+        ValueError: another name, or an interval that is not a positive number of seconds.
+    """
+    if client == "ours":
+        return OURS
+    kind, _, interval = client.partition("-")
+    try:
+        s = float(interval.removesuffix("s"))
+    except ValueError:
+        s = math.nan
+    if kind != "floor" or not (math.isfinite(s) and s > 0):
+        raise ValueError(
+            f"a client is ours or floor-<interval s> with an interval above 0, got {client!r}"
+        )
+    return floor_scenario(s)
+
+
 COMPARISON = (OURS, OURS_WEBHOOK, FLOOR[1.0], FLOOR[0.5], FLOOR[0.25], OFFICIAL[1.0], OFFICIAL[0.1])
 
 #: The clients the CPU goals compare, run again in every round after the first.
@@ -266,9 +289,14 @@ def run_scenario(
     concurrency: int,
     time_limit_s: float,
     tag: str,
+    around_measured: Callable[[int], AbstractContextManager[object]] | None = None,
 ) -> RunFigures:
     """Run one client in its own process against ``emu``, gather its figures and log
-    their summary."""
+    their summary.
+
+    ``around_measured``: given the worker's process id, a context entered just before the
+    measured batch starts and left when it has ended (e.g. a profiler attached to it).
+    """
     spec = WorkerSpec(
         client=scenario.client,
         base_url=emu.base_url,
@@ -290,10 +318,12 @@ def run_scenario(
         warm_outcome = msgspec.json.decode(worker.expect("warm"), type=PhaseOutcome)
         warm_fig = phase_figures(emu.stats(), warm_outcome.jobs, concurrency)
         emu.reset()
-        cpu0 = emu.cpu_seconds()
-        worker.go()
-        report = msgspec.json.decode(worker.expect("done"), type=WorkerReport)
-        cpu1 = emu.cpu_seconds()
+        around = nullcontext() if around_measured is None else around_measured(worker.proc.pid)
+        with around:
+            cpu0 = emu.cpu_seconds()
+            worker.go()
+            report = msgspec.json.decode(worker.expect("done"), type=WorkerReport)
+            cpu1 = emu.cpu_seconds()
     finally:
         worker.finish()
     measured = phase_figures(emu.stats(), jobs, concurrency)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 from benchmarks._emulator import EmulatorProcess
 from benchmarks._metrics import RunFigures
-from benchmarks._run import OURS, ROOT, SEED, Scenario, floor_scenario, run_scenario
+from benchmarks._run import ROOT, SEED, run_scenario, scenario_named
 
 __all__ = ["ClientRow", "main", "measure_clients", "render", "wakeup_cost"]
 
@@ -60,31 +60,11 @@ class ClientRow:
     figures: RunFigures
 
 
-def _scenario(client: str) -> Scenario:
-    """The scenario of ``ours`` or ``floor-<interval s>`` (``floor-0.5`` or ``floor-0.5s``).
-
-    Raises:
-        ValueError: another name, or an interval that is not a positive number of seconds.
-    """
-    if client == "ours":
-        return OURS
-    kind, _, interval = client.partition("-")
-    try:
-        s = float(interval.removesuffix("s"))
-    except ValueError:
-        s = math.nan
-    if kind != "floor" or not (math.isfinite(s) and s > 0):
-        raise ValueError(
-            f"a client is ours or floor-<interval s> with an interval above 0, got {client!r}"
-        )
-    return floor_scenario(s)
-
-
 def measure_clients(
     clients: Sequence[str], *, jobs: int, warmup: int, concurrency: int, latency: str
 ) -> list[ClientRow]:
     """Run each client once against one emulator; CPU, sleeps and requests of each."""
-    scenarios = [_scenario(c) for c in clients]
+    scenarios = [scenario_named(c) for c in clients]
     rows = []
     with EmulatorProcess(latency=latency, seed=SEED, cwd=ROOT) as emu:
         for client, scenario in zip(clients, scenarios, strict=True):
@@ -149,7 +129,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     for client in args.clients:
         try:
-            _scenario(client)  # a bad name fails before anything runs
+            scenario_named(client)  # a bad name fails before anything runs
         except ValueError as exc:
             p.error(str(exc))
     bad = [s for s in args.lengths if not (math.isfinite(s) and s > 0)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks import _wakeups
+from benchmarks._run import scenario_named
 from benchmarks._wakeups import main, measure_clients, render, wakeup_cost
 
 
@@ -37,8 +38,8 @@ def test_sleep_lengths_must_be_above_zero(capsys: pytest.CaptureFixture[str]) ->
 
 
 def test_a_floor_is_named_as_the_full_benchmark_names_it_or_without_its_unit() -> None:
-    assert _wakeups._scenario("floor-0.5s").poll_interval_s == 0.5
-    assert _wakeups._scenario("floor-0.25").name == "floor-0.25s"
+    assert scenario_named("floor-0.5s").poll_interval_s == 0.5
+    assert scenario_named("floor-0.25").name == "floor-0.25s"
 
 
 def test_a_real_run_reports_cpu_and_sleeps_per_request_of_each_client() -> None:
