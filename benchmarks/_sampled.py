@@ -20,6 +20,7 @@ of the same user (``kernel.perf_event_paranoid`` at 2 or below).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import shutil
 import signal
@@ -99,23 +100,38 @@ def perf_works(perf: str) -> str | None:
 
 @contextmanager
 def _perf_attached(perf: str, pid: int, out: Path, frequency: int) -> Iterator[None]:
-    """``perf record`` on process ``pid`` for as long as the context lasts."""
+    """``perf record`` on process ``pid`` for as long as the context lasts.
+
+    perf starts with its events off (``-D -1``) and turns them on when told through its
+    control pipe; its answer on the other pipe says it samples, before the context is
+    entered.
+    """
+    ctl_read, ctl_write = os.pipe()
+    ack_read, ack_write = os.pipe()
     proc = subprocess.Popen(  # noqa: S603 - perf sampling our own worker
         [
-            *(perf, "record", "-q", "-e", "cpu-clock", "-F", str(frequency)),
-            *("-p", str(pid), "-o", str(out)),
+            *(perf, "record", "-q", "-e", "cpu-clock", "-F", str(frequency), "-D", "-1"),
+            *(f"--control=fd:{ctl_read},{ack_write}", "-p", str(pid), "-o", str(out)),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        pass_fds=(ctl_read, ack_write),
     )
-    # perf attaches within milliseconds; the worker waits for "go" meanwhile.
-    time.sleep(0.5)
-    try:
-        yield
-    finally:
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
+    os.close(ctl_read)
+    os.close(ack_write)
+    # The pipes stay open until perf has ended: at the end of its control pipe perf stops
+    # without writing its samples.
+    with open(ctl_write, "wb", buffering=0) as ctl, open(ack_read, "rb", buffering=0) as ack:
+        try:
+            ctl.write(b"enable\n")
+            answer = ack.read(4)
+            if answer != b"ack\n":
+                raise RuntimeError(f"perf record did not start sampling (it said {answer!r})")
+            yield
+        finally:
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
         if proc.returncode not in (0, -signal.SIGINT):
             raise RuntimeError(f"perf record ended with {proc.returncode}: {err.strip()[-300:]}")
 
