@@ -268,6 +268,9 @@ class _Worker:
         self.proc.stdin.flush()
 
     def finish(self) -> None:
+        # A worker still waiting for "go" (the run failed before it) ends at its stdin's end.
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
         try:
             self.proc.wait(timeout=30)
         finally:

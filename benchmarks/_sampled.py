@@ -108,32 +108,46 @@ def _perf_attached(perf: str, pid: int, out: Path, frequency: int) -> Iterator[N
     """
     ctl_read, ctl_write = os.pipe()
     ack_read, ack_write = os.pipe()
-    proc = subprocess.Popen(  # noqa: S603 - perf sampling our own worker
-        [
-            *(perf, "record", "-q", "-e", "cpu-clock", "-F", str(frequency), "-D", "-1"),
-            *(f"--control=fd:{ctl_read},{ack_write}", "-p", str(pid), "-o", str(out)),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        pass_fds=(ctl_read, ack_write),
-    )
-    os.close(ctl_read)
-    os.close(ack_write)
+    try:
+        proc = subprocess.Popen(  # noqa: S603 - perf sampling our own worker
+            [
+                *(perf, "record", "-q", "-e", "cpu-clock", "-F", str(frequency), "-D", "-1"),
+                *(f"--control=fd:{ctl_read},{ack_write}", "-p", str(pid), "-o", str(out)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            pass_fds=(ctl_read, ack_write),
+        )
+    except OSError:
+        os.close(ctl_write)
+        os.close(ack_read)
+        raise
+    finally:
+        os.close(ctl_read)
+        os.close(ack_write)
+
+    def stop() -> str:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        return str(err).strip()[-300:]
+
     # The pipes stay open until perf has ended: at the end of its control pipe perf stops
     # without writing its samples.
     with open(ctl_write, "wb", buffering=0) as ctl, open(ack_read, "rb", buffering=0) as ack:
         try:
             ctl.write(b"enable\n")
             answer = ack.read(4)
-            if answer != b"ack\n":
-                raise RuntimeError(f"perf record did not start sampling (it said {answer!r})")
+        except OSError:  # perf has ended: its end of the control pipe is closed
+            answer = b""
+        if answer != b"ack\n":
+            raise RuntimeError(f"perf record did not start sampling process {pid}: {stop()}")
+        try:
             yield
         finally:
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=60)
-        if proc.returncode not in (0, -signal.SIGINT):
-            raise RuntimeError(f"perf record ended with {proc.returncode}: {err.strip()[-300:]}")
+            err = stop()
+    if proc.returncode not in (0, -signal.SIGINT):
+        raise RuntimeError(f"perf record ended with {proc.returncode}: {err}")
 
 
 def _report(perf: str, data: Path) -> Counter[tuple[str, str]]:

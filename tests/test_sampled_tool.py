@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -90,6 +91,28 @@ def test_a_perf_that_cannot_run_is_named_before_anything_runs(
     assert exit_.value.code == 2
     err = capsys.readouterr().err
     assert "--perf: cannot sample here (/nonexistent/perf:" in err
+
+
+def test_a_perf_that_cannot_attach_stops_the_run_with_its_own_words(tmp_path: Path) -> None:
+    # A perf that refuses to sample the worker (as with kernel.perf_event_paranoid at 3):
+    # the run stops with perf's message, and the worker waiting for "go" ends with it.
+    perf = tmp_path / "perf"
+    perf.write_text("#!/bin/sh\necho 'perf: no permission to attach to the process' >&2\nexit 1\n")
+    perf.chmod(0o755)
+    with pytest.raises(RuntimeError) as raised:
+        _sampled.sample_clients(
+            ["ours"],
+            jobs=2,
+            warmup=1,
+            concurrency=1,
+            latency="0",
+            rounds=1,
+            frequency=99,
+            perf=str(perf),
+        )
+    message = str(raised.value)
+    assert "perf record did not start sampling process" in message
+    assert "no permission to attach to the process" in message
 
 
 PERF = shutil.which("perf")
