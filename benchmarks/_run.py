@@ -278,9 +278,8 @@ class _Worker:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
-            for stream in (self.proc.stdin, self.proc.stdout):
-                if stream is not None:
-                    stream.close()
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
 
 
 def run_scenario(

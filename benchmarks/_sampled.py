@@ -29,7 +29,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,17 +213,20 @@ def render(results: Sequence[ClientSamples], frequency: int, top: int) -> str:
     per request differ most between the first two clients (with one client, its largest)."""
     names = " | ".join(r.client for r in results)
     bar = "--:|" * len(results)
+
+    def row(label: str, cells: Iterable[str]) -> str:
+        return f"| {label} | " + " | ".join(cells) + " |"
+
     lines = [
         f"| per request | {names} |",
         f"|---|{bar}",
-        "| requests | " + " | ".join(str(r.requests) for r in results) + " |",
-        "| CPU µs (timed) | "
-        + " | ".join(f"{1e6 * r.cpu_s / max(1, r.requests):.0f}" for r in results)
-        + " |",
-        f"| CPU µs (samples at {frequency} Hz) | "
-        + " | ".join(f"{1e6 * r.samples / frequency / max(1, r.requests):.0f}" for r in results)
-        + " |",
-        "| samples | " + " | ".join(_per_request(r.samples, r.requests) for r in results) + " |",
+        row("requests", (str(r.requests) for r in results)),
+        row("CPU µs (timed)", (f"{1e6 * r.cpu_s / max(1, r.requests):.0f}" for r in results)),
+        row(
+            f"CPU µs (samples at {frequency} Hz)",
+            (f"{1e6 * r.samples / frequency / max(1, r.requests):.0f}" for r in results),
+        ),
+        row("samples", (_per_request(r.samples, r.requests) for r in results)),
     ]
     objects = [(r.by_object(), r.requests) for r in results]
     ranked = sorted(
@@ -232,8 +235,7 @@ def render(results: Sequence[ClientSamples], frequency: int, top: int) -> str:
     )
     lines += ["", f"| samples per request, by shared object | {names} |", f"|---|{bar}"]
     for obj in ranked[:top]:
-        cells = " | ".join(_per_request(c[obj], n) for c, n in objects)
-        lines.append(f"| {obj} | {cells} |")
+        lines.append(row(obj, (_per_request(c[obj], n) for c, n in objects)))
 
     def weight(key: tuple[str, str]) -> float:
         shares = [r.by_symbol[key] / max(1, r.requests) for r in results[:2]]
@@ -243,8 +245,8 @@ def render(results: Sequence[ClientSamples], frequency: int, top: int) -> str:
     heading = "difference of the first two" if len(results) > 1 else "largest"
     lines += ["", f"| symbol ({heading}) | object | {names} |", f"|---|---|{bar}"]
     for obj, sym in symbols[:top]:
-        cells = " | ".join(_per_request(r.by_symbol[obj, sym], r.requests) for r in results)
-        lines.append(f"| `{sym[:70]}` | {obj} | {cells} |")
+        cells = (_per_request(r.by_symbol[obj, sym], r.requests) for r in results)
+        lines.append(row(f"`{sym[:70]}` | {obj}", cells))
     return "\n".join(lines)
 
 
