@@ -13,7 +13,7 @@ from benchmarks._common import MODEL
 from benchmarks._metrics import RunFigures
 from benchmarks._multiproc import MultiprocRow, render_multiproc
 from wavespeed_async import PollConfig
-from wavespeed_async._polling import simulate_fixed_polling, simulate_polling
+from wavespeed_async._core.schedule import simulate_fixed_polling, simulate_polling
 from wavespeed_async.emulator import LatencyProfile
 
 __all__ = [
@@ -733,7 +733,7 @@ def render_markdown(results: Results) -> str:
         "",
         "A pure replay (no network, no clock) of each schedule over task durations drawn from "
         "the emulator's realistic profile for this model, at the benchmark's scale and "
-        "unscaled (`wavespeed_async._polling.simulate_polling` / `simulate_fixed_polling`).",
+        "unscaled (`wavespeed_async._core.schedule.simulate_polling` / `simulate_fixed_polling`).",
         "",
         *_simulation_table(results.simulation),
         "",

@@ -83,7 +83,7 @@ def internal_host_name() -> str:
     not an IP literal or ``localhost``, for checks made after DNS); else the test skips."""
     import pytest
 
-    from wavespeed_async._media import is_private_host
+    from wavespeed_async._http.media import is_private_host
 
     name = socket.gethostname()
     try:

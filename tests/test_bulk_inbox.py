@@ -5,7 +5,7 @@ from __future__ import annotations
 import anyio
 import pytest
 
-from wavespeed_async._bulk import _Inbox
+from wavespeed_async._facade.bulk import _Inbox
 
 pytestmark = pytest.mark.anyio
 

@@ -27,8 +27,8 @@ from typing import Any, Final
 
 import pytest
 
-from wavespeed_async._journal import Journal
 from wavespeed_async.cli._jobs import parse_jobs
+from wavespeed_async.jobs.journal import Journal
 
 REPO: Final = Path(__file__).resolve().parents[1]
 PRO: Final = "wavespeed-ai/flux-kontext-pro/text-to-image"

@@ -16,9 +16,9 @@ import anyio
 import pytest
 
 from tests.test_cli import CANARY, PRO, REPO, _env, cli, cli_cmd, manifest, write_jobs
-from wavespeed_async._fdlimit import connections_allowed
-from wavespeed_async._journal import Journal, JournalError, JournalWriteError
+from wavespeed_async._runtime.fdlimit import connections_allowed
 from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
+from wavespeed_async.jobs.journal import Journal, JournalError, JournalWriteError
 
 pytestmark = pytest.mark.anyio
 

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from wavespeed_async._config import (
+from wavespeed_async._core.errors import ValidationError
+from wavespeed_async._core.settings import (
     TIERS,
     TIERS_ALTERNATE,
     PollConfig,
@@ -16,7 +17,6 @@ from wavespeed_async._config import (
     TierLimits,
     Timeouts,
 )
-from wavespeed_async._errors import ValidationError
 
 
 def test_defaults_are_the_documented_values() -> None:

@@ -17,7 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from wavespeed_async import WebhookVerificationError, verify_webhook
-from wavespeed_async._models import (
+from wavespeed_async._core.models import (
     DECODE_FAILURES,
     any_decoder,
     balance_decoder,
@@ -26,9 +26,9 @@ from wavespeed_async._models import (
     upload_decoder,
     webhook_secret_decoder,
 )
-from wavespeed_async._text import json_printable
-from wavespeed_async._transport import _error_message
-from wavespeed_async._webhooks import decode_delivery, sign_webhook
+from wavespeed_async._core.text import json_printable
+from wavespeed_async._core.webhooks import decode_delivery, sign_webhook
+from wavespeed_async._runtime.api import _error_message
 
 DECODERS: list[msgspec.json.Decoder[Any]] = [
     prediction_decoder,

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wavespeed_async import ValidationError
-from wavespeed_async._flow import Cooldown, FlowLimits, SlidingWindow, TokenBucket
+from wavespeed_async._runtime.flow import Cooldown, FlowLimits, SlidingWindow, TokenBucket
 
 
 def test_sliding_window_allows_limit_then_waits_for_the_oldest_to_expire() -> None:

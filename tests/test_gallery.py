@@ -14,7 +14,7 @@ import pytest
 
 from tests.test_cli import PRO, cli, manifest, popen, write_jobs
 from wavespeed_async import BadRequestError, Client, Prediction, TaskFailedError
-from wavespeed_async._bulk import BulkResult
+from wavespeed_async._facade.bulk import BulkResult
 from wavespeed_async.cli._common import Target
 from wavespeed_async.cli._gallery import command_line
 from wavespeed_async.gallery import (

@@ -11,8 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wavespeed_async._config import PollConfig, RetryConfig
-from wavespeed_async._errors import (
+from wavespeed_async._core.errors import (
     APIStatusError,
     AuthenticationError,
     BadRequestError,
@@ -21,7 +20,7 @@ from wavespeed_async._errors import (
     RateLimitError,
     ServerError,
 )
-from wavespeed_async._policy import (
+from wavespeed_async._core.policy import (
     FailureKind,
     backoff_delay,
     classify_status,
@@ -34,13 +33,14 @@ from wavespeed_async._policy import (
     submit_outcome_unknown,
     unknown_outcome_cause,
 )
-from wavespeed_async._polling import (
+from wavespeed_async._core.schedule import (
     MAX_WINDOW,
     DurationEstimator,
     next_poll_delay,
     simulate_fixed_polling,
     simulate_polling,
 )
+from wavespeed_async._core.settings import PollConfig, RetryConfig
 
 NOW = 1_700_000_000.0  # a fixed unix time: 2023-11-14T22:13:20Z
 C, R, T, S, M = (

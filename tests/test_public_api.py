@@ -7,7 +7,7 @@ import inspect
 import pytest
 
 import wavespeed_async
-from wavespeed_async import _errors
+from wavespeed_async._core import errors as _errors
 
 
 def test_all_lists_every_public_name_once_and_sorted_within_groups() -> None:

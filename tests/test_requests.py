@@ -9,8 +9,8 @@ from typing import Any, ClassVar
 import msgspec
 import pytest
 
-from wavespeed_async._errors import ValidationError
-from wavespeed_async._requests import (
+from wavespeed_async._core.errors import ValidationError
+from wavespeed_async._core.requests import (
     TYPED_REQUESTS,
     FluxKontextDev,
     FluxKontextProTextToImage,
@@ -20,7 +20,7 @@ from wavespeed_async._requests import (
     validate_input,
     validate_model_path,
 )
-from wavespeed_async._specs import MODEL_SPECS, FieldSpec
+from wavespeed_async._core.specs import MODEL_SPECS, FieldSpec
 
 DEV = "wavespeed-ai/flux-kontext-dev"
 PRO = "wavespeed-ai/flux-kontext-pro/text-to-image"

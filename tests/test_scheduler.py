@@ -18,9 +18,9 @@ from wavespeed_async import (
     TaskTimeoutError,
     ValidationError,
 )
-from wavespeed_async._flow import FlowControl
-from wavespeed_async._polling import DurationEstimator
-from wavespeed_async._scheduler import (
+from wavespeed_async._core.schedule import DurationEstimator
+from wavespeed_async._runtime.flow import FlowControl
+from wavespeed_async._runtime.waits import (
     POLL_GRID_S,
     PollEntry,
     PollHeap,

@@ -23,7 +23,7 @@ from wavespeed_async import (
     SubmissionOutcomeUnknown,
     Timeouts,
 )
-from wavespeed_async._transport import Transport
+from wavespeed_async._runtime.api import Transport
 
 pytestmark = pytest.mark.anyio
 

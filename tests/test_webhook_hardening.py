@@ -22,7 +22,7 @@ from tests.services import serve_aiohttp
 from tests.test_fastapi import PATH, serve_app, signed
 from tests.test_webhooks import BODY, NOW, SECRET, headers
 from wavespeed_async import ValidationError, WebhookVerificationError, verify_webhook
-from wavespeed_async._webhooks import Delivery, ReplayGuard
+from wavespeed_async._core.webhooks import Delivery, ReplayGuard
 from wavespeed_async.fastapi import WaveSpeed
 
 pytestmark = pytest.mark.anyio

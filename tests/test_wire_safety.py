@@ -8,10 +8,10 @@ import msgspec
 import pytest
 
 from wavespeed_async import Prediction, SizeLimits, ValidationError
-from wavespeed_async._ids import MAX_TASK_ID_LENGTH, check_task_id, is_task_id
-from wavespeed_async._media import is_private_host
-from wavespeed_async._models import prediction_decoder
-from wavespeed_async._text import printable
+from wavespeed_async._core.ids import MAX_TASK_ID_LENGTH, check_task_id, is_task_id
+from wavespeed_async._core.models import prediction_decoder
+from wavespeed_async._core.text import printable
+from wavespeed_async._http.media import is_private_host
 
 
 @pytest.mark.parametrize(

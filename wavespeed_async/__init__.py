@@ -12,17 +12,7 @@
 The built-in emulator of the API lives in :mod:`wavespeed_async.emulator`.
 """
 
-from wavespeed_async._bulk import BulkResult, BulkRun, Progress
-from wavespeed_async._client import DEFAULT_BASE_URL, Client, TaskCreatedHook
-from wavespeed_async._config import (
-    TIERS,
-    PollConfig,
-    RetryConfig,
-    SizeLimits,
-    TierLimits,
-    Timeouts,
-)
-from wavespeed_async._errors import (
+from wavespeed_async._core.errors import (
     APIStatusError,
     AuthenticationError,
     BadRequestError,
@@ -44,17 +34,27 @@ from wavespeed_async._errors import (
     WaveSpeedError,
     WebhookVerificationError,
 )
-from wavespeed_async._flow import FlowLimits
-from wavespeed_async._models import Prediction, Timings, Urls
-from wavespeed_async._requests import (
+from wavespeed_async._core.models import Prediction, Timings, Urls
+from wavespeed_async._core.requests import (
     FluxKontextDev,
     FluxKontextProTextToImage,
     TypedRequest,
     UnknownFieldWarning,
     validate_input,
 )
+from wavespeed_async._core.settings import (
+    TIERS,
+    PollConfig,
+    RetryConfig,
+    SizeLimits,
+    TierLimits,
+    Timeouts,
+)
+from wavespeed_async._core.webhooks import sign_webhook, verify_webhook
+from wavespeed_async._facade.bulk import BulkResult, BulkRun, Progress
+from wavespeed_async._facade.client import DEFAULT_BASE_URL, Client, TaskCreatedHook
+from wavespeed_async._runtime.flow import FlowLimits
 from wavespeed_async._version import __version__
-from wavespeed_async._webhooks import sign_webhook, verify_webhook
 
 __all__ = [
     "DEFAULT_BASE_URL",

@@ -47,18 +47,17 @@ except ImportError as _exc:
         name=_exc.name,
     ) from _exc
 
-from wavespeed_async._client import _UNSET, Client, _Unset
-from wavespeed_async._errors import (
+from wavespeed_async._core.errors import (
     ClientClosedError,
     DecodeError,
     ValidationError,
     WaveSpeedError,
     WebhookVerificationError,
 )
-from wavespeed_async._models import Prediction
-from wavespeed_async._requests import TypedRequest
-from wavespeed_async._secret import masked
-from wavespeed_async._webhooks import (
+from wavespeed_async._core.models import Prediction
+from wavespeed_async._core.requests import TypedRequest
+from wavespeed_async._core.secret import masked
+from wavespeed_async._core.webhooks import (
     DEFAULT_REPLAY_CACHE_SIZE,
     DEFAULT_TOLERANCE_S,
     ReplayGuard,
@@ -68,6 +67,7 @@ from wavespeed_async._webhooks import (
     decode_delivery,
     read_headers,
 )
+from wavespeed_async._facade.client import _UNSET, Client, _Unset
 
 __all__ = [
     "CLIENT_CLOSED_STATUS",

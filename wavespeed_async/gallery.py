@@ -37,8 +37,8 @@ from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
-from wavespeed_async._bulk import BulkResult
-from wavespeed_async._errors import SubmissionOutcomeUnknown, TaskFailedError
+from wavespeed_async._core.errors import SubmissionOutcomeUnknown, TaskFailedError
+from wavespeed_async._facade.bulk import BulkResult
 
 __all__ = ["INDEX_NAME", "GalleryItem", "render_gallery", "write_gallery"]
 

@@ -50,7 +50,7 @@ import pytest
 if TYPE_CHECKING:
     # The emulator is imported when a fixture is used, not when pytest loads the plugin:
     # a test run that uses none of these fixtures does not pay for importing it.
-    from wavespeed_async._client import Client
+    from wavespeed_async._facade.client import Client
     from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
 
 __all__ = [

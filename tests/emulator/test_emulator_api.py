@@ -9,13 +9,13 @@ import aiohttp
 import msgspec
 import pytest
 
-from wavespeed_async._models import (
+from wavespeed_async._core.models import (
     balance_decoder,
     prediction_decoder,
     upload_decoder,
     webhook_secret_decoder,
 )
-from wavespeed_async._specs import MODEL_SPECS
+from wavespeed_async._core.specs import MODEL_SPECS
 from wavespeed_async.emulator import (
     Emulator,
     EmulatorConfig,

@@ -93,7 +93,7 @@ async def test_webhook_delivery_is_signed(session: aiohttp.ClientSession) -> Non
         assert record.webhook_deliveries == 1
         assert record.first_seen_finished_at == record.finished_at
         # The client-side verifier agrees.
-        from wavespeed_async._webhooks import verify_webhook
+        from wavespeed_async._core.webhooks import verify_webhook
 
         assert verify_webhook(secret, headers, raw).id == tid
 

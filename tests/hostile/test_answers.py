@@ -19,9 +19,9 @@ from wavespeed_async import (
     TransportError,
     ValidationError,
     WaveSpeedError,
-    _transport,
 )
-from wavespeed_async._errors import ConnectError
+from wavespeed_async._core.errors import ConnectError
+from wavespeed_async._runtime import api as _transport
 
 pytestmark = pytest.mark.anyio
 

@@ -20,7 +20,7 @@ from wavespeed_async import (
     ValidationError,
     WaveSpeedError,
 )
-from wavespeed_async._media import InternalAddress, public_socket
+from wavespeed_async._http.media import InternalAddress, public_socket
 
 pytestmark = pytest.mark.anyio
 

@@ -18,7 +18,7 @@ import pytest
 from tests.hostile.conftest import SHORT, make_client
 from tests.hostile.server import HostileServer
 from wavespeed_async import ClientClosedError, TaskTimeoutError, Timeouts, TransportError
-from wavespeed_async._deadlines import Deadline, Deadlines
+from wavespeed_async._runtime.deadlines import Deadline, Deadlines
 
 pytestmark = pytest.mark.anyio
 

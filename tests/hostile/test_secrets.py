@@ -11,7 +11,7 @@ from tests.conftest import CANARY_KEY
 from tests.hostile.conftest import make_client
 from tests.hostile.server import HostileServer
 from wavespeed_async import Client, ValidationError
-from wavespeed_async._secret import Secret
+from wavespeed_async._core.secret import Secret
 
 pytestmark = pytest.mark.anyio
 

@@ -18,15 +18,15 @@ from tests.conftest import CANARY_KEY, fast_poll, fast_retry
 from tests.ray.waiting import NAMESPACE, kill_while_rows_wait
 from tests.services import RedisServer
 from wavespeed_async import Client, FlowLimits, LedgerError, ValidationError
-from wavespeed_async._generate import GenerateOptions, GenerateWorker, model_input, row_key
-from wavespeed_async._ledger import (
+from wavespeed_async.emulator import Emulator
+from wavespeed_async.jobs.ledger import (
     Ledger,
     SqliteLedger,
     new_owner,
     owner_gone,
 )
-from wavespeed_async._ledger_redis import RedisLedger
-from wavespeed_async.emulator import Emulator
+from wavespeed_async.ray._generate import GenerateOptions, GenerateWorker, model_input, row_key
+from wavespeed_async.redis.ledger import RedisLedger
 
 pa = pytest.importorskip("pyarrow", reason="the ray extra is not installed")
 
@@ -581,7 +581,7 @@ async def test_a_row_with_a_null_key_is_refused_and_the_others_run(
 async def test_batches_that_arrive_at_once_share_the_worker_s_one_client(
     emulator: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import wavespeed_async._generate as generate_module
+    import wavespeed_async.ray._generate as generate_module
 
     opened: list[object] = []
 
@@ -617,7 +617,7 @@ def test_the_core_never_imports_ray_or_pyarrow() -> None:
     import sys
 
     code = (
-        "import sys, wavespeed_async, wavespeed_async.cli, wavespeed_async._ledger;"
+        "import sys, wavespeed_async, wavespeed_async.cli, wavespeed_async.jobs.ledger;"
         "print(sorted(m for m in ('ray', 'pyarrow', 'redis') if m in sys.modules))"
     )
     proc = subprocess.run(

@@ -20,10 +20,10 @@ from tests.ray.conftest import MODEL, LocalRay, RayEmulator, fast_poll, fast_ret
 from tests.redis._helpers import peak_in_flight
 from tests.services import RedisServer
 from wavespeed_async import Client, FlowLimits, ValidationError
-from wavespeed_async._generate import row_key
-from wavespeed_async._ledger import SqliteLedger
 from wavespeed_async.emulator import EmulatorStats
+from wavespeed_async.jobs.ledger import SqliteLedger
 from wavespeed_async.ray import generate
+from wavespeed_async.ray._generate import row_key
 
 ray = pytest.importorskip("ray")
 
@@ -126,8 +126,8 @@ def test_rows_of_a_rerun_whose_tasks_still_run_are_polled_not_resubmitted(
 
     async def submit_only() -> None:
         # An earlier run that died after creating the tasks: the ledger has their ids.
-        from wavespeed_async._generate import row_key
-        from wavespeed_async._ledger import SqliteLedger
+        from wavespeed_async.jobs.ledger import SqliteLedger
+        from wavespeed_async.ray._generate import row_key
 
         book = SqliteLedger.open(ledger)
         try:

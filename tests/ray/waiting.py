@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 from tests.conftest import CANARY_KEY
-from wavespeed_async._generate import row_key
-from wavespeed_async._ledger import open_ledger
+from wavespeed_async.jobs.ledger import open_ledger
+from wavespeed_async.ray._generate import row_key
 
 ROOT = Path(__file__).resolve().parents[2]
 NAMESPACE = "test-ledger"
@@ -24,7 +24,7 @@ _SCRIPT = """
 import sys, anyio, pyarrow as pa
 from tests.conftest import fast_poll
 from wavespeed_async import FlowLimits
-from wavespeed_async._generate import GenerateOptions, GenerateWorker
+from wavespeed_async.ray._generate import GenerateOptions, GenerateWorker
 model, base_url, ledger, namespace, n = sys.argv[1:5] + [int(sys.argv[5])]
 w = GenerateWorker(GenerateOptions(
     model=model, concurrency=n, limits=FlowLimits(tasks_per_minute=2), base_url=base_url,

@@ -65,7 +65,7 @@ async def test_a_batch_killed_while_its_job_waits_for_the_shared_window_leaves_i
     import redis.asyncio as aioredis
 
     from wavespeed_async import Client, FlowLimits
-    from wavespeed_async._journal import Journal
+    from wavespeed_async.jobs.journal import Journal
 
     key = "wsk-cli-share-test"
     model = "wavespeed-ai/flux-kontext-pro/text-to-image"

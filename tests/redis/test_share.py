@@ -415,7 +415,7 @@ async def test_an_unreadable_message_on_the_channel_does_not_stop_the_listener(
 async def test_the_http_pool_is_sized_after_the_shares_connections(
     emulator: Emulator, redis: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import wavespeed_async._fdlimit as fdlimit
+    import wavespeed_async._runtime.fdlimit as fdlimit
 
     monkeypatch.setattr(fdlimit, "open_file_limit", lambda: 256)
     share = RedisShare(redis.url, max_connections=40)

@@ -1,7 +1,7 @@
 """``wavespeed-async batch``: many jobs from a JSONL file; resumable; nothing lost.
 
 How nothing is lost: every job has a row in ``DIR/journal.sqlite3`` (see
-:mod:`wavespeed_async._journal`). A job is marked ``submitting`` just before its request
+:mod:`wavespeed_async.jobs.journal`). A job is marked ``submitting`` just before its request
 goes out, and its task id is committed (fsync'ed) from ``run_many``'s
 ``on_task_created`` callback, before the job polls. Re-running the same command skips
 finished jobs, polls the tasks that exist (``wait_many``; never a second submit), and
@@ -31,9 +31,8 @@ from typing import Any, Final
 
 import anyio
 
-from wavespeed_async._errors import AuthenticationError, PermissionDeniedError
-from wavespeed_async._journal import JobRecord, Journal, JournalError, JournalWriteError
-from wavespeed_async._requests import UnknownFieldWarning
+from wavespeed_async._core.errors import AuthenticationError, PermissionDeniedError
+from wavespeed_async._core.requests import UnknownFieldWarning
 from wavespeed_async.cli._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -61,6 +60,7 @@ from wavespeed_async.cli._outdir import (
 from wavespeed_async.cli._plan import EMULATOR_TARGET, lines_text, make_plan
 from wavespeed_async.cli._runner import Batch
 from wavespeed_async.cli._summary import UNKNOWN_HELP, print_summary
+from wavespeed_async.jobs.journal import JobRecord, Journal, JournalError, JournalWriteError
 
 __all__ = ["JOURNAL_NAME", "MANIFEST_NAME", "add_parser", "command", "output_name"]
 

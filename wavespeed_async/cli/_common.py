@@ -13,19 +13,19 @@ from pathlib import Path
 from typing import Any, Final, TextIO
 from urllib.parse import urlsplit
 
-from wavespeed_async._client import DEFAULT_BASE_URL, Client
-from wavespeed_async._config import PollConfig, Timeouts
-from wavespeed_async._errors import (
+from wavespeed_async._core.errors import (
     AuthenticationError,
     ConnectError,
     PermissionDeniedError,
     ValidationError,
     WaveSpeedError,
 )
-from wavespeed_async._fdlimit import open_file_limit
-from wavespeed_async._flow import FlowLimits
-from wavespeed_async._models import Prediction
-from wavespeed_async._secret import redacted_url
+from wavespeed_async._core.models import Prediction
+from wavespeed_async._core.secret import redacted_url
+from wavespeed_async._core.settings import PollConfig, Timeouts
+from wavespeed_async._facade.client import DEFAULT_BASE_URL, Client
+from wavespeed_async._runtime.fdlimit import open_file_limit
+from wavespeed_async._runtime.flow import FlowLimits
 
 __all__ = [
     "EXIT_FAILED",

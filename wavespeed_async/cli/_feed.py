@@ -13,13 +13,13 @@ from typing import Any
 
 import anyio
 
-from wavespeed_async._client import Client
-from wavespeed_async._errors import WaveSpeedError
-from wavespeed_async._flow import WINDOW_MARGIN_S, SlidingWindow
-from wavespeed_async._journal import Journal
+from wavespeed_async._core.errors import WaveSpeedError
+from wavespeed_async._facade.client import Client
+from wavespeed_async._runtime.flow import WINDOW_MARGIN_S, SlidingWindow
 from wavespeed_async.cli._jobs import Job
 from wavespeed_async.cli._progress import Counters
 from wavespeed_async.cli._uploads import Uploads
+from wavespeed_async.jobs.journal import Journal
 
 __all__ = ["Feed", "Intake", "Pacer"]
 

@@ -23,12 +23,12 @@ from urllib.parse import urlsplit
 
 import anyio
 
-from wavespeed_async._journal import JobRecord, Journal, JournalError
 from wavespeed_async.cli._common import Target, err
 from wavespeed_async.cli._jobs import Job
 from wavespeed_async.cli._outdir import JOURNAL_NAME, STATUS
 from wavespeed_async.cli._progress import Counters
 from wavespeed_async.gallery import INDEX_NAME, GalleryItem, render_gallery, write_page
+from wavespeed_async.jobs.journal import JobRecord, Journal, JournalError
 
 __all__ = ["MIN_INTERVAL_S", "BatchGallery", "items_from_records"]
 

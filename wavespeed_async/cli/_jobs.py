@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from wavespeed_async._errors import ValidationError
-from wavespeed_async._media import image_kind
-from wavespeed_async._requests import UnknownFieldWarning, validate_input, validate_model_path
+from wavespeed_async._core.errors import ValidationError
+from wavespeed_async._core.requests import UnknownFieldWarning, validate_input, validate_model_path
+from wavespeed_async._http.media import image_kind
 
 __all__ = [
     "Job",

@@ -13,8 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Final
 
-from wavespeed_async._journal import JobRecord
 from wavespeed_async.cli._common import UsageError
+from wavespeed_async.jobs.journal import JobRecord
 
 __all__ = [
     "JOURNAL_NAME",

@@ -11,9 +11,9 @@ import argparse
 from dataclasses import dataclass, field
 from typing import Final
 
-from wavespeed_async._journal import JobRecord, Journal
 from wavespeed_async.cli._common import UsageError
 from wavespeed_async.cli._jobs import Job
+from wavespeed_async.jobs.journal import JobRecord, Journal
 
 __all__ = ["EMULATOR_TARGET", "Plan", "lines_text", "make_plan"]
 

@@ -10,18 +10,18 @@ from typing import Any, Final
 import anyio
 from anyio.abc import TaskGroup
 
-from wavespeed_async._bulk import BulkResult
-from wavespeed_async._client import Client
-from wavespeed_async._errors import (
+from wavespeed_async._core.errors import (
     NotFoundError,
     SubmissionOutcomeUnknown,
     TaskFailedError,
     WaveSpeedError,
 )
-from wavespeed_async._journal import Journal, JournalError
-from wavespeed_async._models import Prediction
+from wavespeed_async._core.models import Prediction
+from wavespeed_async._facade.bulk import BulkResult
+from wavespeed_async._facade.client import Client
 from wavespeed_async.cli._outdir import PARTIAL_DIR, output_name
 from wavespeed_async.cli._progress import Counters
+from wavespeed_async.jobs.journal import Journal, JournalError
 
 __all__ = ["MAX_SAVING", "Downloads", "record_end"]
 

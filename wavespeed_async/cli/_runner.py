@@ -15,10 +15,9 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
-from wavespeed_async._bulk import BATCH_FATAL, BulkResult
-from wavespeed_async._client import Client
-from wavespeed_async._flow import FlowLimits
-from wavespeed_async._journal import Journal, JournalError
+from wavespeed_async._facade.bulk import BATCH_FATAL, BulkResult
+from wavespeed_async._facade.client import Client
+from wavespeed_async._runtime.flow import FlowLimits
 from wavespeed_async.cli._common import Target, err, open_client
 from wavespeed_async.cli._feed import Feed, Intake
 from wavespeed_async.cli._jobs import Job
@@ -26,6 +25,7 @@ from wavespeed_async.cli._plan import Plan
 from wavespeed_async.cli._progress import Counters, Display, make_display
 from wavespeed_async.cli._results import Downloads, record_end
 from wavespeed_async.cli._stop import Stop
+from wavespeed_async.jobs.journal import Journal, JournalError
 
 __all__ = ["Batch"]
 

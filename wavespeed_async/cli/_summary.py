@@ -5,11 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Final
 
-from wavespeed_async._journal import JobRecord
-from wavespeed_async._text import printable
+from wavespeed_async._core.text import printable
 from wavespeed_async.cli._outdir import JOURNAL_NAME, STATUS
 from wavespeed_async.cli._plan import lines_text
 from wavespeed_async.cli._progress import Counters
+from wavespeed_async.jobs.journal import JobRecord
 
 __all__ = ["UNKNOWN_HELP", "print_summary"]
 

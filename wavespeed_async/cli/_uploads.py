@@ -6,8 +6,8 @@ from typing import Any
 
 import anyio
 
-from wavespeed_async._client import Client
-from wavespeed_async._errors import WaveSpeedError
+from wavespeed_async._core.errors import WaveSpeedError
+from wavespeed_async._facade.client import Client
 from wavespeed_async.cli._jobs import Job, LocalFile, is_url
 
 __all__ = ["Uploads"]

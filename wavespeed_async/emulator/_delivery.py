@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import aiohttp
 
-from wavespeed_async._webhooks import sign_webhook
+from wavespeed_async._core.webhooks import sign_webhook
 from wavespeed_async.emulator._config import EmulatorConfig
 from wavespeed_async.emulator._scheduler import Scheduler
 from wavespeed_async.emulator._stats import Counters

@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Final
 
-from wavespeed_async._specs import parse_size
+from wavespeed_async._core.specs import parse_size
 
 __all__ = ["ASPECT_SIZES", "DEFAULT_SIZE", "ImageCache", "output_size", "render_png"]
 

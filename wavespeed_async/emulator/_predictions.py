@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 import msgspec
 from aiohttp import web
 
-from wavespeed_async._specs import MODEL_SPECS, check_input
+from wavespeed_async._core.specs import MODEL_SPECS, check_input
 from wavespeed_async.emulator._config import EmulatorConfig
 from wavespeed_async.emulator._faults import FaultInjector
 from wavespeed_async.emulator._limits import SubmitLimits

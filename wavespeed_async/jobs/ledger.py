@@ -24,7 +24,7 @@ Two stores obey one small interface (:class:`Ledger`):
 
 * :class:`SqliteLedger`: a folder on one machine (``<folder>/ledger.sqlite3``, WAL), shared
   by every worker process of that machine;
-* :class:`~wavespeed_async._ledger_redis.RedisLedger`: a Redis URL, one hash per namespace,
+* :class:`~wavespeed_async.redis.ledger.RedisLedger`: a Redis URL, one hash per namespace,
   shared by every machine; each change is a compare-and-set in a Lua script, atomic across
   processes.
 
@@ -48,8 +48,8 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
-from wavespeed_async._errors import LedgerError
-from wavespeed_async._journal import JournalError, open_database
+from wavespeed_async._core.errors import LedgerError
+from wavespeed_async.jobs.journal import JournalError, open_database
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -333,7 +333,7 @@ def open_ledger(location: str | os.PathLike[str], namespace: str | None = None) 
         LedgerError: the folder's ledger cannot be opened.
     """
     if isinstance(location, str) and is_redis_url(location):
-        from wavespeed_async._ledger_redis import RedisLedger
+        from wavespeed_async.redis.ledger import RedisLedger
 
         return RedisLedger(location, namespace or DEFAULT_NAMESPACE)
     return SqliteLedger.open(location)

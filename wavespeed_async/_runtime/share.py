@@ -1,6 +1,6 @@
 """The seam between a Client's flow control and limits shared with other processes.
 
-Without a share, :class:`~wavespeed_async._flow.FlowControl` keeps every limit inside one
+Without a share, :class:`~wavespeed_async._runtime.flow.FlowControl` keeps every limit inside one
 process. With one, the account-wide parts go through a :class:`Share`, the small interface
 below; :class:`wavespeed_async.redis.RedisShare` is the implementation that ships. A Share
 holds:
@@ -24,9 +24,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from wavespeed_async._flow import FlowLimits
-    from wavespeed_async._models import Prediction
-    from wavespeed_async._secret import Secret
+    from wavespeed_async._core.models import Prediction
+    from wavespeed_async._core.secret import Secret
+    from wavespeed_async._runtime.flow import FlowLimits
 
 __all__ = ["Share", "default_namespace", "resolve_share"]
 

@@ -1,6 +1,6 @@
 """The ledger in Redis: one hash per namespace, shared by every machine of a pipeline.
 
-Each field is a row key; its value is the row's :class:`~wavespeed_async._ledger.Entry` as
+Each field is a row key; its value is the row's :class:`~wavespeed_async.jobs.ledger.Entry` as
 JSON. A claim is an ``HSETNX``; every other change reads the entry and swaps it with a
 compare-and-set Lua script (the swap happens only if the field still holds what was read),
 so changes from many processes and machines never overwrite each other.
@@ -14,9 +14,9 @@ from typing import Any, Final
 
 import msgspec
 
-from wavespeed_async._errors import LedgerError, ValidationError
-from wavespeed_async._ledger import DEFAULT_NAMESPACE, Entry, failing
-from wavespeed_async._secret import redacted_url
+from wavespeed_async._core.errors import LedgerError, ValidationError
+from wavespeed_async._core.secret import redacted_url
+from wavespeed_async.jobs.ledger import DEFAULT_NAMESPACE, Entry, failing
 
 __all__ = ["RedisLedger"]
 

@@ -1,7 +1,7 @@
 """The HTTP layer: send one API call, classify what happened, follow the retry policy.
 
 Every decision (retry or not, how long to wait, whether a submit's outcome is unknown) is
-made by the pure functions of :mod:`wavespeed_async._policy`; this module only carries them
+made by the pure functions of :mod:`wavespeed_async._core.policy`; this module only carries them
 out, and turns whatever aiohttp raises into the public error tree.
 """
 
@@ -22,10 +22,8 @@ import anyio
 import msgspec
 from yarl import URL
 
-from wavespeed_async import _policy
-from wavespeed_async._config import RetryConfig, SizeLimits, Timeouts
-from wavespeed_async._deadlines import Deadlines
-from wavespeed_async._errors import (
+from wavespeed_async._core import policy as _policy
+from wavespeed_async._core.errors import (
     APIStatusError,
     ConnectError,
     DecodeError,
@@ -34,14 +32,21 @@ from wavespeed_async._errors import (
     TransportError,
     WaveSpeedError,
 )
-from wavespeed_async._flow import FlowControl
-from wavespeed_async._models import DECODE_FAILURES, Prediction, error_decoder, prediction_decoder
-from wavespeed_async._policy import FailureKind
-from wavespeed_async._secret import Secret
-from wavespeed_async._text import printable
+from wavespeed_async._core.models import (
+    DECODE_FAILURES,
+    Prediction,
+    error_decoder,
+    prediction_decoder,
+)
+from wavespeed_async._core.policy import FailureKind
+from wavespeed_async._core.secret import Secret
+from wavespeed_async._core.settings import RetryConfig, SizeLimits, Timeouts
+from wavespeed_async._core.text import printable
+from wavespeed_async._runtime.deadlines import Deadlines
+from wavespeed_async._runtime.flow import FlowControl
 
 if TYPE_CHECKING:
-    from wavespeed_async._scheduler import PollEntry
+    from wavespeed_async._runtime.waits import PollEntry
 
 __all__ = ["Envelope", "Transport"]
 

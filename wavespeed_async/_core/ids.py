@@ -14,8 +14,8 @@ from typing import Annotated, Final
 
 import msgspec
 
-from wavespeed_async._errors import ValidationError
-from wavespeed_async._text import printable
+from wavespeed_async._core.errors import ValidationError
+from wavespeed_async._core.text import printable
 
 __all__ = ["MAX_TASK_ID_LENGTH", "TASK_ID_PATTERN", "TaskId", "check_task_id", "is_task_id"]
 

@@ -32,17 +32,17 @@ import aiohttp
 import anyio
 import msgspec
 
-from wavespeed_async import _policy
-from wavespeed_async._config import RetryConfig, Timeouts
-from wavespeed_async._errors import (
+from wavespeed_async._core import policy as _policy
+from wavespeed_async._core.errors import (
     DecodeError,
     OutputRefusedError,
     TransportError,
     ValidationError,
 )
-from wavespeed_async._models import Prediction
-from wavespeed_async._policy import FailureKind
-from wavespeed_async._text import printable
+from wavespeed_async._core.models import Prediction
+from wavespeed_async._core.policy import FailureKind
+from wavespeed_async._core.settings import RetryConfig, Timeouts
+from wavespeed_async._core.text import printable
 
 __all__ = [
     "INTERNAL_REFUSED",

@@ -19,8 +19,8 @@ from typing import Final
 
 import msgspec
 
-from wavespeed_async._errors import ValidationError, WebhookVerificationError
-from wavespeed_async._models import Prediction, bare_prediction_decoder
+from wavespeed_async._core.errors import ValidationError, WebhookVerificationError
+from wavespeed_async._core.models import Prediction, bare_prediction_decoder
 
 __all__ = [
     "DEFAULT_REPLAY_CACHE_SIZE",

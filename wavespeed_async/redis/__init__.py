@@ -41,11 +41,11 @@ except ImportError as _exc:
         name=_exc.name,
     ) from _exc
 
-from wavespeed_async import _redis_lua as lua
-from wavespeed_async._errors import ConnectError, ValidationError
-from wavespeed_async._flow import WINDOW_MARGIN_S, FlowControl, FlowLimits
-from wavespeed_async._models import Prediction, bare_prediction_decoder
-from wavespeed_async._secret import masked, redacted_url
+from wavespeed_async._core.errors import ConnectError, ValidationError
+from wavespeed_async._core.models import Prediction, bare_prediction_decoder
+from wavespeed_async._core.secret import masked, redacted_url
+from wavespeed_async._runtime.flow import WINDOW_MARGIN_S, FlowControl, FlowLimits
+from wavespeed_async.redis import _lua as lua
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript

@@ -25,15 +25,7 @@ from urllib.parse import urlsplit
 import aiohttp
 import msgspec
 
-from wavespeed_async import _upload
-from wavespeed_async._bulk import (
-    DEFAULT_SUBMIT_GRACE_S,
-    BulkRun,
-    default_concurrency,
-    submit_in_flight,
-)
-from wavespeed_async._config import PollConfig, RetryConfig, SizeLimits, Timeouts
-from wavespeed_async._errors import (
+from wavespeed_async._core.errors import (
     APIStatusError,
     ClientClosedError,
     DecodeError,
@@ -43,27 +35,35 @@ from wavespeed_async._errors import (
     ValidationError,
     WaveSpeedError,
 )
-from wavespeed_async._fdlimit import fit_to_file_limit
-from wavespeed_async._flow import FlowControl, FlowLimits
-from wavespeed_async._ids import check_task_id
-from wavespeed_async._media import (
-    Downloader,
-    FileInput,
-    is_private_host,
-)
-from wavespeed_async._models import (
+from wavespeed_async._core.ids import check_task_id
+from wavespeed_async._core.models import (
     Prediction,
     any_decoder,
     balance_decoder,
     prediction_decoder,
     webhook_secret_decoder,
 )
-from wavespeed_async._polling import DurationEstimator
-from wavespeed_async._requests import TypedRequest, coerce_request
-from wavespeed_async._scheduler import PollEntry, PollScheduler, WaitExpired
-from wavespeed_async._secret import Secret
-from wavespeed_async._share import Share, default_namespace, resolve_share
-from wavespeed_async._transport import Transport, result_path
+from wavespeed_async._core.requests import TypedRequest, coerce_request
+from wavespeed_async._core.schedule import DurationEstimator
+from wavespeed_async._core.secret import Secret
+from wavespeed_async._core.settings import PollConfig, RetryConfig, SizeLimits, Timeouts
+from wavespeed_async._facade.bulk import (
+    DEFAULT_SUBMIT_GRACE_S,
+    BulkRun,
+    default_concurrency,
+    submit_in_flight,
+)
+from wavespeed_async._http import upload as _upload
+from wavespeed_async._http.media import (
+    Downloader,
+    FileInput,
+    is_private_host,
+)
+from wavespeed_async._runtime.api import Transport, result_path
+from wavespeed_async._runtime.fdlimit import fit_to_file_limit
+from wavespeed_async._runtime.flow import FlowControl, FlowLimits
+from wavespeed_async._runtime.share import Share, default_namespace, resolve_share
+from wavespeed_async._runtime.waits import PollEntry, PollScheduler, WaitExpired
 from wavespeed_async._version import __version__
 
 __all__ = ["DEFAULT_BASE_URL", "Client", "TaskCreatedHook"]

@@ -26,11 +26,11 @@ from typing import TYPE_CHECKING, Final
 
 import anyio
 
-from wavespeed_async._config import TIERS
-from wavespeed_async._errors import ValidationError
+from wavespeed_async._core.errors import ValidationError
+from wavespeed_async._core.settings import TIERS
 
 if TYPE_CHECKING:
-    from wavespeed_async._share import Share
+    from wavespeed_async._runtime.share import Share
 
 __all__ = ["Cooldown", "FlowControl", "FlowLimits", "SlidingWindow", "TokenBucket"]
 
@@ -198,7 +198,7 @@ class FlowControl:
     """The async side: waits for what the pure limiters say. One per Client.
 
     ``clock`` returns monotonic seconds (anyio's event-loop clock by default). With a
-    ``share`` (see ``wavespeed_async._share``), the in-flight cap, the start window, the
+    ``share`` (see ``wavespeed_async._runtime.share``), the in-flight cap, the start window, the
     cool-down and the poll budget are account-wide: the share decides, and the local
     in-flight limiter still caps this process.
     """

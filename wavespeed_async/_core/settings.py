@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from types import MappingProxyType
 from typing import Final, Literal
 
-from wavespeed_async._errors import ValidationError
+from wavespeed_async._core.errors import ValidationError
 
 __all__ = [
     "TIERS",

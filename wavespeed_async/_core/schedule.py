@@ -21,7 +21,7 @@ from math import sqrt as _sqrt
 from statistics import NormalDist
 from typing import Final
 
-from wavespeed_async._config import PollConfig
+from wavespeed_async._core.settings import PollConfig
 
 __all__ = [
     "DurationEstimator",

@@ -28,11 +28,12 @@ from typing import TYPE_CHECKING
 
 import ray
 
-from wavespeed_async._client import Client
-from wavespeed_async._config import PollConfig, RetryConfig, Timeouts
-from wavespeed_async._errors import ValidationError
-from wavespeed_async._flow import FlowLimits
-from wavespeed_async._generate import (
+from wavespeed_async._core.errors import ValidationError
+from wavespeed_async._core.settings import PollConfig, RetryConfig, Timeouts
+from wavespeed_async._facade.client import Client
+from wavespeed_async._runtime.flow import FlowLimits
+from wavespeed_async.jobs.ledger import is_redis_url
+from wavespeed_async.ray._generate import (
     OUTPUT_COLUMNS,
     GenerateOptions,
     GenerateWorker,
@@ -40,7 +41,6 @@ from wavespeed_async._generate import (
     model_input,
     row_key,
 )
-from wavespeed_async._ledger import is_redis_url
 
 if TYPE_CHECKING:
     from ray.data import Dataset

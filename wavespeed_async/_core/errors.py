@@ -35,10 +35,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from wavespeed_async._text import printable
+from wavespeed_async._core.text import printable
 
 if TYPE_CHECKING:
-    from wavespeed_async._models import Prediction
+    from wavespeed_async._core.models import Prediction
 
 __all__ = [
     "APIStatusError",

@@ -1,7 +1,7 @@
 """Typed wire models, decoded straight from response bytes by decoders built once.
 
 Strict only where a wrong value would mislead: a task's ``id`` (it becomes a URL path and
-a file name: see :mod:`wavespeed_async._ids`), its ``status`` being a string, and its
+a file name: see :mod:`wavespeed_async._core.ids`), its ``status`` being a string, and its
 ``outputs`` being a list. Everything else is lenient: unknown fields are ignored, and a
 ``null`` where a value was expected (``error``, ``timings``, ``has_nsfw_contents`` or one
 of its flags, ``urls``, ``model``) reads as "not given". An unknown ``status`` is kept as a
@@ -16,8 +16,8 @@ from typing import Any, Final
 
 import msgspec
 
-from wavespeed_async._ids import TaskId
-from wavespeed_async._text import printable
+from wavespeed_async._core.ids import TaskId
+from wavespeed_async._core.text import printable
 
 log = logging.getLogger("wavespeed_async")
 
@@ -74,7 +74,7 @@ class Prediction(msgspec.Struct, frozen=True):
     ``outputs`` holds URLs, or raw base64 strings (no ``data:`` prefix) when the request set
     ``enable_base64_output``; some non-image models return objects. ``has_nsfw_contents``
     has one flag per output (``None`` where the server gave none) and may be ``None``.
-    ``id`` always matches :data:`~wavespeed_async._ids.TASK_ID_PATTERN`; ``error`` reads
+    ``id`` always matches :data:`~wavespeed_async._core.ids.TASK_ID_PATTERN`; ``error`` reads
     ``""`` when the server sent ``null``.
     """
 

@@ -2,7 +2,7 @@
 
 Everything here is a pure function over plain data: no clock, no sleeping, no network. The
 I/O client asks these functions what to do and carries it out; the tests check them with
-tables and Hypothesis. Poll scheduling lives beside it in :mod:`wavespeed_async._polling`.
+tables and Hypothesis. Poll scheduling lives beside it in :mod:`wavespeed_async._core.schedule`.
 
 Retries are safe by construction: a GET is retried on any transient failure, but a submit
 (POST) is re-sent only when it provably created no task, because the API has no
@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from datetime import timezone
 from typing import Final
 
-from wavespeed_async._config import RetryConfig
-from wavespeed_async._errors import (
+from wavespeed_async._core.errors import (
     APIStatusError,
     AuthenticationError,
     BadRequestError,
@@ -29,7 +28,8 @@ from wavespeed_async._errors import (
     RateLimitError,
     ServerError,
 )
-from wavespeed_async._models import FAILURE_STATUSES, TERMINAL_STATUSES
+from wavespeed_async._core.models import FAILURE_STATUSES, TERMINAL_STATUSES
+from wavespeed_async._core.settings import RetryConfig
 
 __all__ = [
     "FailureKind",

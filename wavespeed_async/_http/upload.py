@@ -30,8 +30,7 @@ import aiohttp
 import anyio
 import msgspec
 
-from wavespeed_async._config import RetryConfig, Timeouts
-from wavespeed_async._errors import (
+from wavespeed_async._core.errors import (
     APIStatusError,
     DecodeError,
     NotFoundError,
@@ -40,7 +39,11 @@ from wavespeed_async._errors import (
     TransportError,
     ValidationError,
 )
-from wavespeed_async._media import (
+from wavespeed_async._core.models import upload_decoder
+from wavespeed_async._core.policy import FailureKind
+from wavespeed_async._core.settings import RetryConfig, Timeouts
+from wavespeed_async._core.text import printable
+from wavespeed_async._http.media import (
     INTERNAL_REFUSED,
     FileInput,
     HostStatus,
@@ -52,10 +55,7 @@ from wavespeed_async._media import (
     shown_url,
     with_get_retries,
 )
-from wavespeed_async._models import upload_decoder
-from wavespeed_async._policy import FailureKind
-from wavespeed_async._text import printable
-from wavespeed_async._transport import Transport
+from wavespeed_async._runtime.api import Transport
 
 __all__ = ["UploadTicket", "upload"]
 

@@ -5,7 +5,7 @@ It turns a batch of rows (an Arrow table) into the same table plus ``task_id``, 
 in an actor and awaits ``__call__`` on the event loop it runs for async callables, and the
 one Client of the actor is opened on that loop on first use.
 
-Per row key (see :mod:`wavespeed_async._ledger`):
+Per row key (see :mod:`wavespeed_async.jobs.ledger`):
 
 * a key the ledger does not know is claimed (``claimed``) as ``Client.run_many`` pulls the
   row, and moved to ``submitting`` from ``run_many``'s ``on_submitting`` hook, after the
@@ -39,18 +39,18 @@ import anyio
 import msgspec
 from anyio.abc import TaskGroup
 
-from wavespeed_async._client import Client
-from wavespeed_async._config import PollConfig, RetryConfig, Timeouts
-from wavespeed_async._errors import (
+from wavespeed_async._core.errors import (
     LedgerError,
     SubmissionOutcomeUnknown,
     SubmitSkipped,
     TaskFailedError,
     WaveSpeedError,
 )
-from wavespeed_async._flow import FlowLimits
-from wavespeed_async._ledger import Entry, Ledger, new_owner, open_ledger, owner_gone
-from wavespeed_async._models import Prediction
+from wavespeed_async._core.models import Prediction
+from wavespeed_async._core.settings import PollConfig, RetryConfig, Timeouts
+from wavespeed_async._facade.client import Client
+from wavespeed_async._runtime.flow import FlowLimits
+from wavespeed_async.jobs.ledger import Entry, Ledger, new_owner, open_ledger, owner_gone
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -26,11 +26,11 @@ from heapq import heappush as _heappush
 from math import ceil as _ceil
 from typing import Final
 
-from wavespeed_async._config import PollConfig
-from wavespeed_async._errors import ClientClosedError
-from wavespeed_async._flow import FlowControl
-from wavespeed_async._models import Prediction
-from wavespeed_async._polling import DurationEstimator, next_poll_delay
+from wavespeed_async._core.errors import ClientClosedError
+from wavespeed_async._core.models import Prediction
+from wavespeed_async._core.schedule import DurationEstimator, next_poll_delay
+from wavespeed_async._core.settings import PollConfig
+from wavespeed_async._runtime.flow import FlowControl
 
 __all__ = ["PollEntry", "PollHeap", "PollScheduler", "WaitExpired"]
 

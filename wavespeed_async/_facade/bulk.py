@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
 import anyio
 from anyio.abc import TaskGroup
 
-from wavespeed_async._errors import (
+from wavespeed_async._core.errors import (
     AuthenticationError,
     PermissionDeniedError,
     SubmissionOutcomeUnknown,
@@ -42,10 +42,10 @@ from wavespeed_async._errors import (
     ValidationError,
     WaveSpeedError,
 )
-from wavespeed_async._models import Prediction
+from wavespeed_async._core.models import Prediction
 
 if TYPE_CHECKING:
-    from wavespeed_async._client import Client
+    from wavespeed_async._facade.client import Client
 
 __all__ = ["DEFAULT_SUBMIT_GRACE_S", "BulkResult", "BulkRun", "Progress", "submit_in_flight"]
 

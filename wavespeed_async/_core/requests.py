@@ -26,8 +26,8 @@ from typing import Any, ClassVar, Final
 
 import msgspec
 
-from wavespeed_async._errors import ValidationError
-from wavespeed_async._specs import (
+from wavespeed_async._core.errors import ValidationError
+from wavespeed_async._core.specs import (
     FLUX_KONTEXT_DEV,
     FLUX_KONTEXT_PRO_T2I,
     MODEL_SPECS,

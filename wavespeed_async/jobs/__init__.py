@@ -1,0 +1,1 @@
+"""Job lifecycle stores: the command line's journal and the Ray ledger (SQLite)."""
