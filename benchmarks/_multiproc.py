@@ -101,7 +101,7 @@ def _process(
     from wavespeed_async import Client, FlowLimits
 
     async def main() -> None:
-        limits = FlowLimits(max_in_flight=MAX_IN_FLIGHT, tasks_per_minute=PER_MINUTE)
+        limits = FlowLimits(max_in_flight=MAX_IN_FLIGHT, max_tasks_per_minute=PER_MINUTE)
         async with Client("bench-key", base_url=base_url, limits=limits, share=share) as c:
             ready.set()
             await anyio.to_thread.run_sync(go.wait)
@@ -193,7 +193,7 @@ def render_multiproc(rows: Sequence[MultiprocRow]) -> list[str]:
         "## 4 processes, one account",
         "",
         f"{r0.processes} processes, each its own Client with the account's limits "
-        f"(`max_in_flight={r0.max_in_flight}`, `tasks_per_minute={r0.per_minute}`), "
+        f"(`max_in_flight={r0.max_in_flight}`, `max_tasks_per_minute={r0.per_minute}`), "
         f"{r0.jobs // r0.processes} jobs each, against one emulator account limited to "
         f"{r0.max_in_flight} running and {r0.per_minute} started per minute (`--latency "
         f"{LATENCY}`).",

@@ -12,8 +12,8 @@ import msgspec
 from benchmarks._common import MODEL
 from benchmarks._metrics import RunFigures
 from benchmarks._multiproc import MultiprocRow, render_multiproc
+from benchmarks.simulate import simulate_fixed_polling, simulate_polling
 from wavespeed_async import PollConfig
-from wavespeed_async._core.schedule import simulate_fixed_polling, simulate_polling
 from wavespeed_async.emulator import LatencyProfile
 
 __all__ = [

@@ -159,7 +159,7 @@ async def test_thousand_jobs_with_faults_give_one_result_each_and_no_duplicates(
             base_url=emu.base_url,
             poll=fast_poll(),
             retry=RetryConfig(
-                max_attempts=10, backoff_base_s=0.001, backoff_max_s=0.01, retry_after_cap_s=0.01
+                max_attempts=10, backoff_base_s=0.001, max_backoff_s=0.01, max_retry_after_s=0.01
             ),
             limits=FlowLimits(max_in_flight=100, max_polls_per_s=None),
             seed=5,
@@ -216,7 +216,7 @@ async def test_start_rate_limit_holds() -> None:
             CANARY_KEY,
             base_url=emu.base_url,
             poll=fast_poll(),
-            limits=FlowLimits(tasks_per_minute=4),
+            limits=FlowLimits(max_tasks_per_minute=4),
         ) as c,
     ):
         with anyio.move_on_after(1.0):
@@ -237,7 +237,7 @@ async def test_one_429_cools_every_request_down() -> None:
             CANARY_KEY,
             base_url=emu.base_url,
             poll=fast_poll(),
-            retry=RetryConfig(retry_after_cap_s=30.0, backoff_base_s=0.01),
+            retry=RetryConfig(max_retry_after_s=30.0, backoff_base_s=0.01),
         ) as c,
     ):
         with anyio.move_on_after(1.0):
@@ -364,7 +364,7 @@ async def test_on_submitting_comes_after_the_limits_and_before_the_request(
         CANARY_KEY,
         base_url=emulator.base_url,
         poll=fast_poll(),
-        limits=FlowLimits(tasks_per_minute=1),
+        limits=FlowLimits(max_tasks_per_minute=1),
     ) as client:
 
         def submitting(index: int) -> None:

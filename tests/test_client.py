@@ -16,6 +16,7 @@ from yarl import URL
 from tests.conftest import CANARY_KEY, fast_poll, fast_retry
 from tests.services import serve_aiohttp
 from wavespeed_async import (
+    AiohttpTransport,
     AuthenticationError,
     BadRequestError,
     Client,
@@ -375,9 +376,9 @@ async def test_a_wait_parses_its_result_url_once_for_all_its_polls(
         Emulator(config) as emu,
         Client(CANARY_KEY, base_url=emu.base_url, poll=fast_poll(), retry=fast_retry()) as client,
     ):
-        client._open()
-        session = client._session
-        assert session is not None
+        transport = client._open().transport
+        assert isinstance(transport, AiohttpTransport)
+        session = transport._session or transport._open()
         polled: list[object] = []
         request = session.request
 
@@ -400,30 +401,35 @@ async def test_a_wait_parses_its_result_url_once_for_all_its_polls(
     assert all(len(objects) == 1 for objects in urls.values())
 
 
-async def test_settings_can_be_replaced_until_the_client_opens_and_not_after(
-    emulator: Emulator,
-) -> None:
-    """Its pools, limits and transport are built from them when it opens: an assignment
-    after that, which would take effect in some places and not in others, is refused."""
+async def test_settings_are_fixed_when_the_client_is_built(emulator: Emulator) -> None:
+    """A Client takes its settings when it is built: an assignment, which would take effect
+    in some places and not in others, is refused before and after it opens."""
     from wavespeed_async import FlowLimits, RetryConfig, SizeLimits
 
-    client = Client(CANARY_KEY, base_url=emulator.base_url, poll=fast_poll())
-    client.timeouts = Timeouts(request_s=7.0)
-    client.retry = fast_retry()
-    client.limits = FlowLimits(max_in_flight=3)
-    client.sizes = SizeLimits(max_answer_bytes=1 << 20)
+    client = Client(
+        CANARY_KEY,
+        base_url=emulator.base_url,
+        poll=fast_poll(),
+        timeouts=Timeouts(request_s=7.0),
+        retry=fast_retry(),
+        limits=FlowLimits(max_in_flight=3),
+        sizes=SizeLimits(max_answer_bytes=1 << 20),
+    )
+    for name, value in [
+        ("timeouts", Timeouts()),
+        ("retry", RetryConfig()),
+        ("limits", FlowLimits()),
+        ("sizes", SizeLimits()),
+        ("poll", fast_poll()),
+    ]:
+        with pytest.raises(AttributeError):
+            setattr(client, name, value)
     with pytest.raises(ValidationError, match="retry: a RetryConfig, not dict"):
-        client.retry = {"max_attempts": 2}  # type: ignore[assignment]
+        Client(CANARY_KEY, base_url=emulator.base_url, retry={"max_attempts": 2})  # type: ignore[arg-type]
     async with client:
         assert (await client.run(PRO, {"prompt": "p"})).ok
         assert client.timeouts.request_s == 7.0 and client.limits.max_in_flight == 3
-        assert client._transport is not None and client._transport.retry is client.retry
-        for name, value in [
-            ("timeouts", Timeouts()),
-            ("retry", RetryConfig()),
-            ("limits", FlowLimits()),
-            ("sizes", SizeLimits()),
-        ]:
-            with pytest.raises(AttributeError, match=f"{name}: fixed once the Client is open"):
-                setattr(client, name, value)
+        assert client.retry.max_attempts == fast_retry().max_attempts
+        with pytest.raises(AttributeError):
+            client.timeouts = Timeouts()  # type: ignore[misc]
         assert client.timeouts.request_s == 7.0  # unchanged

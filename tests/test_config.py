@@ -14,6 +14,7 @@ from wavespeed_async._core.settings import (
     TIERS_ALTERNATE,
     PollConfig,
     RetryConfig,
+    ScheduleTuning,
     TierLimits,
     Timeouts,
 )
@@ -25,14 +26,14 @@ def test_defaults_are_the_documented_values() -> None:
     )
     assert RetryConfig() == RetryConfig(
         max_attempts=6,
-        submit_max_attempts=6,
+        max_submit_attempts=6,
         backoff_base_s=0.25,
-        backoff_max_s=20.0,
-        retry_after_cap_s=60.0,
+        max_backoff_s=20.0,
+        max_retry_after_s=60.0,
     )
     poll = PollConfig()
     assert (poll.expected_duration_s, poll.min_interval_s, poll.max_interval_s) == (3.0, 0.1, 5.0)
-    assert 0 < poll.first_poll_fraction < 0.5
+    assert 0 < poll.tuning.first_poll_fraction < 0.5
 
 
 def test_sync_request_timeout_outlasts_the_servers_90_second_hold() -> None:
@@ -69,20 +70,20 @@ BAD_FIELDS: list[tuple[Any, str, Any, str]] = [
     (RetryConfig, "max_attempts", 0, ">= 1"),
     (RetryConfig, "max_attempts", 2.5, "an integer"),
     (RetryConfig, "max_attempts", True, "an integer"),
-    (RetryConfig, "submit_max_attempts", 0, ">= 1"),
+    (RetryConfig, "max_submit_attempts", 0, ">= 1"),
     (RetryConfig, "backoff_base_s", -0.1, ">= 0"),
-    (RetryConfig, "backoff_max_s", 0.1, ">= 0.25"),
-    (RetryConfig, "retry_after_cap_s", math.inf, "<= 86400"),
+    (RetryConfig, "max_backoff_s", 0.1, ">= 0.25"),
+    (RetryConfig, "max_retry_after_s", math.inf, "<= 86400"),
     (PollConfig, "expected_duration_s", 0.0, "> 0"),
     (PollConfig, "min_interval_s", 0.0, "> 0"),
     (PollConfig, "max_interval_s", 0.05, ">= 0.1"),
-    (PollConfig, "first_poll_fraction", 0.9, "<= 0.5"),
+    (ScheduleTuning, "first_poll_fraction", 0.9, "<= 0.5"),
     (PollConfig, "poll_cost_s", 0.0, "> 0"),
-    (PollConfig, "tail_quantile", 0.2, ">= 0.5"),
-    (PollConfig, "tail_interval_fraction", 0.0, "> 0"),
-    (PollConfig, "created_wait_fraction", 2.0, "<= 1"),
-    (PollConfig, "prior_spread", 0.0, ">= 0.01"),
-    (PollConfig, "estimator_window", 4, ">= 8"),
+    (ScheduleTuning, "tail_quantile", 0.2, ">= 0.5"),
+    (ScheduleTuning, "tail_interval_fraction", 0.0, "> 0"),
+    (ScheduleTuning, "created_wait_fraction", 2.0, "<= 1"),
+    (ScheduleTuning, "prior_spread", 0.0, ">= 0.01"),
+    (ScheduleTuning, "estimator_window", 4, ">= 8"),
 ]
 
 
@@ -117,18 +118,18 @@ def test_replace_revalidates() -> None:
 
 def test_tiers_use_the_first_listed_figures() -> None:
     assert set(TIERS) == {"bronze", "silver", "gold", "ultra"}
-    assert TIERS["bronze"] == TierLimits(tasks_per_minute=2, max_running=2)
-    assert TIERS["silver"] == TierLimits(tasks_per_minute=500, max_running=300)
-    assert TIERS["gold"] == TierLimits(tasks_per_minute=3000, max_running=3000)
-    assert TIERS["ultra"] == TierLimits(tasks_per_minute=5000, max_running=10000)
-    assert TIERS_ALTERNATE["bronze"] == TierLimits(tasks_per_minute=10, max_running=3)
+    assert TIERS["bronze"] == TierLimits(max_tasks_per_minute=2, max_running=2)
+    assert TIERS["silver"] == TierLimits(max_tasks_per_minute=500, max_running=300)
+    assert TIERS["gold"] == TierLimits(max_tasks_per_minute=3000, max_running=3000)
+    assert TIERS["ultra"] == TierLimits(max_tasks_per_minute=5000, max_running=10000)
+    assert TIERS_ALTERNATE["bronze"] == TierLimits(max_tasks_per_minute=10, max_running=3)
 
 
 def test_tier_tables_are_read_only() -> None:
     with pytest.raises(TypeError):
-        TIERS["bronze"] = TierLimits(tasks_per_minute=1, max_running=1)  # type: ignore[index]
+        TIERS["bronze"] = TierLimits(max_tasks_per_minute=1, max_running=1)  # type: ignore[index]
 
 
 def test_tier_limits_must_be_positive_integers() -> None:
     with pytest.raises(ValidationError, match="max_running"):
-        TierLimits(tasks_per_minute=1, max_running=0)
+        TierLimits(max_tasks_per_minute=1, max_running=0)

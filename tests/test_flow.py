@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wavespeed_async import ValidationError
-from wavespeed_async._runtime.flow import Cooldown, FlowLimits, SlidingWindow, TokenBucket
+from wavespeed_async._core.limiters import Cooldown, SlidingWindow, TokenBucket
+from wavespeed_async._core.settings import FlowLimits
 
 
 def test_sliding_window_allows_limit_then_waits_for_the_oldest_to_expire() -> None:
@@ -78,7 +79,7 @@ def test_cooldown_extends_but_never_shortens() -> None:
     ("field", "kwargs"),
     [
         ("max_in_flight", {"max_in_flight": 0}),
-        ("tasks_per_minute", {"tasks_per_minute": -1}),
+        ("max_tasks_per_minute", {"max_tasks_per_minute": -1}),
         ("max_polls_per_s", {"max_polls_per_s": 0.0}),
         ("max_connections", {"max_connections": 0}),
     ],

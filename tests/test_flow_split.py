@@ -11,18 +11,18 @@ from wavespeed_async import FlowLimits, ValidationError
 
 def test_split_divides_every_limit() -> None:
     limits = FlowLimits(
-        max_in_flight=256, tasks_per_minute=500, max_polls_per_s=500.0, max_connections=100
+        max_in_flight=256, max_tasks_per_minute=500, max_polls_per_s=500.0, max_connections=100
     )
     share = limits.split(8)
     assert share == FlowLimits(
-        max_in_flight=32, tasks_per_minute=62, max_polls_per_s=62.5, max_connections=12
+        max_in_flight=32, max_tasks_per_minute=62, max_polls_per_s=62.5, max_connections=12
     )
 
 
 def test_split_keeps_no_limit_as_no_limit_and_one_as_itself() -> None:
-    limits = FlowLimits(max_in_flight=None, tasks_per_minute=None, max_polls_per_s=None)
+    limits = FlowLimits(max_in_flight=None, max_tasks_per_minute=None, max_polls_per_s=None)
     assert limits.split(4) == FlowLimits(
-        max_in_flight=None, tasks_per_minute=None, max_polls_per_s=None, max_connections=25
+        max_in_flight=None, max_tasks_per_minute=None, max_polls_per_s=None, max_connections=25
     )
     assert FlowLimits().split(1) == FlowLimits()
 
@@ -43,13 +43,13 @@ def test_split_rejects_a_bad_count_naming_it(n: object) -> None:
 def test_shares_never_sum_above_the_limits_when_each_limit_allows_n(
     cap: int, rate: int, polls: float, n: int
 ) -> None:
-    limits = FlowLimits(max_in_flight=cap, tasks_per_minute=rate, max_polls_per_s=polls)
+    limits = FlowLimits(max_in_flight=cap, max_tasks_per_minute=rate, max_polls_per_s=polls)
     share = limits.split(n)
-    assert share.max_in_flight is not None and share.tasks_per_minute is not None
+    assert share.max_in_flight is not None and share.max_tasks_per_minute is not None
     assert share.max_polls_per_s is not None
     if cap >= n:
         assert n * share.max_in_flight <= cap
     if rate >= n:
-        assert n * share.tasks_per_minute <= rate
+        assert n * share.max_tasks_per_minute <= rate
     assert n * share.max_polls_per_s <= polls * (1 + 1e-9)
-    assert share.max_in_flight >= 1 and share.tasks_per_minute >= 1
+    assert share.max_in_flight >= 1 and share.max_tasks_per_minute >= 1

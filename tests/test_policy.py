@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.simulate import simulate_fixed_polling, simulate_polling
 from wavespeed_async._core.errors import (
     APIStatusError,
     AuthenticationError,
@@ -33,14 +34,8 @@ from wavespeed_async._core.policy import (
     submit_outcome_unknown,
     unknown_outcome_cause,
 )
-from wavespeed_async._core.schedule import (
-    MAX_WINDOW,
-    DurationEstimator,
-    next_poll_delay,
-    simulate_fixed_polling,
-    simulate_polling,
-)
-from wavespeed_async._core.settings import PollConfig, RetryConfig
+from wavespeed_async._core.schedule import MAX_WINDOW, DurationEstimator, next_poll_delay
+from wavespeed_async._core.settings import PollConfig, RetryConfig, ScheduleTuning
 
 NOW = 1_700_000_000.0  # a fixed unix time: 2023-11-14T22:13:20Z
 C, R, T, S, M = (
@@ -95,7 +90,7 @@ def test_parse_retry_after_never_negative_never_raises(header: str) -> None:
 
 
 def test_backoff_caps_grow_by_doubling_up_to_the_maximum() -> None:
-    cfg = RetryConfig(backoff_base_s=0.25, backoff_max_s=2.0)
+    cfg = RetryConfig(backoff_base_s=0.25, max_backoff_s=2.0)
     caps = {a: max(backoff_delay(a, cfg, random.Random(s)) for s in range(300)) for a in (1, 2, 4)}
     assert 0.2 < caps[1] <= 0.25
     assert 0.4 < caps[2] <= 0.5
@@ -114,7 +109,7 @@ def test_backoff_rejects_attempt_zero() -> None:
 
 @given(attempt=st.integers(1, 10_000), seed=st.integers(0, 2**32))
 def test_backoff_stays_within_full_jitter_bounds(attempt: int, seed: int) -> None:
-    cfg = RetryConfig(backoff_base_s=0.25, backoff_max_s=20.0)
+    cfg = RetryConfig(backoff_base_s=0.25, max_backoff_s=20.0)
     delay = backoff_delay(attempt, cfg, random.Random(seed))
     assert 0.0 <= delay <= min(20.0, 0.25 * 2.0 ** min(attempt - 1, 100))
 
@@ -177,7 +172,7 @@ def test_retry_table(
 
 
 def test_retry_after_is_honoured_and_clamped_to_the_cap() -> None:
-    cfg = RetryConfig(retry_after_cap_s=10.0)
+    cfg = RetryConfig(max_retry_after_s=10.0)
     args = {"status": 429, "attempt": 1, "config": cfg, "rng": random.Random(0)}
     d = decide_get_retry(S, retry_after_s=4.0, time_left_s=None, **args)  # type: ignore[arg-type]
     assert (d.retry, d.delay_s) == (True, 4.0)
@@ -203,7 +198,7 @@ def test_no_retry_when_the_wait_would_pass_the_deadline() -> None:
 
 @pytest.mark.parametrize("decide", [decide_get_retry, decide_submit_retry])
 def test_no_retry_once_attempts_are_exhausted(decide: Callable[..., object]) -> None:
-    cfg = RetryConfig(max_attempts=3, submit_max_attempts=3)
+    cfg = RetryConfig(max_attempts=3, max_submit_attempts=3)
     kw = {"status": None, "retry_after_s": None, "config": cfg, "time_left_s": None}
     assert decide(C, attempt=2, rng=random.Random(0), **kw).retry  # type: ignore[attr-defined]
     last = decide(C, attempt=3, rng=random.Random(0), **kw)
@@ -228,14 +223,14 @@ def test_retry_decisions_respect_attempts_deadline_and_submit_safety(
     time_left: float | None,
     seed: int,
 ) -> None:
-    cfg = RetryConfig(max_attempts=5, submit_max_attempts=4)
+    cfg = RetryConfig(max_attempts=5, max_submit_attempts=4)
     kw = {"status": status, "retry_after_s": retry_after, "attempt": attempt, "config": cfg}
     for decide, limit in ((decide_get_retry, 5), (decide_submit_retry, 4)):
         d = decide(kind, rng=random.Random(seed), time_left_s=time_left, **kw)  # type: ignore[arg-type]
         assert d.delay_s >= 0.0
         if d.retry:
             assert attempt < limit
-            assert d.delay_s <= max(cfg.backoff_max_s, cfg.retry_after_cap_s)
+            assert d.delay_s <= max(cfg.max_backoff_s, cfg.max_retry_after_s)
             assert time_left is None or d.delay_s <= time_left
         else:
             assert d.delay_s == 0.0
@@ -498,7 +493,7 @@ def test_first_poll_waits_for_the_first_plausible_completion() -> None:
     first = next_poll_delay(
         elapsed_s=0.0, polls_done=0, status="created", estimator=est, config=cfg
     )
-    assert first == pytest.approx(est.quantile(cfg.first_poll_fraction))
+    assert first == pytest.approx(est.quantile(cfg.tuning.first_poll_fraction))
     assert 2.5 <= first <= 2.7
 
 
@@ -538,7 +533,7 @@ def test_a_task_still_created_after_a_poll_is_queued_and_polled_less() -> None:
     kw = {"elapsed_s": 2.7, "polls_done": 1, "estimator": est, "config": cfg}
     running = next_poll_delay(status="processing", **kw)  # type: ignore[arg-type]
     queued = next_poll_delay(status="created", **kw)  # type: ignore[arg-type]
-    assert queued >= cfg.created_wait_fraction * est.quantile(cfg.first_poll_fraction)
+    assert queued >= cfg.tuning.created_wait_fraction * est.quantile(cfg.tuning.first_poll_fraction)
     assert queued > running
 
 
@@ -547,12 +542,15 @@ configs_st = st.builds(
     expected_duration_s=st.floats(0.01, 600.0),
     min_interval_s=st.floats(0.01, 1.0),
     max_interval_s=st.floats(1.0, 30.0),
-    first_poll_fraction=st.floats(0.0, 0.5),
     poll_cost_s=st.floats(0.001, 5.0),
-    tail_quantile=st.floats(0.5, 1.0),
-    tail_interval_fraction=st.floats(0.01, 1.0),
-    created_wait_fraction=st.floats(0.0, 1.0),
-    prior_spread=st.floats(0.01, 3.0),
+    tuning=st.builds(
+        ScheduleTuning,
+        first_poll_fraction=st.floats(0.0, 0.5),
+        tail_quantile=st.floats(0.5, 1.0),
+        tail_interval_fraction=st.floats(0.01, 1.0),
+        created_wait_fraction=st.floats(0.0, 1.0),
+        prior_spread=st.floats(0.01, 3.0),
+    ),
 )
 
 
@@ -573,7 +571,7 @@ def test_poll_delays_are_within_bounds_and_deterministic(
     assert math.isfinite(delay)
     assert delay >= config.min_interval_s
     t = elapsed if math.isfinite(elapsed) and elapsed > 0 else 0.0
-    first = est.quantile(config.first_poll_fraction)
+    first = est.quantile(config.tuning.first_poll_fraction)
     # Only the wait up to the first plausible completion may exceed the maximum.
     assert delay <= config.max_interval_s or delay == pytest.approx(first - t)
     assert next_poll_delay(estimator=est, **kw) == delay  # type: ignore[arg-type]

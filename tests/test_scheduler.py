@@ -20,13 +20,8 @@ from wavespeed_async import (
 )
 from wavespeed_async._core.schedule import DurationEstimator
 from wavespeed_async._runtime.flow import FlowControl
-from wavespeed_async._runtime.waits import (
-    POLL_GRID_S,
-    PollEntry,
-    PollHeap,
-    PollScheduler,
-    WaitExpired,
-)
+from wavespeed_async._runtime.waits.heap import POLL_GRID_S, PollEntry, PollHeap
+from wavespeed_async._runtime.waits.scheduler import PollScheduler, WaitExpired
 from wavespeed_async.emulator import Emulator
 
 pytestmark = pytest.mark.anyio
@@ -293,8 +288,7 @@ async def test_cancelling_one_wait_leaves_no_entry_and_no_poll(emulator: Emulato
         other = await client.submit(PRO, {"prompt": "quick"})
         with anyio.move_on_after(0.2):
             await client.wait(slow.id)
-        sched = client._scheduler
-        assert sched is not None
+        sched = client._waiting().scheduler
         assert len(sched) == 0
         record = emulator.task(slow.id)
         assert record is not None and record.polls >= 1
@@ -320,7 +314,7 @@ async def test_a_deadline_raises_with_the_last_state_seen(emulator: Emulator) ->
         assert last is not None and last.id == pred.id
         assert last.status in ("created", "processing")
         assert client.polls_sent >= 2  # the last state came from a poll, not the submit
-        assert client._scheduler is not None and len(client._scheduler) == 0
+        assert len(client._waiting().scheduler) == 0
 
 
 async def test_aclose_ends_pending_waits(emulator: Emulator) -> None:

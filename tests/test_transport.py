@@ -23,7 +23,7 @@ from wavespeed_async import (
     SubmissionOutcomeUnknown,
     Timeouts,
 )
-from wavespeed_async._runtime.api import Transport
+from wavespeed_async._runtime.api import Api
 
 pytestmark = pytest.mark.anyio
 
@@ -176,7 +176,7 @@ async def test_error_bodies_of_every_shape_become_typed_errors(
     async with Client(
         CANARY_KEY,
         base_url=scripted.base_url,
-        retry=fast_retry().__class__(submit_max_attempts=1, backoff_base_s=0.001),
+        retry=fast_retry().__class__(max_submit_attempts=1, backoff_base_s=0.001),
     ) as c:
         with pytest.raises(cls) as info:
             await c.submit("m/x", {"prompt": "p"})
@@ -249,14 +249,14 @@ async def test_a_submit_carries_the_session_headers_and_its_content_type(
 
 def test_a_get_has_one_total_deadline_and_a_post_a_separate_connect_budget() -> None:
     timeouts = Timeouts(connect_s=3.0, request_s=20.0)
-    make = Transport._make_timeout
+    make = Api._make_timeout
     dummy = type("T", (), {"timeouts": timeouts})()
     get = make(dummy, 7.0, True)
     # The whole GET attempt, pool wait included, within its read budget; one timer.
-    assert (get.total, get.sock_read, get.connect, get.sock_connect) == (7.0, None, None, 3.0)
+    assert (get.total_s, get.read_s, get.pool_s, get.connect_s) == (7.0, None, None, 3.0)
     post = make(dummy, 7.0, False)
     # A submit's connect phase is told apart (re-sent safely), and it still has a total.
-    assert (post.total, post.connect, post.sock_connect, post.sock_read) == (27.0, 20.0, 3.0, 7.0)
+    assert (post.total_s, post.pool_s, post.connect_s, post.read_s) == (27.0, 20.0, 3.0, 7.0)
 
 
 async def test_a_refused_submit_that_names_a_task_still_reports_its_id(

@@ -44,8 +44,10 @@ from wavespeed_async._core.requests import (
 )
 from wavespeed_async._core.settings import (
     TIERS,
+    FlowLimits,
     PollConfig,
     RetryConfig,
+    ScheduleTuning,
     SizeLimits,
     TierLimits,
     Timeouts,
@@ -53,13 +55,15 @@ from wavespeed_async._core.settings import (
 from wavespeed_async._core.webhooks import sign_webhook, verify_webhook
 from wavespeed_async._facade.bulk import BulkResult, BulkRun, Progress
 from wavespeed_async._facade.client import DEFAULT_BASE_URL, Client, TaskCreatedHook
-from wavespeed_async._runtime.flow import FlowLimits
+from wavespeed_async._http.base import HTTPRequest, HTTPResponse, HTTPTransport, RequestTimeout
+from wavespeed_async._http.transport import AiohttpTransport
 from wavespeed_async._version import __version__
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "TIERS",
     "APIStatusError",
+    "AiohttpTransport",
     "AuthenticationError",
     "BadRequestError",
     "BulkResult",
@@ -71,6 +75,9 @@ __all__ = [
     "FlowLimits",
     "FluxKontextDev",
     "FluxKontextProTextToImage",
+    "HTTPRequest",
+    "HTTPResponse",
+    "HTTPTransport",
     "LedgerError",
     "NotFoundError",
     "OutputRefusedError",
@@ -79,7 +86,9 @@ __all__ = [
     "Prediction",
     "Progress",
     "RateLimitError",
+    "RequestTimeout",
     "RetryConfig",
+    "ScheduleTuning",
     "ServerError",
     "SizeLimits",
     "SubmissionOutcomeUnknown",

@@ -177,6 +177,6 @@ async def wavespeed_client(wavespeed_emulator: Emulator) -> AsyncIterator[Client
         wavespeed_emulator.config.api_key or TEST_API_KEY,
         base_url=wavespeed_emulator.base_url,
         poll=PollConfig(expected_duration_s=0.03, min_interval_s=0.005, max_interval_s=0.05),
-        retry=RetryConfig(backoff_base_s=0.001, backoff_max_s=0.01, retry_after_cap_s=0.05),
+        retry=RetryConfig(backoff_base_s=0.001, max_backoff_s=0.01, max_retry_after_s=0.05),
     ) as client:
         yield client

@@ -29,7 +29,7 @@ def make_client(server: HostileServer, *, base_url: str | None = None, **kw: Any
         "timeouts": SHORT,
         "sizes": SMALL,
         "retry": RetryConfig(
-            max_attempts=2, backoff_base_s=0.001, backoff_max_s=0.01, retry_after_cap_s=0.05
+            max_attempts=2, backoff_base_s=0.001, max_backoff_s=0.01, max_retry_after_s=0.05
         ),
         "poll": fast_poll(),
         "seed": 3,

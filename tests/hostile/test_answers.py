@@ -21,7 +21,7 @@ from wavespeed_async import (
     WaveSpeedError,
 )
 from wavespeed_async._core.errors import ConnectError
-from wavespeed_async._runtime import api as _transport
+from wavespeed_async._http import transport as _transport
 
 pytestmark = pytest.mark.anyio
 

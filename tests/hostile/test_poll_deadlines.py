@@ -18,7 +18,7 @@ import pytest
 from tests.hostile.conftest import SHORT, make_client
 from tests.hostile.server import HostileServer
 from wavespeed_async import ClientClosedError, TaskTimeoutError, Timeouts, TransportError
-from wavespeed_async._runtime.deadlines import Deadline, Deadlines
+from wavespeed_async._runtime.waits.deadlines import Deadline, Deadlines
 
 pytestmark = pytest.mark.anyio
 
@@ -65,7 +65,7 @@ async def test_a_poll_is_cut_at_its_deadline_and_retried(
         with anyio.fail_after(30):
             with pytest.raises(TransportError) as info:
                 await client.wait(TASK)
-        transport = client._transport
+        transport = client._api
         assert transport is not None and transport.retries == 1
         deadlines = transport._deadlines
         assert deadlines is not None and len(deadlines) == 0
@@ -85,7 +85,7 @@ async def test_a_cancelled_wait_cancels_its_poll_in_flight(hostile: HostileServe
         waiting.cancel()
         with pytest.raises(asyncio.CancelledError):
             await waiting
-        transport = client._transport
+        transport = client._api
         assert transport is not None and transport.retries == 0
         deadlines = transport._deadlines
         assert deadlines is not None
@@ -102,7 +102,7 @@ async def test_closing_the_client_stops_the_deadline_timer(hostile: HostileServe
     async with client:
         waiting = asyncio.ensure_future(client.wait(TASK))
         await _arrived(arrived)
-        transport = client._transport
+        transport = client._api
         assert transport is not None
         deadlines = transport._deadlines
         assert deadlines is not None and len(deadlines) == 1
@@ -110,7 +110,7 @@ async def test_closing_the_client_stops_the_deadline_timer(hostile: HostileServe
     with pytest.raises(ClientClosedError):
         await waiting
     assert len(deadlines) == 0 and not _live_timers(deadlines)
-    assert client._transport is None
+    assert client._api is None
 
 
 # -- the deadlines alone ----------------------------------------------------------------

@@ -39,7 +39,7 @@ async def test_a_request_cancelled_mid_flight_shows_no_key_in_its_locals(
         text = with_locals(info.value)
         assert "_attempt" in text  # the transport's frames were captured
         assert CANARY_KEY not in text
-        assert CANARY_KEY not in repr(vars(client)) + repr(vars(client._transport))
+        assert CANARY_KEY not in repr(vars(client)) + repr(vars(client._api))
 
 
 def test_a_bad_setting_shows_no_key_in_its_locals() -> None:

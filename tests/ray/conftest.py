@@ -39,7 +39,7 @@ def fast_poll() -> PollConfig:
 
 
 def fast_retry() -> RetryConfig:
-    return RetryConfig(backoff_base_s=0.001, backoff_max_s=0.01, retry_after_cap_s=0.05)
+    return RetryConfig(backoff_base_s=0.001, max_backoff_s=0.01, max_retry_after_s=0.05)
 
 
 @dataclass

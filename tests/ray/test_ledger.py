@@ -510,7 +510,7 @@ async def test_a_block_cancelled_while_rows_wait_releases_their_claims(
     monkeypatch.setenv("WAVESPEED_API_KEY", CANARY_KEY)
     prompts = [f"cancelled {i}" for i in range(5)]
     keys = [row_key(MODEL, {"prompt": p}) for p in prompts]
-    w = worker(emulator, tmp_path, limits=FlowLimits(tasks_per_minute=2))
+    w = worker(emulator, tmp_path, limits=FlowLimits(max_tasks_per_minute=2))
     book = SqliteLedger.open(tmp_path)
     try:
         async with anyio.create_task_group() as tg:

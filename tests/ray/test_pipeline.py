@@ -248,7 +248,7 @@ def test_rows_an_actor_left_waiting_for_their_start_are_sent_once_when_the_block
             ledger=ledger,
             actors=1,
             blocks=1,
-            limits=FlowLimits(tasks_per_minute=6),
+            limits=FlowLimits(max_tasks_per_minute=6),
             claim_timeout_s=20.0,
         ).take_all()
     finally:

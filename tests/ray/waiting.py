@@ -27,7 +27,7 @@ from wavespeed_async import FlowLimits
 from wavespeed_async.ray._generate import GenerateOptions, GenerateWorker
 model, base_url, ledger, namespace, n = sys.argv[1:5] + [int(sys.argv[5])]
 w = GenerateWorker(GenerateOptions(
-    model=model, concurrency=n, limits=FlowLimits(tasks_per_minute=2), base_url=base_url,
+    model=model, concurrency=n, limits=FlowLimits(max_tasks_per_minute=2), base_url=base_url,
     ledger=ledger, ledger_namespace=namespace, poll=fast_poll()))
 async def main():
     async for _ in w(pa.table({"prompt": [f"waits {i}" for i in range(n)]})):

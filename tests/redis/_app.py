@@ -42,7 +42,7 @@ async def send_deliveries_to_the_other_worker(
     if task is None:
         return await call_next(request)
     arrived = time.time()
-    if task in ws.client._submitted:  # created here: let the other worker receive it
+    if ws.client._waiting().knows(task):  # created here: let the other worker receive it
         return JSONResponse({"pid": os.getpid()}, status_code=409)
     response = await call_next(request)
     response.headers["x-pid"] = str(os.getpid())

@@ -40,7 +40,7 @@ async def main(args: argparse.Namespace) -> None:
         base_url=args.base_url,
         poll=fast_poll(),
         retry=fast_retry(),
-        limits=FlowLimits(max_in_flight=args.max_in_flight, tasks_per_minute=args.per_minute),
+        limits=FlowLimits(max_in_flight=args.max_in_flight, max_tasks_per_minute=args.per_minute),
         share=share,  # type: ignore[arg-type]
     )
     ok = 0

@@ -80,7 +80,7 @@ async def test_a_batch_killed_while_its_job_waits_for_the_shared_window_leaves_i
     async with Emulator(EmulatorConfig(seed=8, latency=LatencyProfile.fast())) as emu:
         # Another process of the account started a task this minute: at 1 per minute, the
         # batch's job passes its own pacing, takes its slot, and waits for the window.
-        limits = FlowLimits(tasks_per_minute=1)
+        limits = FlowLimits(max_tasks_per_minute=1)
         async with Client(key, base_url=emu.base_url, limits=limits, share=redis.url) as other:
             assert (await other.run(model, {"prompt": "first"})).ok
             held_key = f"{{ws:{other._namespace}}}:held"

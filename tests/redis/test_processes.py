@@ -181,7 +181,7 @@ async def test_a_real_429_in_one_client_holds_back_a_client_in_another_process(
             with anyio.fail_after(60):
                 assert await _line(proc.stdout, out) == b"ready"  # B's Client is open
             share = RedisShare(redis.url)
-            retry = RetryConfig(backoff_base_s=0.001, retry_after_cap_s=10.0)
+            retry = RetryConfig(backoff_base_s=0.001, max_retry_after_s=10.0)
             async with (
                 Client(CANARY_KEY, base_url=emu.base_url, retry=retry, share=share) as a,
                 aioredis.from_url(redis.url) as listener,

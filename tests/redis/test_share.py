@@ -35,11 +35,13 @@ async def emulator() -> AsyncIterator[Emulator]:
         yield emu
 
 
-def make_client(emulator: Emulator, share: object, **limits: object) -> Client:
+def make_client(
+    emulator: Emulator, share: object, poll: PollConfig | None = None, **limits: object
+) -> Client:
     return Client(
         CANARY_KEY,
         base_url=emulator.base_url,
-        poll=fast_poll(),
+        poll=poll or fast_poll(),
         retry=fast_retry(),
         limits=FlowLimits(**limits),  # type: ignore[arg-type]
         share=share,  # type: ignore[arg-type]
@@ -119,9 +121,12 @@ async def test_without_a_share_two_clients_exceed_the_cap(emulator: Emulator) ->
 async def test_a_delivery_in_one_client_wakes_the_wait_in_another(
     emulator: Emulator, redis: RedisServer
 ) -> None:
-    async with make_client(emulator, redis.url) as a, make_client(emulator, redis.url) as b:
-        # A long fallback poll: only the shared delivery can end the wait quickly.
-        a.poll = b.poll = PollConfig(webhook_fallback_s=30.0)
+    # A long fallback poll: only the shared delivery can end the wait quickly.
+    slow = PollConfig(webhook_fallback_s=30.0)
+    async with (
+        make_client(emulator, redis.url, poll=slow) as a,
+        make_client(emulator, redis.url, poll=slow) as b,
+    ):
         pred = await a.submit(MODEL, {"prompt": "x"}, webhook="http://127.0.0.1:9/hook")
         done = Prediction(id=pred.id, model=MODEL, status="completed", outputs=["u"])
         result: list[Prediction] = []
@@ -304,8 +309,8 @@ async def test_a_restarted_server_learns_the_window_and_cool_down_again(
     share_a = RedisShare(redis.url, reconnect_interval_s=0.05, socket_timeout_s=1.0)
     share_b = RedisShare(redis.url, reconnect_interval_s=0.05, socket_timeout_s=1.0)
     async with (
-        make_client(emulator, share_a, tasks_per_minute=3) as a,
-        make_client(emulator, share_b, tasks_per_minute=3) as b,
+        make_client(emulator, share_a, max_tasks_per_minute=3) as a,
+        make_client(emulator, share_b, max_tasks_per_minute=3) as b,
     ):
         for _ in range(2):  # two starts while the server is there, one answered
             handle = await a.flow.acquire_start()
@@ -385,8 +390,8 @@ async def test_an_unreadable_message_on_the_channel_does_not_stop_the_listener(
     import redis.asyncio as aioredis
 
     share = RedisShare(redis.url)
-    async with make_client(emulator, share) as a, make_client(emulator, redis.url) as b:
-        a.poll = PollConfig(webhook_fallback_s=30.0)  # only a shared delivery ends it soon
+    slow = PollConfig(webhook_fallback_s=30.0)  # only a shared delivery ends it soon
+    async with make_client(emulator, share, poll=slow) as a, make_client(emulator, redis.url) as b:
         pred = await a.submit(MODEL, {"prompt": "x"}, webhook="http://127.0.0.1:9/hook")
         raw = aioredis.from_url(redis.url)
         try:

@@ -111,14 +111,22 @@ class TransportError(WaveSpeedError):
     Attributes:
         method: The HTTP method (``"GET"``, ``"POST"``).
         url: The URL without any credentials.
+        timed_out: The answer did not come in time (else the connection was lost).
     """
 
     def __init__(
-        self, message: str, *, method: str = "", url: str = "", task_id: str | None = None
+        self,
+        message: str,
+        *,
+        method: str = "",
+        url: str = "",
+        task_id: str | None = None,
+        timed_out: bool = False,
     ) -> None:
         super().__init__(message, task_id=task_id)
         self.method = method
         self.url = url
+        self.timed_out = timed_out
 
 
 class ConnectError(TransportError):

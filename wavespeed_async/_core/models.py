@@ -183,3 +183,27 @@ upload_decoder: Final = msgspec.json.Decoder(UploadEnvelope)
 webhook_secret_decoder: Final = msgspec.json.Decoder(WebhookSecretEnvelope)
 any_decoder: Final = msgspec.json.Decoder(AnyEnvelope)
 error_decoder: Final = msgspec.json.Decoder(ErrorBody)
+
+
+class UploadInstruction(msgspec.Struct, frozen=True):
+    """Where and how to send the bytes: ``{method, url, headers}``."""
+
+    url: str
+    method: str = "PUT"
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class UploadTicket(msgspec.Struct, frozen=True):
+    """``POST /api/v3/media/uploads`` data."""
+
+    download_url: str
+    upload: UploadInstruction
+
+
+class TicketEnvelope(msgspec.Struct, frozen=True):
+    code: int | str | None = None
+    message: str | None = None
+    data: UploadTicket | None = None
+
+
+ticket_decoder: Final = msgspec.json.Decoder(TicketEnvelope)

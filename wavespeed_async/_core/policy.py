@@ -118,20 +118,20 @@ def backoff_delay(attempt: int, config: RetryConfig, rng: random.Random) -> floa
 
     Args:
         attempt: The attempt that just failed, from 1.
-        config: Supplies ``backoff_base_s`` and ``backoff_max_s``.
+        config: Supplies ``backoff_base_s`` and ``max_backoff_s``.
         rng: The source of jitter (seed it in tests).
 
     Returns:
-        Seconds, uniform in ``[0, min(backoff_max_s, backoff_base_s * 2**(attempt-1))]``.
+        Seconds, uniform in ``[0, min(max_backoff_s, backoff_base_s * 2**(attempt-1))]``.
 
     Raises:
         ValueError: ``attempt`` is below 1.
     """
     if attempt < 1:
         raise ValueError(f"attempt must be >= 1, got {attempt}")
-    # Beyond 2**62 the cap is backoff_max_s anyway; avoid building huge floats.
+    # Beyond 2**62 the cap is max_backoff_s anyway; avoid building huge floats.
     growth = 2.0 ** min(attempt - 1, 62)
-    cap = min(config.backoff_max_s, config.backoff_base_s * growth)
+    cap = min(config.max_backoff_s, config.backoff_base_s * growth)
     return rng.uniform(0.0, cap)
 
 
@@ -143,7 +143,7 @@ def _delay(
     retry_after_s: float | None, attempt: int, config: RetryConfig, rng: random.Random
 ) -> tuple[float, str]:
     if retry_after_s is not None and math.isfinite(retry_after_s):
-        return min(max(0.0, retry_after_s), config.retry_after_cap_s), "Retry-After"
+        return min(max(0.0, retry_after_s), config.max_retry_after_s), "Retry-After"
     return backoff_delay(attempt, config, rng), "backoff"
 
 
@@ -190,7 +190,7 @@ def decide_get_retry(
         kind: What went wrong.
         status: The effective error status when ``kind`` is STATUS, else ``None``.
         retry_after_s: The server's ``Retry-After`` in seconds, if it sent one; used
-            instead of backoff, clamped to ``config.retry_after_cap_s``.
+            instead of backoff, clamped to ``config.max_retry_after_s``.
         attempt: The attempt that just failed, from 1.
         config: Attempt limits and backoff.
         rng: The source of jitter.
@@ -245,7 +245,7 @@ def decide_submit_retry(
     a 429, or a 503 with a ``Retry-After``. Anything else (a reset, a read timeout, a
     5xx, an unreadable 200) may have created a billed task and is never re-sent; see
     :func:`submit_outcome_unknown`. Arguments are as for :func:`decide_get_retry`, with
-    ``config.submit_max_attempts`` as the limit.
+    ``config.max_submit_attempts`` as the limit.
     """
     what = _describe(kind, status)
     if not submit_never_created(kind, status=status, retry_after_s=retry_after_s):
@@ -253,7 +253,7 @@ def decide_submit_retry(
     return _decide(
         what,
         attempt=attempt,
-        max_attempts=config.submit_max_attempts,
+        max_attempts=config.max_submit_attempts,
         retry_after_s=retry_after_s,
         config=config,
         rng=rng,

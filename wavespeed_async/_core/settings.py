@@ -1,20 +1,26 @@
-"""Named, documented, frozen defaults: timeouts, retries, polling, and account tiers.
+"""Every setting of a Client, in one place: timeouts, sizes, retries, polling, limits, tiers.
 
 Every object here is immutable and checks its fields when built, so that a bad setting
 fails at construction (with a :class:`~wavespeed_async.ValidationError` naming the field
-and the allowed range) instead of deep inside a request. Units are in the field names:
-``_s`` is seconds. Change a setting with :func:`dataclasses.replace`::
+and the allowed range) instead of deep inside a request. One naming scheme: units are
+suffixes (``_s`` seconds, ``_bytes``), caps start with ``max_``, rates end in
+``_per_s`` / ``_per_minute``. A Client takes its settings when it is built and never
+changes them; derive another with :func:`dataclasses.replace`::
 
     fast = dataclasses.replace(PollConfig(), min_interval_s=0.05)
+
+Names from earlier versions are still accepted (with a ``DeprecationWarning``) and read.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, fields
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from types import MappingProxyType
-from typing import Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 from wavespeed_async._core.errors import ValidationError
 
@@ -22,12 +28,64 @@ __all__ = [
     "TIERS",
     "TIERS_ALTERNATE",
     "AccountTier",
+    "FlowLimits",
     "PollConfig",
     "RetryConfig",
+    "ScheduleTuning",
     "SizeLimits",
     "TierLimits",
     "Timeouts",
 ]
+
+_C = TypeVar("_C", bound=type)
+
+
+def _renamed(renames: Mapping[str, str], *, into: str | None = None) -> Callable[[_C], _C]:
+    """Accept (and read) each old field name of ``renames`` as its new one, with a warning.
+
+    With ``into``, the new names are fields of the settings object held in the field
+    ``into`` (the :class:`ScheduleTuning` of a :class:`PollConfig`), replaced there.
+    """
+
+    def wrap(cls: _C) -> _C:
+        init: Callable[..., None] = cls.__init__  # type: ignore[misc]
+
+        def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+            moved: dict[str, Any] = {}
+            for old in sorted(renames.keys() & kwargs.keys()):
+                new = renames[old] if into is None else f"{into}.{renames[old]}"
+                warnings.warn(
+                    f"{cls.__name__}({old}=...) is now {new}; the old name will be removed",
+                    DeprecationWarning,
+                    stacklevel=2,
+                )
+                moved[renames[old]] = kwargs.pop(old)
+            if into is not None and moved:
+                base = kwargs.get(into) or _DEFAULTS[into]
+                kwargs[into] = dataclasses.replace(base, **moved)
+            else:
+                kwargs.update(moved)
+            init(self, *args, **kwargs)
+
+        __init__.__doc__ = init.__doc__
+        cls.__init__ = __init__  # type: ignore[misc]
+        for old, new in renames.items():
+            setattr(cls, old, _alias(new if into is None else f"{into}.{new}"))
+        return cls
+
+    return wrap
+
+
+def _alias(path: str) -> property:
+    """A read-only attribute that reads the dotted ``path`` of its object."""
+
+    def read(self: object) -> Any:
+        value: Any = self
+        for name in path.split("."):
+            value = getattr(value, name)
+        return value
+
+    return property(read, doc=f"The old name of ``{path}``.")
 
 
 def _check_number(
@@ -146,67 +204,53 @@ class SizeLimits:
         _check_number(self, "max_outputs", low=1, high=1 << 20, integer=True)
 
 
+@_renamed(
+    {
+        "submit_max_attempts": "max_submit_attempts",
+        "backoff_max_s": "max_backoff_s",
+        "retry_after_cap_s": "max_retry_after_s",
+    }
+)
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RetryConfig:
     """When and how fast failed requests are tried again.
 
     GETs are idempotent and are retried on any transient failure. A submit (POST) is
-    re-sent only when it provably created no task (see ``_policy.decide_submit_retry``):
+    re-sent only when it provably created no task (see ``policy.decide_submit_retry``):
     the API has no idempotency key, so a blind re-send can bill twice.
 
     Attributes:
         max_attempts: Attempts of an idempotent GET, the first included (1 = no retry).
-        submit_max_attempts: Attempts of a submit, the first included; re-sends happen
+        max_submit_attempts: Attempts of a submit, the first included; re-sends happen
             only when provably safe.
         backoff_base_s: The cap of the first retry's jittered delay; doubles per attempt.
-        backoff_max_s: The largest cap of a jittered backoff delay.
-        retry_after_cap_s: A server's ``Retry-After`` longer than this is clamped to it.
+        max_backoff_s: The largest cap of a jittered backoff delay.
+        max_retry_after_s: A server's ``Retry-After`` longer than this is clamped to it.
     """
 
     max_attempts: int = 6
-    submit_max_attempts: int = 6
+    max_submit_attempts: int = 6
     backoff_base_s: float = 0.25
-    backoff_max_s: float = 20.0
-    retry_after_cap_s: float = 60.0
+    max_backoff_s: float = 20.0
+    max_retry_after_s: float = 60.0
 
     def __post_init__(self) -> None:
         _check_number(self, "max_attempts", low=1, high=100, integer=True)
-        _check_number(self, "submit_max_attempts", low=1, high=100, integer=True)
+        _check_number(self, "max_submit_attempts", low=1, high=100, integer=True)
         _check_number(self, "backoff_base_s", low=0.0, high=3600.0)
-        _check_number(self, "backoff_max_s", low=self.backoff_base_s, high=3600.0)
-        _check_number(self, "retry_after_cap_s", low=0.0, high=86400.0)
+        _check_number(self, "max_backoff_s", low=self.backoff_base_s, high=3600.0)
+        _check_number(self, "max_retry_after_s", low=0.0, high=86400.0)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PollConfig:
-    """How often a running task is polled: an adaptive schedule learned per model.
-
-    The client learns each model's distribution of submit-to-done durations and polls
-    where completions are likely (see ``_polling.next_poll_delay``): no poll before the
-    ``first_poll_fraction`` quantile, polls spaced by the hazard rate (the chance of
-    finishing in the next instant given not finished yet) inside the bulk of the
-    distribution, and intervals growing with the elapsed time in the tail.
-
-    WaveSpeed's docs ask clients to poll image tasks no more often than every 2 s (video
-    every 5 s); the defaults here poll faster only around likely completions. Set
-    ``min_interval_s=2.0`` to follow the docs to the letter.
+class ScheduleTuning:
+    """The adaptive poll schedule's shape: for experiments, not for everyday use.
 
     Attributes:
-        expected_duration_s: Prior median of a model's submit-to-done time, used until
-            a few tasks of that model have been observed.
-        min_interval_s: Never poll one task more often than this.
-        max_interval_s: Nor less often than this, except for the wait before the first
-            plausible completion (which may be longer when the model is known to be slow).
         first_poll_fraction: The first poll is at the duration by which this fraction of
             the model's tasks have finished (a low quantile: 0.05 = the 5th percentile).
-        poll_cost_s: How many seconds of detection latency one poll is worth. The schedule
-            minimises ``polls * poll_cost_s + latency`` on average: smaller means more
-            polls and faster detection. Inside the bulk the interval is about
-            ``sqrt(2 * poll_cost_s / hazard)``.
         tail_quantile: Past this quantile of the learned durations a task is "late": the
             distribution says little about it, so the tail rule takes over.
-        webhook_fallback_s: For a task submitted with a webhook, the interval of the
-            fallback polls that catch a delivery that never comes.
         tail_interval_fraction: In the tail, the interval is this fraction of the time
             elapsed since submit (detection within ~10% of the task's own time, with
             geometrically growing intervals), capped by ``max_interval_s``.
@@ -220,47 +264,89 @@ class PollConfig:
             tasks started together, which end in waves, teach it a whole wave.
     """
 
-    expected_duration_s: float = 3.0
-    min_interval_s: float = 0.1
-    max_interval_s: float = 5.0
     first_poll_fraction: float = 0.1
-    poll_cost_s: float = 0.05
     tail_quantile: float = 0.95
     tail_interval_fraction: float = 0.1
     created_wait_fraction: float = 0.5
     prior_spread: float = 0.4
     estimator_window: int = 256
-    webhook_fallback_s: float = 10.0
 
     def __post_init__(self) -> None:
-        _check_number(self, "expected_duration_s", low=0.0, low_open=True, high=86400.0)
-        _check_number(self, "min_interval_s", low=0.0, low_open=True, high=3600.0)
-        _check_number(self, "max_interval_s", low=self.min_interval_s, high=3600.0)
         _check_number(self, "first_poll_fraction", low=0.0, high=0.5)
-        _check_number(self, "poll_cost_s", low=0.0, low_open=True, high=60.0)
         _check_number(self, "tail_quantile", low=0.5, high=1.0)
         _check_number(self, "tail_interval_fraction", low=0.0, low_open=True, high=1.0)
         _check_number(self, "created_wait_fraction", low=0.0, high=1.0)
         _check_number(self, "prior_spread", low=0.01, high=3.0)
         _check_number(self, "estimator_window", low=8, high=100_000, integer=True)
+
+
+_DEFAULTS: Final[Mapping[str, Any]] = {"tuning": ScheduleTuning()}
+
+
+@_renamed({f.name: f.name for f in fields(ScheduleTuning)}, into="tuning")
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PollConfig:
+    """How often a running task is polled: an adaptive schedule learned per model.
+
+    The client learns each model's distribution of submit-to-done durations and polls
+    where completions are likely: no poll before the first plausible completion, polls
+    dense where tasks are likely to finish and sparse elsewhere, and intervals growing
+    with the elapsed time for a late task.
+
+    WaveSpeed's docs ask clients to poll image tasks no more often than every 2 s (video
+    every 5 s); the defaults here poll faster only around likely completions. Set
+    ``min_interval_s=2.0`` to follow the docs to the letter.
+
+    Attributes:
+        expected_duration_s: Prior median of a model's submit-to-done time, used until
+            a few tasks of that model have been observed.
+        min_interval_s: Never poll one task more often than this.
+        max_interval_s: Nor less often than this, except for the wait before the first
+            plausible completion (which may be longer when the model is known to be slow).
+        poll_cost_s: How many seconds of detection latency one poll is worth: smaller
+            means more polls and faster detection.
+        webhook_fallback_s: For a task submitted with a webhook, the interval of the
+            fallback polls that catch a delivery that never comes.
+        tuning: The schedule's shape (:class:`ScheduleTuning`); rarely worth changing.
+    """
+
+    expected_duration_s: float = 3.0
+    min_interval_s: float = 0.1
+    max_interval_s: float = 5.0
+    poll_cost_s: float = 0.05
+    webhook_fallback_s: float = 10.0
+    tuning: ScheduleTuning = field(default_factory=ScheduleTuning, repr=False)
+
+    def __post_init__(self) -> None:
+        _check_number(self, "expected_duration_s", low=0.0, low_open=True, high=86400.0)
+        _check_number(self, "min_interval_s", low=0.0, low_open=True, high=3600.0)
+        _check_number(self, "max_interval_s", low=self.min_interval_s, high=3600.0)
+        _check_number(self, "poll_cost_s", low=0.0, low_open=True, high=60.0)
         _check_number(self, "webhook_fallback_s", low=0.0, low_open=True, high=3600.0)
+        if not isinstance(self.tuning, ScheduleTuning):
+            raise ValidationError(
+                "tuning",
+                f"PollConfig.tuning: a ScheduleTuning, not {type(self.tuning).__name__}",
+                allowed="ScheduleTuning",
+            )
 
 
 #: The account tiers WaveSpeed documents.
 AccountTier = Literal["bronze", "silver", "gold", "ultra"]
 
 
+@_renamed({"tasks_per_minute": "max_tasks_per_minute"})
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TierLimits:
     """An account tier's limits.
 
     Attributes:
-        tasks_per_minute: Generations that may be started per minute (over it: 429).
+        max_tasks_per_minute: Generations that may be started per minute (over it: 429).
         max_running: Tasks that may run at once (over it, a task waits on the server,
             sitting in ``created``).
     """
 
-    tasks_per_minute: int
+    max_tasks_per_minute: int
     max_running: int
 
     def __post_init__(self) -> None:
@@ -273,10 +359,10 @@ class TierLimits:
 #: checked against the live service: treat these as starting points for client-side limits.
 TIERS: Final[Mapping[str, TierLimits]] = MappingProxyType(
     {
-        "bronze": TierLimits(tasks_per_minute=2, max_running=2),
-        "silver": TierLimits(tasks_per_minute=500, max_running=300),
-        "gold": TierLimits(tasks_per_minute=3000, max_running=3000),
-        "ultra": TierLimits(tasks_per_minute=5000, max_running=10000),
+        "bronze": TierLimits(max_tasks_per_minute=2, max_running=2),
+        "silver": TierLimits(max_tasks_per_minute=500, max_running=300),
+        "gold": TierLimits(max_tasks_per_minute=3000, max_running=3000),
+        "ultra": TierLimits(max_tasks_per_minute=5000, max_running=10000),
     }
 )
 
@@ -284,9 +370,93 @@ TIERS: Final[Mapping[str, TierLimits]] = MappingProxyType(
 #: it gives one different figure each (100, 2,000, 5,000), read here as the running limit.
 TIERS_ALTERNATE: Final[Mapping[str, TierLimits]] = MappingProxyType(
     {
-        "bronze": TierLimits(tasks_per_minute=10, max_running=3),
-        "silver": TierLimits(tasks_per_minute=500, max_running=100),
-        "gold": TierLimits(tasks_per_minute=3000, max_running=2000),
-        "ultra": TierLimits(tasks_per_minute=5000, max_running=5000),
+        "bronze": TierLimits(max_tasks_per_minute=10, max_running=3),
+        "silver": TierLimits(max_tasks_per_minute=500, max_running=100),
+        "gold": TierLimits(max_tasks_per_minute=3000, max_running=2000),
+        "ultra": TierLimits(max_tasks_per_minute=5000, max_running=5000),
     }
 )
+
+
+@_renamed({"tasks_per_minute": "max_tasks_per_minute"})
+@dataclass(frozen=True, slots=True, kw_only=True)
+class FlowLimits:
+    """Limits shared by every call on one Client.
+
+    Attributes:
+        max_in_flight: Tasks submitted and not yet terminal, at most (``run`` and
+            ``run_many`` wait for a slot). ``None``: no cap.
+        max_tasks_per_minute: Tasks started in any 60 s window, at most. ``None``: no limit.
+        max_polls_per_s: Result GETs per second across all tasks, at most. ``None``: no
+            budget.
+        max_connections: Open HTTP connections to the API, at most (the pool size).
+    """
+
+    max_in_flight: int | None = 256
+    max_tasks_per_minute: int | None = None
+    max_polls_per_s: float | None = 500.0
+    max_connections: int = 100
+
+    def __post_init__(self) -> None:
+        for name in ("max_in_flight", "max_tasks_per_minute"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value < 1):
+                raise ValidationError(
+                    name, f"{name}: {value!r} is not allowed; allowed: an integer >= 1 or None"
+                )
+        if self.max_polls_per_s is not None and not self.max_polls_per_s > 0:
+            raise ValidationError(
+                "max_polls_per_s",
+                f"max_polls_per_s: {self.max_polls_per_s!r} is not allowed; "
+                "allowed: a number > 0 or None",
+            )
+        if not isinstance(self.max_connections, int) or self.max_connections < 1:
+            raise ValidationError(
+                "max_connections",
+                f"max_connections: {self.max_connections!r} is not allowed; "
+                "allowed: an integer >= 1",
+            )
+
+    @classmethod
+    def for_tier(cls, tier: str, **overrides: object) -> FlowLimits:
+        """Limits that match a WaveSpeed account tier (``bronze``, ``silver``, ...).
+
+        The start rate and the in-flight cap follow the tier's published limits (see
+        ``wavespeed_async.TIERS``); ``overrides`` replace any field.
+        """
+        try:
+            t = TIERS[tier.lower()]
+        except KeyError:
+            raise ValidationError(
+                "tier", f"tier: {tier!r} is not known; allowed: one of {', '.join(TIERS)}"
+            ) from None
+        fields: dict[str, object] = {
+            "max_tasks_per_minute": t.max_tasks_per_minute,
+            "max_in_flight": t.max_running,
+        }
+        fields.update(overrides)
+        return cls(**fields)  # type: ignore[arg-type]
+
+    def split(self, n: int) -> FlowLimits:
+        """One of ``n`` equal shares of these limits, for ``n`` processes on one account.
+
+        The in-flight cap, the start rate, the poll budget and the pool size are divided
+        by ``n`` (rounded down, at least 1 each), so that ``n`` Clients with these
+        limits together stay within the original ones. With ``n`` above a cap, each share
+        keeps 1 and the sum exceeds the cap: share limits through Redis instead.
+
+        Raises:
+            ValidationError: ``n`` is not an integer >= 1.
+        """
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise ValidationError("n", f"n: {n!r} is not allowed; allowed: an integer >= 1")
+        return FlowLimits(
+            max_in_flight=None if self.max_in_flight is None else max(1, self.max_in_flight // n),
+            max_tasks_per_minute=(
+                None
+                if self.max_tasks_per_minute is None
+                else max(1, self.max_tasks_per_minute // n)
+            ),
+            max_polls_per_s=None if self.max_polls_per_s is None else self.max_polls_per_s / n,
+            max_connections=max(1, self.max_connections // n),
+        )

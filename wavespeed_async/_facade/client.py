@@ -1,28 +1,20 @@
-"""The Client: one aiohttp session, shared flow control, typed results."""
+"""The Client: one transport, shared flow control, every wait in one place, typed results."""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import inspect
 import logging
 import math
 import os
 import platform
 import random
-from collections.abc import (
-    AsyncIterable,
-    Awaitable,
-    Callable,
-    Iterable,
-    Mapping,
-)
+from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, Generic, TypeVar, overload
+from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
-import aiohttp
 import msgspec
 
 from wavespeed_async._core.errors import (
@@ -30,8 +22,6 @@ from wavespeed_async._core.errors import (
     ClientClosedError,
     DecodeError,
     ServerError,
-    TaskFailedError,
-    TaskTimeoutError,
     ValidationError,
     WaveSpeedError,
 )
@@ -44,26 +34,30 @@ from wavespeed_async._core.models import (
     webhook_secret_decoder,
 )
 from wavespeed_async._core.requests import TypedRequest, coerce_request
-from wavespeed_async._core.schedule import DurationEstimator
 from wavespeed_async._core.secret import Secret
-from wavespeed_async._core.settings import PollConfig, RetryConfig, SizeLimits, Timeouts
+from wavespeed_async._core.settings import (
+    FlowLimits,
+    PollConfig,
+    RetryConfig,
+    SizeLimits,
+    Timeouts,
+)
 from wavespeed_async._facade.bulk import (
     DEFAULT_SUBMIT_GRACE_S,
     BulkRun,
     default_concurrency,
     submit_in_flight,
 )
-from wavespeed_async._http import upload as _upload
-from wavespeed_async._http.media import (
-    Downloader,
-    FileInput,
-    is_private_host,
-)
-from wavespeed_async._runtime.api import Transport, result_path
+from wavespeed_async._facade.jobs import run_job, wait_job
+from wavespeed_async._http.base import HTTPTransport
+from wavespeed_async._http.media import Downloader, FileInput, is_private_host
+from wavespeed_async._http.transport import AiohttpTransport, check_proxy
+from wavespeed_async._runtime import upload as _upload
+from wavespeed_async._runtime.api import Api, result_path
 from wavespeed_async._runtime.fdlimit import fit_to_file_limit
-from wavespeed_async._runtime.flow import FlowControl, FlowLimits
+from wavespeed_async._runtime.flow import FlowControl
 from wavespeed_async._runtime.share import Share, default_namespace, resolve_share
-from wavespeed_async._runtime.waits import PollEntry, PollScheduler, WaitExpired
+from wavespeed_async._runtime.waits import Waits, finished
 from wavespeed_async._version import __version__
 
 __all__ = ["DEFAULT_BASE_URL", "Client", "TaskCreatedHook"]
@@ -71,30 +65,11 @@ __all__ = ["DEFAULT_BASE_URL", "Client", "TaskCreatedHook"]
 log = logging.getLogger("wavespeed_async")
 
 DEFAULT_BASE_URL: Final = "https://api.wavespeed.ai"
-#: Submit times remembered for tasks not yet waited on (bounded, oldest dropped first).
-_MAX_REMEMBERED: Final = 100_000
-_V = TypeVar("_V")
 
 #: Called with the created Prediction the moment a task id exists, before any polling.
 TaskCreatedHook = Callable[[Prediction], Awaitable[None] | None]
 ModelOrRequest = str | TypedRequest
-
-
-def _unopened_clock() -> float:
-    return asyncio.get_running_loop().time()
-
-
-def _result_of(pred: Prediction | None, task_id: str) -> Prediction:
-    """The task in a result answer (a DecodeError if the answer has none)."""
-    if pred is None:
-        raise DecodeError("the result has no task in it", task_id=task_id)
-    return pred
-
-
-def _bounded_put(d: collections.OrderedDict[str, _V], key: str, value: _V) -> None:
-    d[key] = value
-    if len(d) > _MAX_REMEMBERED:
-        d.popitem(last=False)
+_S = TypeVar("_S")
 
 
 class _Unset:
@@ -107,50 +82,33 @@ class _Unset:
 _UNSET: Final = _Unset()
 
 
-class _SetUntilOpen(Generic[_V]):
-    """A Client setting that can be replaced until the Client opens, and not after (an
-    ``AttributeError`` naming it); a value of another type is a ``ValidationError``. The
-    value lives in the Client's ``_<name>`` attribute."""
+def _result_of(pred: Prediction | None, task_id: str) -> Prediction:
+    """The task in a result answer (a DecodeError if the answer has none)."""
+    if pred is None:
+        raise DecodeError("the result has no task in it", task_id=task_id)
+    return pred
 
-    def __init__(self, kind: type[_V]) -> None:
-        self._kind = kind
-        self._name = self._attr = ""
 
-    def __set_name__(self, owner: type, name: str) -> None:
-        self._name, self._attr = name, f"_{name}"
-
-    @overload
-    def __get__(self, client: None, owner: type) -> _SetUntilOpen[_V]: ...
-    @overload
-    def __get__(self, client: Client, owner: type) -> _V: ...
-    def __get__(self, client: Client | None, owner: type) -> _V | _SetUntilOpen[_V]:
-        if client is None:
-            return self
-        value: _V = getattr(client, self._attr)
-        return value
-
-    def __set__(self, client: Client, value: _V) -> None:
-        if client._transport is not None:
-            raise AttributeError(
-                f"{self._name}: fixed once the Client is open (its connections and limits "
-                f"are built from it); pass it to Client(...), or create another Client"
-            )
-        if not isinstance(value, self._kind):
-            raise ValidationError(
-                self._name,
-                f"{self._name}: a {self._kind.__name__}, not {type(value).__name__}",
-                allowed=self._kind.__name__,
-            )
-        setattr(client, self._attr, value)
+def _require_asyncio() -> asyncio.AbstractEventLoop:
+    """The running asyncio loop; a ``ClientClosedError`` saying so under any other."""
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        raise ClientClosedError(
+            "wavespeed-async runs on asyncio only (it is built on aiohttp); no asyncio event "
+            "loop is running here. Under anyio, use anyio.run(main) or "
+            "anyio.run(main, backend='asyncio'), not the trio backend"
+        ) from None
 
 
 class Client:
     """An async client for the WaveSpeedAI API.
 
     Use it as ``async with Client() as client:``, or create it once (e.g. in a web app's
-    lifespan) and ``await client.aclose()`` at the end. One Client owns one aiohttp session
-    with a bounded connection pool, and one set of limits (:class:`FlowLimits`) shared by
-    every call made through it. A Client belongs to the event loop it is first used on.
+    lifespan) and ``await client.aclose()`` at the end. One Client owns one transport
+    (a bounded connection pool) and one set of limits (:class:`FlowLimits`) shared by
+    every call made through it. A Client belongs to the asyncio event loop it is first
+    used on. Its settings are fixed when it is built.
 
     Args:
         api_key: The API key; default ``$WAVESPEED_API_KEY``. Never shown in a repr, a log
@@ -170,22 +128,21 @@ class Client:
             when ``base_url``'s host is such an address (a local emulator).
         seed: Seeds the retry jitter (for reproducible tests).
         share: Share the limits and webhook wake-ups with every other process of the
-            account: a ``redis://`` URL, or a ``wavespeed_async.redis.RedisShare`` (extra
-            ``redis``). ``None``: the limits hold within this Client only.
+            account: a URL whose scheme an installed backend serves (``redis://``, with
+            the ``redis`` extra), or a backend object such as
+            ``wavespeed_async.redis.RedisShare``. ``None``: the limits hold within this
+            Client only.
+        transport: Sends every API request (see :class:`HTTPTransport`): default an
+            :class:`AiohttpTransport` with ``limits.max_connections`` connections. The
+            Client closes it when it closes.
+        proxy: An ``http://[user:password@]host:port`` proxy for API requests, uploads
+            and downloads (its password is never shown).
+        trust_env: Take proxies from ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``NO_PROXY``.
 
     Raises:
         ValidationError: no API key was given or found in the environment, or a setting is
             out of range.
     """
-
-    # Settings fixed once the Client is open: its pools, limits and transport are built from
-    # them then, so a later assignment would take effect in some places and not in others;
-    # it is refused instead. (``poll`` and ``on_task_created`` are read at each use.)
-    timeouts = _SetUntilOpen(Timeouts)
-    sizes = _SetUntilOpen(SizeLimits)
-    retry = _SetUntilOpen(RetryConfig)
-    #: As fitted to the process's open-file limit once the Client is open.
-    limits = _SetUntilOpen(FlowLimits)
 
     def __init__(
         self,
@@ -202,6 +159,9 @@ class Client:
         allow_private_media: bool | None = None,
         seed: int | None = None,
         share: str | Share | None = None,
+        transport: HTTPTransport | None = None,
+        proxy: str | None = None,
+        trust_env: bool = False,
     ) -> None:
         raw = api_key if api_key is not None else os.environ.get("WAVESPEED_API_KEY", "")
         # Held masked from here on: no traceback's locals can show it.
@@ -210,8 +170,10 @@ class Client:
             raise ValidationError(
                 "api_key",
                 "api_key: no API key; pass Client(api_key=...) or set WAVESPEED_API_KEY "
-                "(the built-in emulator accepts any non-empty key)",
+                "(the built-in emulator accepts any non-empty key; point "
+                "WAVESPEED_BASE_URL at it too)",
             )
+        proxy = check_proxy(proxy)  # masked: no traceback's locals show its password
         url = base_url or os.environ.get("WAVESPEED_BASE_URL") or DEFAULT_BASE_URL
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -220,14 +182,29 @@ class Client:
             )
         self.base_url = url.rstrip("/")
         self._key = key
-        self._timeouts = timeouts or Timeouts()
-        self._sizes = sizes or SizeLimits()
+        self._timeouts = _setting("timeouts", timeouts, Timeouts)
+        self._sizes = _setting("sizes", sizes, SizeLimits)
+        self._retry = _setting("retry", retry, RetryConfig)
+        self._poll = _setting("poll", poll, PollConfig)
+        self._limits = _setting("limits", limits, FlowLimits)
         if allow_private_media is None:
             allow_private_media = is_private_host(parts.hostname or "")
-        self._allow_private_media = allow_private_media
-        self._retry = retry or RetryConfig()
-        self.poll = poll or PollConfig()
-        self._limits = limits or FlowLimits()
+        self._allow_private_media = bool(allow_private_media)
+        if transport is not None and (proxy is not None or trust_env):
+            raise ValidationError(
+                "proxy",
+                "proxy/trust_env: they configure the default transport; with transport=, "
+                "give them to it (AiohttpTransport(proxy=..., trust_env=...))",
+            )
+        if transport is not None and not isinstance(transport, HTTPTransport):
+            raise ValidationError(
+                "transport",
+                f"transport: {type(transport).__name__} has no send()/aclose(); allowed: "
+                "an object implementing wavespeed_async.HTTPTransport",
+            )
+        self._given_transport = transport
+        self._proxy = proxy
+        self._trust_env = bool(trust_env)
         self.on_task_created = on_task_created
         self._extra_headers = {
             "User-Agent": f"wavespeed-async/{__version__}",
@@ -237,34 +214,56 @@ class Client:
             **(headers or {}),
         }
         self._rng = random.Random(seed)
-        # -- share: limits and wake-ups shared with other processes (see _share.py)
         self._share = resolve_share(share)
+        share = None  # a URL's password stays only inside the share
         self._namespace = default_namespace(key, self.base_url)
         self._loop: asyncio.AbstractEventLoop | None = None
-        #: The event loop's monotonic clock (cheaper than anyio.current_time on hot paths).
-        self._now: Callable[[], float] = _unopened_clock
-        self._session: aiohttp.ClientSession | None = None
-        self._downloader: Downloader | None = None
-        self._transport: Transport | None = None
+        self._api: Api | None = None
+        self._waits: Waits | None = None
         self._flow: FlowControl | None = None
+        self._downloader: Downloader | None = None
         self._closed = False
-        self._estimators: dict[str, DurationEstimator] = {}
-        self._submitted: collections.OrderedDict[str, tuple[float, str]] = collections.OrderedDict()
-        #: Polls every wait() of this Client from one timer (created on first use).
-        self._scheduler: PollScheduler | None = None
-        #: Deliveries that came before their wait() started (bounded, oldest dropped).
-        self._early: collections.OrderedDict[str, Prediction] = collections.OrderedDict()
-        self._webhook_tasks: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._polls_closed = 0  # polls answered, by the Api, once closed
         self.tasks_created = 0
-        self._polls_closed = 0  # polls_sent of the transport, once closed
-        self.deliveries = 0
+
+    # -- settings: fixed when the Client is built ---------------------------------------
+
+    @property
+    def timeouts(self) -> Timeouts:
+        """Connect / per-request / whole-task timeouts."""
+        return self._timeouts
+
+    @property
+    def sizes(self) -> SizeLimits:
+        """Caps on answer and download sizes."""
+        return self._sizes
+
+    @property
+    def retry(self) -> RetryConfig:
+        """Retry attempts and backoff."""
+        return self._retry
+
+    @property
+    def poll(self) -> PollConfig:
+        """Adaptive polling settings."""
+        return self._poll
+
+    @property
+    def limits(self) -> FlowLimits:
+        """The limits shared by every call (as fitted to the open-file limit once open)."""
+        return self._limits
+
+    @property
+    def allow_private_media(self) -> bool:
+        """Whether :meth:`download` and :meth:`upload` may reach internal addresses."""
+        return self._allow_private_media
 
     # -- lifecycle ---------------------------------------------------------------------
 
     def __repr__(self) -> str:
-        if "deliveries" not in vars(self):  # __init__ raised (a traceback shows self)
+        if "tasks_created" not in vars(self):  # __init__ raised (a traceback shows self)
             return "<Client (not constructed)>"
-        state = "closed" if self._closed else ("open" if self._session else "not opened")
+        state = "closed" if self._closed else ("open" if self._api else "not opened")
         flow = self._flow
         in_flight = int(flow.in_flight.borrowed_tokens) if flow else 0
         return (
@@ -291,24 +290,25 @@ class Client:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pools. Idempotent; the Client cannot be used afterwards."""
+        """Close the transport and pools. Idempotent; the Client cannot be used afterwards."""
         self._closed = True
-        scheduler, self._scheduler = self._scheduler, None
-        if scheduler is not None:
+        waits, self._waits = self._waits, None
+        if waits is not None:
             # Pending waits end with ClientClosedError; polls in flight are cancelled.
-            cancelled = scheduler.close()
+            cancelled = waits.close()
             if cancelled:
                 await asyncio.gather(*cancelled, return_exceptions=True)
-        session, downloader = self._session, self._downloader
-        self._session = self._downloader = None
-        transport, self._transport = self._transport, None
-        if transport is not None:
-            self._polls_closed += transport.polls_answered
-            transport.close()  # the polls' deadline timer: no poll is in flight any more
+        api, self._api = self._api, None
+        downloader, self._downloader = self._downloader, None
+        if api is not None:
+            self._polls_closed += api.polls_answered
+            api.close()  # the polls' deadline timer: no poll is in flight any more
         if self._share is not None:
             await self._share.aclose()
-        if session is not None:
-            await session.close()
+        if api is not None:
+            await api.transport.aclose()
+        elif self._given_transport is not None:
+            await self._given_transport.aclose()
         if downloader is not None:
             await downloader.aclose()
 
@@ -316,61 +316,68 @@ class Client:
     def polls_sent(self) -> int:
         """Polls of :meth:`wait` that got their task's state (the submit's answer and
         webhook deliveries not counted)."""
-        transport = self._transport
-        return self._polls_closed + (transport.polls_answered if transport else 0)
+        api = self._api
+        return self._polls_closed + (api.polls_answered if api else 0)
+
+    @property
+    def deliveries(self) -> int:
+        """Webhook deliveries that ended, or will end, a wait of this Client."""
+        return self._waits.deliveries if self._waits else 0
 
     @property
     def closed(self) -> bool:
         """Whether :meth:`aclose` was called."""
         return self._closed
 
-    def _open(self) -> Transport:
-        """The transport for the running loop, opening the session on first use."""
+    def _open(self) -> Api:
+        """The API caller for the running loop, opening the Client on first use."""
+        api = self._api
+        if api is not None and self._loop is asyncio.get_running_loop():
+            return api
         if self._closed:
             raise ClientClosedError("this Client is closed; create a new one")
-        loop = asyncio.get_running_loop()
+        loop = _require_asyncio()
         if self._loop is not None and self._loop is not loop:
             raise ClientClosedError(
                 "this Client belongs to another event loop; create one Client per event loop "
                 "(for example in your app's lifespan), not at import time"
             )
-        if self._transport is None:
-            held = 0 if self._share is None else self._share.connections
-            self._limits = fit_to_file_limit(self._limits, reserved=held)
-            self._loop = loop
-            self._now = loop.time
-            # This session only ever talks to base_url (redirects are not followed; uploads
-            # and media have sessions of their own): the pool's limit is the host's, and a
-            # per-host limit would only add aiohttp's per-host bookkeeping to every request.
-            connector = aiohttp.TCPConnector(limit=self._limits.max_connections)
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                # The API keeps no session state in cookies: a server that sets them makes
-                # the client neither store nor send anything (nor grow with what it sets).
-                cookie_jar=aiohttp.DummyCookieJar(),
-                raise_for_status=False,
-                headers=Transport.session_headers(self._key, self._extra_headers),
+        held = 0 if self._share is None else self._share.connections
+        self._limits = fit_to_file_limit(self._limits, reserved=held)
+        self._loop = loop
+        flow = self._flow = FlowControl(self._limits, clock=loop.time, share=self._share)
+        transport = self._given_transport or AiohttpTransport(
+            max_connections=self._limits.max_connections,
+            proxy=self._proxy,
+            trust_env=self._trust_env,
+        )
+        api = self._api = Api(
+            transport,
+            base_url=self.base_url,
+            headers={"Authorization": self._key.auth_header(), **self._extra_headers},
+            timeouts=self._timeouts,
+            sizes=self._sizes,
+            retry=self._retry,
+            flow=flow,
+            rng=self._rng,
+        )
+        waits = self._waits = Waits(
+            loop,
+            poll=api.poll,
+            poll_request=api.poll_request,
+            config=self._poll,
+            flow=flow,
+            share=self._share,
+        )
+        if self._share is not None:
+            self._share.bind(
+                self._limits,
+                namespace=self._namespace,
+                clock=loop.time,
+                on_delivery=waits.deliver_remote,
+                on_cooldown=flow.note_cooldown,
             )
-            if self._flow is None:
-                self._flow = FlowControl(self._limits, clock=loop.time, share=self._share)
-                if self._share is not None:
-                    self._share.bind(
-                        self._limits,
-                        namespace=self._namespace,
-                        clock=loop.time,
-                        on_delivery=self._wake_remote,
-                        on_cooldown=self._flow.note_cooldown,
-                    )
-            self._transport = Transport(
-                self._session,
-                base_url=self.base_url,
-                timeouts=self._timeouts,
-                sizes=self._sizes,
-                retry=self._retry,
-                flow=self._flow,
-                rng=self._rng,
-            )
-        return self._transport
+        return api
 
     @property
     def flow(self) -> FlowControl:
@@ -379,6 +386,12 @@ class Client:
         if self._flow is None:  # pragma: no cover - _open() always sets it
             raise ClientClosedError("this Client is closed")
         return self._flow
+
+    def _waiting(self) -> Waits:
+        self._open()
+        if self._waits is None:  # pragma: no cover - _open() always sets it
+            raise ClientClosedError("this Client is closed")
+        return self._waits
 
     # -- tasks -------------------------------------------------------------------------
 
@@ -421,12 +434,12 @@ class Client:
                     "webhook: cannot be combined with enable_base64_output (the server "
                     "rejects it); allowed: one or the other",
                 )
-        transport = self._open()
-        flow = self.flow
+        api = self._open()
+        flow = api.flow
         start = await flow.acquire_start()
         try:
             with submit_in_flight():
-                env = await transport.submit(
+                env = await api.submit(
                     path,
                     body,
                     prediction_decoder,
@@ -436,21 +449,19 @@ class Client:
         except APIStatusError as exc:
             if exc.task_id is not None:
                 # An error answer that names a task: the task exists. Report it as created.
-                await self._task_created(Prediction(id=exc.task_id, model=path), path)
+                await self._task_created(Prediction(id=exc.task_id, model=path), path, False)
             raise
         finally:
             flow.start_sent(start)
         if env.data is None:
             raise DecodeError(f"submit to {path}: the answer has no task in it")
-        if webhook is not None:
-            _bounded_put(self._webhook_tasks, env.data.id, None)
-        await self._task_created(env.data, path)
+        await self._task_created(env.data, path, webhook is not None)
         return env.data
 
-    async def _task_created(self, pred: Prediction, model: str) -> None:
+    async def _task_created(self, pred: Prediction, model: str, webhook: bool) -> None:
         self.tasks_created += 1
-        _bounded_put(self._submitted, pred.id, (self._now(), model))
-        log.info("task %s created for %s", pred.id, model)
+        self._waiting().created(pred.id, model, webhook=webhook)
+        log.info("task %s created for %s", pred.id, model, extra={"task_id": pred.id})
         hook = self.on_task_created
         if hook is None:
             return
@@ -460,7 +471,9 @@ class Client:
                 await result
         except Exception:
             # The task exists whatever the hook does; its id is still returned.
-            log.exception("on_task_created hook failed for task %s", pred.id)
+            log.exception(
+                "on_task_created hook failed for task %s", pred.id, extra={"task_id": pred.id}
+            )
 
     def deliver(self, prediction: Prediction) -> bool:
         """Hand a verified webhook delivery to this Client.
@@ -476,27 +489,10 @@ class Client:
         """
         if not prediction.done:
             return False
-        self.deliveries += 1
-        if self._share is not None and self._flow is not None:  # opened: the share is bound
+        waits = self._waiting()
+        if self._share is not None:
             self._share.publish(prediction)  # wakes the wait in whichever process holds it
-        scheduler = self._scheduler
-        if scheduler is None or not scheduler.deliver(prediction):
-            _bounded_put(self._early, prediction.id, prediction)
-            return False
-        log.debug("task %s %s by webhook", prediction.id, prediction.status)
-        return True
-
-    def _wake_remote(self, prediction: Prediction) -> None:
-        """A delivery another process published: wake the wait here, if there is one."""
-        if not prediction.done:
-            return
-        scheduler = self._scheduler
-        if scheduler is not None and scheduler.deliver(prediction):
-            self.deliveries += 1
-        elif prediction.id in self._submitted:
-            # Created here and not waited for yet: its wait() is about to start.
-            self.deliveries += 1
-            _bounded_put(self._early, prediction.id, prediction)
+        return waits.deliver(prediction)
 
     async def get_result(self, task_id: str) -> Prediction:
         """Fetch a task's current state (one GET, retried on transient errors).
@@ -509,12 +505,6 @@ class Client:
             "GET", result_path(task_id), prediction_decoder, task_id=task_id
         )
         return _result_of(env.data, task_id)
-
-    def _estimator(self, model: str) -> DurationEstimator:
-        est = self._estimators.get(model)
-        if est is None:
-            est = self._estimators[model] = DurationEstimator.from_config(self.poll)
-        return est
 
     async def wait(
         self,
@@ -545,70 +535,8 @@ class Client:
                 "timeout", f"timeout: {limit!r}; allowed: a finite number > 0 or None"
             )
         if pred is not None and pred.done:
-            return self._finished(pred)
-        early = self._early.pop(task_id, None)
-        if early is None and self._share is not None:
-            self._open()
-            # Delivered to another process before this wait started? (Checked after the
-            # subscription exists, so nothing is lost between the two.)
-            early = await self._share.stored_result(task_id) or self._early.pop(task_id, None)
-        if early is not None:
-            return self._finished(early)
-        transport = self._open()
-        now = self._now()
-        known = self._submitted.get(task_id)
-        started, model = known if known else (now, pred.model if pred else "")
-        entry = PollEntry(
-            task_id,
-            started=started,
-            estimator=self._estimator(model),
-            learn=known is not None,
-            webhook=task_id in self._webhook_tasks,
-            deadline=None if limit is None else now + limit,
-            last=pred,
-            # Parsed once here: aiohttp parses a str URL at every request, and its parse
-            # cache (128 URLs) misses once more tasks than that are polled in turn.
-            target=transport.parsed_url(result_path(task_id)),
-        )
-        scheduler = self._scheduler
-        if scheduler is None:  # not "or": a scheduler's truth is its len(), a sum
-            scheduler = self._poll_scheduler()
-        future = scheduler.add(entry)  # fails with WaitExpired at the deadline
-        try:
-            result = await future
-        except WaitExpired:
-            pass
-        else:
-            self._submitted.pop(task_id, None)
-            self._webhook_tasks.pop(task_id, None)
-            return self._finished(result)
-        finally:
-            scheduler.discard(entry)
-            if future.done() and not future.cancelled():
-                future.exception()  # retrieved, even when this wait was cancelled
-        raise TaskTimeoutError(
-            f"task {task_id} did not finish within {limit} s; it still runs on the server",
-            task_id=task_id,
-            last=entry.last,
-        )
-
-    def _poll_scheduler(self) -> PollScheduler:
-        """The Client's poll timer, created on the Client's loop at first use."""
-        self._open()
-        scheduler = self._scheduler
-        if scheduler is None:
-            if self._loop is None or self._flow is None:  # pragma: no cover - set by _open
-                raise ClientClosedError("this Client is closed")
-            scheduler = self._scheduler = PollScheduler(
-                self._loop, self._open().poll, self.poll, self._flow
-            )
-        return scheduler
-
-    @staticmethod
-    def _finished(pred: Prediction) -> Prediction:
-        if pred.status != "completed":
-            raise TaskFailedError(pred)
-        return pred
+            return finished(pred)
+        return await self._waiting().wait(task_id, pred, limit)
 
     async def run(
         self,
@@ -661,7 +589,9 @@ class Client:
                     raise
                 # A server-side error for a task that exists (e.g. a sync wait that ran out,
                 # code 5004): follow it by polling, never by submitting again.
-                log.info("task %s: %s; polling it", exc.task_id, exc)
+                log.info(
+                    "task %s: %s; polling it", exc.task_id, exc, extra={"task_id": exc.task_id}
+                )
                 return await self.wait(exc.task_id, timeout=timeout)
             if on_created is not None:
                 on_created(pred.id)
@@ -697,9 +627,9 @@ class Client:
             model: The model path for dict inputs; ``None`` when every input carries its
                 model (a typed request, or a ``(model, dict)`` pair).
             inputs: An iterable or async iterable of dicts, ``(model, dict)`` pairs or
-                typed requests, consumed
-                lazily: at most about ``2 * concurrency`` are held at once, so a generator of
-                a million inputs runs in memory that does not grow.
+                typed requests, consumed lazily: at most about ``2 * concurrency`` are held
+                at once, so a generator of a million inputs runs in memory that does not
+                grow.
             concurrency: Jobs at once (default: the Client's ``max_in_flight``). The
                 Client's limits still apply across everything it runs.
             ordered: Yield in input order (through a reorder buffer of ``reorder_window``
@@ -725,42 +655,8 @@ class Client:
         raises, from the ``async for``.
         """
         self._open()
-
-        async def job(index: int, item: Any, created: Callable[[str], None]) -> Prediction:
-            job_model: ModelOrRequest | None = model
-            job_input: Mapping[str, Any] | None = None
-            if isinstance(item, TypedRequest):
-                job_model = item
-            elif isinstance(item, Mapping):
-                job_input = item
-            elif (
-                isinstance(item, tuple)
-                and len(item) == 2
-                and isinstance(item[0], str)
-                and isinstance(item[1], Mapping)
-            ):
-                job_model, job_input = item
-            else:
-                raise ValidationError(
-                    "inputs",
-                    f"inputs[{index}]: {type(item).__name__} is not allowed; allowed: a dict "
-                    "of inputs, a (model, dict) pair or a typed request",
-                )
-            if job_model is None:
-                raise ValidationError(
-                    "model", f"inputs[{index}]: a dict input needs run_many(model, ...)"
-                )
-            return await self._run_one(
-                job_model,
-                job_input,
-                timeout=timeout,
-                webhook=webhook,
-                sync=False,
-                on_created=created,
-            )
-
         return BulkRun(
-            job,
+            run_job(self, model, timeout=timeout, webhook=webhook),
             inputs,
             concurrency=default_concurrency(self) if concurrency is None else concurrency,
             ordered=ordered,
@@ -781,22 +677,12 @@ class Client:
         """Collect results of tasks by id (e.g. from an earlier process's journal).
 
         The same interface as :meth:`run_many`: ``async with`` it and iterate; each
-        result's ``input`` is the id.
+        result's ``input`` is the id. Each wait holds one of the Client's in-flight slots,
+        like a :meth:`run`.
         """
         self._open()
-
-        async def job(index: int, task_id: str, created: Callable[[str], None]) -> Prediction:
-            check_task_id(task_id, f"task_ids[{index}]")
-            created(task_id)
-            token = object()
-            await self.flow.acquire_slot(token)
-            try:
-                return await self.wait(task_id, timeout=timeout)
-            finally:
-                self.flow.release_slot(token)
-
         return BulkRun(
-            job,
+            wait_job(self, timeout=timeout),
             task_ids,
             concurrency=default_concurrency(self) if concurrency is None else concurrency,
             ordered=ordered,
@@ -833,6 +719,14 @@ class Client:
             any_decoder,
             json_body=msgspec.json.encode({"ids": list(task_ids)}),
         )
+
+    def _media_options(self) -> dict[str, Any]:
+        """What the media sessions (downloads, upload PUTs) share with the API's: the
+        proxy settings, when the Client built its transport."""
+        transport = self._open().transport
+        if isinstance(transport, AiohttpTransport):
+            return transport.session_options()
+        return {"proxy": None, "trust_env": False}
 
     async def upload(
         self,
@@ -872,14 +766,8 @@ class Client:
             timeouts=self._timeouts,
             rng=self._rng,
             allow_private=self._allow_private_media,
+            **self._media_options(),
         )
-
-    @property
-    def allow_private_media(self) -> bool:
-        """Whether :meth:`download` and :meth:`upload` may reach internal addresses: fixed
-        when the Client is created (its download pool's connect-time check is built from it),
-        so it cannot be switched off later by an assignment that would not take effect."""
-        return self._allow_private_media
 
     async def download(
         self,
@@ -899,7 +787,7 @@ class Client:
             TransportError: an output could not be fetched (after retries).
             DecodeError: an output is neither a URL nor base64.
         """
-        self._open()
+        options = self._media_options()
         if self._downloader is None:
             self._downloader = Downloader(
                 timeouts=self._timeouts,
@@ -910,5 +798,17 @@ class Client:
                 max_bytes=self._sizes.max_download_bytes,
                 max_outputs=self._sizes.max_outputs,
                 allow_private=self._allow_private_media,
+                **options,
             )
         return await self._downloader.save(prediction, directory, stem)
+
+
+def _setting(name: str, value: _S | None, kind: type[_S]) -> _S:
+    """``value`` (default ``kind()``), a ``ValidationError`` naming ``name`` if not a ``kind``."""
+    if value is None:
+        return kind()
+    if not isinstance(value, kind):
+        raise ValidationError(
+            name, f"{name}: a {kind.__name__}, not {type(value).__name__}", allowed=kind.__name__
+        )
+    return value

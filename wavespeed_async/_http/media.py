@@ -150,6 +150,37 @@ def public_socket(addr_info: Any) -> socket.socket:
     return socket.socket(family, type_, proto)
 
 
+def media_connector(
+    *, allow_private: bool, proxy: str | None, trust_env: bool, limit: int = 100
+) -> aiohttp.TCPConnector:
+    """The connector of a media session (downloads, upload PUTs).
+
+    Without a proxy, every connection is checked by :func:`public_socket` as it is made.
+    Through a proxy the connection goes to the proxy (which may well be internal), so
+    each URL is checked by :func:`check_public` before it is requested instead.
+    """
+    proxied = proxy is not None or trust_env
+    factory = None if allow_private or proxied else public_socket
+    return aiohttp.TCPConnector(limit=limit, socket_factory=factory)
+
+
+async def check_public(url: str) -> None:
+    """Raise :class:`InternalAddress` if ``url``'s host resolves to a non-global address.
+
+    For requests sent through a proxy, which resolves the host itself: checked here
+    first, with the same rule as :func:`public_socket`.
+    """
+    host = (urlsplit(url).hostname or "").strip("[]")
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None)
+    except OSError:
+        return  # the proxy will fail to resolve it too: an ordinary error follows
+    for info in infos:
+        address = str(info[4][0]).split("%", 1)[0]
+        if _is_internal(ipaddress.ip_address(address)):
+            raise InternalAddress(address)
+
+
 async def inside(folder: anyio.Path, name: str, *, field: str = "stem") -> anyio.Path:
     """``folder / name``, proved to stay inside ``folder`` (after resolving symlinks).
 
@@ -285,6 +316,8 @@ class Downloader:
         max_bytes: int,
         max_outputs: int,
         allow_private: bool,
+        proxy: str | None = None,
+        trust_env: bool = False,
     ) -> None:
         self._timeouts = timeouts
         self._retry = retry
@@ -293,13 +326,15 @@ class Downloader:
         self._max_outputs = max_outputs
         self._allow_private = allow_private
         # Its own pool and no default headers: the API key never reaches output hosts.
+        self._check_resolved = not allow_private and (proxy is not None or trust_env)
         self._session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(
-                limit=max_connections,
-                socket_factory=None if allow_private else public_socket,
+            connector=media_connector(
+                allow_private=allow_private, proxy=proxy, trust_env=trust_env, limit=max_connections
             ),
             headers={"User-Agent": user_agent},
             cookie_jar=aiohttp.DummyCookieJar(),  # nothing an output host sets is kept
+            proxy=proxy,
+            trust_env=trust_env,
         )
 
     async def aclose(self) -> None:
@@ -393,6 +428,8 @@ class Downloader:
         """One download, following up to five redirects, each hop checked."""
         for _ in range(_MAX_REDIRECTS + 1):
             self._check_url(url, task_id)
+            if self._check_resolved:
+                await check_public(url)
             async with self._session.get(url, timeout=timeout, allow_redirects=False) as resp:
                 location = resp.headers.get("Location")
                 if resp.status in _REDIRECTS and location:

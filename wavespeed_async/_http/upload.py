@@ -1,24 +1,15 @@
-"""Uploading media: the two-step ticket flow, with the multipart endpoint as a fallback.
+"""Sending upload bytes to a storage host, from a session that carries no credentials.
 
-The current API (and the official SDK) upload in two steps:
-
-1. ``POST /api/v3/media/uploads`` with ``{filename, size, content_type}`` (with the API key)
-   answers ``data: {download_url, upload: {method: "PUT", url, headers}}``;
-2. the bytes are ``PUT`` to ``upload.url`` with exactly ``upload.headers``.
-
-The ``PUT`` goes to a storage host: it is sent from a connection pool of its own that carries
-no credentials, so the API key never reaches that host. That host is the server's word, so
-the ``PUT`` is held to the same rules as an output download: a total deadline
-(``Timeouts.upload_s``), no redirect, and no internal address (after DNS) unless
+The ticket's ``PUT`` goes to a storage host: it is sent from a connection pool of its own
+that carries no credentials, so the API key never reaches that host. That host is the
+server's word, so the ``PUT`` is held to the same rules as an output download: a total
+deadline (``Timeouts.upload_s``), no redirect, and no internal address (after DNS) unless
 ``allow_private`` (``Client(allow_private_media=...)``). A file given by path is streamed
-from disk (read in worker threads), never held in memory whole. When the ticket endpoint
-answers 404 (an older deployment), the documented multipart
-``POST /api/v3/media/upload/binary`` is used instead.
+from disk (read in worker threads), never held in memory whole.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import random
 import stat as stat_module
@@ -28,18 +19,16 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import anyio
-import msgspec
 
 from wavespeed_async._core.errors import (
     APIStatusError,
     DecodeError,
-    NotFoundError,
     OutputRefusedError,
     ServerError,
     TransportError,
     ValidationError,
 )
-from wavespeed_async._core.models import upload_decoder
+from wavespeed_async._core.models import UploadInstruction
 from wavespeed_async._core.policy import FailureKind
 from wavespeed_async._core.settings import RetryConfig, Timeouts
 from wavespeed_async._core.text import printable
@@ -48,50 +37,21 @@ from wavespeed_async._http.media import (
     FileInput,
     HostStatus,
     InternalAddress,
-    guess_type,
+    check_public,
     is_private_host,
-    public_socket,
+    media_connector,
     read_file_input,
     shown_url,
     with_get_retries,
 )
-from wavespeed_async._runtime.api import Transport
 
-__all__ = ["UploadTicket", "upload"]
+__all__ = ["Source", "multipart", "put"]
 
-log = logging.getLogger("wavespeed_async")
-
-TICKET_PATH: Final = "/api/v3/media/uploads"
-BINARY_PATH: Final = "/api/v3/media/upload/binary"
-
-
-class UploadInstruction(msgspec.Struct, frozen=True):
-    """Where and how to send the bytes: ``{method, url, headers}``."""
-
-    url: str
-    method: str = "PUT"
-    headers: dict[str, str] = msgspec.field(default_factory=dict)
-
-
-class UploadTicket(msgspec.Struct, frozen=True):
-    """``POST /api/v3/media/uploads`` data."""
-
-    download_url: str
-    upload: UploadInstruction
-
-
-class _TicketEnvelope(msgspec.Struct, frozen=True):
-    code: int | str | None = None
-    message: str | None = None
-    data: UploadTicket | None = None
-
-
-_ticket_decoder: Final = msgspec.json.Decoder(_TicketEnvelope)
 #: How much of a storage host's error body is read (and shown in the error).
 _ERROR_BODY_BYTES: Final = 2000
 
 
-class _Source:
+class Source:
     """The bytes to upload: a file (streamed from disk on each attempt) or bytes in memory."""
 
     __slots__ = ("data", "name", "path", "size")
@@ -103,7 +63,7 @@ class _Source:
         self.data = data
 
     @classmethod
-    async def of(cls, file: FileInput) -> _Source:
+    async def of(cls, file: FileInput) -> Source:
         if isinstance(file, (str, os.PathLike)):
             path = os.fspath(file)
             try:
@@ -133,76 +93,45 @@ class _Source:
             raise ValidationError("file", f"file: cannot read {path!r}: {exc}") from None
 
 
-async def upload(
-    transport: Transport,
-    file: FileInput,
-    *,
-    filename: str | None,
-    content_type: str | None,
-    retry: RetryConfig,
-    timeouts: Timeouts,
-    rng: random.Random,
-    allow_private: bool,
-) -> str:
-    """Upload ``file`` and return its download URL (see the module docstring).
+class _Buffer:
+    """Collects what a multipart writer writes (aiohttp's writer interface, in memory)."""
 
-    Raises:
-        ValidationError: the file cannot be read.
-        BadRequestError: the server refused the upload (413: too large).
-        APIStatusError: the storage host refused the bytes.
-        TransportError: the storage host could not be reached (after retries).
-        OutputRefusedError: the ticket's storage URL is on an internal address.
-    """
-    source = await _Source.of(file)
-    name = filename or source.name
-    ctype = content_type or guess_type(name)
-    request = {"filename": name, "size": source.size, "content_type": ctype}
-    try:
-        # A ticket creates no task: asking twice costs nothing, so it is retried as a GET.
-        env = await transport.call(
-            "POST", TICKET_PATH, _ticket_decoder, json_body=msgspec.json.encode(request)
-        )
-    except NotFoundError:
-        log.info("no %s on this server: uploading through %s", TICKET_PATH, BINARY_PATH)
-        url = await _upload_binary(transport, source, name, ctype)
-    else:
-        if env.data is None:
-            raise DecodeError("the upload ticket answer has no data")
-        await _put(
-            env.data.upload,
-            source,
-            retry=retry,
-            timeouts=timeouts,
-            rng=rng,
-            allow_private=allow_private,
-        )
-        url = env.data.download_url
-    log.info("uploaded %s (%d bytes)", name, source.size)
-    return url
+    def __init__(self) -> None:
+        self.chunks: list[bytes] = []
+
+    async def write(self, chunk: bytes) -> None:
+        self.chunks.append(bytes(chunk))
+
+    async def write_eof(self, chunk: bytes = b"") -> None:
+        if chunk:
+            self.chunks.append(bytes(chunk))
+
+    async def drain(self) -> None:
+        return None
 
 
-async def _upload_binary(transport: Transport, source: _Source, name: str, ctype: str) -> str:
-    data = await source.read()
-
-    def form() -> aiohttp.FormData:
-        fd = aiohttp.FormData()
-        fd.add_field("file", data, filename=name, content_type=ctype)
-        return fd
-
-    env = await transport.call("POST", BINARY_PATH, upload_decoder, form=form)
-    if env.data is None:
-        raise DecodeError("the upload answer has no data")
-    return env.data.download_url
+async def multipart(
+    data: bytes, *, field: str, filename: str, content_type: str
+) -> tuple[bytes, str]:
+    """A ``multipart/form-data`` body with one file field, and its content type."""
+    form = aiohttp.FormData()
+    form.add_field(field, data, filename=filename, content_type=content_type)
+    writer = form()
+    buffer = _Buffer()
+    await writer.write(buffer)  # type: ignore[arg-type]
+    return b"".join(buffer.chunks), writer.content_type
 
 
-async def _put(
+async def put(
     instruction: UploadInstruction,
-    source: _Source,
+    source: Source,
     *,
     retry: RetryConfig,
     timeouts: Timeouts,
     rng: random.Random,
     allow_private: bool,
+    proxy: str | None = None,
+    trust_env: bool = False,
 ) -> None:
     """Send the bytes as the ticket says, from a session that has no credentials."""
     parts = urlsplit(instruction.url)
@@ -225,12 +154,14 @@ async def _put(
         total=timeouts.upload_s, sock_connect=timeouts.connect_s, sock_read=timeouts.request_s
     )
     where = instruction.url.split("?", 1)[0]
-    connector = aiohttp.TCPConnector(socket_factory=None if allow_private else public_socket)
+    connector = media_connector(allow_private=allow_private, proxy=proxy, trust_env=trust_env)
     async with aiohttp.ClientSession(
-        connector=connector, cookie_jar=aiohttp.DummyCookieJar()
+        connector=connector, cookie_jar=aiohttp.DummyCookieJar(), proxy=proxy, trust_env=trust_env
     ) as session:
 
         async def once() -> None:
+            if not allow_private and (proxy is not None or trust_env):
+                await check_public(instruction.url)  # the proxy resolves it: check it here
             body = await source.open()
             try:
                 async with session.put(

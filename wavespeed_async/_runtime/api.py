@@ -1,26 +1,24 @@
-"""The HTTP layer: send one API call, classify what happened, follow the retry policy.
+"""The API caller: send one API call through the transport, decode it, follow the retry policy.
 
 Every decision (retry or not, how long to wait, whether a submit's outcome is unknown) is
-made by the pure functions of :mod:`wavespeed_async._core.policy`; this module only carries them
-out, and turns whatever aiohttp raises into the public error tree.
+made by the pure functions of :mod:`wavespeed_async._core.policy`; this module only carries
+them out, and turns each answer into a decoded envelope or an error of the public tree.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import math
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Generic, Protocol, TypeVar
+from typing import Any, Final, Generic, Protocol, TypeVar
+from urllib.parse import urlencode
 
-import aiohttp
 import anyio
 import msgspec
-from yarl import URL
 
 from wavespeed_async._core import policy as _policy
 from wavespeed_async._core.errors import (
@@ -39,16 +37,13 @@ from wavespeed_async._core.models import (
     prediction_decoder,
 )
 from wavespeed_async._core.policy import FailureKind
-from wavespeed_async._core.secret import Secret
 from wavespeed_async._core.settings import RetryConfig, SizeLimits, Timeouts
 from wavespeed_async._core.text import printable
-from wavespeed_async._runtime.deadlines import Deadlines
+from wavespeed_async._http.base import HTTPRequest, HTTPResponse, HTTPTransport, RequestTimeout
 from wavespeed_async._runtime.flow import FlowControl
+from wavespeed_async._runtime.waits.deadlines import Deadlines
 
-if TYPE_CHECKING:
-    from wavespeed_async._runtime.waits import PollEntry
-
-__all__ = ["Envelope", "Transport"]
+__all__ = ["Api", "Envelope", "result_path"]
 
 log = logging.getLogger("wavespeed_async")
 
@@ -78,6 +73,17 @@ class Envelope(Protocol):
 
 E = TypeVar("E", bound=Envelope)
 E_co = TypeVar("E_co", bound=Envelope, covariant=True)
+
+
+class PollTarget(Protocol):
+    """What :meth:`Api.poll` needs of a wait: its task, its request and its deadline."""
+
+    @property
+    def task_id(self) -> str: ...
+    @property
+    def target(self) -> HTTPRequest: ...
+    @property
+    def deadline(self) -> float | None: ...
 
 
 class _Decoder(Protocol, Generic[E_co]):
@@ -124,62 +130,36 @@ def _error_message(body: bytes, status: int) -> tuple[str, int | None]:
     return (printable(message, limit=300) if message else f"HTTP {status}"), code
 
 
-def _retry_after(resp: aiohttp.ClientResponse) -> float | None:
+def _retry_after(resp: HTTPResponse) -> float | None:
     """An error answer's ``Retry-After``, in seconds (read only when an answer failed)."""
     return _policy.parse_retry_after(resp.headers.get("Retry-After"), now=time.time())
 
 
-async def _read_rest(resp: aiohttp.ClientResponse, first: bytes, cap: int) -> bytes | None:
-    """The whole body after its ``first`` chunk, or ``None`` (and the connection closed)
-    once it passes ``cap`` bytes.
+class Api:
+    """Sends API calls for one Client through its transport (not public: the Client owns it).
 
-    Counts decompressed bytes, so a small compressed answer cannot inflate past the cap.
-    Most answers come whole in their first chunk, and never get here.
+    Every request carries ``headers``, the API's own (the credentials among them): they
+    go to the API's base URL and nowhere else (downloads and uploads to storage hosts use
+    sessions of their own, without credentials).
     """
-    size = len(first)
-    if size > cap:
-        resp.close()
-        return None
-    content = resp.content
-    chunks = [first]
-    while chunk := await content.readany():
-        size += len(chunk)
-        if size > cap:
-            resp.close()
-            return None
-        chunks.append(chunk)
-        if content.at_eof():  # no second read to see the end
-            break
-    return b"".join(chunks)
-
-
-class Transport:
-    """Sends API calls for one Client over one aiohttp session.
-
-    Not public: the Client owns it. The API key lives only in the ``Authorization`` header
-    of :meth:`session_headers`: the default headers of the API's own session (built once,
-    not merged into every request), which sends to the API's base URL and nowhere else
-    (downloads and uploads use sessions of their own, without credentials).
-    """
-
-    @staticmethod
-    def session_headers(api_key: Secret, extra_headers: Mapping[str, str]) -> dict[str, str]:
-        """The headers of every API request: the credentials and the client's own."""
-        return {"Authorization": api_key.auth_header(), **extra_headers}
 
     def __init__(
         self,
-        session: aiohttp.ClientSession,
+        transport: HTTPTransport,
         *,
         base_url: str,
+        headers: Mapping[str, str],
         timeouts: Timeouts,
         sizes: SizeLimits,
         retry: RetryConfig,
         flow: FlowControl,
         rng: random.Random,
     ) -> None:
-        self.session = session
+        self.transport = transport
+        self._send = transport.send
         self.base_url = base_url.rstrip("/")
+        self.headers = headers
+        self._json_headers = {**headers, **_JSON_HEADERS}
         self.timeouts = timeouts
         self.max_answer_bytes = sizes.max_answer_bytes
         self.retry = retry
@@ -189,150 +169,123 @@ class Transport:
         self.retries = 0
         #: Polls (:meth:`poll`) that got the task's state.
         self.polls_answered = 0
-        self._timeout_cache: dict[tuple[float, bool], aiohttp.ClientTimeout] = {}
+        self._timeout_cache: dict[tuple[float, bool], RequestTimeout] = {}
         #: The ``request_s`` deadlines of the polls in flight, behind one timer.
         self._deadlines = Deadlines(timeouts.request_s)
-        # A poll's deadline is kept by ``_deadlines``: no aiohttp timer.
-        self._poll_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect_s)
+        # A poll's deadline is kept by ``_deadlines``: no timer of the transport's.
+        self._poll_timeout = RequestTimeout(connect_s=timeouts.connect_s)
 
     def url(self, path: str) -> str:
         """An absolute API URL from a path (``/api/v3/...``)."""
         return self.base_url + path
 
-    def parsed_url(self, path: str) -> URL:
-        """:meth:`url`, parsed once for a URL requested many times (a task's result).
+    def request(
+        self,
+        method: str,
+        path_or_url: str,
+        *,
+        body: bytes | None = None,
+        content_type: str | None = None,
+        params: Mapping[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> HTTPRequest:
+        """An API request (a path is made absolute; ``params`` are encoded into the URL).
 
-        aiohttp parses a str URL at every request; its parse cache holds 128 URLs, so
-        with more tasks than that polled in turn each poll would parse its URL again.
+        ``timeout_s``: the answer's budget (default ``request_s``); ``None`` with
+        :attr:`poll_timeout` kept by the caller (see :meth:`poll_request`).
         """
-        return URL(self.url(path))
+        url = path_or_url if "://" in path_or_url else self.base_url + path_or_url
+        if params:
+            url = f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
+        if content_type is not None:
+            headers: Mapping[str, str] = {**self.headers, "Content-Type": content_type}
+        elif body is not None:
+            headers = self._json_headers
+        else:
+            headers = self.headers
+        return HTTPRequest(
+            method,
+            url,
+            headers=headers,
+            body=body,
+            timeout=self._timeout(timeout_s or self.timeouts.request_s, method == "GET"),
+        )
+
+    def poll_request(self, task_id: str) -> HTTPRequest:
+        """The GET of a task's result, made once per wait and sent at each of its polls
+        (its deadline is kept by :meth:`poll`, not by the transport)."""
+        return HTTPRequest(
+            "GET", self.url(result_path(task_id)), headers=self.headers, timeout=self._poll_timeout
+        )
 
     def close(self) -> None:
         """Stop the polls' deadline timer (once no poll is in flight any more)."""
         self._deadlines.close()
 
-    def _timeout(self, read_s: float, idempotent: bool) -> aiohttp.ClientTimeout:
+    def _timeout(self, read_s: float, idempotent: bool) -> RequestTimeout:
         key = (read_s, idempotent)
         timeout = self._timeout_cache.get(key)
         if timeout is None:
             timeout = self._timeout_cache[key] = self._make_timeout(read_s, idempotent)
         return timeout
 
-    def _make_timeout(self, read_s: float, idempotent: bool) -> aiohttp.ClientTimeout:
+    def _make_timeout(self, read_s: float, idempotent: bool) -> RequestTimeout:
         if idempotent:
             # A GET is retried the same whether it timed out connecting or waiting for its
             # answer, so it needs no separate connect budget: one total deadline of
-            # ``read_s`` for the whole attempt (one timer per request; ``sock_read`` would
-            # add a second, re-armed on every chunk received), and ``sock_connect`` for a
-            # new connection (no timer when a pooled one is reused).
-            return aiohttp.ClientTimeout(total=read_s, sock_connect=self.timeouts.connect_s)
+            # ``read_s`` for the whole attempt, and ``connect_s`` for a new connection.
+            return RequestTimeout(connect_s=self.timeouts.connect_s, total_s=read_s)
         # Waiting for a pooled connection and connecting are "connect" phases: a timeout
-        # there proves the request never left, so even a submit may be re-sent. The "total"
+        # there proves the request never left, so even a submit may be re-sent. The total
         # deadline is the connect budget plus ``read_s``: it always fires after the connect
         # phase (so only ever leaves a submit's outcome unknown when the request may have
         # been sent), and gives the answer at least ``read_s`` and at most ``connect +
-        # read_s`` in all, however slowly its bytes trickle in (sock_read alone restarts
-        # on every byte).
+        # read_s`` in all, however slowly its bytes trickle in.
         connect = self.timeouts.request_s
-        return aiohttp.ClientTimeout(
-            total=connect + read_s,
-            connect=connect,
-            sock_connect=self.timeouts.connect_s,
-            sock_read=read_s,
+        return RequestTimeout(
+            connect_s=self.timeouts.connect_s,
+            pool_s=connect,
+            total_s=connect + read_s,
+            read_s=read_s,
         )
 
     async def _attempt(
-        self,
-        method: str,
-        url: str | URL,
-        decoder: _Decoder[E],
-        *,
-        timeout_s: float,
-        json_body: bytes | None = None,
-        form: Callable[[], aiohttp.FormData] | None = None,
-        params: Mapping[str, str] | None = None,
-        poll: bool = False,
+        self, request: HTTPRequest, decoder: _Decoder[E], *, poll: bool = False
     ) -> E | _Attempt:
         """One HTTP exchange; a decoded envelope on success, else what went wrong.
 
-        ``poll``: the attempt's deadline (of ``timeout_s``, which must be the polls'
-        duration) is kept by the polls' shared timer, which cancels this task at it.
+        ``poll``: the attempt's deadline (of ``request_s``) is kept by the polls' shared
+        timer, which cancels this task at it.
         """
         flow = self.flow
         if flow.cooldown.until > _NO_COOLDOWN:  # a 429 was answered: wait out what is left
             await flow.wait_cooldown()
-        headers = _JSON_HEADERS if json_body is not None else None
         self.requests_sent += 1
         deadline = self._deadlines.start() if poll else None
         try:
-            async with self.session.request(
-                method,
-                url,
-                data=json_body if json_body is not None else (form() if form else None),
-                params=params,
-                headers=headers,
-                timeout=(
-                    self._timeout(timeout_s, method == "GET")
-                    if deadline is None
-                    else self._poll_timeout
-                ),
-                # The API never redirects. Followed, a redirect could take a request that
-                # carries the key, or a POST, anywhere (an internal address, a host whose
-                # answer would be read as the API's): a 3xx is the answer, and an error.
-                allow_redirects=False,
-            ) as resp:
-                status = resp.status
-                cap = self.max_answer_bytes
-                declared = resp.content_length
-                if declared is not None and declared > cap:
-                    resp.close()
-                    body = None
-                else:
-                    content = resp.content
-                    body = await content.readany()
-                    if len(body) > cap or not content.at_eof():
-                        body = await _read_rest(resp, body, cap)
+            resp = await self._send(request, max_bytes=self.max_answer_bytes)
         except asyncio.CancelledError:
             if deadline is None or not deadline.timed_out():
                 raise
-            # The poll's deadline cancelled it: the same timeout as aiohttp's own timer.
+            # The poll's deadline cancelled it: the same timeout as the transport's own.
             error: WaveSpeedError = TransportError(
-                f"{method} {url}: no answer within {timeout_s} s", method=method, url=str(url)
+                f"{request.method} {_loggable(request.url)}: no answer within "
+                f"{self._deadlines.duration_s} s",
+                method=request.method,
+                url=_loggable(request.url),
+                timed_out=True,
             )
             return _Attempt(FailureKind.TIMEOUT, error=error)
-        except aiohttp.ClientConnectorError as exc:
-            error = ConnectError(
-                f"cannot connect to {self.base_url}: {exc.os_error or exc}",
-                method=method,
-                url=str(url),
-            )
-            return _Attempt(FailureKind.CONNECT, error=error)
-        except aiohttp.ConnectionTimeoutError:
-            error = ConnectError(
-                f"timed out connecting to {self.base_url} after {self.timeouts.connect_s} s",
-                method=method,
-                url=str(url),
-            )
-            return _Attempt(FailureKind.CONNECT, error=error)
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-            error = TransportError(
-                f"{method} {url}: no answer within {timeout_s} s", method=method, url=str(url)
-            )
-            return _Attempt(FailureKind.TIMEOUT, error=error)
-        except aiohttp.ClientError as exc:
-            # Reset, server disconnect, broken payload, bad HTTP: the request may have been
-            # received, so for a submit the outcome is unknown.
-            error = TransportError(
-                f"{method} {url}: connection lost "
-                f"({type(exc).__name__}: {printable(str(exc), limit=300)})",
-                method=method,
-                url=str(url),
-            )
-            return _Attempt(FailureKind.RESET, error=error)
+        except ConnectError as exc:
+            return _Attempt(FailureKind.CONNECT, error=exc)
+        except TransportError as exc:
+            return _Attempt(FailureKind.TIMEOUT if exc.timed_out else FailureKind.RESET, error=exc)
         finally:
             if deadline is not None:
                 deadline.finish()
 
+        status = resp.status
+        body = resp.body
         if body is None:
             too_big = (
                 f"HTTP {status} answer larger than {self.max_answer_bytes} bytes "
@@ -343,7 +296,7 @@ class Transport:
                 # Retry-After (and its cool-down), a 5xx its retries, a 4xx its type.
                 retry_after = _retry_after(resp)
                 return self._status_failure(status, status, too_big, None, b"", retry_after, None)
-            error = DecodeError(f"{method} {url}: {too_big}")
+            error = DecodeError(f"{request.method} {_loggable(request.url)}: {too_big}")
             return _Attempt(FailureKind.MALFORMED, status=status, error=error)
         if 200 <= status < 300:
             try:
@@ -353,8 +306,8 @@ class Transport:
                     FailureKind.MALFORMED,
                     status=status,
                     error=DecodeError(
-                        f"{method} {url}: the answer is not the expected JSON "
-                        f"({type(exc).__name__}: {printable(str(exc), limit=200)})",
+                        f"{request.method} {_loggable(request.url)}: the answer is not the "
+                        f"expected JSON ({type(exc).__name__}: {printable(str(exc), limit=200)})",
                         body=_text(body),
                     ),
                 )
@@ -411,11 +364,12 @@ class Transport:
     async def call(
         self,
         method: str,
-        path_or_url: str | URL,
+        path_or_url: str,
         decoder: _Decoder[E],
         *,
         json_body: bytes | None = None,
-        form: Callable[[], aiohttp.FormData] | None = None,
+        body: bytes | None = None,
+        content_type: str | None = None,
         params: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
         deadline: float | None = None,
@@ -424,40 +378,34 @@ class Transport:
         """An idempotent call (GET, upload, delete): retried per the GET policy.
 
         Args:
+            json_body: A JSON body (sent with ``Content-Type: application/json``).
+            body, content_type: Any other body, with its type.
             deadline: event-loop time (``loop.time()``) after which no retry is started.
             task_id: Attached to any error raised, so the caller keeps the id.
         """
-        url: str | URL
-        if isinstance(path_or_url, URL) or "://" in path_or_url:
-            url = path_or_url
-        else:
-            url = self.url(path_or_url)
-        timeout_s = timeout_s or self.timeouts.request_s
-        attempt = functools.partial(
-            self._attempt,
+        request = self.request(
             method,
-            url,
-            decoder,
-            json_body=json_body,
-            form=form,
+            path_or_url,
+            body=json_body if json_body is not None else body,
+            content_type=content_type,
             params=params,
             timeout_s=timeout_s,
         )
-        out = await attempt()
+        out = await self._attempt(request, decoder)
         if isinstance(out, _Attempt):
-            out = await self._retry(out, attempt, method, url, deadline, task_id)
+            out = await self._retry(out, request, decoder, deadline, task_id)
         return out
 
-    async def poll(self, entry: PollEntry) -> Prediction:
-        """One poll of a wait in progress (the poll scheduler's ``send``): a GET of the
-        task's result, retried as :meth:`call` retries a GET.
+    async def poll(self, wait: PollTarget) -> Prediction:
+        """One poll of a wait in progress: a GET of the task's result (``wait.target``,
+        from :meth:`poll_request`), retried as :meth:`call` retries a GET until
+        ``wait.deadline``.
 
-        The task's id was checked and its URL parsed when its wait started. Each attempt's
-        ``request_s`` deadline is kept by the transport's one timer for every poll in
-        flight (which cancels the poll's task, and the attempt turns that into a timeout),
-        not by an aiohttp timer of its own. With a share, the account-wide poll budget is
-        waited for first (the scheduler's own budget check gives way to it, see
-        ``FlowControl.take_poll``).
+        Each attempt's ``request_s`` deadline is kept by one timer for every poll in
+        flight (which cancels the poll's task, and the attempt turns that into a
+        timeout), not by a timer of the transport's. With a share, the account-wide poll
+        budget is waited for first (the scheduler's own budget check gives way to it,
+        see ``FlowControl.take_poll``).
 
         Raises:
             DecodeError: the answer has no task in it.
@@ -465,18 +413,13 @@ class Transport:
         flow = self.flow
         if flow.share is not None:
             await flow.acquire_poll()
-        task_id = entry.task_id
-        url = entry.target
-        if not isinstance(url, URL):
-            url = self.url(result_path(task_id))
-        timeout_s = self._deadlines.duration_s
-        out = await self._attempt("GET", url, prediction_decoder, timeout_s=timeout_s, poll=True)
+        request = wait.target
+        out = await self._attempt(request, prediction_decoder, poll=True)
+        task_id = wait.task_id
         if isinstance(out, _Attempt):
-            # Built only when a poll failed: most polls need no retry.
-            attempt = functools.partial(
-                self._attempt, "GET", url, prediction_decoder, timeout_s=timeout_s, poll=True
+            out = await self._retry(
+                out, request, prediction_decoder, wait.deadline, task_id, poll=True
             )
-            out = await self._retry(out, attempt, "GET", url, entry.deadline, task_id)
         pred = out.data
         if pred is None:
             raise DecodeError("the result has no task in it", task_id=task_id)
@@ -486,15 +429,15 @@ class Transport:
     async def _retry(
         self,
         out: _Attempt,
-        attempt: Callable[[], Awaitable[E | _Attempt]],
-        method: str,
-        url: str | URL,
+        request: HTTPRequest,
+        decoder: _Decoder[E],
         deadline: float | None,
         task_id: str | None,
+        *,
+        poll: bool = False,
     ) -> E:
-        """A GET after its first attempt failed (``out``): runs ``attempt`` again per the
-        GET policy until one succeeds, or raises the last failure's error. ``method`` and
-        ``url`` are for the log."""
+        """A GET after its first attempt failed (``out``): sends ``request`` again per the
+        GET policy until one succeeds, or raises the last failure's error."""
         tries = 1
         while True:
             time_left = None if deadline is None else deadline - self.flow.now()
@@ -504,15 +447,16 @@ class Transport:
             self.retries += 1
             log.info(
                 "retrying %s %s in %.2f s (attempt %d): %s",
-                method,
-                _loggable(str(url)),
+                request.method,
+                _loggable(request.url),
                 decision.delay_s,
                 tries,
                 decision.reason,
+                extra={"task_id": task_id} if task_id else None,
             )
             await anyio.sleep(decision.delay_s)
             tries += 1
-            result = await attempt()
+            result = await self._attempt(request, decoder, poll=poll)
             if not isinstance(result, _Attempt):
                 return result
             out = result
@@ -531,20 +475,17 @@ class Transport:
         Raises:
             SubmissionOutcomeUnknown: the answer was lost; a billed task may exist.
         """
-        url = self.url(f"/api/v3/{model}")
-        payload = msgspec.json.encode(body)
+        request = self.request(
+            "POST",
+            f"/api/v3/{model}",
+            body=msgspec.json.encode(body),
+            params=params,
+            timeout_s=timeout_s,
+        )
         attempt = 0
         while True:
             attempt += 1
-            out = await self._attempt(
-                "POST",
-                url,
-                decoder,
-                json_body=payload,
-                form=None,
-                params=params,
-                timeout_s=timeout_s or self.timeouts.request_s,
-            )
+            out = await self._attempt(request, decoder)
             if not isinstance(out, _Attempt):
                 return out
             if out.task_id is not None:
@@ -605,7 +546,7 @@ class Transport:
     def _note_rate_limit(self, out: _Attempt, delay_s: float) -> None:
         if out.kind is FailureKind.STATUS and out.status == 429:
             wait = out.retry_after_s if out.retry_after_s is not None else delay_s
-            wait = min(wait, self.retry.retry_after_cap_s)
+            wait = min(wait, self.retry.max_retry_after_s)
             if wait > 0:
                 log.warning("rate limited (429): every request waits %.2f s", wait)
                 self.flow.start_cooldown(wait)

@@ -13,7 +13,7 @@ import dataclasses
 import logging
 from typing import Final
 
-from wavespeed_async._runtime.flow import FlowLimits
+from wavespeed_async._core.settings import FlowLimits
 
 __all__ = ["HEADROOM_MIN", "POOLS", "connections_allowed", "fit_to_file_limit", "open_file_limit"]
 

@@ -4,194 +4,33 @@ Concurrent ``run()`` calls from many web handlers and several ``run_many()`` bat
 same Client share one set of limits, so that together they never exceed the account's:
 
 * an in-flight cap: tasks submitted and not yet terminal (``max_in_flight``);
-* a start-rate limit: tasks started per minute (``tasks_per_minute``), a sliding window like
+* a start-rate limit: tasks started per minute (``max_tasks_per_minute``), a sliding window like
   the server's;
 * a cool-down shared by every request after a 429, so that one 429 does not become a
   thousand;
 * a global poll budget (``max_polls_per_s``), so that 10,000 tasks in flight do not become
   10,000 GETs a second.
 
-The decision logic (:class:`SlidingWindow`, :class:`TokenBucket`, :class:`Cooldown`) is
-pure, driven by the times passed in, and tested without sleeping; :class:`FlowControl`
+The decision logic (``_core.limiters``) is pure, driven by the times passed in, and tested
+without sleeping; :class:`FlowControl`
 only sleeps for the delays they return.
 """
 
 from __future__ import annotations
 
-import collections
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING
 
 import anyio
 
-from wavespeed_async._core.errors import ValidationError
-from wavespeed_async._core.settings import TIERS
+from wavespeed_async._core.limiters import WINDOW_MARGIN_S, Cooldown, SlidingWindow, TokenBucket
+from wavespeed_async._core.settings import FlowLimits
 
 if TYPE_CHECKING:
     from wavespeed_async._runtime.share import Share
 
-__all__ = ["Cooldown", "FlowControl", "FlowLimits", "SlidingWindow", "TokenBucket"]
-
-#: Tasks are timed by the server on arrival; a small margin keeps us under its window.
-WINDOW_MARGIN_S: Final = 0.5
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class FlowLimits:
-    """Limits shared by every call on one Client.
-
-    Attributes:
-        max_in_flight: Tasks submitted and not yet terminal, at most (``run`` and
-            ``run_many`` wait for a slot). ``None``: no cap.
-        tasks_per_minute: Tasks started in any 60 s window, at most. ``None``: no limit.
-        max_polls_per_s: Result GETs per second across all tasks, at most. ``None``: no
-            budget.
-        max_connections: Open HTTP connections to the API, at most (the pool size).
-    """
-
-    max_in_flight: int | None = 256
-    tasks_per_minute: int | None = None
-    max_polls_per_s: float | None = 500.0
-    max_connections: int = 100
-
-    def __post_init__(self) -> None:
-        for name in ("max_in_flight", "tasks_per_minute"):
-            value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value < 1):
-                raise ValidationError(
-                    name, f"{name}: {value!r} is not allowed; allowed: an integer >= 1 or None"
-                )
-        if self.max_polls_per_s is not None and not self.max_polls_per_s > 0:
-            raise ValidationError(
-                "max_polls_per_s",
-                f"max_polls_per_s: {self.max_polls_per_s!r} is not allowed; "
-                "allowed: a number > 0 or None",
-            )
-        if not isinstance(self.max_connections, int) or self.max_connections < 1:
-            raise ValidationError(
-                "max_connections",
-                f"max_connections: {self.max_connections!r} is not allowed; "
-                "allowed: an integer >= 1",
-            )
-
-    @classmethod
-    def for_tier(cls, tier: str, **overrides: object) -> FlowLimits:
-        """Limits that match a WaveSpeed account tier (``bronze``, ``silver``, ...).
-
-        The start rate and the in-flight cap follow the tier's published limits (see
-        ``wavespeed_async.TIERS``); ``overrides`` replace any field.
-        """
-        try:
-            t = TIERS[tier.lower()]
-        except KeyError:
-            raise ValidationError(
-                "tier", f"tier: {tier!r} is not known; allowed: one of {', '.join(TIERS)}"
-            ) from None
-        fields: dict[str, object] = {
-            "tasks_per_minute": t.tasks_per_minute,
-            "max_in_flight": t.max_running,
-        }
-        fields.update(overrides)
-        return cls(**fields)  # type: ignore[arg-type]
-
-    def split(self, n: int) -> FlowLimits:
-        """One of ``n`` equal shares of these limits, for ``n`` processes on one account.
-
-        The in-flight cap, the start rate, the poll budget and the pool size are divided
-        by ``n`` (rounded down, at least 1 each), so that ``n`` Clients with these
-        limits together stay within the original ones. With ``n`` above a cap, each share
-        keeps 1 and the sum exceeds the cap: share limits through Redis instead.
-
-        Raises:
-            ValidationError: ``n`` is not an integer >= 1.
-        """
-        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
-            raise ValidationError("n", f"n: {n!r} is not allowed; allowed: an integer >= 1")
-        return FlowLimits(
-            max_in_flight=None if self.max_in_flight is None else max(1, self.max_in_flight // n),
-            tasks_per_minute=(
-                None if self.tasks_per_minute is None else max(1, self.tasks_per_minute // n)
-            ),
-            max_polls_per_s=None if self.max_polls_per_s is None else self.max_polls_per_s / n,
-            max_connections=max(1, self.max_connections // n),
-        )
-
-
-class SlidingWindow:
-    """At most ``limit`` events in any ``window_s`` seconds (pure; times are passed in)."""
-
-    __slots__ = ("_events", "limit", "window_s")
-
-    def __init__(self, limit: int, window_s: float = 60.0) -> None:
-        self.limit = limit
-        self.window_s = window_s
-        self._events: collections.deque[float] = collections.deque()
-
-    def delay(self, now: float) -> float:
-        """Seconds to wait before an event at ``now`` would be allowed (0: allowed now)."""
-        events = self._events
-        # One expression decides both pruning and the wait, so rounding cannot make them
-        # disagree (an event that "must be waited for 0 s" but is still counted).
-        while events and events[0] + self.window_s <= now:
-            events.popleft()
-        if len(events) < self.limit:
-            return 0.0
-        return events[0] + self.window_s - now
-
-    def record(self, now: float) -> None:
-        """Count an event at ``now``; call only after :meth:`delay` returned 0."""
-        self._events.append(now)
-
-    def __repr__(self) -> str:
-        return f"SlidingWindow(limit={self.limit}, window_s={self.window_s})"
-
-
-class TokenBucket:
-    """A token bucket: ``rate`` tokens per second, bursts up to ``capacity`` (pure)."""
-
-    __slots__ = ("_last", "_tokens", "capacity", "rate")
-
-    def __init__(self, rate: float, capacity: float | None = None) -> None:
-        self.rate = rate
-        self.capacity = capacity if capacity is not None else max(1.0, rate / 10)
-        self._tokens = self.capacity
-        self._last: float | None = None
-
-    def take(self, now: float) -> float:
-        """Take a token at ``now``; return how long the caller must wait before using it.
-
-        Tokens may be borrowed ahead (the balance goes negative), so that waiters are
-        served in order and each waits exactly its share.
-        """
-        if self._last is not None:
-            self._tokens = min(self.capacity, self._tokens + (now - self._last) * self.rate)
-        self._last = now
-        self._tokens -= 1.0
-        if self._tokens >= 0:
-            return 0.0
-        return -self._tokens / self.rate
-
-    def __repr__(self) -> str:
-        return f"TokenBucket(rate={self.rate}, capacity={self.capacity})"
-
-
-class Cooldown:
-    """A shared "not before" time, pushed out when the server answers 429 (pure)."""
-
-    __slots__ = ("until",)
-
-    def __init__(self) -> None:
-        self.until = -math.inf
-
-    def extend(self, now: float, seconds: float) -> None:
-        """Hold every request back for ``seconds`` from ``now`` (never shortens)."""
-        self.until = max(self.until, now + seconds)
-
-    def delay(self, now: float) -> float:
-        """Seconds left in the cool-down at ``now``."""
-        return max(0.0, self.until - now)
+__all__ = ["FlowControl", "FlowLimits"]
 
 
 class FlowControl:
@@ -215,8 +54,8 @@ class FlowControl:
         self._clock = clock or anyio.current_time
         self.in_flight = anyio.CapacityLimiter(limits.max_in_flight or math.inf)
         self._starts = (
-            SlidingWindow(limits.tasks_per_minute, 60.0 + WINDOW_MARGIN_S)
-            if limits.tasks_per_minute
+            SlidingWindow(limits.max_tasks_per_minute, 60.0 + WINDOW_MARGIN_S)
+            if limits.max_tasks_per_minute
             else None
         )
         self._start_lock = anyio.Lock()
@@ -314,6 +153,7 @@ class FlowControl:
         shared = "" if self.share is None else f", share={self.share!r}"
         return (
             f"FlowControl(in_flight={self.in_flight.borrowed_tokens}/"
-            f"{self.limits.max_in_flight}, tasks_per_minute={self.limits.tasks_per_minute}, "
+            f"{self.limits.max_in_flight}, "
+            f"max_tasks_per_minute={self.limits.max_tasks_per_minute}, "
             f"max_polls_per_s={self.limits.max_polls_per_s}{shared})"
         )

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from wavespeed_async._core.models import Prediction
     from wavespeed_async._core.secret import Secret
-    from wavespeed_async._runtime.flow import FlowLimits
+    from wavespeed_async._core.settings import FlowLimits
 
 __all__ = ["Share", "default_namespace", "resolve_share"]
 

@@ -16,10 +16,10 @@ import msgspec
 from wavespeed_async._core.errors import TaskFailedError, WaveSpeedError
 from wavespeed_async._core.models import Prediction
 from wavespeed_async._core.requests import UnknownFieldWarning
+from wavespeed_async._core.settings import FlowLimits
 from wavespeed_async._core.specs import MODEL_SPECS
 from wavespeed_async._core.text import json_printable, printable
 from wavespeed_async._facade.client import Client
-from wavespeed_async._runtime.flow import FlowLimits
 from wavespeed_async.cli._common import (
     EXIT_FAILED,
     EXIT_OK,

@@ -22,10 +22,9 @@ from wavespeed_async._core.errors import (
 )
 from wavespeed_async._core.models import Prediction
 from wavespeed_async._core.secret import redacted_url
-from wavespeed_async._core.settings import PollConfig, Timeouts
+from wavespeed_async._core.settings import FlowLimits, PollConfig, Timeouts
 from wavespeed_async._facade.client import DEFAULT_BASE_URL, Client
 from wavespeed_async._runtime.fdlimit import open_file_limit
-from wavespeed_async._runtime.flow import FlowLimits
 
 __all__ = [
     "EXIT_FAILED",
@@ -307,7 +306,7 @@ async def open_client(
     that a job is recorded as "submitting" only just before its request goes out), unless
     ``limits`` are given: with a ``share``, they are the account-wide ones.
     """
-    limits = limits or FlowLimits(max_in_flight=None, tasks_per_minute=None)
+    limits = limits or FlowLimits(max_in_flight=None, max_tasks_per_minute=None)
     timeouts = Timeouts(task_s=timeout_s)
     async with AsyncExitStack() as stack:
         if target.emulator_scale is None:

@@ -14,8 +14,8 @@ from typing import Any
 import anyio
 
 from wavespeed_async._core.errors import WaveSpeedError
+from wavespeed_async._core.limiters import WINDOW_MARGIN_S, SlidingWindow
 from wavespeed_async._facade.client import Client
-from wavespeed_async._runtime.flow import WINDOW_MARGIN_S, SlidingWindow
 from wavespeed_async.cli._jobs import Job
 from wavespeed_async.cli._progress import Counters
 from wavespeed_async.cli._uploads import Uploads

@@ -15,9 +15,9 @@ from typing import Any
 import anyio
 from anyio.abc import TaskGroup
 
+from wavespeed_async._core.settings import FlowLimits
 from wavespeed_async._facade.bulk import BATCH_FATAL, BulkResult
 from wavespeed_async._facade.client import Client
-from wavespeed_async._runtime.flow import FlowLimits
 from wavespeed_async.cli._common import Target, err, open_client
 from wavespeed_async.cli._feed import Feed, Intake
 from wavespeed_async.cli._jobs import Job
@@ -101,7 +101,7 @@ class Batch:
         """With ``--share``, ``--concurrency`` and ``--rate`` hold for the whole account."""
         if self.args.share is None:
             return None
-        return FlowLimits(max_in_flight=self.concurrency, tasks_per_minute=self.args.rate)
+        return FlowLimits(max_in_flight=self.concurrency, max_tasks_per_minute=self.args.rate)
 
     def _started(self, base_url: str) -> None:
         if self.args.quiet:

@@ -29,9 +29,8 @@ from typing import TYPE_CHECKING
 import ray
 
 from wavespeed_async._core.errors import ValidationError
-from wavespeed_async._core.settings import PollConfig, RetryConfig, Timeouts
+from wavespeed_async._core.settings import FlowLimits, PollConfig, RetryConfig, Timeouts
 from wavespeed_async._facade.client import Client
-from wavespeed_async._runtime.flow import FlowLimits
 from wavespeed_async.jobs.ledger import is_redis_url
 from wavespeed_async.ray._generate import (
     OUTPUT_COLUMNS,

@@ -47,9 +47,8 @@ from wavespeed_async._core.errors import (
     WaveSpeedError,
 )
 from wavespeed_async._core.models import Prediction
-from wavespeed_async._core.settings import PollConfig, RetryConfig, Timeouts
+from wavespeed_async._core.settings import FlowLimits, PollConfig, RetryConfig, Timeouts
 from wavespeed_async._facade.client import Client
-from wavespeed_async._runtime.flow import FlowLimits
 from wavespeed_async.jobs.ledger import Entry, Ledger, new_owner, open_ledger, owner_gone
 
 if TYPE_CHECKING:

@@ -42,9 +42,11 @@ except ImportError as _exc:
     ) from _exc
 
 from wavespeed_async._core.errors import ConnectError, ValidationError
+from wavespeed_async._core.limiters import WINDOW_MARGIN_S
 from wavespeed_async._core.models import Prediction, bare_prediction_decoder
 from wavespeed_async._core.secret import masked, redacted_url
-from wavespeed_async._runtime.flow import WINDOW_MARGIN_S, FlowControl, FlowLimits
+from wavespeed_async._core.settings import FlowLimits
+from wavespeed_async._runtime.flow import FlowControl
 from wavespeed_async.redis import _lua as lua
 
 if TYPE_CHECKING:
@@ -522,7 +524,7 @@ class RedisShare:
         Returns:
             The start's member in the window (``None`` when it was not counted there).
         """
-        limit = self._limits.tasks_per_minute or 0
+        limit = self._limits.max_tasks_per_minute or 0
         # In arrival order, one at a time (like the local window): waiters that all woke
         # together would each ask the server for nothing.
         async with self._starts_lock:
