@@ -67,7 +67,8 @@ from wavespeed_async._core.webhooks import (
     decode_delivery,
     read_headers,
 )
-from wavespeed_async._facade.client import _UNSET, Client, _Unset
+from wavespeed_async._facade.client import Client
+from wavespeed_async._facade.tasks import UNSET, Unset
 
 __all__ = [
     "CLIENT_CLOSED_STATUS",
@@ -419,7 +420,7 @@ class WaveSpeed:
         model: str | TypedRequest,
         input: Mapping[str, Any] | None = None,
         *,
-        timeout: float | _Unset | None = _UNSET,
+        timeout: float | Unset | None = UNSET,
         sync: bool = False,
     ) -> Prediction:
         """``client.run(...)`` with this app's webhook, stopped if the HTTP client leaves.

@@ -45,7 +45,7 @@ from wavespeed_async._core.errors import (
 from wavespeed_async._core.models import Prediction
 
 if TYPE_CHECKING:
-    from wavespeed_async._facade.client import Client
+    from wavespeed_async._core.settings import FlowLimits
 
 __all__ = ["DEFAULT_SUBMIT_GRACE_S", "BulkResult", "BulkRun", "Progress", "submit_in_flight"]
 
@@ -613,7 +613,7 @@ async def _acquire(sem: anyio.Semaphore) -> None:
         await sem.acquire()
 
 
-def default_concurrency(client: Client) -> int:
+def default_concurrency(limits: FlowLimits) -> int:
     """The batch concurrency when none is given: the Client's in-flight cap, else 64."""
-    cap = client.limits.max_in_flight
+    cap = limits.max_in_flight
     return cap if cap is not None else 64

@@ -11,7 +11,7 @@ from wavespeed_async._core.models import Prediction
 from wavespeed_async._core.requests import TypedRequest
 
 if TYPE_CHECKING:
-    from wavespeed_async._facade.client import Client, _Unset
+    from wavespeed_async._facade.tasks import Tasks, Unset
 
 __all__ = ["Job", "run_job", "wait_job"]
 
@@ -47,7 +47,7 @@ def job_request(
 
 
 def run_job(
-    client: Client, model: str | None, *, timeout: float | _Unset | None, webhook: str | None
+    client: Tasks, model: str | None, *, timeout: float | Unset | None, webhook: str | None
 ) -> Job:
     """The job of ``run_many``: submit the item, then wait for its task."""
 
@@ -60,7 +60,7 @@ def run_job(
     return job
 
 
-def wait_job(client: Client, *, timeout: float | _Unset | None) -> Job:
+def wait_job(client: Tasks, *, timeout: float | Unset | None) -> Job:
     """The job of ``wait_many``: wait for the task id, holding an in-flight slot."""
 
     async def job(index: int, task_id: Any, created: Callable[[str], None]) -> Prediction:

@@ -1,9 +1,10 @@
 """The seam between a Client's flow control and limits shared with other processes.
 
-Without a share, :class:`~wavespeed_async._runtime.flow.FlowControl` keeps every limit inside one
-process. With one, the account-wide parts go through a :class:`Share`, the small interface
-below; :class:`wavespeed_async.redis.RedisShare` is the implementation that ships. A Share
-holds:
+Without a share, :class:`~wavespeed_async._runtime.flow.FlowControl` keeps every limit
+inside one process. With one, the account-wide parts go through a :class:`Share`, the small
+interface below; :class:`wavespeed_async.redis.RedisShare` is the implementation that
+ships, found by URL scheme through :mod:`wavespeed_async._core.registry` so that the core
+never imports it. A Share holds:
 
 * in-flight slots as leases (:meth:`Share.acquire_slot` / :meth:`Share.release_slot`);
 * the start window (:meth:`Share.acquire_start`), which also honours the shared cool-down;
@@ -22,6 +23,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
+
+from wavespeed_async._core import registry
+from wavespeed_async._core.secret import masked
 
 if TYPE_CHECKING:
     from wavespeed_async._core.models import Prediction
@@ -91,9 +95,9 @@ def default_namespace(api_key: Secret, base_url: str) -> str:
 
 
 def resolve_share(share: str | Share | None) -> Share | None:
-    """``Client(share=...)``: a ``redis://`` URL builds a RedisShare (imported only then)."""
+    """``Client(share=...)``: a URL is built by the backend its scheme names (see
+    :mod:`wavespeed_async._core.registry`; ``redis://`` needs the ``redis`` extra)."""
     if share is None or not isinstance(share, str):
         return share
-    from wavespeed_async.redis import RedisShare  # an optional extra: imported only when used
-
-    return RedisShare(share)
+    backend: Share = registry.resolve("share", masked(share))
+    return backend

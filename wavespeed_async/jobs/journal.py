@@ -42,13 +42,18 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
-__all__ = ["STATES", "JobRecord", "Journal", "JournalError", "JournalWriteError", "open_database"]
+from wavespeed_async._core.errors import LedgerError
+from wavespeed_async.jobs import lifecycle
+from wavespeed_async.jobs.lifecycle import JobState
+from wavespeed_async.jobs.sqlite import open_database
 
-#: Job states, in the order a job goes through them.
-STATES: Final = ("pending", "submitting", "created", "completed", "failed", "unknown", "invalid")
+__all__ = ["STATES", "JobRecord", "Journal", "JournalError", "JournalWriteError"]
+
+#: The journal's job states (see :mod:`wavespeed_async.jobs.lifecycle`), in order.
+STATES: Final = tuple(s.value for s in JobState if s is not JobState.CLAIMED)
 
 #: States in which a job is finished: a resumed batch skips it.
-FINISHED: Final = frozenset({"completed", "failed"})
+FINISHED: Final = frozenset(s.value for s in lifecycle.FINISHED)
 
 SCHEMA_VERSION: Final = 1
 
@@ -82,7 +87,7 @@ _COLUMNS: Final = (
 )
 
 
-class JournalError(Exception):
+class JournalError(LedgerError):
     """The journal cannot be opened or used (not a journal, a newer schema, a bad state)."""
 
 
@@ -139,63 +144,6 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
     )
 
 
-def _os_cause(path: Path, exc: sqlite3.Error) -> str:
-    """SQLite's message, or the operating system's when it says more (e.g. EMFILE)."""
-    try:
-        with path.open("ab"):
-            pass
-    except OSError as os_exc:
-        return str(os_exc)
-    return str(exc)
-
-
-def _set_up(conn: sqlite3.Connection, schema: str, version: int) -> str | None:
-    """Configure a new connection and create the tables; return a problem, if any."""
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
-    if mode is None or str(mode[0]).lower() != "wal":
-        return "cannot switch the journal to WAL mode"
-    # FULL: a commit is fsync'ed, so a recorded task id survives even an OS crash.
-    conn.execute("PRAGMA synchronous = FULL")
-    conn.executescript(schema)
-    row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-    if row is None:
-        conn.execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(version),))
-    elif int(row[0]) > version:
-        return f"written by a newer wavespeed-async (schema {row[0]}); upgrade it"
-    return None
-
-
-def open_database(path: str | Path, schema: str, version: int) -> sqlite3.Connection:
-    """Open (or create) a SQLite file in autocommit, WAL mode with full durability.
-
-    ``schema`` must create a ``meta(key, value)`` table; the schema version is kept there.
-    Every statement is its own transaction, committed (and fsync'ed) when it returns.
-
-    Raises:
-        JournalError: the file is not usable, or was written by a newer version.
-    """
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    # Autocommit: every statement is its own transaction, committed when it returns.
-    conn = sqlite3.connect(p, isolation_level=None, timeout=10.0)
-    try:
-        conn.execute("PRAGMA busy_timeout = 10000")
-        problem = _set_up(conn, schema, version)
-    except sqlite3.OperationalError as exc:
-        conn.close()
-        raise JournalError(f"{p}: cannot open the journal: {_os_cause(p, exc)}") from None
-    except sqlite3.DatabaseError as exc:
-        conn.close()
-        raise JournalError(f"{p}: not a usable journal: {exc}") from None
-    except BaseException:
-        conn.close()
-        raise
-    if problem is not None:
-        conn.close()
-        raise JournalError(f"{p}: {problem}")
-    return conn
-
-
 class Journal:
     """The jobs of one batch, in a SQLite file. Open with :meth:`open`; close when done.
 
@@ -218,7 +166,11 @@ class Journal:
         Raises:
             JournalError: the file is not a journal, or was written by a newer version.
         """
-        return cls(open_database(path, _SCHEMA, SCHEMA_VERSION), path=Path(path))
+        try:
+            conn = open_database(path, _SCHEMA, SCHEMA_VERSION, what="journal")
+        except LedgerError as exc:
+            raise JournalError(str(exc), location=exc.location) from None
+        return cls(conn, path=Path(path))
 
     def close(self) -> None:
         """Close the file. Everything was committed already."""
@@ -406,4 +358,6 @@ class Journal:
             yield
         except (sqlite3.Error, OSError) as exc:
             where = f" {self.path}" if self.path is not None else ""
-            raise JournalWriteError(f"cannot write the journal{where}: {exc}") from exc
+            raise JournalWriteError(
+                f"cannot write the journal{where}: {exc}", location=str(self.path or "")
+            ) from exc

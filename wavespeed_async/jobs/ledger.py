@@ -48,8 +48,11 @@ from typing import Any, Final, Protocol
 
 import msgspec
 
+from wavespeed_async._core import registry
 from wavespeed_async._core.errors import LedgerError
-from wavespeed_async.jobs.journal import JournalError, open_database
+from wavespeed_async._core.secret import masked
+from wavespeed_async.jobs.lifecycle import JobState
+from wavespeed_async.jobs.sqlite import open_database
 
 __all__ = [
     "DEFAULT_NAMESPACE",
@@ -61,8 +64,9 @@ __all__ = [
     "owner_gone",
 ]
 
-#: Key states. ``completed`` and ``failed`` are final; ``created`` is polled again.
-STATES: Final = ("claimed", "submitting", "created", "completed", "failed", "unknown")
+#: The ledger's key states (see :mod:`wavespeed_async.jobs.lifecycle`). ``completed`` and
+#: ``failed`` are final; ``created`` is polled again.
+STATES: Final = tuple(s.value for s in JobState if s not in (JobState.PENDING, JobState.INVALID))
 
 #: The Redis hash used when no namespace is given.
 DEFAULT_NAMESPACE: Final = "wavespeed-async:ledger"
@@ -219,7 +223,7 @@ class SqliteLedger:
     @classmethod
     def open(cls, folder: str | os.PathLike[str]) -> SqliteLedger:
         location = os.fspath(folder)
-        with failing(location, "open it", (JournalError, OSError, sqlite3.Error)):
+        with failing(location, "open it", (LedgerError, OSError, sqlite3.Error)):
             conn = open_database(Path(folder) / "ledger.sqlite3", _SCHEMA, 1)
             # NORMAL in WAL mode: a committed write survives the death of any process (what
             # a worker's death is); only an operating-system crash may lose the last writes.
@@ -322,18 +326,22 @@ class SqliteLedger:
             raise
 
 
-def is_redis_url(location: str) -> bool:
-    return location.startswith(("redis://", "rediss://", "unix://"))
+def is_url(location: str) -> bool:
+    """Whether ``location`` is a URL (a ledger server) rather than a folder."""
+    return "://" in location
 
 
 def open_ledger(location: str | os.PathLike[str], namespace: str | None = None) -> Ledger:
-    """A Redis URL opens a :class:`RedisLedger`; anything else is a folder.
+    """A URL opens the ledger its scheme's backend serves (``redis://``: a
+    ``RedisLedger``, with the ``redis`` extra); anything else is a folder.
 
     Raises:
         LedgerError: the folder's ledger cannot be opened.
+        ValidationError: no installed backend serves the URL's scheme.
     """
-    if isinstance(location, str) and is_redis_url(location):
-        from wavespeed_async.redis.ledger import RedisLedger
-
-        return RedisLedger(location, namespace or DEFAULT_NAMESPACE)
+    if isinstance(location, str) and is_url(location):
+        ledger: Ledger = registry.resolve(
+            "ledger", masked(location), namespace=namespace or DEFAULT_NAMESPACE
+        )
+        return ledger
     return SqliteLedger.open(location)

@@ -31,7 +31,7 @@ import ray
 from wavespeed_async._core.errors import ValidationError
 from wavespeed_async._core.settings import FlowLimits, PollConfig, RetryConfig, Timeouts
 from wavespeed_async._facade.client import Client
-from wavespeed_async.jobs.ledger import is_redis_url
+from wavespeed_async.jobs.ledger import is_url
 from wavespeed_async.ray._generate import (
     OUTPUT_COLUMNS,
     GenerateOptions,
@@ -164,7 +164,7 @@ def generate(
     location: str | None = None
     if ledger is not None:
         location = os.fspath(ledger)
-        if not is_redis_url(location):
+        if not is_url(location):
             location = str(Path(location).resolve())
     options = GenerateOptions(
         model=model,

@@ -1,0 +1,71 @@
+"""SQLite files of the job stores: opened the same way, WAL and full durability."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from wavespeed_async._core.errors import LedgerError
+
+__all__ = ["open_database"]
+
+
+def _os_cause(path: Path, exc: sqlite3.Error) -> str:
+    """SQLite's message, or the operating system's when it says more (e.g. EMFILE)."""
+    try:
+        with path.open("ab"):
+            pass
+    except OSError as os_exc:
+        return str(os_exc)
+    return str(exc)
+
+
+def _set_up(conn: sqlite3.Connection, schema: str, version: int) -> str | None:
+    """Configure a new connection and create the tables; return a problem, if any."""
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    if mode is None or str(mode[0]).lower() != "wal":
+        return "cannot switch the file to WAL mode"
+    # FULL: a commit is fsync'ed, so a recorded task id survives even an OS crash.
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.executescript(schema)
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+    if row is None:
+        conn.execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(version),))
+    elif int(row[0]) > version:
+        return f"written by a newer wavespeed-async (schema {row[0]}); upgrade it"
+    return None
+
+
+def open_database(
+    path: str | Path, schema: str, version: int, *, what: str = "ledger"
+) -> sqlite3.Connection:
+    """Open (or create) a SQLite file in autocommit, WAL mode with full durability.
+
+    ``schema`` must create a ``meta(key, value)`` table; the schema version is kept there.
+    Every statement is its own transaction, committed (and fsync'ed) when it returns.
+
+    Raises:
+        LedgerError: the file is not usable, or was written by a newer version.
+    """
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    # Autocommit: every statement is its own transaction, committed when it returns.
+    conn = sqlite3.connect(p, isolation_level=None, timeout=10.0)
+    try:
+        conn.execute("PRAGMA busy_timeout = 10000")
+        problem = _set_up(conn, schema, version)
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        raise LedgerError(
+            f"{p}: cannot open the {what}: {_os_cause(p, exc)}", location=str(p)
+        ) from None
+    except sqlite3.DatabaseError as exc:
+        conn.close()
+        raise LedgerError(f"{p}: not a usable {what}: {exc}", location=str(p)) from None
+    except BaseException:
+        conn.close()
+        raise
+    if problem is not None:
+        conn.close()
+        raise LedgerError(f"{p}: {problem}", location=str(p))
+    return conn
