@@ -1,8 +1,16 @@
-"""Shared fixtures: an in-process emulator on 127.0.0.1 and a Client pointed at it."""
+"""Shared fixtures: an in-process emulator on 127.0.0.1 and a Client pointed at it.
+
+Two lanes: the default one (``python -m pytest``) runs unit and in-process tests and starts
+no process; end-to-end tests (subprocess CLIs, real Redis, Ray, the browser, doc blocks)
+carry ``@pytest.mark.e2e`` and run with ``python -m pytest -m e2e``. A test of the default
+lane that starts a process fails, saying so.
+"""
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import AsyncIterator, Generator, Iterator
+from typing import Any
 
 import pytest
 from hypothesis import settings
@@ -31,6 +39,28 @@ def pytest_runtest_makereport(
     if report.failed and report.when == "setup":
         report.sections.append(("machine state", machine_state()))
     return report
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Without ``-m``, the default lane: everything not marked e2e."""
+    if not config.option.markexpr:
+        config.option.markexpr = "not e2e"
+
+
+@pytest.fixture(autouse=True)
+def _default_lane_starts_no_process(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if request.node.get_closest_marker("e2e") is not None:
+        return
+
+    def refuse(self: Any, args: Any, *rest: Any, **kwargs: Any) -> None:
+        raise RuntimeError(
+            f"this test starts a process ({args!r:.80}): end-to-end tests carry "
+            "@pytest.mark.e2e and run in their own lane (python -m pytest -m e2e)"
+        )
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ runs with no persistence in a temporary folder and is stopped by its own process
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import shutil
@@ -23,12 +24,14 @@ from pathlib import Path
 from aiohttp import web
 
 __all__ = [
+    "Proxy",
     "RedisServer",
     "find_redis_server",
     "free_port",
     "machine_state",
     "redis_server",
     "serve_aiohttp",
+    "serve_proxy",
 ]
 
 
@@ -191,3 +194,56 @@ async def serve_aiohttp(app: web.Application) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{runner.addresses[0][1]}"
     finally:
         await runner.cleanup()
+
+
+@dataclass
+class Proxy:
+    """A forward HTTP proxy on loopback: what it forwarded, and its URL."""
+
+    url: str = ""
+    #: ``(method, absolute URL)`` of every request it forwarded, in order.
+    forwarded: list[tuple[str, str]] = field(default_factory=list)
+    #: Requests refused for a missing or wrong ``Proxy-Authorization``.
+    refused: int = 0
+
+
+@contextlib.asynccontextmanager
+async def serve_proxy(auth: tuple[str, str] | None = None) -> AsyncIterator[Proxy]:
+    """A real forward proxy for plain-HTTP targets (absolute-form requests), on a random
+    loopback port; with ``auth``, it answers 407 unless given that user and password."""
+    import aiohttp
+
+    proxy = Proxy()
+    expected = None
+    if auth is not None:
+        expected = "Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+    session = aiohttp.ClientSession(auto_decompress=False)
+
+    async def forward(request: web.Request) -> web.StreamResponse:
+        if expected is not None and request.headers.get("Proxy-Authorization") != expected:
+            proxy.refused += 1
+            return web.Response(status=407, headers={"Proxy-Authenticate": 'Basic realm="p"'})
+        target = str(request.url)
+        proxy.forwarded.append((request.method, target))
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() not in ("host", "proxy-authorization", "proxy-connection", "connection")
+        }
+        body = await request.read()
+        async with session.request(
+            request.method, target, headers=headers, data=body or None, allow_redirects=False
+        ) as upstream:
+            data = await upstream.read()
+            skip = ("transfer-encoding", "connection", "content-length")
+            out = {k: v for k, v in upstream.headers.items() if k.lower() not in skip}
+            return web.Response(status=upstream.status, body=data, headers=out)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    try:
+        async with serve_aiohttp(app) as url:
+            proxy.url = url
+            yield proxy
+    finally:
+        await session.close()

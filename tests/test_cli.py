@@ -30,6 +30,8 @@ import pytest
 from wavespeed_async.cli._jobs import parse_jobs
 from wavespeed_async.jobs.journal import Journal
 
+pytestmark = pytest.mark.e2e
+
 REPO: Final = Path(__file__).resolve().parents[1]
 PRO: Final = "wavespeed-ai/flux-kontext-pro/text-to-image"
 DEV: Final = "wavespeed-ai/flux-kontext-dev"

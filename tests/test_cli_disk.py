@@ -20,7 +20,7 @@ from wavespeed_async._runtime.fdlimit import connections_allowed
 from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
 from wavespeed_async.jobs.journal import Journal, JournalError, JournalWriteError
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
 #: Runs the rest of argv with the soft limit of one resource lowered.
 LIMITED: Final = (

@@ -31,6 +31,8 @@ from tests.test_cli import (
     write_jobs,
 )
 
+pytestmark = pytest.mark.e2e
+
 GOOD: Final = CANARY
 BAD: Final = "wsk-refused-0000"
 

@@ -53,6 +53,7 @@ def layout(tmp_path: Path) -> Path:
     )
 
 
+@pytest.mark.e2e
 async def test_paths_outside_the_folder_and_non_images_are_per_line_errors(
     tmp_path: Path,
 ) -> None:
@@ -69,6 +70,7 @@ async def test_paths_outside_the_folder_and_non_images_are_per_line_errors(
     assert uploads == 1  # only in.png left the machine
 
 
+@pytest.mark.e2e
 async def test_allow_any_path_lifts_the_folder_rule_but_not_the_image_check(
     tmp_path: Path,
 ) -> None:

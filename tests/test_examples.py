@@ -24,6 +24,8 @@ from tests.test_fastapi import serve_app
 from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
 from wavespeed_async.fastapi import WaveSpeed
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
 

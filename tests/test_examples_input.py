@@ -17,6 +17,7 @@ from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
 from wavespeed_async.fastapi import WaveSpeed
 
 
+@pytest.mark.e2e
 def test_bulk_example_reports_a_bad_aspect_ratio_in_one_line(tmp_path: Path) -> None:
     proc = run_example("bulk_text_to_image.py", "--aspect-ratio", "5:4", cwd=tmp_path)
     assert proc.returncode == 2
@@ -25,6 +26,7 @@ def test_bulk_example_reports_a_bad_aspect_ratio_in_one_line(tmp_path: Path) -> 
     assert "emulator:" not in proc.stderr  # refused before anything started
 
 
+@pytest.mark.e2e
 def test_bulk_example_reports_a_missing_prompt_file(tmp_path: Path) -> None:
     proc = run_example("bulk_text_to_image.py", "absent.txt", cwd=tmp_path)
     assert proc.returncode == 2
@@ -32,6 +34,7 @@ def test_bulk_example_reports_a_missing_prompt_file(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.e2e
 def test_edit_example_checks_the_edit_before_uploading(tmp_path: Path) -> None:
     proc = run_example("edit_image.py", "--size", "1024x768", cwd=tmp_path)
     assert proc.returncode == 2
@@ -43,6 +46,7 @@ def test_edit_example_checks_the_edit_before_uploading(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "missing.png: no such file" in proc.stderr
 
 
+@pytest.mark.e2e
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_examples_default_output_folders_are_git_ignored() -> None:
     paths = ["images/0001_0.png", "edited/x_0.png", "out/results.jsonl"]

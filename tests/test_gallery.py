@@ -268,6 +268,7 @@ def test_the_command_shown_never_holds_the_key(monkeypatch: pytest.MonkeyPatch) 
 # -- the command line ----------------------------------------------------------------------
 
 
+@pytest.mark.e2e
 def test_batch_writes_the_gallery_and_rebuilds_it_on_resume(tmp_path: Path) -> None:
     jobs = write_jobs(
         tmp_path / "jobs.jsonl",
@@ -302,6 +303,7 @@ def test_batch_writes_the_gallery_and_rebuilds_it_on_resume(tmp_path: Path) -> N
     assert again.cards == page.cards and again.all("img") == page.all("img")
 
 
+@pytest.mark.e2e
 def test_no_gallery_writes_no_page(tmp_path: Path) -> None:
     jobs = write_jobs(tmp_path / "jobs.jsonl", [{"prompt": "a red kite"}])
     out = tmp_path / "out"
@@ -314,6 +316,7 @@ def test_no_gallery_writes_no_page(tmp_path: Path) -> None:
     assert len(list(out.glob("*.png"))) == 1
 
 
+@pytest.mark.e2e
 def test_a_page_that_cannot_be_written_never_stops_the_batch(tmp_path: Path) -> None:
     jobs = write_jobs(tmp_path / "jobs.jsonl", [{"prompt": "a red kite"}, {"prompt": "a fox"}])
     out = tmp_path / "out"
@@ -328,6 +331,7 @@ def test_a_page_that_cannot_be_written_never_stops_the_batch(tmp_path: Path) -> 
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
+@pytest.mark.e2e
 def test_the_gallery_shows_results_while_the_batch_runs(tmp_path: Path) -> None:
     """A quick job's image is on the page while a slow job still runs."""
     jobs = write_jobs(

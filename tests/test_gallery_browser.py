@@ -16,6 +16,8 @@ import pytest
 
 from tests.test_cli import PRO, cli, manifest, write_jobs
 
+pytestmark = pytest.mark.e2e
+
 HOSTILE = "<img src=x onerror=alert(1)>"
 HOSTILE_FLAG = '<img src=y onerror="window.__pwned=1"><script>window.__pwned=2</script>'
 

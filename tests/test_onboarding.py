@@ -44,6 +44,7 @@ def test_public_names_a_user_needs_are_exported() -> None:
     assert issubclass(wavespeed_async.UnknownFieldWarning, UserWarning)
 
 
+@pytest.mark.e2e
 def test_fastapi_module_without_fastapi_names_the_pip_command() -> None:
     code = (
         "import sys; sys.modules['fastapi'] = None\n"
@@ -58,6 +59,7 @@ def test_fastapi_module_without_fastapi_names_the_pip_command() -> None:
     assert "pip install 'wavespeed-async[fastapi]'" in out
 
 
+@pytest.mark.e2e
 def test_a_redis_share_without_redis_py_names_the_pip_command() -> None:
     code = (
         "import sys; sys.modules['redis'] = None\n"

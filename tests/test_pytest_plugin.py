@@ -11,6 +11,8 @@ import pytest
 
 import wavespeed_async
 
+pytestmark = pytest.mark.e2e
+
 ROOT = Path(wavespeed_async.__file__).resolve().parent.parent
 pytest_plugins = ("pytester",)
 

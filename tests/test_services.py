@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import redis as redis_py
 
 from tests.services import RedisServer
+
+pytestmark = pytest.mark.e2e
 
 
 def test_redis_server_answers_and_restarts_on_the_same_port(redis: RedisServer) -> None:

@@ -10,7 +10,11 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 import wavespeed_async
+
+pytestmark = pytest.mark.e2e
 
 ROOT = Path(wavespeed_async.__file__).resolve().parent.parent
 

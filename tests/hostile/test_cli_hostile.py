@@ -14,6 +14,8 @@ import pytest
 from tests.hostile.server import HostileServer
 from tests.test_cli import CANARY, cli, journal_rows, manifest, write_jobs
 
+pytestmark = pytest.mark.e2e
+
 MODEL = "wavespeed-ai/flux-kontext-dev"
 
 

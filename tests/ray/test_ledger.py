@@ -28,6 +28,8 @@ from wavespeed_async.jobs.ledger import (
 from wavespeed_async.ray._generate import GenerateOptions, GenerateWorker, model_input, row_key
 from wavespeed_async.redis.ledger import RedisLedger
 
+pytestmark = pytest.mark.e2e
+
 pa = pytest.importorskip("pyarrow", reason="the ray extra is not installed")
 
 MODEL = "wavespeed-ai/flux-kontext-pro/text-to-image"

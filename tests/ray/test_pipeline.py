@@ -28,6 +28,7 @@ from wavespeed_async.ray._generate import row_key
 ray = pytest.importorskip("ray")
 
 pytestmark = [
+    pytest.mark.e2e,
     # Ray's own deprecation notices (of its settings, not of anything used here).
     pytest.mark.filterwarnings(r"ignore::DeprecationWarning:ray\."),
     # Ray Data's per-dataset log files, which it may leave to the garbage collector when

@@ -15,7 +15,7 @@ from tests.services import RedisServer, free_port
 from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
 from wavespeed_async.emulator._config import LatencyDist
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
 ROOT = Path(__file__).resolve().parents[2]
 CONCURRENCY = 2

@@ -22,7 +22,7 @@ from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile, L
 from wavespeed_async.emulator._config import LatencyDist
 from wavespeed_async.redis import RedisShare
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "wavespeed-ai/flux-kontext-dev"

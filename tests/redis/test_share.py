@@ -22,9 +22,10 @@ from wavespeed_async import (
     ValidationError,
 )
 from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
-from wavespeed_async.redis import RedisShare, _RecentStarts
+from wavespeed_async.redis import RedisShare
+from wavespeed_async.redis.share import _RecentStarts
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
 MODEL = "wavespeed-ai/flux-kontext-dev"
 

@@ -19,7 +19,7 @@ from wavespeed_async import Prediction, sign_webhook
 from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
 from wavespeed_async.emulator._config import LatencyDist
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.e2e]
 
 ROOT = Path(__file__).resolve().parents[2]
 #: A bound that no fallback poll (every 60 s in the app) could meet; the figure is printed.

@@ -180,6 +180,7 @@ class Client(Tasks, Endpoints):
         self._downloader: Downloader | None = None
         self._closed = False
         self._polls_closed = 0  # polls answered, by the Api, once closed
+        self._deliveries_closed = 0
         self.tasks_created = 0
 
     # -- settings: fixed when the Client is built ---------------------------------------
@@ -250,6 +251,7 @@ class Client(Tasks, Endpoints):
         self._closed = True
         waits, self._waits = self._waits, None
         if waits is not None:
+            self._deliveries_closed += waits.deliveries
             # Pending waits end with ClientClosedError; polls in flight are cancelled.
             cancelled = waits.close()
             if cancelled:
@@ -278,7 +280,7 @@ class Client(Tasks, Endpoints):
     @property
     def deliveries(self) -> int:
         """Webhook deliveries that ended, or will end, a wait of this Client."""
-        return self._waits.deliveries if self._waits else 0
+        return self._deliveries_closed + (self._waits.deliveries if self._waits else 0)
 
     @property
     def closed(self) -> bool:
@@ -287,12 +289,12 @@ class Client(Tasks, Endpoints):
 
     def _open(self) -> Api:
         """The API caller for the running loop, opening the Client on first use."""
+        loop = _require_asyncio()
         api = self._api
-        if api is not None and self._loop is asyncio.get_running_loop():
+        if api is not None and self._loop is loop:
             return api
         if self._closed:
             raise ClientClosedError("this Client is closed; create a new one")
-        loop = _require_asyncio()
         if self._loop is not None and self._loop is not loop:
             raise ClientClosedError(
                 "this Client belongs to another event loop; create one Client per event loop "

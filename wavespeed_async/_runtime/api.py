@@ -127,7 +127,8 @@ def _error_message(body: bytes, status: int) -> tuple[str, int | None]:
     message = err.message
     if not message and err.error is not None:
         message = err.error if isinstance(err.error, str) else str(err.error)
-    return (printable(message, limit=300) if message else f"HTTP {status}"), code
+    shown = printable(message, limit=300) if message else ""
+    return (shown or f"HTTP {status}"), code
 
 
 def _retry_after(resp: HTTPResponse) -> float | None:

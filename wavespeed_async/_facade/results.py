@@ -1,0 +1,100 @@
+"""What a bulk run reports: one result per job, and live counters of the batch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import anyio
+
+from wavespeed_async._core.errors import WaveSpeedError
+from wavespeed_async._core.models import Prediction
+
+__all__ = ["BulkResult", "Progress"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class BulkResult(Generic[T]):
+    """The outcome of one job of a batch.
+
+    Attributes:
+        index: The job's position in the inputs (0-based).
+        input: The input as given (``None`` for :meth:`Client.wait_many`).
+        id: The task id, or ``None`` when no task was created (bad input, a refused
+            submit, or a submit whose outcome is unknown: see ``error``).
+        prediction: The final Prediction (``None`` if the task did not complete; for a
+            failed task, the failed Prediction).
+        error: Why the job did not complete, or ``None``.
+    """
+
+    index: int
+    input: T | None
+    id: str | None
+    prediction: Prediction | None
+    error: WaveSpeedError | None
+
+    @property
+    def ok(self) -> bool:
+        """Whether the task completed."""
+        return self.error is None and self.prediction is not None
+
+    @property
+    def outputs(self) -> list[Any]:
+        """The completed task's outputs (empty otherwise)."""
+        return self.prediction.outputs if self.prediction is not None and self.ok else []
+
+
+@dataclass(slots=True)
+class Progress:
+    """Live counters of a batch, safe to read at any time (from a progress bar, a page).
+
+    ``queued``: inputs taken, not yet submitted; ``submitting``: submits under way;
+    ``running``: tasks created, not yet ended; ``completed`` / ``failed``: ended;
+    ``skipped``: declined by ``on_submitting`` (nothing sent); ``total``: the number of
+    inputs when known in advance.
+    """
+
+    total: int | None = None
+    queued: int = 0
+    submitting: int = 0
+    running: int = 0
+    completed: int = 0
+    failed: int = 0
+    skipped: int = 0
+    started_at: float = field(default_factory=anyio.current_time)
+
+    @property
+    def done(self) -> int:
+        """Jobs ended, whichever way."""
+        return self.completed + self.failed + self.skipped
+
+    @property
+    def elapsed_s(self) -> float:
+        return anyio.current_time() - self.started_at
+
+    @property
+    def rate_per_s(self) -> float:
+        """Jobs ended per second since the start."""
+        elapsed = self.elapsed_s
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    @property
+    def eta_s(self) -> float | None:
+        """Seconds left at the current rate, when the total is known."""
+        if self.total is None or self.rate_per_s == 0:
+            return None
+        return max(0.0, (self.total - self.done) / self.rate_per_s)
+
+    def __str__(self) -> str:
+        """``12/40 done (11 ok, 1 failed); 8 running, 20 queued; 3.1/s, ETA 9 s``."""
+        total = f"/{self.total}" if self.total is not None else ""
+        eta = self.eta_s
+        eta_text = f", ETA {eta:.0f} s" if eta is not None and self.done != self.total else ""
+        skipped = f", {self.skipped} skipped" if self.skipped else ""
+        return (
+            f"{self.done}{total} done ({self.completed} ok, {self.failed} failed{skipped}); "
+            f"{self.running} running, {self.submitting + self.queued} queued; "
+            f"{self.rate_per_s:.1f}/s{eta_text}"
+        )
