@@ -281,7 +281,7 @@ def _cpu_targets(
                     "floor does nothing but send and parse; the rest is Python work per job "
                     "and per poll that the floor does not do (validation, the adaptive "
                     "schedule, retries and typed errors, the results' bookkeeping), and this "
-                    'machine\'s noise (see "Where the CPU goes" in docs/benchmarks.md).'
+                    'machine\'s noise (see "Where the CPU goes" in benchmarks/NOTES.md).'
                 ),
             )
         )

@@ -7,7 +7,7 @@ from pathlib import Path
 from benchmarks._bytecodes import Counted, count, package_of, render
 from benchmarks._emulator import EmulatorProcess
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the project root
 
 
 def test_files_are_attributed_to_their_package() -> None:

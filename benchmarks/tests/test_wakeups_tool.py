@@ -51,7 +51,8 @@ def test_a_real_run_reports_cpu_and_sleeps_per_request_of_each_client() -> None:
         assert f.emulator.requests_per_job >= 2  # a submit and at least one poll
         # Each client waited on answers from another process: it blocked, and it says so.
         sleeps = f.worker.measured.sleeps
-        assert sleeps is not None and sleeps >= 1
+        assert sleeps is not None
+        assert sleeps >= 1
         assert f.sleeps_per_request == pytest.approx(sleeps / (f.emulator.requests_per_job * 4))
     text = render([(0.01, 190e-6)], rows)
     assert "| 10 ms | 190 |" in text

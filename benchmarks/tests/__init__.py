@@ -1,0 +1,1 @@
+"""Tests of the benchmark tools (run with ``python -m pytest benchmarks/tests``)."""
