@@ -185,6 +185,7 @@ async def test_in_process_urls_use_the_invalid_base_or_the_host_given() -> None:
         assert body["data"]["urls"]["get"].startswith("http://other.test/")
         head = await emu.handle("HEAD", "/api/v3/balance", KEY)
         assert (head.status, head.body) == (200, b"")
+        assert head.headers["content-type"] == "application/json"  # any case
         assert "EmulatedResponse(status=200" in repr(head)
     assert "emulator.invalid" in repr(emu)
 

@@ -26,6 +26,7 @@ from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from aiohttp import web
+from multidict import CIMultiDict, CIMultiDictProxy
 
 from wavespeed_async.emulator._account import Account
 from wavespeed_async.emulator._billing import BillingRecord, Ledger, Pricing, to_money
@@ -293,8 +294,8 @@ class Emulator:
 
         The outcomes a socket would show:
 
-        - an :class:`EmulatedResponse` (status, headers, body bytes), including the 5xx
-          and truncated bodies that faults inject;
+        - an :class:`EmulatedResponse` (status, case-insensitive headers, body bytes),
+          including the 5xx and truncated bodies that faults inject;
         - :class:`ResetBeforeRequest`: the connection was reset before the request was
           read; it never reached the server;
         - :class:`ResetAfterRequest`: reset after the request was processed; the answer
@@ -330,9 +331,10 @@ class Emulator:
         self._handlers.add(served)
         served.add_done_callback(self._handled)
         answer = await asyncio.shield(served)
-        if request.method == "HEAD" and answer.body:
-            return EmulatedResponse(answer.status, answer.headers, b"")
-        return answer
+        # Header names are case-insensitive, as an HTTP client's would be.
+        headers = CIMultiDictProxy(CIMultiDict(answer.headers))
+        body = b"" if request.method == "HEAD" else answer.body
+        return EmulatedResponse(answer.status, headers, body)
 
     def _handled(self, served: asyncio.Task[EmulatedResponse]) -> None:
         self._handlers.discard(served)
