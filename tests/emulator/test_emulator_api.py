@@ -525,3 +525,9 @@ async def test_api_paths_are_not_models_and_odd_digits_are_not_server_errors() -
         async with s.get(f"{emu.base_url}/media/outputs/{task_id}/\u00b2.png") as r:
             assert r.status == 404
         assert emu.stats().tasks_created == 1
+
+
+def test_the_configured_key_stays_out_of_the_config_repr() -> None:
+    config = EmulatorConfig(api_key="sk-emulated-secret")
+    assert "sk-emulated-secret" not in repr(config)
+    assert "sk-emulated-secret" not in repr(Emulator(config, port=None))

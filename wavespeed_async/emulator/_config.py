@@ -230,7 +230,8 @@ class EmulatorConfig:
 
     seed: int = 0
     #: ``None``: any non-empty Bearer key is accepted; else only this one (401 otherwise).
-    api_key: str | None = None
+    #: Kept out of the repr, like any key.
+    api_key: str | None = field(default=None, repr=False)
     latency: LatencyProfile = field(default_factory=_realistic)
     #: Fraction of tasks that end ``failed`` (codes 5000, 1403 or 5003).
     failure_rate: float = 0.0
