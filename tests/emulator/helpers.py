@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import aiohttp
+import msgspec
 
 from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile, ManualClock
 
@@ -81,3 +82,38 @@ async def until(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
     while not predicate():
         assert loop.time() < deadline, "timed out waiting for the emulator"
         await asyncio.sleep(0.002)
+
+
+KEY: Final = {"Authorization": "Bearer test-key"}
+VIDEO: Final = "wavespeed-ai/wan-2.2/t2v-480p"
+LORA: Final = "wavespeed-ai/flux-dev-lora"
+UPSCALER: Final = "wavespeed-ai/image-upscaler"
+
+
+def in_process(**kwargs: Any) -> tuple[Emulator, ManualClock]:
+    """An emulator with no socket (``port=None``) on a ManualClock with fast latencies."""
+    clock = ManualClock()
+    kwargs.setdefault("latency", LatencyProfile.fast())
+    return Emulator(EmulatorConfig(clock=clock, **kwargs), port=None), clock
+
+
+async def call(
+    emu: Emulator,
+    method: str,
+    path: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    """A JSON request through ``emu.handle`` (no socket): ``(status, decoded body)``."""
+    raw = b"" if body is None else msgspec.json.encode(body)
+    all_headers = {**KEY, "Content-Type": "application/json", **(headers or {})}
+    answer = await emu.handle(method, path, all_headers, raw)
+    return answer.status, msgspec.json.decode(answer.body) if answer.body else None
+
+
+async def run_task(emu: Emulator, model: str, body: dict[str, Any]) -> dict[str, Any]:
+    """Submit through ``emu.handle``; returns the prediction ``data`` (asserts a 200)."""
+    status, answer = await call(emu, "POST", f"/api/v3/{model}", body)
+    assert status == 200, answer
+    data: dict[str, Any] = answer["data"]
+    return data

@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import socket
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import msgspec
@@ -17,8 +19,9 @@ import pytest
 from aiohttp import web
 
 from wavespeed_async.emulator import Emulator, EmulatorConfig, LatencyProfile
+from wavespeed_async.emulator._delivery import is_loopback
 
-from .helpers import manual, result, submit, until
+from .helpers import DEV, call, in_process, manual, result, submit, until
 
 pytestmark = pytest.mark.anyio
 
@@ -174,3 +177,131 @@ async def test_close_cancels_pending_deliveries(session: aiohttp.ClientSession) 
         stats = emu.stats()
         assert stats.webhook_deliveries == 0
         assert stats.webhook_failures == 0
+
+
+class PostRecorder:
+    """Stands in for ``aiohttp.ClientSession.post``: records the URL, then fails."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    def __call__(self, url: str, **kwargs: Any) -> Any:  # not bound: an instance attribute
+        self.urls.append(url)
+        raise aiohttp.ClientOSError(111, f"Connect call failed to {url}")
+
+
+WEBHOOK_LOGGER = "wavespeed_async.emulator"
+
+
+async def test_webhooks_go_only_to_loopback_hosts_by_default(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    posts = PostRecorder()
+    monkeypatch.setattr(aiohttp.ClientSession, "post", posts)
+    caplog.set_level(logging.INFO, logger=WEBHOOK_LOGGER)
+    emu, _ = in_process()
+    async with emu:
+        hook = "https://user:pw@myapp.example.com/hook?token=s3cret"
+        status, body = await call(
+            emu, "POST", f"/api/v3/{DEV}?webhook={quote(hook, safe='')}", {"prompt": "x"}
+        )
+        assert status == 200
+        await emu.advance(1)
+        tid = body["data"]["id"]
+    assert posts.urls == []  # nothing was sent
+    stats = emu.stats()
+    assert (stats.webhook_refused, stats.webhook_failures, stats.webhook_deliveries) == (1, 1, 0)
+    assert stats.tasks[tid].webhook_failures == 1
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1
+    line = warnings[0].getMessage()
+    assert tid in line
+    assert "myapp.example.com" in line
+    assert "not a loopback address" in line
+    assert "--webhook-any-host" in line
+    assert "s3cret" not in caplog.text
+    assert "pw" not in line.replace("webhook_any_host", "")
+
+
+async def test_webhook_any_host_delivers_anywhere_and_a_failure_is_one_warning(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    posts = PostRecorder()
+    monkeypatch.setattr(aiohttp.ClientSession, "post", posts)
+    caplog.set_level(logging.INFO, logger=WEBHOOK_LOGGER)
+    emu, _ = in_process(webhook_any_host=True)
+    async with emu:
+        hook = "https://myapp.example.com/hook?token=s3cret"
+        _, body = await call(
+            emu, "POST", f"/api/v3/{DEV}?webhook={quote(hook, safe='')}", {"prompt": "x"}
+        )
+        await emu.advance(1)
+    assert posts.urls == [hook]
+    stats = emu.stats()
+    assert (stats.webhook_refused, stats.webhook_failures) == (0, 1)
+    [warning] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    line = warning.getMessage()
+    assert body["data"]["id"] in line
+    assert "ClientOSError" in line
+    assert "s3cret" not in caplog.text
+
+
+async def test_a_failed_loopback_delivery_logs_the_status(
+    session: aiohttp.ClientSession, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger=WEBHOOK_LOGGER)
+    emu, _ = manual()
+    async with emu, receiver(status=500) as rec:
+        _, body = await submit(session, emu, {"prompt": "x"}, params={"webhook": rec.url})
+        await emu.advance(1)
+    [warning] = caplog.records
+    assert body["data"]["id"] in warning.getMessage()
+    assert "HTTP 500" in warning.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("host", "loopback"),
+    [
+        ("127.0.0.1", True),
+        ("127.8.9.10", True),
+        ("::1", True),
+        ("localhost", True),
+        ("LOCALHOST.", True),
+        ("api.localhost", True),
+        ("0.0.0.0", False),  # noqa: S104 - a host name to judge, not a bind
+        ("10.0.0.1", False),
+        ("myapp.example.com", False),
+        ("localhost.example.com", False),
+        ("", False),
+        (None, False),
+    ],
+)
+def test_loopback_hosts(host: str | None, loopback: bool) -> None:
+    assert is_loopback(host) is loopback
+
+
+async def test_an_in_process_emulator_delivers_webhooks_over_loopback() -> None:
+    emu, _ = in_process(seed=5)
+    async with emu, receiver() as rec:
+        _, body = await call(
+            emu, "POST", f"/api/v3/{DEV}?webhook={quote(rec.url, safe='')}", {"prompt": "hook"}
+        )
+        await emu.advance(1)
+        ((headers, raw),) = rec.deliveries
+        assert independent_signature(emu.webhook_secret, headers, raw)
+        prediction = msgspec.json.decode(raw)
+        assert prediction["id"] == body["data"]["id"]
+        assert prediction["outputs"][0].startswith("http://emulator.invalid/media/outputs/")
+
+
+async def test_webhook_ids_differ_between_emulators_with_one_seed() -> None:
+    ids = []
+    for _ in range(2):
+        emu, _ = in_process(seed=5)
+        async with emu, receiver() as rec:
+            await call(
+                emu, "POST", f"/api/v3/{DEV}?webhook={quote(rec.url, safe='')}", {"prompt": "i"}
+            )
+            await emu.advance(1)
+            ids.append(rec.deliveries[0][0]["webhook-id"])
+    assert ids[0] != ids[1]

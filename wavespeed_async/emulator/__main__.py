@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import signal
 import sys
 from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
 
 from wavespeed_async.emulator._config import (
     TIERS,
@@ -26,14 +28,15 @@ def _latency(text: str) -> LatencyProfile:
         return LatencyProfile.realistic()
     if text == "fast":
         return LatencyProfile.fast()
+    # argparse names the option in front of these messages: they start with the value.
     try:
         factor = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--latency: {text!r}; allowed: realistic, fast, or a scale factor of realistic"
+            f"{text!r}; allowed: realistic, fast, or a scale factor of realistic"
         ) from None
-    if factor < 0:
-        raise argparse.ArgumentTypeError("--latency: the scale factor must be >= 0")
+    if not factor >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}; allowed: a scale factor >= 0")
     return LatencyProfile.realistic().scaled(factor)
 
 
@@ -43,13 +46,23 @@ def _fault(text: str) -> tuple[str, str, float]:
     allowed = ", ".join(FaultRates.names())
     if target not in ("submit", "poll") or name not in FaultRates.names():
         raise argparse.ArgumentTypeError(
-            f"--fault: {text!r}; allowed: submit.KIND=RATE or poll.KIND=RATE, KIND one of {allowed}"
+            f"{text!r}; allowed: submit.KIND=RATE or poll.KIND=RATE, KIND one of {allowed}"
         )
     try:
         rate = float(value)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--fault: {text!r}: RATE must be a number") from None
+        raise argparse.ArgumentTypeError(f"{text!r}; allowed: RATE is a number in 0 ~ 1") from None
     return target, name, rate
+
+
+def _money(text: str) -> Decimal:
+    try:
+        amount = Decimal(text)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"{text!r}; allowed: an amount in USD") from None
+    if not amount.is_finite():
+        raise argparse.ArgumentTypeError(f"{text!r}; allowed: a finite amount in USD")
+    return amount
 
 
 def parse_args(
@@ -60,41 +73,115 @@ def parse_args(
         prog=prog,
         description="Run a local emulator of the WaveSpeed v3 REST API.",
     )
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    p.add_argument(
+        "--port", type=int, default=8080, help="0 picks a free port (default: %(default)s)"
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of images, latencies, failures and faults; task ids differ on every "
+        "start (default: %(default)s)",
+    )
     p.add_argument(
         "--latency",
         type=_latency,
-        default=LatencyProfile.realistic(),
+        default="realistic",
         metavar="realistic|fast|SCALE",
-        help="latency profile, or a factor applied to the realistic one",
+        help="latency profile, or a factor applied to the realistic one (default: realistic)",
     )
-    p.add_argument("--api-key", default=None, help="accept only this key (default: any)")
-    p.add_argument("--failure-rate", type=float, default=0.0)
+    p.add_argument("--api-key", default=None, help="accept only this key (default: any key)")
+    p.add_argument(
+        "--failure-rate",
+        type=float,
+        default=0.0,
+        help="fraction of tasks that fail (default: %(default)s)",
+    )
     p.add_argument(
         "--fault",
         type=_fault,
         action="append",
         default=[],
         metavar="TARGET.KIND=RATE",
-        help="e.g. submit.reset_after=0.05 or poll.server_error_before=0.1 (repeatable)",
+        help="e.g. submit.reset_after=0.05 or poll.server_error_before=0.1 (repeatable; "
+        "default: none)",
     )
-    p.add_argument("--tier", choices=sorted(TIERS), default=None)
-    p.add_argument("--submits-per-minute", type=int, default=None)
-    p.add_argument("--max-running", type=int, default=None)
-    p.add_argument("--sync-wait", type=float, default=90.0, help="seconds (default 90)")
-    p.add_argument("--stall", type=float, default=30.0, help="seconds (default 30)")
-    p.add_argument("--initial-balance", type=float, default=100.0)
-    p.add_argument("--enforce-balance", action="store_true")
-    p.add_argument("--max-upload-bytes", type=int, default=300 * 1024 * 1024)
-    p.add_argument("--webhook-failure-rate", type=float, default=0.0)
+    p.add_argument(
+        "--tier", choices=sorted(TIERS), default=None, help="account tier limits (default: none)"
+    )
+    p.add_argument(
+        "--submits-per-minute", type=int, default=None, help="overrides the tier's (default: none)"
+    )
+    p.add_argument(
+        "--max-running", type=int, default=None, help="overrides the tier's (default: none)"
+    )
+    p.add_argument(
+        "--sync-wait",
+        type=float,
+        default=90.0,
+        help="seconds sync mode holds a submit (default: %(default)s)",
+    )
+    p.add_argument(
+        "--stall",
+        type=float,
+        default=30.0,
+        help="seconds a stall fault lasts (default: %(default)s)",
+    )
+    p.add_argument(
+        "--initial-balance",
+        type=_money,
+        default=Decimal(100),
+        help="USD (default: %(default)s)",
+    )
+    p.add_argument(
+        "--enforce-balance",
+        action="store_true",
+        help="refuse a submit whose price exceeds the balance: HTTP 403, code 402 (default: off)",
+    )
+    p.add_argument(
+        "--discount-rate",
+        type=_money,
+        default=Decimal(0),
+        help="fraction taken off every price, 0 ~ 1 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--no-model-price",
+        action="store_true",
+        help="answer 404 to POST /api/v3/model/price, as an older API would (default: off)",
+    )
+    p.add_argument(
+        "--reject-unknown-models",
+        action="store_true",
+        help="answer 404 to submits of models outside the catalogue (default: run them)",
+    )
+    p.add_argument(
+        "--max-upload-bytes",
+        type=int,
+        default=300 * 1024 * 1024,
+        help="larger uploads get 413 (default: %(default)s)",
+    )
+    p.add_argument(
+        "--webhook-failure-rate",
+        type=float,
+        default=0.0,
+        help="fraction of webhook deliveries dropped (default: %(default)s)",
+    )
+    p.add_argument(
+        "--webhook-any-host",
+        action="store_true",
+        help="deliver webhooks to any host, not only to loopback addresses (default: off)",
+    )
     p.add_argument(
         "--print-url",
         action="store_true",
         help="also print the bare URL on a second line, after the listening line",
     )
-    p.add_argument("--log-level", default="WARNING")
+    p.add_argument(
+        "--log-level", default="WARNING", help="DEBUG, INFO, WARNING... (default: %(default)s)"
+    )
     return p.parse_args(argv)
 
 
@@ -125,9 +212,17 @@ def build_config(args: argparse.Namespace) -> EmulatorConfig:
         stall_s=args.stall,
         initial_balance=args.initial_balance,
         enforce_balance=args.enforce_balance,
+        discount_rate=args.discount_rate,
+        serve_model_price=not args.no_model_price,
+        accept_unknown_models=not args.reject_unknown_models,
         max_upload_bytes=args.max_upload_bytes,
         webhook_failure_rate=args.webhook_failure_rate,
+        webhook_any_host=args.webhook_any_host,
     )
+
+
+class _CannotListen(Exception):
+    """The server's address could not be bound (the OSError is the cause)."""
 
 
 async def _serve(config: EmulatorConfig, host: str, port: int, print_url: bool) -> None:
@@ -135,12 +230,19 @@ async def _serve(config: EmulatorConfig, host: str, port: int, print_url: bool) 
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    async with Emulator(config, host=host, port=port) as emu:
+    emu = Emulator(config, host=host, port=port)
+    try:
+        await emu.start()
+    except OSError as exc:
+        raise _CannotListen from exc
+    try:
         sys.stdout.write(f"WaveSpeed emulator listening on {emu.base_url}\n")
         if print_url:
             sys.stdout.write(emu.base_url + "\n")
         sys.stdout.flush()
         await stop.wait()
+    finally:
+        await emu.close()
 
 
 def main(
@@ -148,7 +250,8 @@ def main(
 ) -> int:
     """Run the emulator until SIGINT or SIGTERM; return the exit code.
 
-    0 after a signal (the normal way to stop a server), 2 for bad options.
+    0 after a signal (the normal way to stop a server), 2 for bad options or an address
+    that cannot be listened on (one line on stderr).
     """
     args = parse_args(argv, prog=prog)
     logging.basicConfig(
@@ -159,7 +262,18 @@ def main(
     except ValueError as exc:
         sys.stderr.write(f"error: {exc}\n")
         return 2
-    asyncio.run(_serve(config, args.host, args.port, args.print_url))
+    try:
+        asyncio.run(_serve(config, args.host, args.port, args.print_url))
+    except _CannotListen as failure:
+        cause = failure.__cause__
+        assert isinstance(cause, OSError)  # noqa: S101 - raised from one
+        where = f"{args.host}:{args.port}"
+        reason = cause.strerror or str(cause)
+        hint = "; pick another port, or --port 0 for a free one"
+        if cause.errno not in (errno.EADDRINUSE, errno.EACCES):
+            hint = ""
+        sys.stderr.write(f"error: cannot listen on {where}: {reason}{hint}\n")
+        return 2
     return 0
 
 

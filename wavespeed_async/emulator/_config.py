@@ -1,16 +1,19 @@
-"""Configuration of the emulator: clocks, latencies, fault rates, limits."""
+"""Configuration of the emulator: clocks, latencies, fault rates, limits, money."""
 
 from __future__ import annotations
 
 import math
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from decimal import Decimal
 from typing import Final, Literal, Protocol
 
+from wavespeed_async.emulator._billing import to_money
+from wavespeed_async.emulator._catalogue import EmulatedModel
+
 __all__ = [
-    "DEFAULT_PRICES",
     "FAULT_KINDS",
     "TIERS",
     "Clock",
@@ -25,12 +28,6 @@ __all__ = [
 
 #: Fault kinds as stats report them (phase "before"/"after" on submits, "poll" on GETs).
 FAULT_KINDS: Final = ("rate_limit", "server_error", "reset", "malformed", "stall")
-
-#: USD per output image when a task completes (models not listed: ``default_price``).
-DEFAULT_PRICES: Final[Mapping[str, float]] = {
-    "wavespeed-ai/flux-kontext-dev": 0.025,
-    "wavespeed-ai/flux-kontext-pro/text-to-image": 0.04,
-}
 
 #: Tier presets ``(submits_per_minute, max_running)``: the first-listed figures of the API
 #: notes, then the figures of the other version of the docs.
@@ -190,7 +187,8 @@ class LatencyProfile:
 
     @classmethod
     def realistic(cls) -> LatencyProfile:
-        """A few seconds per task: 100-600 ms queued, 1,000-6,000 ms of inference."""
+        """Images in a few seconds (100-600 ms queued, 1-6 s of inference; LoRA and the
+        upscaler up to 9-10 s); a 5 s video in 1-3 minutes (8 s videos take 8/5 as long)."""
         dev = LatencyDist((100, 250, 600), (1000, 2200, 6000))
         pro = LatencyDist((100, 300, 700), (1200, 2800, 6000))
         return cls(
@@ -198,6 +196,12 @@ class LatencyProfile:
             per_model={
                 "wavespeed-ai/flux-kontext-dev": dev,
                 "wavespeed-ai/flux-kontext-pro/text-to-image": pro,
+                "wavespeed-ai/flux-dev-lora": LatencyDist((100, 300, 800), (1500, 3500, 9000)),
+                "wavespeed-ai/image-upscaler": LatencyDist((100, 250, 600), (2000, 4000, 10000)),
+                # For the default 5 s; an 8 s video takes 8/5 as long.
+                "wavespeed-ai/wan-2.2/t2v-480p": LatencyDist(
+                    (1000, 3000, 10000), (60_000, 100_000, 180_000)
+                ),
             },
         )
 
@@ -226,7 +230,8 @@ class EmulatorConfig:
 
     seed: int = 0
     #: ``None``: any non-empty Bearer key is accepted; else only this one (401 otherwise).
-    api_key: str | None = None
+    #: Kept out of the repr, like any key.
+    api_key: str | None = field(default=None, repr=False)
     latency: LatencyProfile = field(default_factory=_realistic)
     #: Fraction of tasks that end ``failed`` (codes 5000, 1403 or 5003).
     failure_rate: float = 0.0
@@ -237,14 +242,32 @@ class EmulatorConfig:
     sync_wait_s: float = 90.0
     #: How long a ``stall`` fault holds the response.
     stall_s: float = 30.0
-    initial_balance: float = 100.0
-    #: Answer 403 to submits while the balance is <= 0 (off by default: benchmarks run long).
+    #: USD; a float is taken as written (``Decimal(str(x))``). A ``Decimal`` after init.
+    initial_balance: Decimal | float = Decimal(100)
+    #: Refuse a submit whose price exceeds the balance: HTTP 403 with envelope code 402
+    #: (off by default: benchmarks run long, and the balance may go below zero).
     enforce_balance: bool = False
-    prices: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_PRICES))
-    default_price: float = 0.03
+    #: Unit prices (USD per image, per second of video or per task, by the model's rule)
+    #: that replace the catalogue's, by model id. ``Decimal`` values after init.
+    prices: Mapping[str, Decimal | float] = field(default_factory=dict)
+    #: USD per image of a model outside the catalogue.
+    default_price: Decimal | float = Decimal("0.03")
+    #: Fraction (0 ~ 1) taken off every price: ``discounted_price`` and what is charged.
+    discount_rate: Decimal | float = Decimal(0)
+    #: Models added to the catalogue, or replacing its entry of the same ``model_id``.
+    models: Sequence[EmulatedModel] = ()
+    #: Run tasks of models outside the catalogue (any body with a ``prompt``); ``False``
+    #: answers 404 to them, as the API does for a model that does not exist.
+    accept_unknown_models: bool = True
+    #: Serve ``POST /api/v3/model/price``; ``False`` answers 404 there, so a client's
+    #: fallback to the older ``/api/v3/model/pricing`` can be tested.
+    serve_model_price: bool = True
     max_upload_bytes: int = 300 * 1024 * 1024
     #: Fraction of webhook deliveries dropped (recorded as failures, never retried).
     webhook_failure_rate: float = 0.0
+    #: Deliver webhooks to any host; by default only to loopback addresses (127.0.0.0/8,
+    #: ::1, localhost), so a placeholder URL never receives a request.
+    webhook_any_host: bool = False
     #: ``Retry-After`` seconds on injected 429s and 503s.
     retry_after_s: int = 1
     #: Byte budget of the LRU cache of generated PNGs.
@@ -262,3 +285,19 @@ class EmulatorConfig:
                 raise ValueError(f"{name}: must be >= 0")
         if self.max_upload_bytes < 0:
             raise ValueError("max_upload_bytes: must be >= 0")
+        for name in ("initial_balance", "default_price", "discount_rate"):
+            object.__setattr__(self, name, to_money(getattr(self, name), name))
+        if not Decimal(0) <= Decimal(self.discount_rate) <= Decimal(1):
+            raise ValueError(f"discount_rate: {self.discount_rate}; allowed: 0 ~ 1")
+        if Decimal(self.default_price) < 0:
+            raise ValueError(f"default_price: {self.default_price}; allowed: >= 0")
+        prices = {k: to_money(v, f"prices[{k!r}]") for k, v in self.prices.items()}
+        for model_id, price in prices.items():
+            if price < 0:
+                raise ValueError(f"prices[{model_id!r}]: {price}; allowed: >= 0")
+        object.__setattr__(self, "prices", prices)
+        models = tuple(self.models)
+        for model in models:
+            if not isinstance(model, EmulatedModel):
+                raise TypeError(f"models: {model!r} is not an EmulatedModel")
+        object.__setattr__(self, "models", models)

@@ -2,7 +2,9 @@
 
 Each submit and each poll draws from its own seeded stream (``EmulatorConfig.seed``),
 unless a test forced the next faults with ``Emulator.force_fault``. A fault answers 429,
-a 5xx, a TCP reset or a truncated JSON body, or holds the answer for ``stall_s``.
+a 5xx or a truncated JSON body, raises a connection reset (``ResetBeforeRequest`` before a
+submit's task exists, ``ResetAfterRequest`` after it, and on polls), or holds the answer
+for ``stall_s``.
 """
 
 from __future__ import annotations
@@ -11,12 +13,17 @@ import random
 from collections import deque
 from typing import Any, Final
 
-from aiohttp import web
-
 from wavespeed_async.emulator._config import EmulatorConfig
 from wavespeed_async.emulator._scheduler import Scheduler
 from wavespeed_async.emulator._stats import Counters
-from wavespeed_async.emulator._wire import abort, encode, error, shutting_down
+from wavespeed_async.emulator._wire import (
+    EmulatedResponse,
+    ResetAfterRequest,
+    ResetBeforeRequest,
+    encode,
+    error,
+    shutting_down,
+)
 
 __all__ = ["FaultInjector"]
 
@@ -91,14 +98,12 @@ class FaultInjector:
                 return _FAULTS[name]
         return "", ""
 
-    async def carry_out(
-        self, kind: str, phase: str, request: web.Request
-    ) -> web.StreamResponse | None:
+    async def carry_out(self, kind: str, phase: str) -> EmulatedResponse | None:
         """Count fault ``kind`` under ``phase`` and carry it out.
 
         Returns the answer that replaces the normal one, or ``None`` when the request goes
         on: no fault, a stall that ended, or ``malformed`` (the caller truncates its
-        payload with ``malformed()``).
+        payload with ``malformed()``). Raises a reset.
         """
         if not kind:
             return None
@@ -109,26 +114,28 @@ class FaultInjector:
         if kind == "server_error":
             return self._server_error(retry_after=phase != "after")
         if kind == "reset":
-            return abort(request)
+            if phase == "before":
+                raise ResetBeforeRequest("connection reset before the request was read")
+            raise ResetAfterRequest("connection reset; the answer is lost")
         if kind == "stall":
             if not await self._scheduler.sleep(self._config.stall_s):
                 return shutting_down()
             self._scheduler.run_due()
         return None
 
-    def _server_error(self, *, retry_after: bool) -> web.Response:
+    def _server_error(self, *, retry_after: bool) -> EmulatedResponse:
         v = self._code_draw
         if v < 1 / 3:
             return error(500, "internal server error")
         if v < 2 / 3:
-            return web.Response(status=502, body=_BAD_GATEWAY_HTML, content_type="text/html")
+            return EmulatedResponse(502, {"Content-Type": "text/html"}, _BAD_GATEWAY_HTML)
         headers = {"Retry-After": str(self._config.retry_after_s)} if retry_after else None
         return error(503, "service unavailable", headers)
 
     @staticmethod
-    def malformed(payload: dict[str, Any]) -> web.Response:
+    def malformed(payload: dict[str, Any]) -> EmulatedResponse:
         """A 200 whose JSON body is cut in half."""
         full = encode(payload)
-        return web.Response(
-            status=200, body=full[: max(1, len(full) // 2)], content_type="application/json"
+        return EmulatedResponse(
+            200, {"Content-Type": "application/json"}, full[: max(1, len(full) // 2)]
         )

@@ -1,26 +1,29 @@
 """Account limits on new generations: per-minute rate and balance.
 
 ``Limits.submits_per_minute`` counts tasks created in a sliding 60 s window (each
-submit pops the expired entries: amortised O(1)); ``enforce_balance`` refuses submits
-once the balance is spent. ``Limits.max_running`` is the task queue's (``_tasks``).
+submit pops the expired entries: amortised O(1)); ``enforce_balance`` refuses a submit
+whose price exceeds the balance (HTTP 403, envelope code 402). ``Limits.max_running`` is
+the task queue's (``_tasks``).
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
+from decimal import Decimal
 from typing import Final
-
-from aiohttp import web
 
 from wavespeed_async.emulator._config import EmulatorConfig
 from wavespeed_async.emulator._scheduler import Scheduler
 from wavespeed_async.emulator._stats import Counters
-from wavespeed_async.emulator._wire import error
+from wavespeed_async.emulator._wire import EmulatedResponse, error
 
-__all__ = ["SubmitLimits"]
+__all__ = ["INSUFFICIENT_BALANCE_CODE", "SubmitLimits"]
 
 _RATE_WINDOW_S: Final = 60.0
+#: The envelope ``code`` of a submit refused for want of money (the HTTP status is 403,
+#: the API's "account problem"; this code tells it from other 403s).
+INSUFFICIENT_BALANCE_CODE: Final = 402
 
 
 class SubmitLimits:
@@ -32,8 +35,8 @@ class SubmitLimits:
         self._counters = counters
         self._window: deque[float] = deque()
 
-    def refuse(self, balance: float) -> web.Response | None:
-        """The 429 or 403 answer to this submit, or ``None`` to go ahead."""
+    def refuse(self, price: Decimal, balance: Decimal) -> EmulatedResponse | None:
+        """The 429 or 403 answer to a submit that costs ``price``, or ``None`` to go ahead."""
         limit = self._config.limits.submits_per_minute
         if limit is not None:
             now = self._scheduler.now()
@@ -48,8 +51,14 @@ class SubmitLimits:
                     f"rate limit exceeded: {limit} generations per minute",
                     {"Retry-After": str(retry)},
                 )
-        if self._config.enforce_balance and balance <= 0:
-            return error(403, "insufficient balance")
+        if self._config.enforce_balance and price > balance:
+            self._counters.balance_refusals += 1
+            return error(
+                403,
+                f"insufficient balance: this task costs ${price} and the balance is "
+                f"${balance}; top up the account",
+                code=INSUFFICIENT_BALANCE_CODE,
+            )
         return None
 
     def record(self, created_at: float) -> None:

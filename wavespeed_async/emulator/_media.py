@@ -17,17 +17,23 @@ import random
 import re
 import secrets
 from dataclasses import dataclass
-from typing import Any, Final
+from email.message import Message
+from typing import Final
 from urllib.parse import unquote, urlsplit
-
-import aiohttp
-from aiohttp import web
 
 from wavespeed_async.emulator._config import EmulatorConfig
 from wavespeed_async.emulator._png import ImageCache
+from wavespeed_async.emulator._predictions import output_bytes
 from wavespeed_async.emulator._stats import Counters
 from wavespeed_async.emulator._tasks import TaskEngine
-from wavespeed_async.emulator._wire import base_of, envelope, error, json_response
+from wavespeed_async.emulator._wire import (
+    EmulatedResponse,
+    Request,
+    envelope,
+    error,
+    json_object,
+    json_reply,
+)
 
 _DEFAULT_TYPE: Final = "application/octet-stream"
 
@@ -57,6 +63,47 @@ class _Ticket:
 
 def _clean_filename(raw: str) -> str:
     return _FILENAME_RE.sub("_", unquote(raw)).strip("._") or "file"
+
+
+def _text(status: int, text: str) -> EmulatedResponse:
+    """A plain-text answer, as a storage host gives."""
+    return EmulatedResponse(status, {"Content-Type": "text/plain; charset=utf-8"}, text.encode())
+
+
+def _header(name: str, value: str) -> Message:
+    # The stdlib's header parser handles quoting and RFC 2231 parameters.
+    msg = Message()
+    msg[name] = value
+    return msg
+
+
+def multipart_file(content_type: str, body: bytes) -> tuple[bytes, str, str] | None:
+    """``(data, filename, content type)`` of the ``file`` field of a multipart body.
+
+    ``None`` when the body is not multipart/form-data or has no ``file`` field.
+    """
+    boundary = _header("content-type", content_type).get_param("boundary")
+    if not content_type.lower().startswith("multipart/form-data") or not isinstance(boundary, str):
+        return None
+    delimiter = b"--" + boundary.encode("latin-1")
+    for part in body.split(delimiter)[1:]:
+        if part.startswith(b"--"):
+            break  # the closing delimiter
+        head, sep, data = part.partition(b"\r\n\r\n")
+        if not sep:
+            continue
+        headers: dict[str, str] = {}
+        for line in head.decode("utf-8", "replace").split("\r\n"):
+            name, colon, value = line.partition(":")
+            if colon:
+                headers[name.strip().lower()] = value.strip()
+        disposition = _header("content-disposition", headers.get("content-disposition", ""))
+        if disposition.get_param("name", header="content-disposition") != "file":
+            continue
+        filename = disposition.get_filename() or "file"
+        data = data[:-2] if data.endswith(b"\r\n") else data
+        return data, filename, headers.get("content-type", _DEFAULT_TYPE)
+    return None
 
 
 class Media:
@@ -100,51 +147,38 @@ class Media:
             return self._tasks.output(segments[3], segments[4]) is not None
         return False
 
-    async def upload(self, request: web.Request) -> web.StreamResponse:
+    async def upload(self, request: Request) -> EmulatedResponse:
         """``POST /api/v3/media/upload/binary``: keep the multipart ``file`` field."""
         limit = self._config.max_upload_bytes
         too_large = f"file: larger than the {limit} bytes allowed; pass a URL instead"
         if request.content_length is not None and request.content_length > limit + 64 * 1024:
             return error(413, too_large)
-        try:
-            reader = await request.multipart()
-        except (AssertionError, ValueError, KeyError):
+        content_type = request.headers.get("Content-Type", "")
+        if not content_type.lower().startswith("multipart/form-data"):
             return error(400, "body: expected multipart/form-data with a 'file' field")
-        while True:
-            part = await reader.next()
-            if part is None:
-                return error(400, "file: required multipart field is missing")
-            if not isinstance(part, aiohttp.BodyPartReader) or part.name != "file":
-                continue
-            chunks: list[bytes] = []
-            size = 0
-            while chunk := await part.read_chunk(256 * 1024):
-                size += len(chunk)
-                if size > limit:
-                    return error(413, too_large)
-                chunks.append(chunk)
-            break
-        content_type = part.headers.get("Content-Type", "application/octet-stream")
-        filename = _clean_filename(part.filename or "file")
+        found = multipart_file(content_type, await request.read())
+        if found is None:
+            return error(400, "file: required multipart field is missing")
+        data, raw_name, file_type = found
+        if len(data) > limit:
+            return error(413, too_large)
+        filename = _clean_filename(raw_name)
         token = f"{self._rng_ids.getrandbits(64):016x}"
-        self._uploads[token] = _Upload(b"".join(chunks), content_type)
+        self._uploads[token] = _Upload(data, file_type)
         self._counters.uploads += 1
-        data = {
-            "type": content_type.split("/", 1)[0] or "file",
-            "download_url": f"{base_of(request)}/media/uploads/{token}/{filename}",
+        answer = {
+            "type": file_type.split("/", 1)[0] or "file",
+            "download_url": f"{request.base}/media/uploads/{token}/{filename}",
             "filename": filename,
-            "size": size,
+            "size": len(data),
         }
-        return json_response(200, envelope(data))
+        return json_reply(200, envelope(answer))
 
-    async def ticket(self, request: web.Request) -> web.StreamResponse:
+    async def ticket(self, request: Request) -> EmulatedResponse:
         """``POST /api/v3/media/uploads``: announce an upload, answer where to ``PUT`` it."""
-        try:
-            body: Any = await request.json()
-        except ValueError:
-            return error(400, "body: expected a JSON object {filename, size, content_type}")
-        if not isinstance(body, dict):
-            return error(400, "body: expected a JSON object {filename, size, content_type}")
+        body = await json_object(request, "{filename, size, content_type}")
+        if isinstance(body, EmulatedResponse):
+            return body
         filename, size = body.get("filename"), body.get("size")
         content_type = body.get("content_type") or _DEFAULT_TYPE
         if not isinstance(filename, str) or not filename:
@@ -159,7 +193,7 @@ class Media:
         token = f"{self._rng_ids.getrandbits(64):016x}"
         ticket = _Ticket(token, size, content_type, secrets.token_hex(16))
         self._tickets[token] = ticket
-        base = base_of(request)
+        base = request.base
         data = {
             "download_url": f"{base}/media/uploads/{token}/{_clean_filename(filename)}",
             "upload": {
@@ -169,9 +203,9 @@ class Media:
                 "headers": {"Content-Type": content_type},
             },
         }
-        return json_response(200, envelope(data))
+        return json_reply(200, envelope(data))
 
-    async def put(self, request: web.Request) -> web.StreamResponse:
+    async def put(self, request: Request) -> EmulatedResponse:
         """``PUT /media/put/{token}``: the bytes of an announced upload (storage-like).
 
         Answers like a storage host: 403 for a wrong signature or content type, 411
@@ -179,48 +213,48 @@ class Media:
         the announced size; a ticket is used once.
         """
         self._count(request)
-        ticket = self._tickets.get(request.match_info["token"])
+        ticket = self._tickets.get(request.match["token"])
         if ticket is None or not secrets.compare_digest(
             request.query.get("signature", ""), ticket.signature
         ):
-            return web.Response(status=403, text="signature does not match")
+            return _text(403, "signature does not match")
         if request.headers.get("Content-Type", _DEFAULT_TYPE) != ticket.content_type:
-            return web.Response(status=403, text="Content-Type differs from the signed one")
+            return _text(403, "Content-Type differs from the signed one")
         if request.content_length is None:  # storage hosts refuse chunked uploads
-            return web.Response(status=411, text="Content-Length required")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.content.iter_chunked(256 * 1024):
-            size += len(chunk)
-            if size > ticket.size:
-                return web.Response(status=400, text="body larger than the announced size")
-            chunks.append(chunk)
-        if size != ticket.size:
-            return web.Response(status=400, text="body shorter than the announced size")
+            return _text(411, "Content-Length required")
+        if request.content_length > ticket.size:
+            return _text(400, "body larger than the announced size")
+        data = await request.read()
+        if len(data) > ticket.size:
+            return _text(400, "body larger than the announced size")
+        if len(data) != ticket.size:
+            return _text(400, "body shorter than the announced size")
         del self._tickets[ticket.token]
-        self._uploads[ticket.token] = _Upload(b"".join(chunks), ticket.content_type)
+        self._uploads[ticket.token] = _Upload(data, ticket.content_type)
         self._counters.uploads += 1
-        return web.Response(status=200)
+        return EmulatedResponse(200)
 
-    async def output(self, request: web.Request) -> web.StreamResponse:
-        """``GET /media/outputs/{id}/{name}``: a completed task's PNG."""
+    async def output(self, request: Request) -> EmulatedResponse:
+        """``GET /media/outputs/{id}/{name}``: a completed task's PNG (or MP4)."""
         self._count(request)
-        found = self._tasks.output(request.match_info["id"], request.match_info["name"])
+        found = self._tasks.output(request.match["id"], request.match["name"])
         if found is None:
-            return web.Response(status=404, text="not found")
+            return _text(404, "not found")
         task, index = found
-        png = self._images.get(task.prompt, task.seed, index, task.width, task.height)
-        return web.Response(body=png, content_type="image/png")
+        kind = "video/mp4" if task.output == "video" else "image/png"
+        return EmulatedResponse(
+            200, {"Content-Type": kind}, output_bytes(task, index, self._images)
+        )
 
-    async def uploaded(self, request: web.Request) -> web.StreamResponse:
+    async def uploaded(self, request: Request) -> EmulatedResponse:
         """``GET /media/uploads/{token}/{name}``: an uploaded file (any name)."""
         self._count(request)
-        upload = self._uploads.get(request.match_info["token"])
+        upload = self._uploads.get(request.match["token"])
         if upload is None:
-            return web.Response(status=404, text="not found")
-        return web.Response(body=upload.data, headers={"Content-Type": upload.content_type})
+            return _text(404, "not found")
+        return EmulatedResponse(200, {"Content-Type": upload.content_type}, upload.data)
 
-    def _count(self, request: web.Request) -> None:
+    def _count(self, request: Request) -> None:
         self._counters.media_requests += 1
         if "Authorization" in request.headers:
             self._counters.media_with_auth += 1

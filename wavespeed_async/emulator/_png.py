@@ -9,7 +9,8 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Final
 
-from wavespeed_async._core.specs import parse_size
+from wavespeed_async.emulator._catalogue import UPSCALE_SIZES
+from wavespeed_async.emulator._schema import parse_size
 
 __all__ = ["ASPECT_SIZES", "DEFAULT_SIZE", "ImageCache", "output_size", "render_png"]
 
@@ -33,7 +34,8 @@ _MAX_SIDE: Final = 4096
 
 
 def output_size(body: Mapping[str, object]) -> tuple[int, int]:
-    """The image size a request asks for: ``size`` ("W*H"), else ``aspect_ratio``."""
+    """The output size a request asks for: ``size`` ("W*H"), ``aspect_ratio`` or an
+    upscaler's ``target_resolution`` (scaled down to at most 4096 per side)."""
     size = body.get("size")
     if isinstance(size, str):
         parsed = parse_size(size)
@@ -42,6 +44,13 @@ def output_size(body: Mapping[str, object]) -> tuple[int, int]:
     ratio = body.get("aspect_ratio")
     if isinstance(ratio, str) and ratio in ASPECT_SIZES:
         return ASPECT_SIZES[ratio]
+    target = body.get("target_resolution")
+    if isinstance(target, str) and target in UPSCALE_SIZES:
+        width, height = UPSCALE_SIZES[target]
+        shrink = max(width, height) / _MAX_SIDE
+        if shrink > 1:
+            width, height = round(width / shrink), round(height / shrink)
+        return width, height
     return DEFAULT_SIZE
 
 

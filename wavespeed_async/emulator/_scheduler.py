@@ -11,7 +11,7 @@ import asyncio
 import heapq
 import math
 from collections.abc import Callable, Coroutine
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from wavespeed_async.emulator._config import ManualClock, RealClock
 
@@ -19,6 +19,8 @@ __all__ = ["Scheduler", "Wake"]
 
 #: Why a held request woke up.
 Wake = Literal["done", "timeout", "closing"]
+
+_T = TypeVar("_T")
 
 
 class Scheduler:
@@ -61,7 +63,7 @@ class Scheduler:
         self._loop = loop
         self.closing = False
 
-    def create_task(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def create_task(self, coro: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
         """Run ``coro`` on the serving loop."""
         assert self._loop is not None  # noqa: S101 - set by start()
         return self._loop.create_task(coro)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -39,6 +40,14 @@ class TaskRecord(msgspec.Struct, frozen=True):
     height: int = 0
     seed: int = 0
     webhook_url: str | None = None
+    #: ``image`` (PNG outputs) or ``video`` (MP4 outputs).
+    output: str = "image"
+    #: Input keys the model does not take, dropped without a word (the task ran anyway).
+    dropped_inputs: tuple[str, ...] = ()
+    #: What the task was charged when it was created, USD (after any discount).
+    price: Decimal = Decimal(0)
+    #: The task failed and its price was refunded.
+    refunded: bool = False
 
 
 class EmulatorStats(msgspec.Struct, frozen=True):
@@ -68,13 +77,24 @@ class EmulatorStats(msgspec.Struct, frozen=True):
     tasks_completed: int
     tasks_failed: int
     webhook_deliveries: int
+    #: Deliveries that did not arrive: dropped, refused (not loopback), errors, non-2xx.
     webhook_failures: int
+    #: Of those, the deliveries refused because the host is not a loopback address.
+    webhook_refused: int
     sync_timeouts: int
     media_requests: int
     #: Media downloads that carried an Authorization header (a client must never do that).
     media_requests_with_auth: int
     uploads: int
-    balance: float
+    #: The account balance now, USD.
+    balance: Decimal
+    #: What tasks created were charged, and what failed tasks got back, USD.
+    charged_usd: Decimal
+    refunded_usd: Decimal
+    #: Submits refused because their price exceeded the balance (``enforce_balance``).
+    balance_refusals: int
+    #: Unknown input keys dropped from submits, by key (each counted once per task).
+    inputs_dropped: dict[str, int]
     #: Tasks created since the last reset, by id.
     tasks: dict[str, TaskRecord]
 
@@ -101,21 +121,28 @@ class Counters:
         self.failed = 0
         self.webhook_ok = 0
         self.webhook_failed = 0
+        self.webhook_refused = 0
         self.sync_timeouts = 0
         self.media_requests = 0
         self.media_with_auth = 0
         self.uploads = 0
+        self.charged_usd = Decimal(0)
+        self.refunded_usd = Decimal(0)
+        self.balance_refusals = 0
+        self.inputs_dropped: dict[str, int] = {}
 
     def count_task(self, task: Task) -> None:
         self.tasks[task.id] = task
         self.tasks_per_prompt[task.prompt] = self.tasks_per_prompt.get(task.prompt, 0) + 1
+        for key in task.dropped:
+            self.inputs_dropped[key] = self.inputs_dropped.get(key, 0) + 1
 
     def count_fault(self, kind: str, phase: str) -> None:
         by_phase = self.faults.setdefault(kind, {})
         by_phase[phase] = by_phase.get(phase, 0) + 1
 
     def snapshot(
-        self, all_tasks: Iterable[Task], *, running: int, queued: int, balance: float
+        self, all_tasks: Iterable[Task], *, running: int, queued: int, balance: Decimal
     ) -> EmulatorStats:
         return EmulatorStats(
             submits_received=self.submits_received,
@@ -135,10 +162,15 @@ class Counters:
             tasks_failed=self.failed,
             webhook_deliveries=self.webhook_ok,
             webhook_failures=self.webhook_failed,
+            webhook_refused=self.webhook_refused,
             sync_timeouts=self.sync_timeouts,
             media_requests=self.media_requests,
             media_requests_with_auth=self.media_with_auth,
             uploads=self.uploads,
             balance=balance,
+            charged_usd=self.charged_usd,
+            refunded_usd=self.refunded_usd,
+            balance_refusals=self.balance_refusals,
+            inputs_dropped=dict(self.inputs_dropped),
             tasks={tid: t.record() for tid, t in self.tasks.items()},
         )

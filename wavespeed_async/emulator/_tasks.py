@@ -1,9 +1,9 @@
 """Tasks: their server-side records and their life cycle on the scheduler.
 
-A task is ``created`` (queued for its drawn queue time), then ``processing`` once a
-running slot is free (``Limits.max_running``; otherwise it waits in FIFO order), then
-``completed`` (and billed) or ``failed`` after its inference time. Prompt directives
-(``[fail:CODE]``, ``[latency:MS]``, ``[nsfw]``) force an outcome.
+A task is charged when it is ``created`` (queued for its drawn queue time), then
+``processing`` once a running slot is free (``Limits.max_running``; otherwise it waits in
+FIFO order), then ``completed`` or ``failed`` (and refunded) after its inference time.
+Prompt directives (``[fail:CODE]``, ``[latency:MS]``, ``[nsfw]``) force an outcome.
 """
 
 from __future__ import annotations
@@ -15,9 +15,12 @@ import math
 import random
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from decimal import Decimal
 from typing import Any, Final
 
+from wavespeed_async.emulator._billing import Ledger
+from wavespeed_async.emulator._catalogue import EmulatedModel
 from wavespeed_async.emulator._config import EmulatorConfig
 from wavespeed_async.emulator._png import output_size
 from wavespeed_async.emulator._scheduler import Scheduler, Wake
@@ -79,17 +82,24 @@ class Task:
         "deleted",
         "deliveries",
         "delivery_failures",
+        "dropped",
         "finished_at",
         "first_seen",
         "height",
         "id",
         "inference_s",
+        "input",
         "model",
         "nsfw",
         "num_images",
+        "order_uuid",
+        "origin_price",
+        "output",
         "polls",
+        "price",
         "prompt",
         "queue_s",
+        "refunded",
         "seed",
         "started_at",
         "status",
@@ -122,14 +132,28 @@ class Task:
         self.inference_s = 0.0
         self.webhook_url: str | None = None
         self.waiters: list[asyncio.Future[Wake]] | None = None
+        #: The inputs the task runs with (unknown keys dropped), and the dropped keys.
+        self.input: dict[str, Any] = {}
+        self.dropped: tuple[str, ...] = ()
+        #: ``image`` (PNG outputs) or ``video`` (MP4 outputs).
+        self.output = "image"
+        self.price = Decimal(0)
+        self.origin_price = Decimal(0)
+        self.order_uuid = ""
+        self.refunded = False
 
     @property
     def visible_status(self) -> str:
         return "deleted" if self.deleted else self.status
 
+    @property
+    def extension(self) -> str:
+        """The file extension of the outputs (``.png`` or ``.mp4``)."""
+        return ".mp4" if self.output == "video" else ".png"
+
     def output_index(self, name: str) -> int | None:
-        """The index of output ``name`` (``N`` or ``N.png``) if it can be downloaded."""
-        index = name.removesuffix(".png")
+        """The index of output ``name`` (``N`` or ``N.png``/``N.mp4``) if it can be downloaded."""
+        index = name.removesuffix(self.extension)
         if self.visible_status != "completed" or not (index.isascii() and index.isdigit()):
             return None
         n = int(index)
@@ -160,11 +184,15 @@ class Task:
             height=self.height,
             seed=self.seed,
             webhook_url=self.webhook_url,
+            output=self.output,
+            dropped_inputs=self.dropped,
+            price=self.price,
+            refunded=self.refunded,
         )
 
 
 class TaskEngine:
-    """All tasks by id, the ``max_running`` queue, and the account balance they bill."""
+    """All tasks by id, the ``max_running`` queue, and the ledger they are billed to."""
 
     def __init__(
         self,
@@ -172,6 +200,7 @@ class TaskEngine:
         scheduler: Scheduler,
         counters: Counters,
         rng_ids: random.Random,
+        ledger: Ledger,
         on_finish: Callable[[Task, float], None],
     ) -> None:
         self._config = config
@@ -180,10 +209,10 @@ class TaskEngine:
         self._rng_ids = rng_ids
         self._rng = random.Random(f"{config.seed}:tasks")
         self._on_finish = on_finish
+        self.ledger = ledger
         self.tasks: dict[str, Task] = {}
         self.waiting: deque[Task] = deque()
         self.running = 0
-        self.balance = float(config.initial_balance)
 
     def get(self, task_id: str) -> Task | None:
         return self.tasks.get(task_id)
@@ -212,38 +241,57 @@ class TaskEngine:
     def create(
         self,
         model: str,
-        body: dict[str, Any],
+        entry: EmulatedModel | None,
+        inputs: dict[str, Any],
+        dropped: tuple[str, ...],
+        price: tuple[Decimal, Decimal],
         webhook: str | None,
         reachable: Callable[[str], bool],
     ) -> Task:
-        """A new task for a validated submit; ``reachable`` judges its input ``image``."""
+        """A new task for a checked submit, charged ``price`` (``(origin, discounted)``).
+
+        ``entry`` is the model's catalogue entry (``None`` outside the catalogue), whose
+        defaults fill in what ``inputs`` leave out; ``reachable`` judges an input ``image``.
+        """
         now = self._scheduler.now()
-        prompt = body.get("prompt")
-        prompt = prompt if isinstance(prompt, str) else ""
+        run = _with_defaults(entry, inputs)
+        prompt = run.get("prompt")
+        image = run.get("image")
+        if not isinstance(prompt, str):
+            # A model without a prompt (the upscaler): its input image identifies the job.
+            prompt = image if isinstance(image, str) else ""
         task = Task(self._new_id(), model, prompt, now)
         # Always draw the same number of values per task, so runs repeat.
         rng = self._rng
         queue_s, inference_s = self._config.latency.for_model(model).draw(rng)
         fail_u, code_u, seed_draw = rng.random(), rng.random(), rng.randrange(10_000_000_000)
+        inference_s *= _latency_factor(entry, run)
         fail, latency, nsfw = parse_directives(prompt)
         if latency is not None:
             queue_s, inference_s = latency * 0.1, latency * 0.9
         if fail is None and fail_u < self._config.failure_rate:
             fail = next(code for edge, code in _RANDOM_FAIL_CODES if code_u < edge)
-        image = body.get("image")
         if fail is None and isinstance(image, str) and not reachable(image):
             fail = 1402
         task.code = fail
         task.queue_s, task.inference_s = queue_s, inference_s
         task.nsfw = nsfw
-        task.base64 = body.get("enable_base64_output") is True
-        num = body.get("num_images", 1)
-        task.num_images = num if isinstance(num, int) and 1 <= num <= 10 else 1
-        task.width, task.height = output_size(body)
-        seed = body.get("seed")
+        task.base64 = run.get("enable_base64_output") is True
+        task.input = inputs
+        task.dropped = dropped
+        if entry is not None and entry.output == "video":
+            task.output = "video"
+        if entry is None or entry.pricing == "per_image":
+            num = run.get("num_images", 1)
+            task.num_images = num if isinstance(num, int) and 1 <= num <= 10 else 1
+        task.width, task.height = output_size(run)
+        seed = run.get("seed")
         task.seed = seed if isinstance(seed, int) and seed >= 0 else seed_draw
         task.webhook_url = webhook
+        task.origin_price, task.price = price
         self.tasks[task.id] = task
+        self.ledger.charge(task, now)
+        self._counters.charged_usd += task.price
         self._counters.count_task(task)
         self._scheduler.at(now + queue_s, lambda t: self._ready(t, task))
         logger.debug("task %s created (%s)", task.id, model)
@@ -269,11 +317,11 @@ class TaskEngine:
         if task.code is not None:
             task.status = "failed"
             self._counters.failed += 1
+            self.ledger.refund(task, t)
+            self._counters.refunded_usd += task.price
         else:
             task.status = "completed"
             self._counters.completed += 1
-            price = self._config.prices.get(task.model, self._config.default_price)
-            self.balance -= price * task.num_images
         logger.debug("task %s %s", task.id, task.status)
         if task.waiters:
             for fut in task.waiters:
@@ -283,3 +331,26 @@ class TaskEngine:
         self._on_finish(task, t)
         if self.waiting:
             self._start(t, self.waiting.popleft())
+
+
+def _with_defaults(entry: EmulatedModel | None, inputs: Mapping[str, Any]) -> dict[str, Any]:
+    """``inputs`` with the schema's defaults filled in (what the task runs with)."""
+    if entry is None:
+        return dict(inputs)
+    run = {
+        name: prop["default"]
+        for name, prop in entry.properties.items()
+        if "default" in prop and name not in ("prompt", "image")
+    }
+    run.update(inputs)
+    return run
+
+
+def _latency_factor(entry: EmulatedModel | None, run: Mapping[str, Any]) -> float:
+    """How much longer than its profile a task runs: videos scale with their duration."""
+    if entry is None or entry.pricing != "per_second":
+        return 1.0
+    duration, default = run.get("duration"), entry.default("duration")
+    if not isinstance(duration, (int, float)) or not isinstance(default, (int, float)):
+        return 1.0
+    return float(duration) / float(default) if default > 0 else 1.0
