@@ -85,8 +85,14 @@ async def emulator() -> AsyncIterator[Emulator]:
 
 @pytest.fixture
 async def client(emulator: Emulator) -> AsyncIterator[Client]:
+    """A Client of ``emulator`` through its in-process transport: no socket of its own."""
     async with Client(
-        CANARY_KEY, base_url=emulator.base_url, poll=fast_poll(), retry=fast_retry(), seed=1
+        CANARY_KEY,
+        base_url=emulator.base_url,
+        transport=emulator.transport(),
+        poll=fast_poll(),
+        retry=fast_retry(),
+        seed=1,
     ) as c:
         yield c
 

@@ -18,7 +18,7 @@ from wavespeed_async._core.models import (
     webhook_secret_decoder,
 )
 from wavespeed_async._core.settings import FlowLimits, RetryConfig, SizeLimits, Timeouts
-from wavespeed_async._http.media import Downloader, FileInput
+from wavespeed_async._http.media import Downloader, FileInput, media_route
 from wavespeed_async._http.transport import AiohttpTransport
 from wavespeed_async._runtime import upload as _upload
 
@@ -73,11 +73,12 @@ class Endpoints:
 
     def _media_options(self) -> dict[str, Any]:
         """What the media sessions (downloads, upload PUTs) share with the API's: the
-        proxy settings, when the Client built its transport."""
+        proxy settings when the Client built its transport, or the transport itself when
+        it serves media URLs too (an in-process emulator)."""
         transport = self._open().transport
         if isinstance(transport, AiohttpTransport):
-            return transport.session_options()
-        return {"proxy": None, "trust_env": False}
+            return {**transport.session_options(), "route": None}
+        return {"proxy": None, "trust_env": False, "route": media_route(transport)}
 
     async def upload(
         self,

@@ -25,7 +25,7 @@ import secrets
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import IO, Any, Final, TypeVar, Union
+from typing import IO, Any, Final, Protocol, TypeVar, Union
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
@@ -34,6 +34,7 @@ import msgspec
 
 from wavespeed_async._core import policy as _policy
 from wavespeed_async._core.errors import (
+    ConnectError,
     DecodeError,
     OutputRefusedError,
     TransportError,
@@ -43,6 +44,7 @@ from wavespeed_async._core.models import Prediction
 from wavespeed_async._core.policy import FailureKind
 from wavespeed_async._core.settings import RetryConfig, Timeouts
 from wavespeed_async._core.text import printable
+from wavespeed_async._http.base import HTTPRequest, HTTPTransport, RequestTimeout
 
 __all__ = [
     "INTERNAL_REFUSED",
@@ -131,6 +133,20 @@ def shown_url(url: str) -> str:
     _credentials, at, host = where.netloc.rpartition("@")
     netloc = f"***@{host}" if at else host
     return printable(f"{where.scheme}://{netloc}{where.path}", limit=200)
+
+
+class MediaRoute(HTTPTransport, Protocol):
+    """A transport that also serves some media URLs (an in-process emulator's outputs and
+    upload targets): those are fetched through it instead of the media pool."""
+
+    def owns(self, url: str) -> bool:
+        """Whether ``url`` is served by this transport."""
+        ...
+
+
+def media_route(transport: object) -> MediaRoute | None:
+    """``transport`` if it serves media URLs too (it has ``owns(url)``), else ``None``."""
+    return transport if callable(getattr(transport, "owns", None)) else None  # type: ignore[return-value]
 
 
 class InternalAddress(Exception):
@@ -282,12 +298,14 @@ async def with_get_retries(
         except HostStatus as exc:
             status, text = exc.status, exc.text
             kind = FailureKind.STATUS
-        except aiohttp.ClientConnectorError:
+        except (aiohttp.ClientConnectorError, ConnectError):
             kind = FailureKind.CONNECT
         except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
             kind = FailureKind.TIMEOUT
         except aiohttp.ClientError:
             kind = FailureKind.RESET
+        except TransportError as exc:  # from a transport that serves media (see MediaRoute)
+            kind = FailureKind.TIMEOUT if exc.timed_out else FailureKind.RESET
         decision = _policy.decide_get_retry(
             kind,
             status=status,
@@ -318,8 +336,10 @@ class Downloader:
         allow_private: bool,
         proxy: str | None = None,
         trust_env: bool = False,
+        route: MediaRoute | None = None,
     ) -> None:
         self._timeouts = timeouts
+        self._route = route
         self._retry = retry
         self._rng = rng
         self._max_bytes = max_bytes
@@ -403,9 +423,15 @@ class Downloader:
                 task_id=task_id,
             )
 
+        route = self._route
+        once = (
+            (lambda: self._fetch_routed(route, url, folder, name, task_id))
+            if route is not None and route.owns(url)
+            else (lambda: self._fetch_once(url, folder, name, task_id, timeout))
+        )
         try:
             return await with_get_retries(
-                lambda: self._fetch_once(url, folder, name, task_id, timeout),
+                once,
                 retry=self._retry,
                 rng=self._rng,
                 give_up=give_up,
@@ -416,6 +442,29 @@ class Downloader:
                 f"resolves to internal address {exc} (allow with Client(allow_private_media=True))",
                 task_id,
             ) from None
+
+    async def _fetch_routed(
+        self, route: MediaRoute, url: str, folder: anyio.Path, name: str, task_id: str
+    ) -> Path:
+        """One download through the Client's transport (an in-process emulator's output)."""
+        request = HTTPRequest(
+            "GET",
+            url,
+            headers={},  # never the API key
+            timeout=RequestTimeout(
+                connect_s=self._timeouts.connect_s, total_s=self._timeouts.download_s
+            ),
+        )
+        resp = await route.send(request, max_bytes=self._max_bytes)
+        if resp.status != 200:
+            raise HostStatus(resp.status)
+        if resp.body is None:
+            raise self._too_large(url, task_id)
+        ext = sniff_ext(resp.body)
+        if ext == ".bin":
+            ctype = resp.headers.get("Content-Type", "").split(";", 1)[0].strip()
+            ext = _EXT_BY_TYPE.get(ctype, ".bin")
+        return await write_atomic(await inside(folder, name + ext), [resp.body])
 
     async def _fetch_once(
         self,

@@ -32,11 +32,13 @@ from wavespeed_async._core.models import UploadInstruction
 from wavespeed_async._core.policy import FailureKind
 from wavespeed_async._core.settings import RetryConfig, Timeouts
 from wavespeed_async._core.text import printable
+from wavespeed_async._http.base import HTTPRequest, RequestTimeout
 from wavespeed_async._http.media import (
     INTERNAL_REFUSED,
     FileInput,
     HostStatus,
     InternalAddress,
+    MediaRoute,
     check_public,
     is_private_host,
     media_connector,
@@ -132,8 +134,10 @@ async def put(
     allow_private: bool,
     proxy: str | None = None,
     trust_env: bool = False,
+    route: MediaRoute | None = None,
 ) -> None:
-    """Send the bytes as the ticket says, from a session that has no credentials."""
+    """Send the bytes as the ticket says, from a session that has no credentials (or
+    through ``route``, a transport that serves the storage URL itself)."""
     parts = urlsplit(instruction.url)
     if (
         instruction.method.upper() != "PUT"
@@ -154,6 +158,27 @@ async def put(
         total=timeouts.upload_s, sock_connect=timeouts.connect_s, sock_read=timeouts.request_s
     )
     where = instruction.url.split("?", 1)[0]
+
+    def give_up(kind: FailureKind, status: int | None, text: str) -> Exception:
+        return _put_error(status, kind, where, text)
+
+    if route is not None and route.owns(instruction.url):
+        request = HTTPRequest(
+            "PUT",
+            instruction.url,
+            headers=headers,
+            body=await source.read(),
+            timeout=RequestTimeout(connect_s=timeouts.connect_s, total_s=timeouts.upload_s),
+        )
+
+        async def routed() -> None:
+            resp = await route.send(request, max_bytes=_ERROR_BODY_BYTES)
+            if not 200 <= resp.status < 300:
+                text = (resp.body or b"")[:_ERROR_BODY_BYTES].decode(errors="replace")
+                raise HostStatus(resp.status, text)
+
+        await with_get_retries(routed, retry=retry, rng=rng, give_up=give_up)
+        return
     connector = media_connector(allow_private=allow_private, proxy=proxy, trust_env=trust_env)
     async with aiohttp.ClientSession(
         connector=connector, cookie_jar=aiohttp.DummyCookieJar(), proxy=proxy, trust_env=trust_env
@@ -178,9 +203,6 @@ async def put(
                         raise HostStatus(resp.status, head.decode(errors="replace"))
             finally:
                 _close(body)
-
-        def give_up(kind: FailureKind, status: int | None, text: str) -> Exception:
-            return _put_error(status, kind, where, text)
 
         try:
             await with_get_retries(once, retry=retry, rng=rng, give_up=give_up)

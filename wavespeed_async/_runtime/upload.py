@@ -22,7 +22,7 @@ import msgspec
 from wavespeed_async._core.errors import DecodeError, NotFoundError
 from wavespeed_async._core.models import ticket_decoder, upload_decoder
 from wavespeed_async._core.settings import RetryConfig, Timeouts
-from wavespeed_async._http.media import FileInput, guess_type
+from wavespeed_async._http.media import FileInput, MediaRoute, guess_type
 from wavespeed_async._http.upload import Source, multipart, put
 from wavespeed_async._runtime.api import Api
 
@@ -46,6 +46,7 @@ async def upload(
     allow_private: bool,
     proxy: str | None = None,
     trust_env: bool = False,
+    route: MediaRoute | None = None,
 ) -> str:
     """Upload ``file`` and return its download URL (see the module docstring).
 
@@ -80,6 +81,7 @@ async def upload(
             allow_private=allow_private,
             proxy=proxy,
             trust_env=trust_env,
+            route=route,
         )
         url = env.data.download_url
     log.info("uploaded %s (%d bytes)", name, source.size)

@@ -3,7 +3,8 @@
 ``async with Emulator(EmulatorConfig(latency=LatencyProfile.fast())) as emu:`` starts an
 aiohttp server on 127.0.0.1; point a client at ``emu.base_url``. ``Emulator(port=None)``
 opens no socket: ``await emu.handle(method, path, headers, body)`` serves the same answers
-in process. ``python -m wavespeed_async.emulator`` runs one from the command line. The
+in process, and ``Client(base_url=emu.base_url, transport=emu.transport())`` sends a Client's
+requests there. ``python -m wavespeed_async.emulator`` runs one from the command line. The
 models it runs, with their JSON Schemas and prices, are in ``CATALOGUE``. See
 ``docs/emulator.md``.
 """
@@ -25,6 +26,7 @@ from wavespeed_async.emulator._limits import INSUFFICIENT_BALANCE_CODE
 from wavespeed_async.emulator._png import ASPECT_SIZES
 from wavespeed_async.emulator._server import IN_PROCESS_BASE_URL, Emulator
 from wavespeed_async.emulator._stats import EmulatorStats, TaskRecord
+from wavespeed_async.emulator._transport import EmulatorTransport
 from wavespeed_async.emulator._wire import (
     EmulatedDisconnect,
     EmulatedResponse,
@@ -47,6 +49,7 @@ __all__ = [
     "Emulator",
     "EmulatorConfig",
     "EmulatorStats",
+    "EmulatorTransport",
     "FaultRates",
     "LatencyDist",
     "LatencyProfile",

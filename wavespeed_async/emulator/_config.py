@@ -8,8 +8,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from decimal import Decimal
+from types import MappingProxyType
 from typing import Final, Literal, Protocol
 
+from wavespeed_async._core.settings import TIERS as CLIENT_TIERS
+from wavespeed_async._core.settings import TIERS_ALTERNATE
 from wavespeed_async.emulator._billing import to_money
 from wavespeed_async.emulator._catalogue import EmulatedModel
 
@@ -30,13 +33,17 @@ __all__ = [
 FAULT_KINDS: Final = ("rate_limit", "server_error", "reset", "malformed", "stall")
 
 #: Tier presets ``(submits_per_minute, max_running)``: the first-listed figures of the API
-#: notes, then the figures of the other version of the docs.
-TIERS: Final[Mapping[str, tuple[tuple[int, int], tuple[int, int]]]] = {
-    "bronze": ((2, 2), (10, 3)),
-    "silver": ((500, 300), (500, 100)),
-    "gold": ((3000, 3000), (3000, 2000)),
-    "ultra": ((5000, 10000), (5000, 5000)),
-}
+#: notes, then the figures of the other version of the docs. The client's own table
+#: (``wavespeed_async.TIERS``, ``FlowLimits.for_tier``), so both sides agree on a tier.
+TIERS: Final[Mapping[str, tuple[tuple[int, int], tuple[int, int]]]] = MappingProxyType(
+    {
+        name: (
+            (tier.max_tasks_per_minute, tier.max_running),
+            (TIERS_ALTERNATE[name].max_tasks_per_minute, TIERS_ALTERNATE[name].max_running),
+        )
+        for name, tier in CLIENT_TIERS.items()
+    }
+)
 
 
 class Clock(Protocol):

@@ -42,6 +42,7 @@ from wavespeed_async.emulator._predictions import Predictions, render_prediction
 from wavespeed_async.emulator._scheduler import Scheduler
 from wavespeed_async.emulator._stats import Counters, EmulatorStats, TaskRecord
 from wavespeed_async.emulator._tasks import Task, TaskEngine
+from wavespeed_async.emulator._transport import EmulatorTransport
 from wavespeed_async.emulator._wire import (
     BodyTooLarge,
     EmulatedDisconnect,
@@ -277,6 +278,19 @@ class Emulator:
         await self.close()
 
     # ------------------------------------------------------------------ in process
+
+    def transport(self) -> EmulatorTransport:
+        """A Client transport serving this emulator in process, with no socket::
+
+            async with Emulator(port=None) as emu:
+                async with Client("any-key", base_url=emu.base_url,
+                                  transport=emu.transport()) as client:
+                    ...
+
+        API requests, downloads of the outputs and upload PUTs all come here through
+        :meth:`handle`; faults show as a socket would show them.
+        """
+        return EmulatorTransport(self)
 
     async def handle(
         self,
