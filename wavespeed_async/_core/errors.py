@@ -10,10 +10,12 @@ msgspec exception escapes. Catch the class that matches what you can act on::
     │   └── ConnectError           the request provably never reached the server
     ├── SubmissionOutcomeUnknown   a submit whose answer was lost: a task MAY exist (and be billed)
     ├── SubmitSkipped              a batch's job that ``on_submitting`` declined: nothing was sent
+    ├── BudgetExceeded             a job held back by a spending budget: never sent (.quote)
     ├── APIStatusError             the server answered "no" (.status, .code, .message)
     │   ├── BadRequestError        400 / 413 / envelope code 4xx: change the request
     │   ├── AuthenticationError    401: the API key is missing or wrong
     │   ├── PermissionDeniedError  403: the account cannot do this (balance, plan)
+    │   │   └── InsufficientBalanceError  the balance is below the task's price (code 402)
     │   ├── NotFoundError          404: unknown task id or model
     │   ├── RateLimitError         429 (.retry_after in seconds, when the server said)
     │   └── ServerError            5xx, or an envelope code 5xx inside a 200
@@ -38,15 +40,20 @@ from typing import TYPE_CHECKING, Any
 from wavespeed_async._core.text import printable
 
 if TYPE_CHECKING:
+    from decimal import Decimal
+
     from wavespeed_async._core.models import Prediction
+    from wavespeed_async._core.spend import Quote
 
 __all__ = [
     "APIStatusError",
     "AuthenticationError",
     "BadRequestError",
+    "BudgetExceeded",
     "ClientClosedError",
     "ConnectError",
     "DecodeError",
+    "InsufficientBalanceError",
     "LedgerError",
     "NotFoundError",
     "OutputRefusedError",
@@ -145,6 +152,9 @@ class SubmissionOutcomeUnknown(WaveSpeedError):
         cause_kind: What went wrong: ``"reset"``, ``"timeout"``, ``"server_error"``,
             ``"malformed"``.
         status: The HTTP status when one was received, else ``None``.
+        sent_at, lost_at: Unix seconds: when the submit was sent, and when its answer was
+            given up (``None`` if not known); ``client.reconcile`` searches the history
+            between them.
     """
 
     def __init__(
@@ -155,17 +165,49 @@ class SubmissionOutcomeUnknown(WaveSpeedError):
         input: dict[str, Any],
         cause_kind: str,
         status: int | None = None,
+        sent_at: float | None = None,
+        lost_at: float | None = None,
     ) -> None:
         super().__init__(message)
         self.model = model
         self.input = input
         self.cause_kind = cause_kind
         self.status = status
+        self.sent_at = sent_at
+        self.lost_at = lost_at
 
 
 class SubmitSkipped(WaveSpeedError):
     """A job of a batch was not sent because ``run_many(on_submitting=...)`` returned
     ``False`` for it: nothing was sent, no task exists. Reported as that job's result."""
+
+
+class BudgetExceeded(WaveSpeedError):
+    """A job held back because its quote would take committed spend over a budget
+    (``FlowLimits.budget_usd``, ``run_many(budget_usd=...)``): it was never sent, nothing
+    was charged. In a batch it is that job's result; the batch goes on.
+
+    Attributes:
+        quote: The job's :class:`~wavespeed_async.Quote`.
+        budget_usd: The budget that held it back (``Decimal``).
+        committed_usd: What was committed against that budget when it was checked.
+        scope: ``"batch"`` (``run_many``), ``"client"`` or ``"account"`` (with a share).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        quote: Quote,
+        budget_usd: Decimal,
+        committed_usd: Decimal,
+        scope: str,
+    ) -> None:
+        super().__init__(message)
+        self.quote = quote
+        self.budget_usd = budget_usd
+        self.committed_usd = committed_usd
+        self.scope = scope
 
 
 class APIStatusError(WaveSpeedError):
@@ -206,6 +248,11 @@ class AuthenticationError(APIStatusError):
 
 class PermissionDeniedError(APIStatusError):
     """403: the account may not do this (for example, an empty balance)."""
+
+
+class InsufficientBalanceError(PermissionDeniedError):
+    """The account's balance is below the task's price (HTTP 402, or 403 with envelope
+    code 402): refused before anything was created or charged. Top up the account."""
 
 
 class NotFoundError(APIStatusError):

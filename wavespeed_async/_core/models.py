@@ -12,6 +12,7 @@ distinct value): new server fields or statuses never break a client in productio
 from __future__ import annotations
 
 import logging
+from decimal import Decimal
 from typing import Any, Final
 
 import msgspec
@@ -113,9 +114,9 @@ class Prediction(msgspec.Struct, frozen=True):
 
 
 class Balance(msgspec.Struct, frozen=True):
-    """``GET /api/v3/balance`` data."""
+    """``GET /api/v3/balance`` data (the JSON number read exactly)."""
 
-    balance: float
+    balance: Decimal
 
 
 class UploadedMedia(msgspec.Struct, frozen=True):

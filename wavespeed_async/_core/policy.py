@@ -23,6 +23,7 @@ from wavespeed_async._core.errors import (
     APIStatusError,
     AuthenticationError,
     BadRequestError,
+    InsufficientBalanceError,
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
@@ -328,6 +329,9 @@ def classify_status(http_status: int, envelope_code: int | None) -> int | None:
     return envelope_code
 
 
+#: The code of a refusal for want of money: HTTP 402, or 403 with this envelope code.
+INSUFFICIENT_BALANCE: Final = 402
+
 _ERROR_CLASSES: Final[dict[int, type[APIStatusError]]] = {
     400: BadRequestError,
     413: BadRequestError,
@@ -339,8 +343,11 @@ _ERROR_CLASSES: Final[dict[int, type[APIStatusError]]] = {
 }
 
 
-def error_class_for(status: int) -> type[APIStatusError]:
-    """The exception class for an effective error status (see :func:`classify_status`)."""
+def error_class_for(status: int, code: int | None = None) -> type[APIStatusError]:
+    """The exception class for an effective error status (see :func:`classify_status`);
+    ``code``, the envelope's, tells an empty balance (402) from other refusals."""
+    if status == INSUFFICIENT_BALANCE or (status == 403 and code == INSUFFICIENT_BALANCE):
+        return InsufficientBalanceError
     if status >= 500:
         return ServerError
     return _ERROR_CLASSES.get(status, APIStatusError)

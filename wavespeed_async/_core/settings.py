@@ -19,10 +19,12 @@ import math
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
+from decimal import Decimal
 from types import MappingProxyType
 from typing import Any, Final, Literal, TypeVar
 
 from wavespeed_async._core.errors import ValidationError
+from wavespeed_async._core.money import split_usd, usd_amount
 
 __all__ = [
     "TIERS",
@@ -390,14 +392,21 @@ class FlowLimits:
         max_polls_per_s: Result GETs per second across all tasks, at most. ``None``: no
             budget.
         max_connections: Open HTTP connections to the API, at most (the pool size).
+        budget_usd: USD that tasks submitted through the Client may commit, at most (a
+            ``Decimal``; an int, a str or a float is taken as written): a submit whose
+            quote would take the committed spend over it raises ``BudgetExceeded`` and is
+            never sent. With a ``share``, account-wide. ``None``: no budget.
     """
 
     max_in_flight: int | None = 256
     max_tasks_per_minute: int | None = None
     max_polls_per_s: float | None = 500.0
     max_connections: int = 100
+    budget_usd: Decimal | float | str | None = None
 
     def __post_init__(self) -> None:
+        if self.budget_usd is not None:
+            object.__setattr__(self, "budget_usd", usd_amount(self.budget_usd, "budget_usd"))
         for name in ("max_in_flight", "max_tasks_per_minute"):
             value = getattr(self, name)
             if value is not None and (not isinstance(value, int) or value < 1):
@@ -441,7 +450,8 @@ class FlowLimits:
         """One of ``n`` equal shares of these limits, for ``n`` processes on one account.
 
         The in-flight cap, the start rate, the poll budget and the pool size are divided
-        by ``n`` (rounded down, at least 1 each), so that ``n`` Clients with these
+        by ``n`` (rounded down, at least 1 each; ``budget_usd`` rounded down to the
+        micro-dollar), so that ``n`` Clients with these
         limits together stay within the original ones. With ``n`` above a cap, each share
         keeps 1 and the sum exceeds the cap: share limits through Redis instead.
 
@@ -459,4 +469,9 @@ class FlowLimits:
             ),
             max_polls_per_s=None if self.max_polls_per_s is None else self.max_polls_per_s / n,
             max_connections=max(1, self.max_connections // n),
+            budget_usd=(
+                None
+                if self.budget_usd is None
+                else split_usd(usd_amount(self.budget_usd, "budget_usd"), n)
+            ),
         )

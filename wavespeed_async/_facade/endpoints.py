@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,8 +44,8 @@ class Endpoints:
     def _open(self) -> Api:
         raise NotImplementedError
 
-    async def balance(self) -> float:
-        """The account balance in USD."""
+    async def balance(self) -> Decimal:
+        """The account balance in USD, exactly (a ``Decimal``)."""
         env = await self._open().call("GET", "/api/v3/balance", balance_decoder)
         if env.data is None:
             raise DecodeError("the balance answer has no data")

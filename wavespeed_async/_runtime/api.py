@@ -339,8 +339,8 @@ class Api:
     ) -> _Attempt:
         """An error answer: typed by ``effective`` (the HTTP status, or the envelope's code
         when a 2xx carries an error), keeping the HTTP status as ``.status``."""
-        cls = _policy.error_class_for(effective)
         ecode = _envelope_code(code)
+        cls = _policy.error_class_for(effective, ecode)
         err: APIStatusError
         if cls is RateLimitError:
             err = RateLimitError(
