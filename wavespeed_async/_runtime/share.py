@@ -12,7 +12,9 @@ never imports it. A Share holds:
   ``on_cooldown`` callback given to :meth:`Share.bind`);
 * the poll budget (:meth:`Share.acquire_poll`);
 * webhook deliveries (:meth:`Share.publish`, :meth:`Share.stored_result`; deliveries
-  published by other processes arrive through ``on_delivery``).
+  published by other processes arrive through ``on_delivery``);
+* the spending budget (:meth:`Share.reserve_spend`, :meth:`Share.release_spend`,
+  :meth:`Share.spent`), in integer micro-dollars.
 
 The local in-flight limiter still runs in front of the share, so a process never holds more
 than its own ``max_in_flight``. A Share that loses its server must not fail the calls: it
@@ -87,6 +89,16 @@ class Share(Protocol):
 
     async def stored_result(self, task_id: str) -> Prediction | None:
         """A delivery published for ``task_id`` before anyone waited for it, if any."""
+
+    async def reserve_spend(self, micros: int, limit_micros: int) -> bool:
+        """Add ``micros`` to the account's committed spend, atomically, only if it then
+        stays within ``limit_micros``; whether it was added."""
+
+    def release_spend(self, micros: int) -> None:
+        """Take ``micros`` back off the account's committed spend (in background)."""
+
+    def spent(self) -> int:
+        """The account's committed spend in micro-dollars, as this process last saw it."""
 
 
 def default_namespace(api_key: Secret, base_url: str) -> str:
