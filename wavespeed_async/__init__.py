@@ -16,9 +16,11 @@ from wavespeed_async._core.errors import (
     APIStatusError,
     AuthenticationError,
     BadRequestError,
+    BudgetExceeded,
     ClientClosedError,
     ConnectError,
     DecodeError,
+    InsufficientBalanceError,
     LedgerError,
     NotFoundError,
     OutputRefusedError,
@@ -35,6 +37,7 @@ from wavespeed_async._core.errors import (
     WebhookVerificationError,
 )
 from wavespeed_async._core.models import Prediction, Timings, Urls
+from wavespeed_async._core.reconcile import LostSubmit, Reconciled
 from wavespeed_async._core.requests import (
     FluxKontextDev,
     FluxKontextProTextToImage,
@@ -52,9 +55,18 @@ from wavespeed_async._core.settings import (
     TierLimits,
     Timeouts,
 )
+from wavespeed_async._core.spend import (
+    BatchQuote,
+    BillingRecord,
+    Cost,
+    HistoryEntry,
+    ModelSpend,
+    Quote,
+)
 from wavespeed_async._core.webhooks import sign_webhook, verify_webhook
 from wavespeed_async._facade.bulk import BulkResult, BulkRun, Progress
 from wavespeed_async._facade.client import DEFAULT_BASE_URL, Client, TaskCreatedHook
+from wavespeed_async._facade.spend import SpendStatus
 from wavespeed_async._http.base import HTTPRequest, HTTPResponse, HTTPTransport, RequestTimeout
 from wavespeed_async._http.transport import AiohttpTransport
 from wavespeed_async._version import __version__
@@ -66,11 +78,15 @@ __all__ = [
     "AiohttpTransport",
     "AuthenticationError",
     "BadRequestError",
+    "BatchQuote",
+    "BillingRecord",
+    "BudgetExceeded",
     "BulkResult",
     "BulkRun",
     "Client",
     "ClientClosedError",
     "ConnectError",
+    "Cost",
     "DecodeError",
     "FlowLimits",
     "FluxKontextDev",
@@ -78,19 +94,26 @@ __all__ = [
     "HTTPRequest",
     "HTTPResponse",
     "HTTPTransport",
+    "HistoryEntry",
+    "InsufficientBalanceError",
     "LedgerError",
+    "LostSubmit",
+    "ModelSpend",
     "NotFoundError",
     "OutputRefusedError",
     "PermissionDeniedError",
     "PollConfig",
     "Prediction",
     "Progress",
+    "Quote",
     "RateLimitError",
+    "Reconciled",
     "RequestTimeout",
     "RetryConfig",
     "ScheduleTuning",
     "ServerError",
     "SizeLimits",
+    "SpendStatus",
     "SubmissionOutcomeUnknown",
     "SubmitSkipped",
     "TaskCreatedHook",

@@ -36,6 +36,7 @@ from anyio.abc import TaskGroup
 
 from wavespeed_async._core.errors import (
     AuthenticationError,
+    BudgetExceeded,
     PermissionDeniedError,
     SubmissionOutcomeUnknown,
     SubmitSkipped,
@@ -43,7 +44,9 @@ from wavespeed_async._core.errors import (
     WaveSpeedError,
 )
 from wavespeed_async._core.models import Prediction
+from wavespeed_async._core.money import ZERO
 from wavespeed_async._facade.results import BulkResult, Progress
+from wavespeed_async._runtime.budget import refused_before_creation
 
 if TYPE_CHECKING:
     from wavespeed_async._core.settings import FlowLimits
@@ -487,12 +490,19 @@ class BulkRun(Generic[T]):
             self._count_end(task_id, ok=False)
             return _Fatal(exc)
         except WaveSpeedError as exc:
-            self._count_end(task_id, ok=False, skipped=isinstance(exc, SubmitSkipped))
+            self._count_end(
+                task_id,
+                ok=False,
+                skipped=isinstance(exc, SubmitSkipped),
+                held_back=isinstance(exc, BudgetExceeded),
+            )
             tid = task_id or exc.task_id
             if tid is None and isinstance(exc, SubmissionOutcomeUnknown):
                 self._unknown.add(index)
             final = getattr(exc, "prediction", None) or getattr(exc, "last", None)
-            return BulkResult(index, kept, tid, final, exc)
+            # No task, and provably none: nothing was charged.
+            free = tid is None and refused_before_creation(exc)
+            return BulkResult(index, kept, tid, final, exc, ZERO if free else None)
         except Exception as exc:  # a bug or an unexpected error: end the batch
             self._stop = True
             return _Fatal(exc)
@@ -505,7 +515,9 @@ class BulkRun(Generic[T]):
         self._count_end(task_id, ok=True)
         return BulkResult(index, kept, pred.id, pred, None)
 
-    def _count_end(self, task_id: str | None, *, ok: bool, skipped: bool = False) -> None:
+    def _count_end(
+        self, task_id: str | None, *, ok: bool, skipped: bool = False, held_back: bool = False
+    ) -> None:
         progress = self.progress
         if task_id is None:
             progress.submitting -= 1
@@ -515,6 +527,8 @@ class BulkRun(Generic[T]):
             progress.completed += 1
         elif skipped:
             progress.skipped += 1
+        elif held_back:
+            progress.held_back += 1
         else:
             progress.failed += 1
 

@@ -25,6 +25,7 @@ from wavespeed_async._core.settings import (
     Timeouts,
 )
 from wavespeed_async._facade.endpoints import Endpoints
+from wavespeed_async._facade.spend import Spend
 from wavespeed_async._facade.tasks import TaskCreatedHook, Tasks
 from wavespeed_async._http.base import HTTPTransport
 from wavespeed_async._http.media import Downloader, is_private_host
@@ -57,7 +58,7 @@ def _require_asyncio() -> asyncio.AbstractEventLoop:
         ) from None
 
 
-class Client(Tasks, Endpoints):
+class Client(Tasks, Endpoints, Spend):
     """An async client for the WaveSpeedAI API.
 
     Use it as ``async with Client() as client:``, or create it once (e.g. in a web app's
@@ -73,7 +74,8 @@ class Client(Tasks, Endpoints):
         timeouts: Connect / per-request / whole-task timeouts.
         retry: Retry attempts and backoff.
         poll: Adaptive polling settings.
-        limits: In-flight cap, start rate, poll budget and pool size, shared by all calls.
+        limits: In-flight cap, start rate, poll budget, pool size and spending budget,
+            shared by all calls.
         on_task_created: Called (sync or async) with each created Prediction the moment its
             id exists, before polling: persist ids here so no task is ever lost.
         headers: Extra headers for API requests.

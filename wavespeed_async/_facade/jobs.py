@@ -9,9 +9,11 @@ from wavespeed_async._core.errors import ValidationError
 from wavespeed_async._core.ids import check_task_id
 from wavespeed_async._core.models import Prediction
 from wavespeed_async._core.requests import TypedRequest
+from wavespeed_async._runtime.budget import BATCH_BUDGET
 
 if TYPE_CHECKING:
     from wavespeed_async._facade.tasks import Tasks, Unset
+    from wavespeed_async._runtime.budget import Budget
 
 __all__ = ["Job", "run_job", "wait_job"]
 
@@ -47,15 +49,30 @@ def job_request(
 
 
 def run_job(
-    client: Tasks, model: str | None, *, timeout: float | Unset | None, webhook: str | None
+    client: Tasks,
+    model: str | None,
+    *,
+    timeout: float | Unset | None,
+    webhook: str | None,
+    budget: Budget | None = None,
 ) -> Job:
-    """The job of ``run_many``: submit the item, then wait for its task."""
+    """The job of ``run_many``: submit the item, then wait for its task (its quote
+    reserved against ``budget``, the batch's, before the submit)."""
 
     async def job(index: int, item: Any, created: Callable[[str], None]) -> Prediction:
         job_model, job_input = job_request(model, index, item)
-        return await client._run_one(
-            job_model, job_input, timeout=timeout, webhook=webhook, sync=False, on_created=created
-        )
+        token = BATCH_BUDGET.set(budget)
+        try:
+            return await client._run_one(
+                job_model,
+                job_input,
+                timeout=timeout,
+                webhook=webhook,
+                sync=False,
+                on_created=created,
+            )
+        finally:
+            BATCH_BUDGET.reset(token)
 
     return job
 

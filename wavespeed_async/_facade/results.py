@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio
 
 from wavespeed_async._core.errors import WaveSpeedError
 from wavespeed_async._core.models import Prediction
+from wavespeed_async._core.money import format_usd
+
+if TYPE_CHECKING:
+    from wavespeed_async._runtime.budget import Budget
 
 __all__ = ["BulkResult", "Progress"]
 
@@ -27,6 +32,9 @@ class BulkResult(Generic[T]):
         prediction: The final Prediction (``None`` if the task did not complete; for a
             failed task, the failed Prediction).
         error: Why the job did not complete, or ``None``.
+        cost_usd: What the job cost, when known (a ``Decimal``): ``0`` when it provably
+            created no task (held back by a budget, refused, invalid); otherwise ``None``
+            until filled in by ``await client.with_costs(results)`` from billing records.
     """
 
     index: int
@@ -34,6 +42,7 @@ class BulkResult(Generic[T]):
     id: str | None
     prediction: Prediction | None
     error: WaveSpeedError | None
+    cost_usd: Decimal | None = None
 
     @property
     def ok(self) -> bool:
@@ -52,8 +61,10 @@ class Progress:
 
     ``queued``: inputs taken, not yet submitted; ``submitting``: submits under way;
     ``running``: tasks created, not yet ended; ``completed`` / ``failed``: ended;
-    ``skipped``: declined by ``on_submitting`` (nothing sent); ``total``: the number of
-    inputs when known in advance.
+    ``skipped``: declined by ``on_submitting`` (nothing sent); ``held_back``: held back by
+    a budget (nothing sent); ``total``: the number of inputs when known in advance.
+    With a budget in force, ``spent_usd`` / ``budget_usd`` are its committed spend and
+    its limit (the batch's budget, else the Client's).
     """
 
     total: int | None = None
@@ -63,12 +74,25 @@ class Progress:
     completed: int = 0
     failed: int = 0
     skipped: int = 0
+    held_back: int = 0
     started_at: float = field(default_factory=anyio.current_time)
+    #: The budget shown as spent / budget (``None``: no budget in force).
+    budget: Budget | None = field(default=None, repr=False)
 
     @property
     def done(self) -> int:
         """Jobs ended, whichever way."""
-        return self.completed + self.failed + self.skipped
+        return self.completed + self.failed + self.skipped + self.held_back
+
+    @property
+    def spent_usd(self) -> Decimal | None:
+        """The committed spend of the budget in force (``None`` without one)."""
+        return None if self.budget is None else self.budget.committed_usd
+
+    @property
+    def budget_usd(self) -> Decimal | None:
+        """The limit of the budget in force (``None`` without one)."""
+        return None if self.budget is None else self.budget.limit_usd
 
     @property
     def elapsed_s(self) -> float:
@@ -88,13 +112,21 @@ class Progress:
         return max(0.0, (self.total - self.done) / self.rate_per_s)
 
     def __str__(self) -> str:
-        """``12/40 done (11 ok, 1 failed); 8 running, 20 queued; 3.1/s, ETA 9 s``."""
+        """``12/40 done (11 ok, 1 failed); 8 running, 20 queued; 3.1/s, ETA 9 s``, and with
+        a budget ``; $0.48 / $1.00 spent``."""
         total = f"/{self.total}" if self.total is not None else ""
         eta = self.eta_s
         eta_text = f", ETA {eta:.0f} s" if eta is not None and self.done != self.total else ""
         skipped = f", {self.skipped} skipped" if self.skipped else ""
+        held = f", {self.held_back} over budget" if self.held_back else ""
+        budget = self.budget
+        spend = (
+            ""
+            if budget is None
+            else f"; {format_usd(budget.committed_usd)} / {format_usd(budget.limit_usd)} spent"
+        )
         return (
-            f"{self.done}{total} done ({self.completed} ok, {self.failed} failed{skipped}); "
-            f"{self.running} running, {self.submitting + self.queued} queued; "
-            f"{self.rate_per_s:.1f}/s{eta_text}"
+            f"{self.done}{total} done ({self.completed} ok, {self.failed} failed{skipped}"
+            f"{held}); {self.running} running, {self.submitting + self.queued} queued; "
+            f"{self.rate_per_s:.1f}/s{eta_text}{spend}"
         )

@@ -5,7 +5,9 @@ from __future__ import annotations
 import inspect
 import logging
 import math
+import time
 from collections.abc import AsyncIterable, Awaitable, Callable, Iterable, Mapping
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlsplit
 
@@ -13,11 +15,14 @@ from wavespeed_async._core.errors import (
     APIStatusError,
     DecodeError,
     ServerError,
+    SubmissionOutcomeUnknown,
+    TaskFailedError,
     ValidationError,
     WaveSpeedError,
 )
 from wavespeed_async._core.ids import check_task_id
 from wavespeed_async._core.models import Prediction, prediction_decoder
+from wavespeed_async._core.money import usd_amount
 from wavespeed_async._core.requests import TypedRequest, coerce_request
 from wavespeed_async._core.settings import FlowLimits, Timeouts
 from wavespeed_async._facade.bulk import (
@@ -28,10 +33,12 @@ from wavespeed_async._facade.bulk import (
 )
 from wavespeed_async._facade.jobs import run_job, wait_job
 from wavespeed_async._runtime.api import result_path
+from wavespeed_async._runtime.budget import LocalBudget
 from wavespeed_async._runtime.waits import finished
 
 if TYPE_CHECKING:
     from wavespeed_async._runtime.api import Api
+    from wavespeed_async._runtime.budget import Budget, Hold
     from wavespeed_async._runtime.flow import FlowControl
     from wavespeed_async._runtime.share import Share
     from wavespeed_async._runtime.waits import Waits
@@ -81,6 +88,14 @@ class Tasks:
     def _waiting(self) -> Waits:
         raise NotImplementedError
 
+    if TYPE_CHECKING:  # the spend mixin's (``_facade/spend.py``)
+
+        async def _hold_spend(self, model: str, body: Mapping[str, Any]) -> Hold | None: ...
+        def _spend_settle(self, hold: Hold | None, exc: BaseException, *, sent: bool) -> None: ...
+        def _spend_created(self, hold: Hold | None, task_id: str) -> None: ...
+        def _spend_ended(self, task_id: str, *, failed: bool) -> None: ...
+        def _client_budget(self) -> Budget | None: ...
+
     @property
     def flow(self) -> FlowControl:
         raise NotImplementedError
@@ -113,8 +128,6 @@ class Tasks:
                 not be sent (re-sent first where provably safe).
         """
         path, body = coerce_request(model, input)
-        if sync:
-            body["enable_sync_mode"] = True
         if webhook is not None:
             if urlsplit(webhook).scheme not in ("http", "https"):
                 raise ValidationError(
@@ -128,25 +141,38 @@ class Tasks:
                 )
         api = self._open()
         flow = api.flow
-        start = await flow.acquire_start()
+        hold = await self._hold_spend(path, body)  # BudgetExceeded: never sent
+        if sync:
+            body["enable_sync_mode"] = True
+        sent_at, sent = time.time(), False
         try:
-            with submit_in_flight():
-                env = await api.submit(
-                    path,
-                    body,
-                    prediction_decoder,
-                    params={"webhook": webhook} if webhook else None,
-                    timeout_s=self._timeouts.sync_request_s if sync else None,
-                )
-        except APIStatusError as exc:
-            if exc.task_id is not None:
-                # An error answer that names a task: the task exists. Report it as created.
-                await self._task_created(Prediction(id=exc.task_id, model=path), path, False)
+            start = await flow.acquire_start()
+            try:
+                with submit_in_flight():
+                    sent = True
+                    env = await api.submit(
+                        path,
+                        body,
+                        prediction_decoder,
+                        params={"webhook": webhook} if webhook else None,
+                        timeout_s=self._timeouts.sync_request_s if sync else None,
+                    )
+            except APIStatusError as exc:
+                if exc.task_id is not None:
+                    # An error answer that names a task: the task exists. Report it created.
+                    self._spend_created(hold, exc.task_id)
+                    await self._task_created(Prediction(id=exc.task_id, model=path), path, False)
+                raise
+            finally:
+                flow.start_sent(start)
+        except BaseException as exc:
+            if isinstance(exc, SubmissionOutcomeUnknown):
+                exc.sent_at, exc.lost_at = sent_at, time.time()
+            self._spend_settle(hold, exc, sent=sent)
             raise
-        finally:
-            flow.start_sent(start)
         if env.data is None:
             raise DecodeError(f"submit to {path}: the answer has no task in it")
+        self._spend_created(hold, env.data.id)
         await self._task_created(env.data, path, webhook is not None)
         return env.data
 
@@ -226,9 +252,16 @@ class Tasks:
             raise ValidationError(
                 "timeout", f"timeout: {limit!r}; allowed: a finite number > 0 or None"
             )
-        if pred is not None and pred.done:
-            return finished(pred)
-        return await self._waiting().wait(task_id, pred, limit)
+        try:
+            if pred is not None and pred.done:
+                done = finished(pred)
+            else:
+                done = await self._waiting().wait(task_id, pred, limit)
+        except TaskFailedError:
+            self._spend_ended(task_id, failed=True)  # a refund may come back to a budget
+            raise
+        self._spend_ended(task_id, failed=False)
+        return done
 
     async def run(
         self,
@@ -306,6 +339,7 @@ class Tasks:
         on_task_created: Callable[[int, str], Any] | None = None,
         submit_grace_s: float = DEFAULT_SUBMIT_GRACE_S,
         on_submitting: Callable[[int], Any] | None = None,
+        budget_usd: Decimal | float | str | None = None,
     ) -> BulkRun[Any]:
         """Run many tasks; iterate the results as they complete.
 
@@ -341,14 +375,24 @@ class Tasks:
                 :class:`SubmitSkipped` error (counted as ``skipped`` in ``progress``). If
                 it raises, the job is not sent: a WaveSpeedError becomes the job's result,
                 any other error ends the batch.
+            budget_usd: USD this batch may commit (a ``Decimal``; an int, str or float is
+                taken as written): a job is sent only while the quotes of the jobs sent,
+                minus refunds known so far, plus its own stay within it; one that does
+                not fit is a result with :class:`BudgetExceeded` (never sent). The
+                Client's own ``FlowLimits.budget_usd`` applies too. See ``docs/spend.md``.
 
         One job's failure is a result with ``.error`` (a WaveSpeedError), never an
         exception that ends the batch; only a bad key (401) or a refused account (403)
         raises, from the ``async for``.
         """
         self._open()
-        return BulkRun(
-            run_job(self, model, timeout=timeout, webhook=webhook),
+        budget = (
+            None
+            if budget_usd is None
+            else LocalBudget(usd_amount(budget_usd, "budget_usd"), "batch")
+        )
+        run = BulkRun(
+            run_job(self, model, timeout=timeout, webhook=webhook, budget=budget),
             inputs,
             concurrency=default_concurrency(self._limits) if concurrency is None else concurrency,
             ordered=ordered,
@@ -357,6 +401,8 @@ class Tasks:
             submit_grace_s=submit_grace_s,
             on_submitting=on_submitting,
         )
+        run.progress.budget = budget or self._client_budget()
+        return run
 
     def wait_many(
         self,
