@@ -28,6 +28,7 @@ from wavespeed_async._core.secret import masked, redacted_url
 from wavespeed_async._core.settings import FlowLimits
 from wavespeed_async._runtime.flow import FlowControl
 from wavespeed_async.redis import _lua as lua
+from wavespeed_async.redis.budget import SharedSpend, check_budget_name
 
 if TYPE_CHECKING:
     from redis.commands.core import AsyncScript
@@ -73,7 +74,7 @@ class _RecentStarts:
         return pairs
 
 
-class RedisShare:
+class RedisShare(SharedSpend):
     """Limits and wake-ups shared by every process of one account, through one Redis.
 
     One RedisShare belongs to one Client (``Client(share=RedisShare(...))``).
@@ -92,6 +93,7 @@ class RedisShare:
         pool_timeout_s: How long a call waits for a free pooled connection.
         socket_timeout_s: A Redis call that takes longer counts as the server being away.
         reconnect_interval_s: While the server is away, how often to try it again.
+        budget_name: The account-wide budget (``FlowLimits.budget_usd``) counted against.
 
     Raises:
         ValidationError: a setting out of range, or a URL that is not ``redis(s)://``.
@@ -108,6 +110,7 @@ class RedisShare:
         pool_timeout_s: float = 20.0,
         socket_timeout_s: float = 5.0,
         reconnect_interval_s: float = 1.0,
+        budget_name: str = "default",
     ) -> None:
         url = masked(url)  # no traceback's locals show its password
         # What __repr__ reads, set before anything can raise (a traceback printed with its
@@ -144,6 +147,7 @@ class RedisShare:
         self.pool_timeout_s = float(pool_timeout_s)
         self.socket_timeout_s = float(socket_timeout_s)
         self.reconnect_interval_s = float(reconnect_interval_s)
+        self.budget_name = check_budget_name(budget_name)
         #: This process's lease holder id (unique per RedisShare).
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._limits = FlowLimits()
