@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from decimal import Decimal
 from typing import Any
 
 import aiohttp
@@ -339,7 +340,7 @@ async def test_balance_decreases_per_image(session: aiohttp.ClientSession) -> No
         async with session.get(f"{emu.base_url}/api/v3/balance") as r:
             data = balance_decoder.decode(await r.read()).data
         assert data is not None
-        assert data.balance == pytest.approx(10.0 - 2 * 0.025 - 0.04)
+        assert data.balance == Decimal("10") - 2 * Decimal("0.025") - Decimal("0.04")
 
 
 async def test_enforce_balance(session: aiohttp.ClientSession) -> None:

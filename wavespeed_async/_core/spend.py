@@ -326,7 +326,8 @@ class PriceRule(msgspec.Struct, frozen=True):
     defaults: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-_WORD: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: A bare word: not part of a number (``4k``), a function or a variable (``$exists``).
+_WORD: Final = re.compile(r"(?<![\w$])[A-Za-z_][A-Za-z0-9_]*")
 _JSONATA_WORDS: Final = frozenset({"and", "or", "in", "true", "false", "null", "function"})
 
 
@@ -334,13 +335,7 @@ def formula_inputs(formula: str) -> frozenset[str]:
     """The input names a JSONata price formula may read: every bare word that is not a
     function (``$exists``), a variable or a keyword. Words inside string literals count
     too: reading too many inputs only costs quotes, too few would reuse a wrong one."""
-    words = set()
-    for m in _WORD.finditer(formula):
-        if m.start() > 0 and formula[m.start() - 1] == "$":
-            continue
-        if m.group() not in _JSONATA_WORDS:
-            words.add(m.group())
-    return frozenset(words)
+    return frozenset(w for w in _WORD.findall(formula) if w not in _JSONATA_WORDS)
 
 
 def price_rules(models: Any) -> dict[str, PriceRule]:
