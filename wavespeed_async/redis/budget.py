@@ -12,8 +12,9 @@ Keys (``P`` = ``{ws:<namespace>}``, ``N`` = the budget's name, ``RedisShare(budg
 Every call carries what its process has committed in all, and the script first sets the
 holder's entry to it: so a server that restarted empty learns again what the live
 processes committed (those that ended are forgotten, as with the start window), and what a
-process reserved while the server was away is added when it is back. A process's calls
-go one at a time, so what it says it has committed is never out of date.
+process reserved while the server was away is added when it is back: each process tells
+it within a fraction of a second of reconnecting. A process's calls go one at a time, so
+what it says it has committed is never out of date.
 
 While the server is away, a process may commit on its own a part of what was left when it
 last heard of the budget: ``(limit - committed) / live processes``, so that together they
@@ -43,6 +44,8 @@ __all__ = ["SPEND", "SharedSpend", "check_budget_name"]
 
 _DOWN: Final = (RedisError, OSError, asyncio.TimeoutError)
 _NAME: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}\Z")
+#: How often a process checks whether the server came back (a local check, no request).
+_WATCH_S: Final = 0.25
 
 # Set the holder's entry to what it says it has committed (a restarted server learns it
 # again), then add delta: a reservation (delta > 0) only if the total stays within limit.
@@ -86,6 +89,7 @@ class SharedSpend:
     budget_name: str
     live_processes: int
     outages: int
+    reconnects: int
     _redis: aioredis.Redis | None
     _scripts: dict[str, AsyncScript]
     _fallback: FlowControl | None
@@ -105,6 +109,7 @@ class SharedSpend:
     _spend_total = 0  # the account's total, as last seen
     _spend_outage = -1  # the outage the local allowance below belongs to
     _spend_away = 0  # committed alone during that outage
+    _spend_watching = False
 
     def _spend_keys(self) -> list[str]:
         key = f"{{ws:{self.namespace}}}:spend:{self.budget_name}"
@@ -133,6 +138,9 @@ class SharedSpend:
 
     async def reserve_spend(self, micros: int, limit_micros: int) -> bool:
         """Add ``micros`` to the budget, atomically, only if it stays within the limit."""
+        if not self._spend_watching:
+            self._spend_watching = True
+            self._spawn(self._watch_spend())
         async with self._spending():
             if self._fallback is None:
                 try:
@@ -150,22 +158,31 @@ class SharedSpend:
             return True
 
     def release_spend(self, micros: int) -> None:
-        """Take ``micros`` back off the budget (the server is told in background)."""
-        self._spawn(self._release(micros))
+        """Take ``micros`` back off the budget: at once in what this process says it has
+        committed (its next call tells the server), and in background for the others."""
+        amount = min(micros, self._spend_own)
+        if amount > 0:
+            self._spend_own -= amount
+            self._spawn(self._sync_spend())
 
-    async def _release(self, micros: int) -> None:
+    async def _sync_spend(self) -> None:
+        """Tell the server what this process has committed (nothing added)."""
         async with self._spending():
-            amount = min(micros, self._spend_own)
-            if amount <= 0:
-                return
             if self._fallback is None:
                 try:
-                    await self._spend_call(-amount, 0)
+                    await self._spend_call(0, 0)
                 except _DOWN as exc:
                     self._away(exc)
-                else:
-                    return
-            self._spend_own -= amount  # the server learns it with the next call
+
+    async def _watch_spend(self) -> None:
+        """After an outage, tell the server at once what this process has committed (a
+        restarted server forgot it), rather than with the next reservation."""
+        seen = self.reconnects
+        while True:
+            await anyio.sleep(_WATCH_S)
+            if self.reconnects != seen and self._fallback is None:
+                seen = self.reconnects
+                await self._sync_spend()
 
     def spent(self) -> int:
         """The budget's committed spend (micro-dollars) as this process last saw it."""
