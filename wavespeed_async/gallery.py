@@ -15,7 +15,7 @@ The page is one self-contained file: no network (a Content-Security-Policy forbi
 load but the images in its folder), no JavaScript (filtering by status is plain CSS), and
 ``loading="lazy"`` images, so a batch of 10,000 jobs opens at once. It shows every job in
 order: its image(s), prompt, model, task id and inference time, or its error in place of
-the image; a header gives the counts, the wall time and the command.
+the image; a header gives the counts, the cost, the wall time and the command.
 
 Everything that comes from a job file or a server (prompts, errors, ids, models, file
 names) is escaped: a prompt ``<img src=x onerror=alert(1)>`` is shown as text. Image links
@@ -32,12 +32,14 @@ import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from html import escape
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import quote
 
 from wavespeed_async._core.errors import SubmissionOutcomeUnknown, TaskFailedError
+from wavespeed_async._core.money import format_usd
 from wavespeed_async._facade.bulk import BulkResult
 
 __all__ = ["INDEX_NAME", "GalleryItem", "render_gallery", "write_gallery"]
@@ -75,6 +77,7 @@ class GalleryItem:
         task_id: The task id, once a task exists.
         inference_ms: The server's inference time.
         error: Why the job has no image (shown in its place).
+        cost_usd: What the job cost (a ``Decimal``), when known; the header shows the sum.
     """
 
     number: int
@@ -85,6 +88,7 @@ class GalleryItem:
     task_id: str | None = None
     inference_ms: float | None = None
     error: str | None = None
+    cost_usd: Decimal | None = None
 
 
 def safe_href(name: str) -> str | None:
@@ -155,6 +159,7 @@ def item_from_result(
         task_id=r.id,
         inference_ms=pred.inference_ms if pred is not None else None,
         error=text,
+        cost_usd=r.cost_usd,
     )
 
 
@@ -226,10 +231,11 @@ def _card(item: GalleryItem, numbering: str) -> str:
     if item.model:
         meta.append(escape(item.model))
     tid = f"<br><code>{escape(item.task_id)}</code>" if item.task_id else ""
+    cost = f" · {escape(format_usd(item.cost_usd))}" if item.cost_usd is not None else ""
     return (
         f'<article class="c {kind}" id="j{item.number}">{body}{prompt}'
         f'<div class="m"><span class="s">{escape(item.status.replace("_", " "))}</span> '
-        f"{' · '.join(meta)}{_duration(item.inference_ms)}{tid}</div></article>\n"
+        f"{' · '.join(meta)}{_duration(item.inference_ms)}{cost}{tid}</div></article>\n"
     )
 
 
@@ -258,6 +264,9 @@ def render_gallery(
         f"<span><b>{counts[s]}</b> {escape(s.replace('_', ' '))}</span>" for s in order
     )
     facts = [f"{len(ordered)} job(s)"]
+    costs = [i.cost_usd for i in ordered if i.cost_usd is not None]
+    if costs:
+        facts.append(f"cost {escape(format_usd(sum(costs, Decimal(0))))}")
     if wall_s is not None:
         facts.append(f"{escape(wall_label)} {wall_s:.1f} s")
     facts.append("written " + time.strftime("%Y-%m-%d %H:%M:%S %Z"))

@@ -13,7 +13,16 @@ from typing import Final
 
 from wavespeed_async._core.errors import ValidationError
 
-__all__ = ["MICRO", "ZERO", "format_usd", "from_micros", "split_usd", "to_micros", "usd_amount"]
+__all__ = [
+    "MICRO",
+    "ZERO",
+    "format_usd",
+    "from_micros",
+    "plain_usd",
+    "split_usd",
+    "to_micros",
+    "usd_amount",
+]
 
 #: One micro-dollar: the unit of shared counters.
 MICRO: Final = Decimal("0.000001")
@@ -66,3 +75,9 @@ def format_usd(amount: Decimal | None) -> str:
     if "." in exact and len(exact.split(".")[1]) > 2:
         text = exact
     return f"{sign}${text}"
+
+
+def plain_usd(amount: Decimal) -> str:
+    """``amount`` as plain digits, without trailing zeros or an exponent (``0.05``, ``10``),
+    for files that are read by programs (a JSON string keeps it exact)."""
+    return format(amount.normalize(), "f") if amount else "0"

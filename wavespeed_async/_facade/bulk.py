@@ -37,6 +37,7 @@ from anyio.abc import TaskGroup
 from wavespeed_async._core.errors import (
     AuthenticationError,
     BudgetExceeded,
+    InsufficientBalanceError,
     PermissionDeniedError,
     SubmissionOutcomeUnknown,
     SubmitSkipped,
@@ -58,7 +59,8 @@ log = logging.getLogger("wavespeed_async")
 
 T = TypeVar("T")
 
-#: Errors that end the whole batch: every further job would fail the same way.
+#: Errors that end the whole batch: every further job would fail the same way. Not an
+#: empty balance (``InsufficientBalanceError``): a cheaper job may fit, a refund may come.
 BATCH_FATAL = (AuthenticationError, PermissionDeniedError)
 
 #: Seconds a submit already sent may still take to answer after a batch is left early.
@@ -254,7 +256,9 @@ class BulkRun(Generic[T]):
 
     Raises (from the ``async for``):
         AuthenticationError, PermissionDeniedError: the server refused the key or the
-            account; every further job would be refused too, so the batch ends.
+            account; every further job would be refused too, so the batch ends. A job
+            refused for want of money (``InsufficientBalanceError``) is that job's result
+            instead: nothing was created, and a cheaper job may still fit.
         ValidationError: at creation, ``concurrency`` or ``reorder_window`` is out of range.
 
     Leaving the block before the end (``break``, an exception, cancellation) stops
@@ -485,11 +489,11 @@ class BulkRun(Generic[T]):
         kept = item if self._keep_inputs else None
         try:
             pred: Prediction = await self._job(index, item, created)
-        except BATCH_FATAL as exc:
-            self._stop = True
-            self._count_end(task_id, ok=False)
-            return _Fatal(exc)
         except WaveSpeedError as exc:
+            if isinstance(exc, BATCH_FATAL) and not isinstance(exc, InsufficientBalanceError):
+                self._stop = True
+                self._count_end(task_id, ok=False)
+                return _Fatal(exc)
             self._count_end(
                 task_id,
                 ok=False,

@@ -17,6 +17,7 @@ import msgspec
 from wavespeed_async._core.errors import SubmissionOutcomeUnknown, ValidationError
 from wavespeed_async._core.ids import check_task_id
 from wavespeed_async._core.models import Prediction
+from wavespeed_async._core.money import to_micros
 from wavespeed_async._core.reconcile import DEFAULT_SLACK_S, LostSubmit, Reconciled
 from wavespeed_async._core.requests import TypedRequest, coerce_request
 from wavespeed_async._core.spend import BatchQuote, Cost, HistoryEntry, Quote, summarise
@@ -98,6 +99,13 @@ class Spend:
         if self._share is not None:
             return ShareBudget(self._share, limit)
         return LocalBudget(limit, "client")
+
+    def _count_spent(self, amount: Decimal) -> None:
+        """Count ``amount`` spent before this Client against its own budget (a resumed
+        batch's earlier runs); an account-wide budget counts them already."""
+        budget = self._gate().budget
+        if isinstance(budget, LocalBudget):
+            budget.commit(to_micros(amount))
 
     def _client_budget(self) -> Budget | None:
         return None if self._limits.budget_usd is None else self._gate().budget

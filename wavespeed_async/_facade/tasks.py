@@ -382,8 +382,8 @@ class Tasks:
                 Client's own ``FlowLimits.budget_usd`` applies too. See ``docs/spend.md``.
 
         One job's failure is a result with ``.error`` (a WaveSpeedError), never an
-        exception that ends the batch; only a bad key (401) or a refused account (403)
-        raises, from the ``async for``.
+        exception that ends the batch; only a bad key (401) or a refused account (403;
+        not an empty balance, which is the job's result) raises, from the ``async for``.
         """
         self._open()
         budget = (

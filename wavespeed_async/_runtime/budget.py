@@ -124,6 +124,10 @@ class LocalBudget:
     def release(self, micros: int) -> None:
         self._committed = max(0, self._committed - micros)
 
+    def commit(self, micros: int) -> None:
+        """Count ``micros`` as committed, whatever the limit (spend made elsewhere)."""
+        self._committed += micros
+
 
 class ShareBudget:
     """The Client's budget kept with every process of the account, through a share."""

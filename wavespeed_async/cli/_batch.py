@@ -59,6 +59,14 @@ from wavespeed_async.cli._outdir import (
 )
 from wavespeed_async.cli._plan import EMULATOR_TARGET, lines_text, make_plan
 from wavespeed_async.cli._runner import Batch
+from wavespeed_async.cli._spend import (
+    add_spend_options,
+    cached_costs,
+    check_spend_args,
+    dry_run,
+    reconcile_journal,
+    spend_summary,
+)
 from wavespeed_async.cli._summary import UNKNOWN_HELP, print_summary
 from wavespeed_async.jobs.journal import JobRecord, Journal, JournalError, JournalWriteError
 
@@ -121,6 +129,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--no-gallery", action="store_true", help="do not write DIR/index.html")
     add_connection_options(p)
     add_share_option(p)
+    add_spend_options(p)
     p.set_defaults(func=command)
 
 
@@ -131,6 +140,7 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--rate: {args.rate}; allowed: an integer >= 1 (tasks per minute)")
     if not args.grace >= 0:
         raise UsageError(f"--grace: {args.grace}; allowed: seconds >= 0")
+    check_spend_args(args)
 
 
 def command(args: argparse.Namespace) -> int:
@@ -149,6 +159,8 @@ def command(args: argparse.Namespace) -> int:
     )
     if not jobs:
         raise UsageError(f"{args.jobs}: no jobs (one JSON object of inputs per line)")
+    if args.dry_run:  # nothing is submitted, and nothing written to the folder
+        return dry_run(args, target, jobs)
     out = output_folder(args.output)
     try:
         held = lock(out)
@@ -185,7 +197,7 @@ def _wrap_up(
     job_lines = {j.line for j in jobs}
     records = [r for r in journal.all() if r.line in job_lines]
     try:
-        manifest = write_manifest(out, records)
+        manifest = write_manifest(out, records, cached_costs(journal))
     except OSError as exc:
         raise UsageError(f"cannot write the manifest in {out}: {exc}") from None
     with suppress(OSError):
@@ -197,6 +209,8 @@ def _run(
     args: argparse.Namespace, target: Target, jobs: list[Job], journal: Journal, out: Path
 ) -> int:
     key = EMULATOR_TARGET if target.emulator else public_url(target.base_url or "")
+    if args.reconcile:
+        reconcile_journal(args, target, journal, key)
     plan = make_plan(jobs, journal, args, key)
     for job in plan.invalid:
         err(f"{args.jobs}:{job.line}: {job.error}")
@@ -225,7 +239,7 @@ def _run(
         anyio.run(go)
     finally:
         records, manifest = _wrap_up(holder[0] if holder else None, journal, jobs, out)
-        gallery.write(records)
+        gallery.write(records, cached_costs(journal))
     batch = holder[0]
     stop = batch.stop
     elapsed = time.monotonic() - started
@@ -238,6 +252,7 @@ def _run(
         elapsed,
         args.quiet,
         refused=isinstance(stop.fatal, (AuthenticationError, PermissionDeniedError)),
+        money=spend_summary(records, cached_costs(journal), args),
     )
     gallery.announce()
     if isinstance(stop.fatal, JournalError):

@@ -25,6 +25,7 @@ from wavespeed_async._core.secret import redacted_url
 from wavespeed_async._core.settings import FlowLimits, PollConfig, Timeouts
 from wavespeed_async._facade.client import DEFAULT_BASE_URL, Client
 from wavespeed_async._runtime.fdlimit import open_file_limit
+from wavespeed_async._runtime.share import Share
 
 __all__ = [
     "EXIT_FAILED",
@@ -296,7 +297,7 @@ async def open_client(
     on_started: Callable[[str], None] | None = None,
     on_task_created: Callable[[Prediction], Any] | None = None,
     seed: int = 0,
-    share: str | None = None,
+    share: str | Share | None = None,
     limits: FlowLimits | None = None,
 ) -> AsyncIterator[Client]:
     """A Client for the target; with ``--emulator``, an emulator runs for its lifetime.

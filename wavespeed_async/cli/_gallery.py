@@ -16,7 +16,8 @@ import shlex
 import sqlite3
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Final
 from urllib.parse import urlsplit
@@ -27,6 +28,7 @@ from wavespeed_async.cli._common import Target, err
 from wavespeed_async.cli._jobs import Job
 from wavespeed_async.cli._outdir import JOURNAL_NAME, STATUS
 from wavespeed_async.cli._progress import Counters
+from wavespeed_async.cli._spend import cached_costs
 from wavespeed_async.gallery import INDEX_NAME, GalleryItem, render_gallery, write_page
 from wavespeed_async.jobs.journal import JobRecord, Journal, JournalError
 
@@ -44,8 +46,12 @@ _OPEN_TEXT: Final = {
 }
 
 
-def items_from_records(records: list[JobRecord], jobs: dict[int, Job]) -> list[GalleryItem]:
-    """One item per journal record; the prompt from the body sent, else from the jobs file."""
+def items_from_records(
+    records: list[JobRecord], jobs: dict[int, Job], costs: Mapping[str, Decimal] | None = None
+) -> list[GalleryItem]:
+    """One item per journal record; the prompt from the body sent, else from the jobs file;
+    the cost of its task from ``costs`` (by task id), when known."""
+    costs = costs or {}
     items = []
     for rec in records:
         job = jobs.get(rec.line)
@@ -61,6 +67,7 @@ def items_from_records(records: list[JobRecord], jobs: dict[int, Job]) -> list[G
                 task_id=rec.task_id,
                 inference_ms=rec.inference_ms,
                 error=rec.error or _OPEN_TEXT.get(rec.state),
+                cost_usd=costs.get(rec.task_id) if rec.task_id is not None else None,
             )
         )
     return items
@@ -109,12 +116,12 @@ class BatchGallery:
         self._failed = False
         self._read_failed = False
 
-    def _write(self, records: list[JobRecord], wall_s: float) -> None:
+    def _write(self, records: list[JobRecord], wall_s: float, costs: Mapping[str, Decimal]) -> None:
         if self._failed:
             return
         try:
             page = render_gallery(
-                items_from_records(records, self.jobs),
+                items_from_records(records, self.jobs, costs),
                 title=self.title,
                 command=self.command,
                 wall_s=wall_s,
@@ -126,10 +133,10 @@ class BatchGallery:
             self._failed = True
             err(f"note: cannot write the gallery {self.out / INDEX_NAME}: {exc}")
 
-    def write(self, records: list[JobRecord]) -> None:
-        """Write the page now, from the batch's journal ``records``."""
+    def write(self, records: list[JobRecord], costs: Mapping[str, Decimal] | None = None) -> None:
+        """Write the page now, from the batch's journal ``records`` (and tasks' ``costs``)."""
         if self.enabled:
-            self._write(records, self._wall())
+            self._write(records, self._wall(), costs or {})
 
     def announce(self) -> None:
         """Tell where the page is (after the summary)."""
@@ -165,10 +172,11 @@ class BatchGallery:
         try:
             with Journal.open(self.out / JOURNAL_NAME) as journal:
                 records = [r for r in journal.all() if r.line in self.jobs]
+                costs = cached_costs(journal)
         except (JournalError, sqlite3.Error) as exc:  # e.g. busy: the next refresh retries
             if not self._read_failed:
                 err(f"note: cannot read the journal for the gallery: {exc}")
             self._read_failed = True
             return
-        self._write(records, self._wall())
+        self._write(records, self._wall(), costs)
         self._last_cost_s = time.perf_counter() - t0

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any, Final
 
+from wavespeed_async._core.money import plain_usd
 from wavespeed_async.cli._common import UsageError
 from wavespeed_async.jobs.journal import JobRecord
 
@@ -74,8 +77,8 @@ def _iso(t: float | None) -> str | None:
     )
 
 
-def manifest_entry(rec: JobRecord) -> dict[str, Any]:
-    """One line of ``results.jsonl``."""
+def manifest_entry(rec: JobRecord, cost_usd: Decimal | None = None) -> dict[str, Any]:
+    """One line of ``results.jsonl`` (``cost_usd``: the task's net cost, when known)."""
     total = (
         round(rec.finished_at - rec.submitted_at, 3)
         if rec.finished_at is not None and rec.submitted_at is not None
@@ -89,6 +92,8 @@ def manifest_entry(rec: JobRecord) -> dict[str, Any]:
         "outputs": rec.outputs,
         "error": rec.error,
         "code": rec.code,
+        # A string: JSON readers would turn a number into a float.
+        "cost_usd": None if cost_usd is None else plain_usd(cost_usd),
         "timings": {
             "submitted_at": _iso(rec.submitted_at),
             "created_at": _iso(rec.created_at),
@@ -99,13 +104,26 @@ def manifest_entry(rec: JobRecord) -> dict[str, Any]:
     }
 
 
-def write_manifest(out: Path, records: list[JobRecord]) -> Path:
-    """Rewrite ``results.jsonl`` (atomically): one line per job line, in line order."""
+def _cost_of(rec: JobRecord, costs: Mapping[str, Decimal]) -> Decimal | None:
+    """A line's cost: its task's; 0 for a line that created no task (never sent, or
+    refused); unknown for a submit whose outcome is unknown."""
+    if rec.task_id is not None:
+        return costs.get(rec.task_id)
+    return Decimal(0) if rec.state in ("invalid", "pending", "failed") else None
+
+
+def write_manifest(
+    out: Path, records: list[JobRecord], costs: Mapping[str, Decimal] | None = None
+) -> Path:
+    """Rewrite ``results.jsonl`` (atomically): one line per job line, in line order, with
+    each task's cost from ``costs`` (by task id) when known."""
     path = out / MANIFEST_NAME
     tmp = out / f".{MANIFEST_NAME}.tmp"
+    costs = costs or {}
     with tmp.open("w", encoding="utf-8") as f:
         for rec in records:
-            f.write(json.dumps(manifest_entry(rec), ensure_ascii=False) + "\n")
+            cost = _cost_of(rec, costs)
+            f.write(json.dumps(manifest_entry(rec, cost), ensure_ascii=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
     tmp.replace(path)

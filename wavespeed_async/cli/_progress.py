@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
@@ -26,7 +27,9 @@ class Counters:
     ``running``: tasks created and not ended (resumed ones too); ``completed``,
     ``failed``: ended (including those finished in an earlier run and invalid lines);
     ``unknown``: submits whose outcome is unknown (held back); ``incomplete``: tasks that
-    did not end in this run (re-run to collect them).
+    did not end in this run (re-run to collect them); ``held_back``: jobs held back by
+    ``--max-spend`` or refused for want of money (nothing created; re-run to submit them);
+    ``spend``: the budget's ``$spent / $budget``, when set.
     """
 
     total: int = 0
@@ -43,10 +46,12 @@ class Counters:
     resumed: int = 0
     started: float = field(default_factory=time.monotonic)
     ended_this_run: int = 0
+    held_back: int = 0
+    spend: Callable[[], str] | None = None
 
     @property
     def done(self) -> int:
-        return self.completed + self.failed + self.unknown + self.incomplete
+        return self.completed + self.failed + self.unknown + self.incomplete + self.held_back
 
     @property
     def elapsed_s(self) -> float:
@@ -68,10 +73,12 @@ class Counters:
         eta = self.eta_s
         eta_text = f", ETA {eta:.0f} s" if eta is not None and self.done < self.total else ""
         extra = f", {self.unknown} unknown" if self.unknown else ""
+        extra += f", {self.held_back} held back" if self.held_back else ""
+        spend = f"; {self.spend()}" if self.spend is not None else ""
         return (
             f"{self.done}/{self.total} done ({self.completed} ok, {self.failed} failed{extra}); "
             f"{self.running} running, {self.queued + self.submitting} queued; "
-            f"{self.rate_per_s:.2f}/s{eta_text}"
+            f"{self.rate_per_s:.2f}/s{eta_text}{spend}"
         )
 
 
@@ -152,6 +159,7 @@ class _Rich:
                 "[green]{task.fields[ok]} done[/] "
                 "[red]{task.fields[failed]} failed[/]"
             ),
+            TextColumn("{task.fields[spend]}"),
             RateColumn(),
             TextColumn("ETA"),
             TimeRemainingColumn(compact=True),
@@ -168,7 +176,8 @@ class _Rich:
             "queued": c.queued + c.submitting,
             "running": c.running,
             "ok": c.completed,
-            "failed": c.failed + c.unknown + c.incomplete,
+            "failed": c.failed + c.unknown + c.incomplete + c.held_back,
+            "spend": c.spend() if c.spend is not None else "",
         }
 
     def start(self) -> None:

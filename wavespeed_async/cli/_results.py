@@ -11,12 +11,15 @@ import anyio
 from anyio.abc import TaskGroup
 
 from wavespeed_async._core.errors import (
+    BudgetExceeded,
+    InsufficientBalanceError,
     NotFoundError,
     SubmissionOutcomeUnknown,
     TaskFailedError,
     WaveSpeedError,
 )
 from wavespeed_async._core.models import Prediction
+from wavespeed_async._core.money import format_usd
 from wavespeed_async._facade.bulk import BulkResult
 from wavespeed_async._facade.client import Client
 from wavespeed_async.cli._outdir import PARTIAL_DIR, output_name
@@ -101,7 +104,21 @@ def record_end(
     c.ended_this_run += 1
     error = r.error
     text = str(error) if error is not None else "no result"
-    if isinstance(error, TaskFailedError):
+    if isinstance(error, BudgetExceeded):
+        # Never sent: the job stays pending, for a run with a higher --max-spend.
+        journal.note_error(
+            line,
+            f"budget: held back by --max-spend {format_usd(error.budget_usd)} (it costs "
+            f"{format_usd(error.quote.cost_usd)}; {format_usd(error.committed_usd)} was "
+            "committed); not submitted",
+        )
+        c.held_back += 1
+    elif isinstance(error, InsufficientBalanceError) and r.id is None:
+        # Refused before anything was created: pending, for a run after a top-up.
+        journal.reset(line)
+        journal.note_error(line, f"balance: {text}; top up and re-run to submit it")
+        c.held_back += 1
+    elif isinstance(error, TaskFailedError):
         journal.mark_failed(
             line,
             text,

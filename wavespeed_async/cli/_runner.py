@@ -18,6 +18,7 @@ from anyio.abc import TaskGroup
 from wavespeed_async._core.settings import FlowLimits
 from wavespeed_async._facade.bulk import BATCH_FATAL, BulkResult
 from wavespeed_async._facade.client import Client
+from wavespeed_async.cli import _spend as spend
 from wavespeed_async.cli._common import Target, err, open_client
 from wavespeed_async.cli._feed import Feed, Intake
 from wavespeed_async.cli._jobs import Job
@@ -73,9 +74,18 @@ class Batch:
                         timeout_s=self.args.timeout,
                         on_started=self._started,
                         seed=int.from_bytes(os.urandom(4), "big"),
-                        share=self.args.share,
-                        limits=self._shared_limits(),
+                        share=spend.spend_share(self.args),
+                        limits=spend.spend_limits(self.args, self._shared_limits()),
                     ) as client:
+                        await spend.before_run(
+                            client,
+                            self.args,
+                            self.journal,
+                            self.plan,
+                            self.counters,
+                            emulator=self.target.emulator,
+                            fail=self.stop.fail,
+                        )
                         intake = Intake(
                             client,
                             self.journal,
@@ -93,6 +103,8 @@ class Batch:
                                     work.start_soon(self._resume, client)
                                 for model, jobs in _by_model(self.plan.to_submit):
                                     work.start_soon(self._submit, client, intake, model, jobs)
+                        if not self.stop.requested and self.stop.fatal is None:
+                            await spend.after_run(client, self.journal, self.plan)
                 outer.cancel_scope.cancel()
         finally:
             self.display.stop()

@@ -29,11 +29,12 @@ def print_summary(
     quiet: bool,
     *,
     refused: bool = False,
+    money: list[str] | None = None,
 ) -> None:
     """Print how the batch went (``head``: finished, interrupted or stopped), per line.
 
     ``refused``: the server refused the key or the account, so re-running as is would be
-    refused too: the closing advice says to fix that first.
+    refused too: the closing advice says to fix that first. ``money``: lines about cost.
     """
     by_status: dict[str, int] = {}
     for rec in records:
@@ -54,6 +55,8 @@ def print_summary(
     print(f"  outputs:  {out}/ ({files} file(s))")
     print(f"  manifest: {manifest}")
     print(f"  journal:  {out / JOURNAL_NAME}")
+    for line in money or ():  # what the tasks cost, and the budget
+        print(line)
     shown = records if len(records) <= 100 else [r for r in records if r.state != "completed"]
     if shown:
         print("Outputs per line:" if len(shown) == len(records) else "Lines not completed:")
@@ -64,7 +67,7 @@ def print_summary(
         elif rec.state == "created" and not rec.error:
             detail = f"task {rec.task_id} still runs on the server: re-run to collect it"
         elif rec.state == "pending":
-            detail = "not submitted yet: re-run to submit it"
+            detail = rec.error or "not submitted yet: re-run to submit it"
         else:
             detail = rec.error or ""
             if rec.task_id and rec.task_id not in detail:
