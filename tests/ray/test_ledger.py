@@ -297,6 +297,9 @@ async def test_two_workers_on_the_same_rows_at_once_submit_each_row_once(
     assert stats.tasks_created == 30 and stats.duplicate_prompts == []
     assert [r["task_id"] for r in results["a"]] == [r["task_id"] for r in results["b"]]
     assert all(r["status"] == "completed" for r in results["a"] + results["b"])
+    # Each row's cost column is its task's billing: the same task, the same one charge.
+    prices = {t.id: t.price for t in stats.tasks.values()}
+    assert all(r["cost_usd"] == prices[r["task_id"]] for r in results["a"] + results["b"])
 
 
 @pytest.mark.anyio
@@ -538,6 +541,7 @@ async def test_a_refused_row_releases_its_claim_so_a_later_run_may_send_it(
     finally:
         await close(w)
     assert row["status"] == "refused" and row["task_id"] is None and "num_images" in row["error"]
+    assert row["cost_usd"] == 0  # nothing was created, nothing charged
     book = SqliteLedger.open(tmp_path)
     try:
         assert book.get(row_key(MODEL, {"prompt": "too many", "num_images": 9})) is None

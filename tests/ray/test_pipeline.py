@@ -9,6 +9,7 @@ import signal
 import socket
 import threading
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,9 @@ def test_200_rows_on_two_actors_become_200_tasks_and_failures_come_back_as_rows(
     assert len(failed) == 5 and len(completed) == 195
     assert all("[fail:1200]" in r["text"] and "1200" in r["error"] and r["task_id"] for r in failed)
     assert all(r["error"] == "" and len(r["outputs"]) == 1 for r in completed)
+    # cost_usd: the billing's net per row, exact; a failed task was refunded.
+    assert all(r["cost_usd"] == Decimal("0.04") for r in completed)
+    assert all(r["cost_usd"] == 0 for r in failed)
     assert all(r["outputs"][0].startswith(ray_emulator.base_url) for r in completed)
     assert len({r["task_id"] for r in out}) == 200
     assert set(stats["tasks"]) == {r["task_id"] for r in out}

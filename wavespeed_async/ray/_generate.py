@@ -1,9 +1,9 @@
 """The worker behind :func:`wavespeed_async.ray.generate`: one per Ray actor.
 
 It turns a batch of rows (an Arrow table) into the same table plus ``task_id``, ``status``,
-``outputs`` and ``error`` columns. It needs nothing from Ray itself: Ray Data constructs it
-in an actor and awaits ``__call__`` on the event loop it runs for async callables, and the
-one Client of the actor is opened on that loop on first use.
+``outputs``, ``error`` and ``cost_usd`` columns. It needs nothing from Ray itself: Ray
+Data constructs it in an actor and awaits ``__call__`` on the event loop it runs for async
+callables, and the one Client of the actor is opened on that loop on first use.
 
 Per row key (see :mod:`wavespeed_async.jobs.ledger`):
 
@@ -33,6 +33,7 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -59,7 +60,9 @@ __all__ = ["OUTPUT_COLUMNS", "GenerateOptions", "GenerateWorker", "model_input",
 log = logging.getLogger("wavespeed_async")
 
 #: Columns added to every row (plus ``files`` / ``images`` when downloading).
-OUTPUT_COLUMNS = ("task_id", "status", "outputs", "error")
+OUTPUT_COLUMNS = ("task_id", "status", "outputs", "error", "cost_usd")
+#: ``cost_usd``'s Arrow type: exact decimal USD, to the nano-dollar.
+COST_SCALE = 9
 
 _SAFE_STEM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
@@ -259,6 +262,10 @@ class GenerateWorker:
             "outputs", pa.array([r.outputs for r in out], pa.list_(pa.string()))
         )
         table = table.append_column("error", pa.array([r.error for r in out], pa.string()))
+        costs = await _costs(client, out)
+        table = table.append_column(
+            "cost_usd", pa.array(costs, pa.decimal128(38 - COST_SCALE, COST_SCALE))
+        )
         if o.download is not None:
             table = table.append_column(
                 "files", pa.array([r.files for r in out], pa.list_(pa.string()))
@@ -491,6 +498,27 @@ class GenerateWorker:
 
     def _wants_files(self) -> bool:
         return self._o.download is not None or self._o.download_bytes
+
+
+async def _costs(client: Client, rows: list[RowResult]) -> list[Decimal | None]:
+    """Each row's net cost from the billing records (one search per 100 tasks): 0 for a
+    row that created no task; ``None`` when unknown (no record yet, or the search failed)."""
+    ids = [r.task_id for r in rows if r.task_id is not None]
+    found = {}
+    if ids:
+        try:
+            found = await client.costs(ids)
+        except WaveSpeedError as exc:
+            log.warning("the rows' costs could not be read (%s); cost_usd is null", exc)
+    quantum = Decimal(1).scaleb(-COST_SCALE)
+    out: list[Decimal | None] = []
+    for r in rows:
+        cost = found.get(r.task_id) if r.task_id is not None else None
+        if r.task_id is None:
+            out.append(Decimal(0) if r.status == "refused" else None)
+        else:
+            out.append(cost.net_usd.quantize(quantum) if cost is not None and cost.known else None)
+    return out
 
 
 def columns_option(
