@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -26,6 +27,7 @@ from wavespeed_async import (
     ValidationError,
 )
 from wavespeed_async.emulator import Emulator, EmulatorConfig, EmulatorTransport, LatencyProfile
+from wavespeed_async.gallery import write_gallery
 
 pytestmark = pytest.mark.anyio
 
@@ -366,3 +368,19 @@ async def test_reconcile_of_a_batch_gives_each_lost_submit_its_own_task(emu: Emu
     assert all(f.found for f in found)
     assert len({f.task_id for f in found}) == 2
     assert not {f.task_id for f in found} & set(known)
+
+
+async def test_the_gallery_of_a_batch_shows_each_jobs_cost_and_the_total(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    inputs = [{"prompt": "a fox", "num_images": 2}, {"prompt": "a dog [fail]"}]
+    async with client_of(emu) as client:
+        async with client.run_many(DEV, inputs) as run:
+            results = [r async for r in run]
+        for r in results:
+            if r.ok and r.prediction is not None:
+                await client.download(r.prediction, tmp_path)
+        results = await client.with_costs(results)
+    page = write_gallery(tmp_path, results).read_text(encoding="utf-8")
+    assert "cost $0.05" in page  # the header: $0.05 charged, $0.025 charged and refunded
+    assert page.count("· $0.05") == 1 and page.count("· $0.00") == 1

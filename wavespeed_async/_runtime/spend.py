@@ -204,8 +204,8 @@ class Pricing:
         quote = quote_from(model, env.data)
         if quote is None:
             raise DecodeError(f"the quote for {model} names no price", body=str(env.data)[:2000])
-        return Quote(model, quote.price_usd, quote.discounted_price_usd, quote.discount_rate,
-                     quote.currency)  # fmt: skip
+        # Under the model asked for, whatever id the answer spells.
+        return msgspec.structs.replace(quote, model=model)
 
     # -- costs -----------------------------------------------------------------------------
 
