@@ -61,20 +61,21 @@ def run_job(
 
     async def job(index: int, item: Any, created: Callable[[str], None]) -> Prediction:
         job_model, job_input = job_request(model, index, item)
+        return await client._run_one(
+            job_model, job_input, timeout=timeout, webhook=webhook, sync=False, on_created=created
+        )
+
+    if budget is None:
+        return job
+
+    async def budgeted(index: int, item: Any, created: Callable[[str], None]) -> Prediction:
         token = BATCH_BUDGET.set(budget)
         try:
-            return await client._run_one(
-                job_model,
-                job_input,
-                timeout=timeout,
-                webhook=webhook,
-                sync=False,
-                on_created=created,
-            )
+            return await job(index, item, created)
         finally:
             BATCH_BUDGET.reset(token)
 
-    return job
+    return budgeted
 
 
 def wait_job(client: Tasks, *, timeout: float | Unset | None) -> Job:

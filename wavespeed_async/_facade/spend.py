@@ -113,10 +113,7 @@ class Spend:
     # -- what a submit does (called by the task calls) ----------------------------------
 
     async def _hold_spend(self, model: str, body: Mapping[str, Any]) -> Hold | None:
-        batch = BATCH_BUDGET.get()
-        if batch is None and self._limits.budget_usd is None:
-            return None
-        return await self._gate().hold(model, body, batch)
+        return await self._gate().hold(model, body, BATCH_BUDGET.get())
 
     def _spend_settle(self, hold: Hold | None, exc: BaseException, *, sent: bool) -> None:
         if hold is not None and (not sent or refused_before_creation(exc)):

@@ -33,7 +33,7 @@ from wavespeed_async._facade.bulk import (
 )
 from wavespeed_async._facade.jobs import run_job, wait_job
 from wavespeed_async._runtime.api import result_path
-from wavespeed_async._runtime.budget import LocalBudget
+from wavespeed_async._runtime.budget import BATCH_BUDGET, LocalBudget
 from wavespeed_async._runtime.waits import finished
 
 if TYPE_CHECKING:
@@ -141,7 +141,9 @@ class Tasks:
                 )
         api = self._open()
         flow = api.flow
-        hold = await self._hold_spend(path, body)  # BudgetExceeded: never sent
+        hold = None
+        if self._limits.budget_usd is not None or BATCH_BUDGET.get() is not None:
+            hold = await self._hold_spend(path, body)  # BudgetExceeded: never sent
         if sync:
             body["enable_sync_mode"] = True
         sent_at, sent = time.time(), False
