@@ -132,7 +132,8 @@ def test_max_spend_holds_jobs_back_and_the_manifest_and_gallery_show_cost(
     assert entries[4]["status"] == "not_submitted" and entries[4]["cost_usd"] == "0"
     assert entries[4]["error"].startswith("budget: held back by --max-spend $0.10")
     assert "cost:     $0.075 for 3 task(s)" in r.stdout
-    assert "line(s) 4 held back by --max-spend $0.10" in r.stdout
+    assert "budget:   $0.075 spent of --max-spend $0.10" in r.stdout
+    assert "line(s) 4 held back by it" in r.stdout
     page = (out / "index.html").read_text(encoding="utf-8")
     assert "cost $0.075" in page and "$0.05" in page
 

@@ -374,10 +374,16 @@ def spend_summary(
         lines.append(f"  cost:     {format_usd(sum(known, ZERO))} for {tasks} task(s){missing}")
     pending = [r for r in records if r.state == "pending" and r.error]
     held = [r.line for r in pending if (r.error or "").startswith("budget:")]
+    if args.max_spend is not None:
+        whose = " (the account's, with --share)" if args.share else ""
+        lines.append(
+            f"  budget:   {format_usd(sum(known, ZERO))} spent of --max-spend "
+            f"{format_usd(args.max_spend)}{whose}"
+        )
     if held and args.max_spend is not None:
         lines.append(
-            f"  budget:   line(s) {lines_text(held)} held back by --max-spend "
-            f"{format_usd(args.max_spend)}: re-run with a higher --max-spend to submit them"
+            f"            line(s) {lines_text(held)} held back by it: re-run with a higher "
+            "--max-spend to submit them"
         )
     broke = [r.line for r in pending if (r.error or "").startswith("balance:")]
     if broke:
