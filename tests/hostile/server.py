@@ -324,6 +324,8 @@ class HostileServer:
         app.router.add_get("/api/v3/balance", self._dispatch)
         app.router.add_get("/api/v3/webhook/secret", self._dispatch)
         app.router.add_get("/media/{name}", self._media)
+        # No prices here (a quote is not a submit): the batch starts without a quote.
+        app.router.add_post("/api/v3/model/{form:price|pricing}", self._no_price)
         app.router.add_post("/api/v3/{model:.+}", self._dispatch)
         self._runner = web.AppRunner(app, handler_cancellation=True)
         await self._runner.setup()
@@ -334,6 +336,9 @@ class HostileServer:
         self._raw = await asyncio.start_server(self._raw_trickle, "127.0.0.1", 0)
         raw_port = self._raw.sockets[0].getsockname()[1]
         self.raw_url = f"http://127.0.0.1:{raw_port}"
+
+    async def _no_price(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response({"code": 404, "message": "not found", "data": None}, status=404)
 
     async def _stop(self) -> None:
         if self._raw is not None:

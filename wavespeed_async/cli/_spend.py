@@ -263,7 +263,13 @@ async def preflight(client: Client, args: argparse.Namespace, jobs: list[Job]) -
         total = min(total, max(ZERO, status.budget_usd - (status.committed_usd or ZERO)))
     if args.ignore_balance:
         return
-    balance = await client.balance()
+    try:
+        balance = await client.balance()
+    except REFUSED:
+        raise
+    except WaveSpeedError as exc:  # the batch decides nothing on an answer it cannot read
+        err(f"note: the balance could not be read ({exc}); the batch starts unchecked")
+        return
     if total > balance:
         raise UsageError(
             f"the batch's quote is {format_usd(total)} and the balance is "
@@ -316,7 +322,13 @@ async def count_earlier_spend(client: Client, journal: Journal, lines: set[int])
     records = [r for r in journal.all() if r.line in lines and r.task_id is not None]
     if not records:
         return
-    costs = await client.costs([r.task_id for r in records if r.task_id is not None])
+    try:
+        costs = await client.costs([r.task_id for r in records if r.task_id is not None])
+    except REFUSED:
+        raise
+    except WaveSpeedError as exc:
+        err(f"note: what earlier runs cost could not be read ({exc}); --max-spend counts this run")
+        return
     earlier = sum((c.net_usd for c in costs.values()), ZERO)
     if earlier > 0:
         client._count_spent(earlier)
