@@ -14,6 +14,7 @@ The built-in emulator of the API lives in :mod:`wavespeed_async.emulator`.
 
 from wavespeed_async._core.errors import (
     APIStatusError,
+    AsyncioRequiredError,
     AuthenticationError,
     BadRequestError,
     ClientClosedError,
@@ -64,6 +65,7 @@ __all__ = [
     "TIERS",
     "APIStatusError",
     "AiohttpTransport",
+    "AsyncioRequiredError",
     "AuthenticationError",
     "BadRequestError",
     "BulkResult",
