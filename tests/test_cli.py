@@ -435,6 +435,8 @@ def test_missing_key_says_what_to_do(tmp_path: Path) -> None:
         r = cli(*args)
         assert r.returncode == 2, args
         assert "WAVESPEED_API_KEY" in r.stderr and "--emulator" in r.stderr
+        # A standalone emulator needs its address as well as a key.
+        assert "WAVESPEED_BASE_URL" in r.stderr and "wavespeed-async emulator" in r.stderr
     assert not (tmp_path / "out").exists()
     r = cli("batch", str(tmp_path / "absent.jsonl"), "-o", str(tmp_path / "out"), "--emulator")
     assert r.returncode == 2 and "cannot read" in r.stderr

@@ -68,7 +68,9 @@ DEFAULT_EMULATOR_LATENCY: Final = "realistic"
 NO_KEY_MESSAGE: Final = (
     "no API key: set WAVESPEED_API_KEY (export WAVESPEED_API_KEY=...), or pass --api-key.\n"
     "To try it without a key and without network, add --emulator: it runs the built-in "
-    "emulator of the WaveSpeed API in this process and produces real PNG files."
+    "emulator of the WaveSpeed API in this process and produces real PNG files.\n"
+    "Against an emulator started with `wavespeed-async emulator`, any key works: set "
+    "WAVESPEED_BASE_URL (or --base-url) to its address too."
 )
 
 
