@@ -84,13 +84,15 @@ class Batch:
                             concurrency=self.concurrency,
                             rate=self.args.rate,
                         )
+                        # Before any job is taken: the collected tasks are running.
+                        intake.hold(len(self.plan.to_resume))
                         self.display.start()
                         outer.start_soon(self._report)
                         with self.stop.work_scope:
                             async with anyio.create_task_group() as work:
                                 self._work = work
                                 if self.plan.to_resume:
-                                    work.start_soon(self._resume, client)
+                                    work.start_soon(self._resume, client, intake)
                                 for model, jobs in _by_model(self.plan.to_submit):
                                     work.start_soon(self._submit, client, intake, model, jobs)
                 outer.cancel_scope.cancel()
@@ -157,7 +159,7 @@ class Batch:
         except (*BATCH_FATAL, JournalError) as exc:
             self.stop.fail(exc)
 
-    async def _resume(self, client: Client) -> None:
+    async def _resume(self, client: Client, intake: Intake) -> None:
         items = self.plan.to_resume
         lines = [line for line, _ in items]
         for line, task_id in items:
@@ -168,6 +170,7 @@ class Batch:
                 [task_id for _, task_id in items], concurrency=min(len(items), 256)
             ) as results:
                 async for r in results:
+                    intake.release()  # one task fewer running: room for a new job
                     await self._dispatch(client, lines[r.index], r)
         except (*BATCH_FATAL, JournalError) as exc:
             self.stop.fail(exc)
