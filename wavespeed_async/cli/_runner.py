@@ -18,6 +18,7 @@ from anyio.abc import TaskGroup
 from wavespeed_async._core.settings import FlowLimits
 from wavespeed_async._facade.bulk import BATCH_FATAL, BulkResult
 from wavespeed_async._facade.client import Client
+from wavespeed_async.cli._collect import foreign_task
 from wavespeed_async.cli._common import Target, err, open_client
 from wavespeed_async.cli._feed import Feed, Intake
 from wavespeed_async.cli._jobs import Job
@@ -53,6 +54,7 @@ class Batch:
         self.downloads = Downloads(journal, self.counters, out, on_journal_error=self.stop.fail)
         self.task_ids: dict[int, str] = {}
         self.resumed_lines: set[int] = set()
+        self._jobs = {job.line: job for job in plan.jobs}
         self._work: TaskGroup | None = None
         c = self.counters
         c.completed = plan.skipped_completed
@@ -179,10 +181,29 @@ class Batch:
         if r.id is not None and self.task_ids.get(line) != r.id:
             # A task named only by an error answer: record it before anything else.
             self._created(line, r.id)
+        job = self._jobs.get(line)
+        if line in self.resumed_lines and r.prediction is not None and job is not None:
+            why = foreign_task(job, r.prediction)
+            if why is not None:
+                self._foreign(line, why)
+                return
         if r.ok and r.prediction is not None and self._work is not None:
             await self.downloads.start(self._work, client, line, r.prediction)
             return
         record_end(self.journal, self.counters, line, r, resumed=line in self.resumed_lines)
+
+    def _foreign(self, line: int, why: str) -> None:
+        """A collected id answers with another job: say so, record it, save nothing."""
+        text = (
+            f"{why}: the id belongs to another job (a server that reused it); its outputs "
+            "are not saved. --retry-failed submits this line again"
+        )
+        self.display.note(f"line {line}: {text}")
+        self.journal.mark_failed(line, text)
+        c = self.counters
+        c.running -= 1
+        c.failed += 1
+        c.ended_this_run += 1
 
 
 def _by_model(jobs: list[Job]) -> list[tuple[str, list[Job]]]:
