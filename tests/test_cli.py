@@ -476,7 +476,7 @@ def test_get_and_balance(tmp_path: Path, server: str) -> None:
     r3 = cli("balance", "--base-url", server, key=CANARY)
     assert r3.returncode == 0 and r3.stdout.strip().endswith("USD")
     r4 = cli("get", "0" * 32, "--base-url", server, key=CANARY)
-    assert r4.returncode == 1 and "404" in r4.stderr
+    assert r4.returncode == 2 and "404" in r4.stderr  # an id the server does not know
     for blob in (r.stdout, r.stderr, r2.stdout, r2.stderr, r3.stdout, r4.stderr):
         assert CANARY not in blob
 

@@ -153,6 +153,14 @@ def add_connection_options(p: argparse.ArgumentParser, *, tasks: bool = True) ->
     )
     if tasks:
         _add_task_options(g)
+    else:
+        g.add_argument(
+            "--timeout",
+            type=float,
+            default=None,
+            metavar="S",
+            help="give up after S seconds (default: the client's own request timeouts)",
+        )
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and results")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log requests (-vv: debug)")
 

@@ -58,7 +58,8 @@ class Batch:
         self._work: TaskGroup | None = None
         c = self.counters
         c.completed = plan.skipped_completed
-        c.failed = plan.skipped_failed + len(plan.invalid)
+        c.failed = plan.skipped_failed
+        c.invalid = len(plan.invalid)
         c.unknown = len(plan.held_unknown)
         c.skipped = plan.skipped_completed + plan.skipped_failed
         c.queued = len(plan.to_submit)
