@@ -141,12 +141,14 @@ async def test_fastapi_app_endpoints_in_process() -> None:
                 failed = await resp.json()
             async with http.get(f"{url}/tasks/{'0' * 32}") as resp:
                 assert resp.status == 404
+                assert (await resp.json())["error"] == "not_found"
         stats = emu.stats()
     assert done["status"] == "completed" and again == done
     record = stats.tasks[done["id"]]
     assert (record.width, record.height, record.seed) == (768, 1344, 4)
     assert record.webhook_deliveries == 1 and record.webhook_url == f"{url}/wavespeed/webhook"
     assert failed["task_id"] in stats.tasks and "1200" in failed["detail"]
+    assert failed["error"] == "task_failed" and failed["code"] == 1200
     assert stats.tasks_created == 2 and stats.webhook_deliveries == 2
 
 

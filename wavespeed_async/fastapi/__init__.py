@@ -8,6 +8,7 @@
     ws = WaveSpeed(public_url="https://myapp.example.com")   # key: $WAVESPEED_API_KEY
     app = FastAPI(lifespan=ws.lifespan)                      # opens / closes the Client
     app.include_router(ws.router)                            # POST /wavespeed/webhook
+    install_error_handlers(app)                              # errors -> 404, 422, 502, ...
 
 Needs the ``fastapi`` extra: ``pip install "wavespeed-async[fastapi]"``. See
 ``docs/fastapi.md``.
@@ -20,11 +21,19 @@ from wavespeed_async.fastapi._app import (
     WaveSpeed,
     run_until_disconnected,
 )
+from wavespeed_async.fastapi.errors import (
+    error_response,
+    install_error_handlers,
+    wavespeed_error_handler,
+)
 
 __all__ = [
     "CLIENT_CLOSED_STATUS",
     "DEFAULT_WEBHOOK_PATH",
     "ClientDisconnected",
     "WaveSpeed",
+    "error_response",
+    "install_error_handlers",
     "run_until_disconnected",
+    "wavespeed_error_handler",
 ]
