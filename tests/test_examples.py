@@ -10,6 +10,7 @@ and the outcomes are checked: files written, exit codes, a webhook round trip.
 import importlib.util
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -163,3 +164,19 @@ def test_ray_pipeline_writes_every_row_to_parquet_with_its_task(tmp_path: Path) 
     assert set(table.column("status").to_pylist()) == {"completed"}
     assert len(set(table.column("task_id").to_pylist())) == 12
     assert (tmp_path / "ledger" / "ledger.sqlite3").is_file()
+
+
+def test_ray_pipeline_by_default_writes_only_under_a_git_ignored_folder(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow.parquet", reason="the ray extra is not installed")
+    proc = run_example("ray_pipeline.py", "--rows", "3", "--actors", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    made = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "out").iterdir())
+    assert made == ["out/ray_pipeline"]
+    # Run from a clone, the same paths are ignored by git: the clone stays clean.
+    git = shutil.which("git")
+    if git is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ("out/ray_pipeline/images.parquet", "out/ray_pipeline/ledger"):
+        ignored = subprocess.run([git, "check-ignore", "-q", path], cwd=ROOT, check=False)
+        assert ignored.returncode == 0, path
