@@ -1,6 +1,6 @@
 """A FastAPI app that generates images; WaveSpeed pushes each result to its webhook endpoint.
 
-Run it (from the project root; ``pip install "wavespeed-async[fastapi]" uvicorn``)::
+Run it (from the project root; ``pip install -e ".[fastapi]" uvicorn``)::
 
     python examples/fastapi_app.py --emulator             # serves http://127.0.0.1:8000
     curl -X POST http://127.0.0.1:8000/generate \\

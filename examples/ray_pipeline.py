@@ -1,6 +1,6 @@
 """Bulk text-to-image as one step of a Ray Data pipeline: prompts in, Parquet out.
 
-Run it (from the project root; ``pip install "wavespeed-async[ray]"``)::
+Run it (from the project root; ``pip install -e ".[ray]"``)::
 
     python examples/ray_pipeline.py --emulator --latency fast    # built-in emulator, no bill
     python examples/ray_pipeline.py --prompts prompts.parquet --out images.parquet

@@ -14,6 +14,17 @@ Needs the ``fastapi`` extra: ``pip install "wavespeed-async[fastapi]"``. See
 ``docs/fastapi.md``.
 """
 
+from wavespeed_async._core.install import install_command
+
+try:
+    import fastapi  # noqa: F401 - only checks that the extra is installed
+except ImportError as _exc:
+    raise ModuleNotFoundError(
+        f"wavespeed_async.fastapi needs FastAPI ({_exc}); install it with: "
+        f"{install_command('fastapi')}",
+        name=_exc.name,
+    ) from _exc
+
 from wavespeed_async.fastapi._app import (
     CLIENT_CLOSED_STATUS,
     DEFAULT_WEBHOOK_PATH,

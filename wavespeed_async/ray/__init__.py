@@ -26,12 +26,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from wavespeed_async._core.install import install_command
+
 try:
     import ray
 except ImportError as _exc:
     raise ModuleNotFoundError(
-        f"wavespeed_async.ray needs Ray Data ({_exc}); install it with: "
-        "pip install 'wavespeed-async[ray]'",
+        f"wavespeed_async.ray needs Ray Data ({_exc}); install it with: {install_command('ray')}",
         name=_exc.name,
     ) from _exc
 
