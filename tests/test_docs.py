@@ -11,10 +11,10 @@ A block that names the Redis URL ``redis://redis:6379/0`` runs against a real re
 A shell block runs under ``bash -e`` in a folder holding a copy of ``examples/`` (a jobs file
 it names that is not there is a copy of the example jobs file), in the environment the tests
 run in: an install step (``python3 -m venv .venv && .venv/bin/pip install -q -e '.[cli]'``,
-``pip install '/path/to/wavespeed-async[redis]'``) is checked, not run: every requirement of the extras
-it names must be installed here. ``.venv/bin/`` is this environment's. A line that runs the
-test suite must be the very command ``.ci/run`` runs. Each ``-o FOLDER`` of a batch must hold a
-manifest afterwards.
+``pip install '/path/to/wavespeed-async[redis]'``) is checked, not run: every requirement of
+the extras it names must be installed here. ``.venv/bin/`` is this environment's. A line
+that runs the test suite must be the very command ``.ci/run`` runs. Each ``-o FOLDER`` of a
+batch must hold a manifest afterwards.
 
 A block that cannot run there is marked on the line directly before its opening fence::
 

@@ -180,3 +180,14 @@ def test_ray_pipeline_by_default_writes_only_under_a_git_ignored_folder(tmp_path
     for path in ("out/ray_pipeline/images.parquet", "out/ray_pipeline/ledger"):
         ignored = subprocess.run([git, "check-ignore", "-q", path], cwd=ROOT, check=False)
         assert ignored.returncode == 0, path
+
+
+def test_resume_from_ids_collects_every_saved_task_with_wait_many(tmp_path: Path) -> None:
+    proc = run_example("resume_from_ids.py", "--emulator", "--count", "6", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    ids = (tmp_path / "out" / "resume" / "ids.txt").read_text().split()
+    assert len(ids) == len(set(ids)) == 6
+    assert "submit: 6 task id(s)" in proc.stdout and "left after 2 result(s)" in proc.stdout
+    assert "collect: 6 of 6 task(s) completed" in proc.stdout
+    saved = sorted(p.name for p in (tmp_path / "out" / "resume").glob("*.png"))
+    assert saved == sorted(f"{task_id}_0.png" for task_id in ids)
