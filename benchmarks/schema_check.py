@@ -27,11 +27,21 @@ MODEL: Final = "wavespeed-ai/flux-dev-lora"
 SCHEMA: Final[dict[str, Any]] = {
     "type": "object",
     "required": ["prompt"],
-    "x-order-properties": [
-        "prompt", "image", "mask_image", "strength", "loras", "size", "num_inference_steps",
-        "guidance_scale", "num_images", "seed", "output_format", "enable_base64_output",
+    "x-order-properties": [  # the model page's order, not the properties' own
+        "prompt",
+        "image",
+        "mask_image",
+        "strength",
+        "loras",
+        "size",
+        "num_inference_steps",
+        "guidance_scale",
+        "num_images",
+        "seed",
+        "output_format",
+        "enable_base64_output",
         "enable_safety_checker",
-    ],  # fmt: skip
+    ],
     "properties": {
         "prompt": {"type": "string", "description": "What to draw.", "minLength": 1},
         "image": {"type": "string", "description": "URL of an input image.", "default": ""},

@@ -14,7 +14,7 @@ Prices are exact: ``base_price`` is read from the JSON number's own digits into 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from decimal import Decimal, InvalidOperation
 from typing import Any, Final
 
@@ -201,7 +201,12 @@ def _decode_entry(index: int, raw: msgspec.Raw, problems: list[CatalogProblem]) 
         return None
     model_id = entry.model_id
     if not isinstance(model_id, str) or _MODEL_ID_RE.fullmatch(model_id) is None:
-        what = "no model_id" if model_id is None else f"model_id {model_id!r:.80} is not a path"
+        if model_id is None:
+            what = "no model_id"
+        elif isinstance(model_id, str):
+            what = f"model_id {model_id!r:.80} is not a model path"
+        else:
+            what = f"model_id is a {_json_type(model_id)}, not a string"
         problems.append(CatalogProblem(index, None, f"{what}; skipped"))
         return None
 
@@ -232,7 +237,7 @@ def _decode_entry(index: int, raw: msgspec.Raw, problems: list[CatalogProblem]) 
     )
 
 
-def _price(raw: bytes, note: Any) -> Decimal | None:
+def _price(raw: bytes, note: Callable[[str], None]) -> Decimal | None:
     """``base_price`` from its JSON text: a number, or a string holding one; else ``None``."""
     if not raw or raw == b"null":
         return None
@@ -250,11 +255,11 @@ def _price(raw: bytes, note: Any) -> Decimal | None:
             price = None
         if price is not None and price.is_finite() and price >= 0:
             return price
-    note(f"base_price {raw[:40]!r} is not a price; ignored")
+    note(f"base_price {raw[:40].decode('utf-8', 'replace')} is not a price; ignored")
     return None
 
 
-def _request_schema(api_schema: Any, note: Any) -> dict[str, Any] | None:
+def _request_schema(api_schema: Any, note: Callable[[str], None]) -> dict[str, Any] | None:
     """``api_schema.api_schemas[0].request_schema`` when it is an object, else ``None``."""
     if api_schema is None:
         return None

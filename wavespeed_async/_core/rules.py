@@ -27,6 +27,7 @@ __all__ = [
     "join_path",
     "json_equal",
     "kind_name",
+    "label",
     "make_validator",
     "types_text",
 ]
@@ -160,7 +161,9 @@ def allowed_text(rule: FieldRule) -> str:
     branches = rule.any_of or rule.one_of
     if branches and rule.types is None:
         return " or ".join(dict.fromkeys(b.allowed for b in branches))
-    if rule.types is None:
+    if rule.properties and (rule.types is None or rule.types == {"object"}):
+        text = "an object with the fields " + ", ".join(label(k) for k in rule.properties)
+    elif rule.types is None:
         text = "any value"
     elif not rule.types:
         return "null"
@@ -246,6 +249,12 @@ def kind_name(value: Any) -> str:
     )
 
 
+def label(text: str) -> str:
+    """A name or path as a message shows it: a control or format character is escaped, so
+    a name the server chose cannot act on the terminal the message is printed to."""
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 def join_path(path: str, key: str) -> str:
     if not path:
         return key
@@ -284,6 +293,7 @@ def make_validator(model: str, rule: FieldRule, *, root: bool = False) -> Valida
     """
     if not rule.checked:
         return accept
+    model = label(model)
     fail = _Fail(model, rule)
     by_kind: dict[str | None, list[Validate]] = {}
 
@@ -308,8 +318,8 @@ def make_validator(model: str, rule: FieldRule, *, root: bool = False) -> Valida
 
     def validate(value: Any, path: str, out: list[ValidationError]) -> None:
         if value is None:
-            # An allowed null is allowed outright: enum, const and nullable were weighed
-            # when the rule was built.
+            # An allowed null is allowed outright: enum, const, combinators and nullable
+            # were weighed when the rule was built.
             if not nullable:
                 out.append(fail.null(path))
             return
@@ -406,8 +416,8 @@ def _object_check(model: str, rule: FieldRule, *, root: bool) -> Validate:
     extra = additional.validate if isinstance(additional, FieldRule) else None
     controls = frozenset(CONTROL_FIELDS) - set(properties) if root else frozenset()
     known = sorted({*properties, *controls})
-    listing = ", ".join(properties)
-    whose = _whose(model, rule.name) if not root else model
+    listing = ", ".join(label(name) for name in properties)
+    whose = _whose(model, label(rule.name)) if not root else model
 
     def unknown(key: str, path: str) -> ValidationError:
         close = difflib.get_close_matches(key, known, n=1, cutoff=0.7)
@@ -415,7 +425,7 @@ def _object_check(model: str, rule: FieldRule, *, root: bool) -> Validate:
         allowed = f"the fields {listing}" if listing else "no fields"
         return ValidationError(
             path,
-            f"{path}: not a field of {whose}{hint}; the API would ignore it and bill the "
+            f"{label(path)}: not a field of {whose}{hint}; the API would ignore it and bill the "
             f"task with the defaults; allowed: {allowed}",
             allowed=allowed,
         )
@@ -440,7 +450,7 @@ def _object_check(model: str, rule: FieldRule, *, root: bool) -> Validate:
                     out.append(
                         ValidationError(
                             key,
-                            f"{key}: expected a boolean, got {kind_name(item)} "
+                            f"{label(key)}: expected a boolean, got {kind_name(item)} "
                             f"{_show(item)}; allowed: true or false",
                             allowed="true or false",
                         )
@@ -467,7 +477,7 @@ def _whose(model: str, name: str) -> str:
 
 def _missing(rule: FieldRule, path: str, whose: str) -> ValidationError:
     return ValidationError(
-        path, f"{path}: required by {whose}; allowed: {rule.allowed}", allowed=rule.allowed
+        path, f"{label(path)}: required by {whose}; allowed: {rule.allowed}", allowed=rule.allowed
     )
 
 
@@ -577,7 +587,10 @@ class _Fail:
     ) -> ValidationError:
         allowed = allowed if allowed is not None else self.rule.allowed
         hint = f" ({hint})" if hint else ""
-        return ValidationError(path, f"{path}: {what}{hint}; allowed: {allowed}", allowed=allowed)
+        path = path or "input"
+        return ValidationError(
+            path, f"{label(path)}: {what}{hint}; allowed: {allowed}", allowed=allowed
+        )
 
     def null(self, path: str) -> ValidationError:
         rule = self.rule

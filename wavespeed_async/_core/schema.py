@@ -268,6 +268,8 @@ class _Compiler:
 
     def root(self) -> Checker:
         schema = self.schema
+        if schema is None:
+            return _uncheckable(self.model_id, "the model has no request schema")
         if not isinstance(schema, Mapping):
             return _uncheckable(self.model_id, f"the schema is {kind_name(schema)}, not an object")
         if "$ref" in schema:
@@ -378,10 +380,6 @@ class _Compiler:
         if "const" in schema:
             kw["const"] = schema["const"]
             allows_null = allows_null and kw["const"] is None
-        default = schema.get("default", NO_VALUE)
-        # An explicit null default or OpenAPI's nullable admits null whatever else is said.
-        nullable = allows_null or default is None or schema.get("nullable") is True
-
         if "items" in schema:
             if isinstance(schema["items"], list):
                 notes.append("items as a list (tuple form) is not checked")
@@ -403,6 +401,15 @@ class _Compiler:
             else:
                 notes.append(f"{keyword} has a branch that is not understood; not checked")
         notes.extend(f"{key} is not checked" for key in _IGNORED_RESTRICTIONS if key in schema)
+        if "any_of" in kw:
+            allows_null = allows_null and any(b.nullable for b in kw["any_of"])
+        if "all_of" in kw:
+            allows_null = allows_null and all(b.nullable for b in kw["all_of"])
+        if "one_of" in kw:
+            allows_null = allows_null and sum(b.nullable for b in kw["one_of"]) == 1
+        default = schema.get("default", NO_VALUE)
+        # An explicit null default or OpenAPI's nullable admits null whatever else is said.
+        nullable = allows_null or default is None or schema.get("nullable") is True
 
         rule = FieldRule(
             name,
@@ -414,7 +421,7 @@ class _Compiler:
             notes=tuple(notes),
             **kw,
         )
-        if "properties" in schema or (types is not None and "object" in types):
+        if "properties" in schema or "required" in schema or (types and "object" in types):
             rule = self.with_properties(
                 rule, schema, depth=depth, strict_keys=strict_keys, root=root
             )
@@ -456,27 +463,34 @@ class _Compiler:
         """The rule with an object's fields, which of them are required, and other keys."""
         notes = list(rule.notes)
         raw = schema.get("properties")
-        if raw is None:
-            return rule  # an object of any keys
-        if not isinstance(raw, Mapping):
-            return replace(rule, notes=(*notes, "properties is not an object; not checked"))
+        if raw is not None and not isinstance(raw, Mapping):
+            notes.append("properties is not an object; not checked")
+            raw = None
         raw_required = schema.get("required", [])
         if not isinstance(raw_required, list):
             notes.append("required is not a list; not checked")
             raw_required = []
-        required = {r for r in raw_required if isinstance(r, str)}
+        required = [r for r in raw_required if isinstance(r, str)]
+        if raw is None and not required:
+            return replace(rule, notes=tuple(notes))  # an object of any keys
         properties: dict[str, FieldRule] = {}
+        listed: Mapping[str, Any] = raw if raw is not None else {}
         for key in field_order(schema):
-            sub = raw[key]
+            sub = listed[key]
             # A field with a default is not required, whatever ``required`` says: the
             # server has a value for it.
             needed = key in required and not (isinstance(sub, Mapping) and "default" in sub)
             properties[key] = self.rule(
                 sub, key, depth=depth + 1, strict_keys=strict_keys, required=needed
             )
+        for key in required:  # required, but without a schema of its own: any value
+            if key not in properties:
+                properties[key] = self.finish(FieldRule(key, required=True))
         extra = schema.get("additionalProperties", NO_VALUE)
         additional: bool | FieldRule
-        if extra is NO_VALUE:
+        if raw is None:
+            additional = True  # no properties listed: any other key is allowed
+        elif extra is NO_VALUE:
             # JSON Schema would allow other keys, but the API drops them silently: where a
             # key is most likely a typo, it is refused.
             additional = not strict_keys
