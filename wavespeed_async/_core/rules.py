@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
+import reprlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -235,9 +236,16 @@ def _num(x: float) -> str:
 
 
 def _show(value: Any) -> str:
-    """A value as a message shows it: short, and never a line break or control character."""
-    text = repr(value)
+    """A value as a message shows it: short, and never a line break or control character
+    (a long string or list is cut before it is written out, not after)."""
+    text = _repr.repr(value)
     return text if len(text) <= 60 else text[:59] + "\u2026"
+
+
+_repr: Final = reprlib.Repr()
+_repr.maxstring = _repr.maxother = 60
+_repr.maxlist = _repr.maxtuple = _repr.maxdict = 6
+_repr.maxlevel = 3
 
 
 def kind_name(value: Any) -> str:
@@ -256,6 +264,7 @@ def label(text: str) -> str:
 
 
 def join_path(path: str, key: str) -> str:
+    """The path of a key inside ``path``: ``loras[1].scale``, ``opts['a key']``."""
     if not path:
         return key
     return f"{path}.{key}" if key.isidentifier() else f"{path}[{key!r}]"

@@ -21,8 +21,12 @@ or a list; a bool is not an integer, and a float is not an integer even when who
 ``anyOf``/``oneOf``/``allOf`` whose branches are all understood. ``null`` is refused for a
 field whose schema does not allow it (leave the field out to get its default).
 
-Fail open: a checker never refuses what the schema allows. What it cannot understand, it
-does not check, and says so (``exact=False``, ``reason``):
+Fail open: a checker refuses nothing the schema allows, but for two deliberate choices:
+a key the schema does not list is refused even where JSON Schema would let it through
+(the API drops it, so it is almost always a typo), and a whole float is not an integer
+(``2.0`` for ``num_images``). A field with a ``default`` is never required, even when
+``required`` lists it (the server has a value for it). What the checker cannot
+understand, it does not check, and says so (``exact=False``, ``reason``):
 
 * The whole schema is *uncheckable* (checks nothing) when it is not an object, does not
   say ``type: object``, has no ``properties``, or its top ``$ref`` cannot be resolved.
