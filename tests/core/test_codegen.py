@@ -151,6 +151,20 @@ def test_the_header_names_the_catalogue_without_credentials_and_the_skipped_mode
     assert "acme/untyped-schema (the schema does not say type: object" in header
 
 
+def test_credentials_in_a_source_that_is_not_a_url_are_left_out() -> None:
+    source = generate_module(MODELS[:1], source="user:hunter2@api.wavespeed.ai?key=k")
+    assert "hunter2" not in source
+    assert "key=k" not in source
+    assert "# catalogue (api.wavespeed.ai)." in source
+
+
+def test_a_model_listed_twice_gets_one_class() -> None:
+    source = generate_module([MODELS[0], MODELS[1], MODELS[0]])
+    assert source.count("class FluxKontextDev(") == 1
+    assert "# 2 models." in source
+    assert source.index("class FluxKontextDev(") < source.index("class FluxKontextProTextToImage(")
+
+
 def test_output_is_the_same_for_the_same_catalogue() -> None:
     assert generate_module(MODELS) == generate_module(MODELS)
     dated = generate_module(MODELS, generated_on="2026-01-02")

@@ -68,6 +68,10 @@ def generate_module(
         The module's source. A model whose schema is not understood at all (no schema,
         not ``type: object``) gets no class; the header names it and says why.
     """
+    first: dict[str, Model] = {}
+    for model in models:
+        first.setdefault(model.id, model)
+    models = list(first.values())
     writer = _Writer()
     names = class_names(models)
     skipped: list[str] = []
@@ -117,8 +121,9 @@ def generate_module(
 def class_names(models: Iterable[Model]) -> dict[str, str]:
     """A unique class name per model id: ``wavespeed-ai/flux-dev-lora`` -> ``FluxDevLora``.
 
-    The owner is left out unless two models would share a name (then both carry it); a
-    name that would start with a digit or shadow a name of the module is prefixed.
+    The owner is left out unless two models would share a name (then both carry it). A
+    name that would start with a digit gets the owner (or ``Model``) in front; one that
+    would shadow a name the module uses or a builtin gets a number (``TypedRequest2``).
     """
     ids = list(dict.fromkeys(m.id for m in models))
     short = {i: _pascal(i.split("/")[1:]) for i in ids}
@@ -203,7 +208,13 @@ class _Writer:
         self.class_names.append(name)
 
     def fields(self, owner: str, rule: FieldRule) -> list[_Field]:
-        properties = rule.properties or {}
+        properties = {}
+        for wire, sub in (rule.properties or {}).items():
+            if not _UNNAMEABLE.search(wire):
+                properties[wire] = sub
+            elif sub.required:
+                raise _Unwritable(f"its required field {wire!r} cannot be a msgspec field")
+            # else: an optional field the class cannot carry; the server applies its default
         annotations = {wire: self.annotation(sub, owner, wire) for wire, sub in properties.items()}
         # A field may not take a name its class's annotations use: in the class body the
         # field's default would shadow it for the fields after it.
@@ -211,10 +222,6 @@ class _Writer:
         used |= self.taken
         out: list[_Field] = []
         for wire, sub in properties.items():
-            if _UNNAMEABLE.search(wire):
-                if sub.required:
-                    raise _Unwritable(f"its required field {wire!r} cannot be a msgspec field")
-                continue  # an optional field the class cannot carry: the server's default
             attr = _field_name(_identifier(wire), used)
             annotation = annotations[wire]
             out.append(_Field(attr, wire, annotation, _default(sub, annotation), _field_doc(sub)))
@@ -484,7 +491,8 @@ def _safe_source(source: str) -> str:
     except ValueError:
         return "an unreadable source"
     if not (url.scheme and url.netloc):
-        return source.split("?", 1)[0][:200]
+        # Not a URL; still, whatever stands before an "@" may be credentials.
+        return source.split("?", 1)[0].rsplit("@", 1)[-1][:200]
     host = url.hostname or ""
     if ":" in host:
         host = f"[{host}]"
