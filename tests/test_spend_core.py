@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from wavespeed_async import FlowLimits, ValidationError
+from wavespeed_async._core.catalog import decode_models
 from wavespeed_async._core.errors import InsufficientBalanceError, PermissionDeniedError
 from wavespeed_async._core.money import format_usd, from_micros, split_usd, to_micros, usd_amount
 from wavespeed_async._core.policy import error_class_for
@@ -98,7 +99,8 @@ def test_price_rules_keep_only_schema_inputs_with_their_defaults() -> None:
         "api_schemas": [
             {
                 "request_schema": {
-                    "properties": {"duration": {"default": 5}, "prompt": {}, "num_images": {}}
+                    "type": "object",
+                    "properties": {"duration": {"default": 5}, "prompt": {}, "num_images": {}},
                 }
             }
         ]
@@ -110,7 +112,8 @@ def test_price_rules_keep_only_schema_inputs_with_their_defaults() -> None:
         {"formula": "x"},
         "junk",
     ]
-    rules = price_rules(raw)
+    body = msgspec.json.encode({"code": 200, "message": "success", "data": raw})
+    rules = price_rules(decode_models(body).models)
     assert set(rules) == {"v/video", "f/flat"}
     assert rules["v/video"] == PriceRule("v/video", frozenset({"duration"}), {"duration": 5})
     assert rules["f/flat"].priced == frozenset()

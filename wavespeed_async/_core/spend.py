@@ -23,6 +23,7 @@ from typing import Any, Final
 
 import msgspec
 
+from wavespeed_async._core.catalog import Model
 from wavespeed_async._core.ids import is_task_id
 from wavespeed_async._core.models import Prediction
 from wavespeed_async._core.money import ZERO
@@ -338,17 +339,16 @@ def formula_inputs(formula: str) -> frozenset[str]:
     return frozenset(w for w in _WORD.findall(formula) if w not in _JSONATA_WORDS)
 
 
-def price_rules(models: Any) -> dict[str, PriceRule]:
-    """The price rule of every catalogue entry that has a ``formula`` (``GET /models``
-    data; entries without one, or odd ones, are left to the default shape)."""
+def price_rules(models: Iterable[Model]) -> dict[str, PriceRule]:
+    """The price rule of every catalogue model that has a ``formula`` (models without one
+    are left to the default shape)."""
     rules: dict[str, PriceRule] = {}
-    for entry in models if isinstance(models, list) else ():
-        e = _mapping(entry)
-        model, formula = e.get("model_id"), e.get("formula")
-        if not isinstance(model, str) or not model or not isinstance(formula, str):
+    for model in models:
+        if model.formula is None:
             continue
-        properties = _schema_properties(e)
-        names = formula_inputs(formula)
+        schema = model.input_schema or {}
+        properties = _mapping(schema.get("properties"))
+        names = formula_inputs(model.formula)
         if properties:
             names = frozenset(n for n in names if n in properties)
         defaults = {
@@ -356,17 +356,8 @@ def price_rules(models: Any) -> dict[str, PriceRule]:
             for n in names
             if _mapping(properties.get(n)).get("default") is not None
         }
-        rules[model] = PriceRule(model, names, defaults)
+        rules[model.id] = PriceRule(model.id, names, defaults)
     return rules
-
-
-def _schema_properties(entry: Mapping[str, Any]) -> Mapping[str, Any]:
-    schemas = _mapping(entry.get("api_schema")).get("api_schemas")
-    for s in schemas if isinstance(schemas, list) else ():
-        props = _mapping(_mapping(_mapping(s).get("request_schema")).get("properties"))
-        if props:
-            return props
-    return {}
 
 
 _URL_PREFIXES: Final = ("http://", "https://", "data:")

@@ -46,13 +46,28 @@ from wavespeed_async._core.errors import (
 )
 from wavespeed_async._core.models import Prediction
 from wavespeed_async._core.money import ZERO
-from wavespeed_async._facade.results import BulkResult, Progress
+from wavespeed_async._facade.results import (
+    BulkFailed,
+    BulkOk,
+    BulkOutcome,
+    BulkResult,
+    Progress,
+)
 from wavespeed_async._runtime.budget import refused_before_creation
 
 if TYPE_CHECKING:
     from wavespeed_async._core.settings import FlowLimits
 
-__all__ = ["DEFAULT_SUBMIT_GRACE_S", "BulkResult", "BulkRun", "Progress", "submit_in_flight"]
+__all__ = [
+    "DEFAULT_SUBMIT_GRACE_S",
+    "BulkFailed",
+    "BulkOk",
+    "BulkOutcome",
+    "BulkResult",
+    "BulkRun",
+    "Progress",
+    "submit_in_flight",
+]
 
 
 log = logging.getLogger("wavespeed_async")
@@ -244,7 +259,7 @@ class BulkRun(Generic[T]):
     directly. ::
 
         async with client.run_many(model, inputs, concurrency=64) as results:
-            async for r in results:       # a BulkResult per input
+            async for r in results:       # a BulkOk or a BulkFailed per input
                 print(r.index, r.id, r.ok, r.outputs if r.ok else r.error)
             print(results.progress)       # e.g. "40/40 done (39 ok, 1 failed); ..."
 
@@ -323,10 +338,10 @@ class BulkRun(Generic[T]):
         self._keep_inputs = keep_inputs
         self._grace_s = float(submit_grace_s)
         self._created: dict[int, str] = {}  # index -> task id, until delivered
-        self._pending: dict[int, BulkResult[T]] = {}  # ordered mode: waiting for their turn
+        self._pending: dict[int, BulkOutcome[T]] = {}  # ordered mode: waiting for their turn
         self._next_index = 0
         self._tg: TaskGroup | None = None
-        self._recv: _Inbox[BulkResult[T] | _Fatal] | None = None
+        self._recv: _Inbox[BulkOutcome[T] | _Fatal] | None = None
         self._workers: list[_Job] = []  # one per worker that started
         self._unknown: set[int] = set()
         self._stop = False
@@ -340,7 +355,7 @@ class BulkRun(Generic[T]):
 
     async def __aenter__(self) -> BulkRun[T]:
         # The inbox ends when the last worker is done.
-        inbox: _Inbox[BulkResult[T] | _Fatal] = _Inbox(self._concurrency)
+        inbox: _Inbox[BulkOutcome[T] | _Fatal] = _Inbox(self._concurrency)
         self._recv = inbox
         tg = anyio.create_task_group()
         await tg.__aenter__()
@@ -404,7 +419,7 @@ class BulkRun(Generic[T]):
     def __aiter__(self) -> BulkRun[T]:
         return self
 
-    async def __anext__(self) -> BulkResult[T]:
+    async def __anext__(self) -> BulkOutcome[T]:
         if self._recv is None:
             raise RuntimeError("use a BulkRun inside 'async with' before iterating it")
         while True:
@@ -427,13 +442,13 @@ class BulkRun(Generic[T]):
                 return self._deliver(item)
             self._pending[item.index] = item
 
-    def _deliver(self, result: BulkResult[T]) -> BulkResult[T]:
+    def _deliver(self, result: BulkOutcome[T]) -> BulkOutcome[T]:
         self._created.pop(result.index, None)
         self._next_index = max(self._next_index, result.index + 1)
         self._window.release()
         return result
 
-    async def _worker(self, inbox: _Inbox[BulkResult[T] | _Fatal]) -> None:
+    async def _worker(self, inbox: _Inbox[BulkOutcome[T] | _Fatal]) -> None:
         window = self._window
         inputs = self._inputs
         job = _Job(anyio.CancelScope(shield=True))
@@ -463,7 +478,7 @@ class BulkRun(Generic[T]):
             _current_job.reset(token)
             inbox.sender_done()
 
-    async def _run(self, job: _Job, index: int, item: T) -> BulkResult[T] | _Fatal:
+    async def _run(self, job: _Job, index: int, item: T) -> BulkOutcome[T] | _Fatal:
         """Run one job in ``job``'s worker; the teardown's cancellation propagates."""
         progress = self.progress
         task_id: str | None = None
@@ -506,7 +521,7 @@ class BulkRun(Generic[T]):
             final = getattr(exc, "prediction", None) or getattr(exc, "last", None)
             # No task, and provably none: nothing was charged.
             free = tid is None and refused_before_creation(exc)
-            return BulkResult(index, kept, tid, final, exc, ZERO if free else None)
+            return BulkFailed(index, kept, tid, final, exc, ZERO if free else None)
         except Exception as exc:  # a bug or an unexpected error: end the batch
             self._stop = True
             return _Fatal(exc)
@@ -517,7 +532,7 @@ class BulkRun(Generic[T]):
         finally:
             job.in_doubt = False
         self._count_end(task_id, ok=True)
-        return BulkResult(index, kept, pred.id, pred, None)
+        return BulkOk(index, kept, pred.id, pred, None)
 
     def _count_end(
         self, task_id: str | None, *, ok: bool, skipped: bool = False, held_back: bool = False

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Spend", "SpendStatus"]
 
-_R = TypeVar("_R")
+_B = TypeVar("_B", bound="BulkResult[Any]")
 
 #: Quote requests of ``quote_many`` in flight at once (one per input shape at most).
 _QUOTES_AT_ONCE = 16
@@ -217,7 +217,7 @@ class Spend:
             return {}
         return await self._pricing().costs(ids)
 
-    async def with_costs(self, results: Iterable[BulkResult[_R]]) -> list[BulkResult[_R]]:
+    async def with_costs(self, results: Iterable[_B]) -> list[_B]:
         """``results`` with ``cost_usd`` filled in from billing records (the net cost of
         each task; 0 where no task was created, ``None`` where no record was found)."""
         kept = list(results)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import msgspec
 
+from wavespeed_async._core.catalog import CatalogDecode, decode_models
 from wavespeed_async._core.errors import (
     AuthenticationError,
     DecodeError,
@@ -64,6 +65,25 @@ COST_SEARCHES: Final = 4
 
 #: Envelopes whose data is read as plain values, every fractional number a ``Decimal``.
 envelope_decoder: Final = msgspec.json.Decoder(AnyEnvelope, float_hook=Decimal)
+
+
+class _Catalogue(msgspec.Struct, frozen=True):
+    """The catalogue answer, as the API caller wants an envelope."""
+
+    data: CatalogDecode
+    code: int = 200
+    message: str = "success"
+
+
+class _CatalogueDecoder:
+    """Decodes ``GET /api/v3/models`` leniently (:func:`decode_models`: odd entries are
+    skipped); an answer that is no catalogue is a DecodeError."""
+
+    def decode(self, buf: bytes, /) -> _Catalogue:
+        return _Catalogue(decode_models(buf))
+
+
+_catalogue_decoder: Final = _CatalogueDecoder()
 
 
 def iso_time(value: datetime | float | str | None, name: str) -> str | None:
@@ -128,8 +148,8 @@ class Pricing:
         pending = self._rules_pending = _Pending()
         try:
             try:
-                env = await self._api().call("GET", "/api/v3/models", envelope_decoder)
-                rules, ttl = price_rules(env.data), QUOTE_TTL_S
+                env = await self._api().call("GET", "/api/v3/models", _catalogue_decoder)
+                rules, ttl = price_rules(env.data.models), QUOTE_TTL_S
             except AuthenticationError:
                 raise
             except WaveSpeedError as exc:
