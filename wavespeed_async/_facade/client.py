@@ -16,7 +16,7 @@ from wavespeed_async._core.errors import (
     ClientClosedError,
     ValidationError,
 )
-from wavespeed_async._core.secret import Secret
+from wavespeed_async._core.secret import Secret, masked_url
 from wavespeed_async._core.settings import (
     FlowLimits,
     PollConfig,
@@ -32,7 +32,12 @@ from wavespeed_async._http.transport import AiohttpTransport, check_proxy
 from wavespeed_async._runtime.api import Api
 from wavespeed_async._runtime.fdlimit import fit_to_file_limit
 from wavespeed_async._runtime.flow import FlowControl
-from wavespeed_async._runtime.share import Share, default_namespace, resolve_share
+from wavespeed_async._runtime.share import (
+    Share,
+    default_namespace,
+    resolve_share,
+    share_signer,
+)
 from wavespeed_async._runtime.waits import Waits
 from wavespeed_async._version import __version__
 
@@ -119,6 +124,8 @@ class Client(Tasks, Endpoints):
         proxy: str | None = None,
         trust_env: bool = False,
     ) -> None:
+        if isinstance(share, str):
+            share = masked_url(share)  # no traceback's locals show its password
         raw = api_key if api_key is not None else os.environ.get("WAVESPEED_API_KEY", "")
         # Held masked from here on: no traceback's locals can show it.
         key, raw, api_key = Secret(raw.strip()), "", None
@@ -334,6 +341,8 @@ class Client(Tasks, Endpoints):
                 clock=loop.time,
                 on_delivery=waits.deliver_remote,
                 on_cooldown=flow.note_cooldown,
+                signer=share_signer(self._key),
+                max_cooldown_s=self._retry.max_retry_after_s,
             )
         return api
 
