@@ -105,15 +105,20 @@ def make_plan(jobs: list[Job], journal: Journal, args: argparse.Namespace, targe
 
     for job in jobs:
         if job.error is not None:
-            journal.mark_invalid(job.line, job.hash, job.error)
-            plan.invalid.append(job)
-            continue
+            known = journal.get(job.line)
+            if known is None or not _has_task(known) or known.hash != job.hash:
+                journal.mark_invalid(job.line, job.hash, job.error)
+                plan.invalid.append(job)
+                continue
+            # The same line was sent by an earlier run (a file it names is gone now, say):
+            # its task is kept and followed, and the line is never sent again.
+            plan.notes.append(f"line {job.line}: {job.error}; its earlier task is kept")
         rec = journal.ensure(job.line, job.hash, job.model)
         state = rec.state
         if state == "completed":
             plan.skipped_completed += 1
         elif state == "failed":
-            if args.retry_failed:
+            if args.retry_failed and job.error is None:
                 journal.reset(job.line)
                 plan.to_submit.append(job)
             else:
@@ -121,7 +126,7 @@ def make_plan(jobs: list[Job], journal: Journal, args: argparse.Namespace, targe
         elif state == "created" and rec.task_id is not None:
             plan.to_resume.append((job.line, rec.task_id))
         elif state in ("submitting", "unknown"):
-            if args.resubmit_unknown:
+            if args.resubmit_unknown and job.error is None:
                 journal.reset(job.line)
                 plan.to_submit.append(job)
             else:
