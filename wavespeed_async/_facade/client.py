@@ -218,6 +218,13 @@ class Client(Tasks, Endpoints):
         return self._limits
 
     @property
+    def account_fingerprint(self) -> str:
+        """A short hash of the API key and base URL that names this account on this API
+        (never the key itself): what a share's default namespace and a ledger's entries
+        record, so that two accounts never take each other's results."""
+        return self._namespace
+
+    @property
     def allow_private_media(self) -> bool:
         """Whether :meth:`download` and :meth:`upload` may reach internal addresses."""
         return self._allow_private_media
