@@ -21,7 +21,6 @@ manifest) and :mod:`._summary`. This module holds the command itself.
 from __future__ import annotations
 
 import argparse
-import shutil
 import signal
 import time
 import warnings
@@ -53,6 +52,7 @@ from wavespeed_async.cli._outdir import (
     JOURNAL_NAME,
     MANIFEST_NAME,
     PARTIAL_DIR,
+    clear_partial,
     lock,
     output_name,
     write_manifest,
@@ -155,7 +155,7 @@ def command(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"-o {args.output}: cannot write there: {exc.strerror or exc}") from None
     try:
-        shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
+        clear_partial(out)
         with Journal.open(out / JOURNAL_NAME) as journal:
             return _run(args, target, jobs, journal, out)
     except JournalError as exc:
