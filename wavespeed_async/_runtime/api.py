@@ -40,7 +40,7 @@ from wavespeed_async._core.policy import FailureKind
 from wavespeed_async._core.settings import RetryConfig, SizeLimits, Timeouts
 from wavespeed_async._core.text import printable
 from wavespeed_async._http.base import HTTPRequest, HTTPResponse, HTTPTransport, RequestTimeout
-from wavespeed_async._runtime.attempts import submit_attempts
+from wavespeed_async._runtime.attempts import SubmitAttempts, submit_attempts
 from wavespeed_async._runtime.flow import FlowControl
 from wavespeed_async._runtime.waits.deadlines import Deadlines
 
@@ -492,7 +492,7 @@ class Api:
         while True:
             attempt += 1
             if hooks is not None:
-                await hooks.sending()
+                await self._before_send(hooks)
             out = await self._attempt(request, decoder)
             if not isinstance(out, _Attempt):
                 return out
@@ -534,6 +534,19 @@ class Api:
                     status=out.status,
                 ) from out.error
             raise self._final(out, None)
+
+    async def _before_send(self, hooks: SubmitAttempts) -> None:
+        """Wait out a cool-down, then tell the hooks that the submit is being sent: a job
+        is never recorded as sent while it still waits (a cool-down that began while the
+        hooks ran takes the record back and waits again)."""
+        flow = self.flow
+        while True:
+            if flow.cooldown.until > _NO_COOLDOWN:
+                await flow.wait_cooldown()
+            await hooks.sending()
+            if flow.cooldown.delay(flow.now()) <= 0:
+                return
+            await hooks.not_sent()
 
     def _decide(
         self,
