@@ -71,3 +71,31 @@ async def test_jobs_waiting_out_a_429_when_the_batch_is_killed_are_sent_by_the_n
     assert "unknown" not in done.stderr.decode()
     assert stats.tasks_created == N and stats.duplicate_prompts == []
     assert states(out / "journal.sqlite3") == ["completed"] * N
+
+
+async def test_a_journal_whose_unfinished_task_another_key_created_is_not_resumed_with_this_one(
+    tmp_path: Path,
+) -> None:
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text(json.dumps({"prompt": "runs a minute [latency:60000]"}) + "\n")
+    out = tmp_path / "out"
+    async with Emulator(EmulatorConfig(seed=9, latency=LatencyProfile.fast())) as emu:
+        cmd = [
+            sys.executable, "-m", "wavespeed_async.cli", "batch", str(jobs), "-o", str(out),
+            "--model", MODEL, "--base-url", emu.base_url, "-q",
+        ]  # fmt: skip
+        proc = await anyio.open_process(cmd, cwd=ROOT, env={**os.environ, "WAVESPEED_API_KEY": KEY})
+        try:
+            with anyio.fail_after(30):
+                while states(out / "journal.sqlite3") != ["created"]:
+                    await anyio.sleep(0.02)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            await proc.wait()
+        other = {**os.environ, "WAVESPEED_API_KEY": "wsk-another-account"}
+        done = await anyio.run_process(cmd, cwd=ROOT, env=other, check=False)
+        assert done.returncode == 2
+        assert "created with another API key" in done.stderr.decode()
+        assert emu.stats().tasks_created == 1 and emu.stats().polls_total == 0
+    assert states(out / "journal.sqlite3") == ["created"]  # kept for the right key
+    assert KEY not in (out / "journal.sqlite3").read_bytes().decode("latin-1")

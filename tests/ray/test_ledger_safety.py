@@ -314,3 +314,40 @@ def test_a_redis_ledger_open_names_no_password_in_a_traceback(tmp_path: Path) ->
         traceback.TracebackException.from_exception(info.value, capture_locals=True).format()
     )
     assert "s3cret" not in shown and "***@127.0.0.1" in shown
+
+
+@pytest.mark.anyio
+async def test_a_final_entry_rewritten_by_a_writer_to_the_ledger_is_checked_with_the_api(
+    emulator: Emulator, redis: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import redis as redis_py
+
+    monkeypatch.setenv("WAVESPEED_API_KEY", CANARY_KEY)
+    table = pa.table({"prompt": ["rewritten later"]})
+    w = worker(emulator, redis.url)
+    try:
+        (first,) = await call(w, table)
+        hash_name = account_namespace(w._account)
+    finally:
+        await close(w)
+    key = row_key(MODEL, {"prompt": "rewritten later"})
+    with redis_py.Redis.from_url(redis.url) as conn:
+        entry = json.loads(conn.hget(hash_name, key))  # type: ignore[arg-type]
+        # The stamp can be copied (it holds no secret); the outputs are the writer's.
+        entry["outputs"] = ["https://evil.example/x.png"]
+        conn.hset(hash_name, key, json.dumps(entry))
+    polls = emulator.stats().polls_total
+    w = worker(emulator, redis.url)
+    try:
+        (again,) = await call(w, table)
+    finally:
+        await close(w)
+    assert again["outputs"] == first["outputs"] and again["task_id"] == first["task_id"]
+    assert emulator.stats().polls_total > polls  # asked of the API, not taken as it was
+    assert emulator.stats().tasks_created == 1
+    book = RedisLedger(redis.url, hash_name)
+    try:
+        fixed = book.get(key)
+    finally:
+        book.close()
+    assert fixed is not None and fixed.outputs == first["outputs"]

@@ -16,7 +16,7 @@ from wavespeed_async._core.errors import (
     ClientClosedError,
     ValidationError,
 )
-from wavespeed_async._core.secret import Secret, masked_url
+from wavespeed_async._core.secret import Secret, SigningKey, masked_url
 from wavespeed_async._core.settings import (
     FlowLimits,
     PollConfig,
@@ -223,6 +223,13 @@ class Client(Tasks, Endpoints):
         (never the key itself): what a share's default namespace and a ledger's entries
         record, so that two accounts never take each other's results."""
         return self._namespace
+
+    def signing_key(self, label: str) -> SigningKey:
+        """A key derived from the API key for ``label`` (an HMAC of the label keyed by it):
+        what the processes of this account, and only they, can sign with, to authenticate
+        what they store in shared places. Its repr is masked; it reveals nothing of the
+        API key."""
+        return self._key.signing_key(label)
 
     @property
     def allow_private_media(self) -> bool:

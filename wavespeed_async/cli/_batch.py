@@ -32,6 +32,8 @@ import anyio
 
 from wavespeed_async._core.errors import AuthenticationError, PermissionDeniedError
 from wavespeed_async._core.requests import UnknownFieldWarning
+from wavespeed_async._core.secret import Secret
+from wavespeed_async._runtime.share import default_namespace
 from wavespeed_async.cli._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -197,7 +199,13 @@ def _run(
     args: argparse.Namespace, target: Target, jobs: list[Job], journal: Journal, out: Path
 ) -> int:
     key = EMULATOR_TARGET if target.emulator else public_url(target.base_url or "")
-    plan = make_plan(jobs, journal, args, key)
+    # The account, by a hash of its key (never the key): another key's tasks are not ours.
+    account = (
+        None
+        if target.emulator
+        else default_namespace(Secret(target.api_key), (target.base_url or "").rstrip("/"))
+    )
+    plan = make_plan(jobs, journal, args, key, account)
     for job in plan.invalid:
         err(f"{args.jobs}:{job.line}: {job.error}")
     for job in jobs:

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Final, NamedTuple, Protocol
@@ -73,6 +73,9 @@ class Entry(msgspec.Struct, frozen=True, kw_only=True):
     model: str | None = None
     input_hash: str | None = None
     account: str | None = None
+    #: A final entry's tag under a key derived from the API key (see ``docs/ray.md``):
+    #: without a valid one, its result is asked of the API, never taken as it is.
+    proof: str | None = None
 
     @property
     def final(self) -> bool:
@@ -193,6 +196,19 @@ class Ledger(JobStore[str], Protocol):
         ...
 
     def get(self, key: str) -> Entry | None: ...
+
+    def mark_finished(
+        self,
+        key: str,
+        state: JobState,
+        *,
+        task_id: str | None = None,
+        outputs: Sequence[str] = (),
+        error: str | None = None,
+        proof: str | None = None,
+    ) -> None:
+        """The row's task ended; ``proof``: the writer's tag of the result."""
+        ...
 
     def release(self, key: str, owner: str) -> None:
         """Drop ``owner``'s claim on a key that has no task: its submit was refused, or

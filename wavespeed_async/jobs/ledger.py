@@ -102,13 +102,15 @@ CREATE TABLE IF NOT EXISTS ledger (
     updated_at REAL NOT NULL,
     model      TEXT,               -- what the row is the task of (NULL: an earlier version's)
     input_hash TEXT,
-    account    TEXT
+    account    TEXT,
+    proof      TEXT                -- a final row's tag (see docs/ray.md)
 );
 """
 
-_STAMP_COLUMNS: Final = ("model", "input_hash", "account")
+_ADDED_COLUMNS: Final = ("model", "input_hash", "account", "proof")
 _COLUMNS: Final = (
-    "state, task_id, outputs, error, owner, claimed_at, updated_at, model, input_hash, account"
+    "state, task_id, outputs, error, owner, claimed_at, updated_at, model, input_hash, account, "
+    "proof"
 )
 _encode = msgspec.json.Encoder().encode
 _outputs_decoder = msgspec.json.Decoder(list[str])
@@ -121,7 +123,7 @@ def _values(states: frozenset[JobState | None]) -> tuple[str, ...]:
 def _migrate(conn: sqlite3.Connection) -> None:
     """Add what a ledger of an earlier version lacks (its rows stay unverified)."""
     have = {str(row[1]) for row in conn.execute("PRAGMA table_info(ledger)")}
-    for column in _STAMP_COLUMNS:
+    for column in _ADDED_COLUMNS:
         if column not in have:
             conn.execute(f"ALTER TABLE ledger ADD COLUMN {column} TEXT")
     conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
@@ -235,6 +237,7 @@ class SqliteLedger:
                 model=stamp[0],
                 input_hash=stamp[1],
                 account=stamp[2],
+                proof=stamp[3],
             )
         except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
             raise LedgerError(
@@ -258,13 +261,14 @@ class SqliteLedger:
         task_id: str | None = None,
         outputs: Sequence[str] = (),
         error: str | None = None,
+        proof: str | None = None,
     ) -> None:
         self._step(
             key,
             state,
             task_id,
-            "task_id = COALESCE(?, task_id), outputs = ?, error = ?",
-            (task_id, _encode(list(outputs)).decode(), error),
+            "task_id = COALESCE(?, task_id), outputs = ?, error = ?, proof = ?",
+            (task_id, _encode(list(outputs)).decode(), error, proof),
         )
 
     def mark_unknown(self, key: str, error: str) -> None:

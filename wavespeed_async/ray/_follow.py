@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import hmac
 import logging
 import tempfile
 import time
@@ -31,6 +32,7 @@ from wavespeed_async._core.errors import (
     WaveSpeedError,
 )
 from wavespeed_async._core.models import Prediction
+from wavespeed_async._core.secret import SigningKey
 from wavespeed_async._facade.client import Client
 from wavespeed_async.jobs.ledger import Entry, Ledger, Stamp, new_owner, owner_gone
 from wavespeed_async.jobs.lifecycle import JobState
@@ -86,6 +88,7 @@ class Following:
     _ledger: Ledger | None
     _slots: anyio.CapacityLimiter | None
     _account: str
+    _signer: SigningKey
 
     async def _submit(
         self,
@@ -111,6 +114,30 @@ class Following:
 
     def _stamp(self, inp: dict[str, Any]) -> Stamp:
         return Stamp(self._o.model, input_hash(inp), self._account)
+
+    def _proof(
+        self,
+        key: str,
+        state: JobState,
+        task_id: str | None,
+        outputs: list[str],
+        error: str | None,
+        stamp: Stamp,
+    ) -> str:
+        """The tag of a final row: only this account's processes can make it."""
+        parts = (key, task_id or "", state.value, error or "", *stamp)
+        blob = msgspec.json.encode(outputs)
+        return self._signer.sign(b"ledger row", blob, *(p.encode() for p in parts)).decode()
+
+    def _proven(self, key: str, entry: Entry) -> bool:
+        """Whether a final entry carries this account's tag of what it says."""
+        if entry.proof is None or entry.model is None or entry.input_hash is None:
+            return False
+        stamp = Stamp(entry.model, entry.input_hash, entry.account or "")
+        expected = self._proof(
+            key, entry.job_state, entry.task_id, list(entry.outputs), entry.error, stamp
+        )
+        return hmac.compare_digest(expected, entry.proof)
 
     def _checked(self, key: str, entry: Entry | None, inp: dict[str, Any]) -> Entry | None:
         """``entry``, if it is this job's: another account's, or another model's or input's,
@@ -140,6 +167,7 @@ class Following:
         self,
         client: Client,
         key: str,
+        stamp: Stamp,
         task_id: str | None,
         pred: Prediction | None,
         error: WaveSpeedError | None,
@@ -149,19 +177,27 @@ class Following:
         ledger = self._ledger
         if error is None and pred is not None:
             if ledger is not None:
+                done, outputs = JobState.COMPLETED, _outputs(pred)
                 await self._io(
                     ledger.mark_finished,
                     key,
-                    JobState.COMPLETED,
+                    done,
                     task_id=pred.id,
-                    outputs=_outputs(pred),
+                    outputs=outputs,
+                    proof=self._proof(key, done, pred.id, outputs, None, stamp),
                 )
             return await self._completed(client, key, pred)
         message = str(error)
         if isinstance(error, TaskFailedError):
             if ledger is not None:
+                failed = JobState.FAILED
                 await self._io(
-                    ledger.mark_finished, key, JobState.FAILED, task_id=task_id, error=message
+                    ledger.mark_finished,
+                    key,
+                    failed,
+                    task_id=task_id,
+                    error=message,
+                    proof=self._proof(key, failed, task_id, [], message, stamp),
                 )
             return RowResult(task_id, "failed", error=message)
         if task_id is None and isinstance(error, SubmissionOutcomeUnknown):
@@ -252,18 +288,27 @@ class Following:
         if task_id is None:  # pragma: no cover - every other state has a task id
             return RowResult(None, entry.state, error=entry.error or "")
         if entry.final and entry.verified and (entry.state == "failed" or not self._wants_files()):
-            status, error = entry.state, entry.error or ""
-            return RowResult(task_id, status, list(entry.outputs), error)
-        return await self._poll(client, key, entry, task_id)
+            if self._proven(key, entry):
+                status, error = entry.state, entry.error or ""
+                return RowResult(task_id, status, list(entry.outputs), error)
+            log.warning(
+                "row %s: its result in the ledger is not signed with this account's key; "
+                "asked the API for task %s instead",
+                key,
+                task_id,
+            )
+        return await self._poll(client, key, entry, task_id, stamp)
 
-    async def _poll(self, client: Client, key: str, entry: Entry, task_id: str) -> RowResult:
+    async def _poll(
+        self, client: Client, key: str, entry: Entry, task_id: str, stamp: Stamp
+    ) -> RowResult:
         """A row's recorded task, asked of the API (an entry of an earlier version is never
         answered from the ledger alone: its task must be this account's and this model's)."""
         try:
             pred = await client.wait(task_id)
         except NotFoundError as exc:
             if entry.verified:
-                return await self._settle(client, key, task_id, None, exc)
+                return await self._settle(client, key, stamp, task_id, None, exc)
             return RowResult(
                 task_id,
                 "unknown",
@@ -272,7 +317,7 @@ class Following:
                 "(delete the row to run it again)",
             )
         except WaveSpeedError as exc:
-            return await self._settle(client, key, task_id, None, exc)
+            return await self._settle(client, key, stamp, task_id, None, exc)
         if not entry.verified and pred.model and pred.model != self._o.model:
             where = self._ledger.location if self._ledger is not None else ""
             raise LedgerError(
@@ -280,7 +325,7 @@ class Following:
                 f"{pred.model!r}, not {self._o.model!r}: a row key must stand for one job",
                 location=where,
             )
-        return await self._settle(client, key, task_id, pred, None)
+        return await self._settle(client, key, stamp, task_id, pred, None)
 
     def _wants_files(self) -> bool:
         return self._o.download is not None or self._o.download_bytes

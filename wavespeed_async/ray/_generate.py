@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ from wavespeed_async._core.errors import (
     LedgerError,
     SubmitSkipped,
 )
+from wavespeed_async._core.secret import SigningKey
 from wavespeed_async._core.settings import FlowLimits, PollConfig, RetryConfig, Timeouts
 from wavespeed_async._facade.client import Client
 from wavespeed_async.jobs.ledger import (
@@ -140,6 +142,7 @@ class GenerateWorker(Following):
         self._slots: anyio.CapacityLimiter | None = None
         self._opening: anyio.Lock | None = None
         self._account = ""
+        self._signer = SigningKey(os.urandom(32))  # until opened: proves nothing
 
     def __repr__(self) -> str:
         return f"<GenerateWorker {self._o.model}>"
@@ -166,6 +169,7 @@ class GenerateWorker(Following):
                 **extra,
             )
             self._account = client.account_fingerprint
+            self._signer = client.signing_key("wavespeed-async ledger v1")
             if o.ledger is not None and self._ledger is None:
                 # First: if it cannot be opened, no batch of this worker runs without it.
                 self._ledger = await self._io(
@@ -351,8 +355,9 @@ class GenerateWorker(Following):
                                     self._resume, client, key, inputs[r.index], entry, results, tg
                                 )
                                 continue
+                            stamp = self._stamp(inputs[r.index])
                             results[key] = await self._settle(
-                                client, key, r.id, r.prediction, r.error, owner
+                                client, key, stamp, r.id, r.prediction, r.error, owner
                             )
                         finally:
                             slots.release_on_behalf_of(tokens[r.index])

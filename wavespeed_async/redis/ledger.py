@@ -82,9 +82,10 @@ class RedisLedger:
         return self._location
 
     def claim(self, key: str, owner: str, stamp: Stamp | None = None) -> Entry | None:
-        other = self.get(key)  # (brings a legacy entry over first)
-        if other is not None:
-            return other
+        if self._legacy is not None:
+            other = self.get(key)  # brings an entry of the legacy hash over first
+            if other is not None:
+                return other
         now = time.time()
         entry = Entry(state="claimed", owner=owner, claimed_at=now, changed_at=now).stamped(stamp)
         with failing(self._location, "claim a row", self._errors):
@@ -208,8 +209,9 @@ class RedisLedger:
         task_id: str | None = None,
         outputs: Sequence[str] = (),
         error: str | None = None,
+        proof: str | None = None,
     ) -> None:
-        changes: dict[str, Any] = {"outputs": list(outputs), "error": error}
+        changes: dict[str, Any] = {"outputs": list(outputs), "error": error, "proof": proof}
         if task_id is not None:
             changes["task_id"] = task_id
         self._step(key, state, task_id, **changes)
