@@ -325,15 +325,17 @@ class Client(Tasks, Endpoints):
         self._limits = fit_to_file_limit(self._limits, reserved=held)
         self._loop = loop
         flow = self._flow = FlowControl(self._limits, clock=loop.time, share=self._share)
+        headers = {"Authorization": self._key.auth_header(), **self._extra_headers}
         transport = self._given_transport or AiohttpTransport(
             max_connections=self._limits.max_connections,
             proxy=self._proxy,
             trust_env=self._trust_env,
+            headers=headers,
         )
         api = self._api = Api(
             transport,
             base_url=self.base_url,
-            headers={"Authorization": self._key.auth_header(), **self._extra_headers},
+            headers=headers,
             timeouts=self._timeouts,
             sizes=self._sizes,
             retry=self._retry,
