@@ -332,7 +332,7 @@ async def test_a_final_entry_rewritten_by_a_writer_to_the_ledger_is_checked_with
         await close(w)
     key = row_key(MODEL, {"prompt": "rewritten later"})
     with redis_py.Redis.from_url(redis.url) as conn:
-        entry = json.loads(conn.hget(hash_name, key))  # type: ignore[arg-type]
+        entry = json.loads(conn.hget(hash_name, key))
         # The stamp can be copied (it holds no secret); the outputs are the writer's.
         entry["outputs"] = ["https://evil.example/x.png"]
         conn.hset(hash_name, key, json.dumps(entry))

@@ -131,7 +131,9 @@ async def test_a_signed_result_moved_to_another_task_or_unfinished_is_not_used(
                 await anyio.sleep(0.01)
         pred = await a.submit(MODEL, {"prompt": "mine"}, webhook="http://127.0.0.1:9/hook")
         # The writer copies the genuine result of another task to this one's key.
-        await writer.set(f"{p}:r:{pred.id}", await writer.get(f"{p}:r:tsk-other"))
+        genuine = await writer.get(f"{p}:r:tsk-other")
+        assert isinstance(genuine, bytes)
+        await writer.set(f"{p}:r:{pred.id}", genuine)
         assert await share_of(a).stored_result(pred.id) is None
         assert await share_of(a).stored_result("tsk-running") is None  # signed, not final
         got = await share_of(a).stored_result("tsk-other")  # in its own place it is used
@@ -227,6 +229,7 @@ async def test_planted_or_lost_leases_never_deadlock_the_account(
         # ...and one of a's real leases lost (an eviction, a failover).
         real = await writer.zrangebyscore(f"{p}:leases", 0, 1e14)
         if real:  # (a design that counts slots elsewhere has none here to lose)
+            assert isinstance(real[0], bytes)
             await writer.zrem(f"{p}:leases", real[0])
         for token in held:
             a.flow.release_slot(token)
