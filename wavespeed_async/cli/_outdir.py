@@ -66,6 +66,7 @@ def lock(out: Path) -> IO[str] | None:
 
     Raises:
         UsageError: another batch holds it, or it is a symbolic link.
+        OSError: it cannot be opened (the folder cannot be written).
     """
     try:
         import fcntl
@@ -75,12 +76,12 @@ def lock(out: Path) -> IO[str] | None:
     flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         fd = os.open(path, flags, 0o600)
-    except OSError as exc:
+    except OSError:
         if path.is_symlink():
             raise UsageError(
                 f"{path} is a symbolic link; a batch never opens its lock through one (remove it)"
             ) from None
-        raise UsageError(f"cannot open {path}: {exc.strerror or exc}") from None
+        raise  # the caller says that the folder cannot be written
     f = os.fdopen(fd, "a+")
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)

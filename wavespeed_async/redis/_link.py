@@ -221,11 +221,16 @@ class Link:
             part = dataclasses.replace(lim.split(n), max_connections=lim.max_connections)
             self._fallback = FlowControl(part, clock=self._clock)
             self.outages += 1
-            cause = why if isinstance(why, str) else f"{type(why).__name__}: {why}"
+            state, cause = (
+                ("answers slowly", why)
+                if isinstance(why, str)
+                else ("is unreachable", f"{type(why).__name__}: {why}")
+            )
             log.warning(
-                "share at %s is unreachable (%s); limits are now shared locally (1/%d "
-                "each, the %d slot(s) held counted) until it is back",
+                "share at %s %s (%s); limits are now shared locally (1/%d each, the %d "
+                "slot(s) held counted) until it is back",
                 self.url,
+                state,
                 cause,
                 n,
                 len(self._shared) + len(self._local),
@@ -250,14 +255,14 @@ class Link:
                 pubsub = await self._subscribe(r)
             except DOWN:
                 continue
-            started = time.monotonic()
             try:
-                moved = await self._remind()
+                started = time.monotonic()
+                await r.ping()  # a probe that changes nothing: is the server fast again?
+                took = time.monotonic() - started
+                moved = None if took > self.slow_call_s else await self._remind()
             except DOWN:
-                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
-                continue
-            took = time.monotonic() - started
-            if took > self.slow_call_s:  # still slow: stay local
+                moved = None
+            if moved is None:  # away, or still slow: stay local
                 await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
                 continue
             self._latency.reset(took)
