@@ -13,6 +13,7 @@ from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
 from wavespeed_async._core.errors import (
+    AsyncioRequiredError,
     ClientClosedError,
     ValidationError,
 )
@@ -51,11 +52,11 @@ _S = TypeVar("_S")
 
 
 def _require_asyncio() -> asyncio.AbstractEventLoop:
-    """The running asyncio loop; a ``ClientClosedError`` saying so under any other."""
+    """The running asyncio loop; an ``AsyncioRequiredError`` saying so under any other."""
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
-        raise ClientClosedError(
+        raise AsyncioRequiredError(
             "wavespeed-async runs on asyncio only (it is built on aiohttp); no asyncio event "
             "loop is running here. Under anyio, use anyio.run(main) or "
             "anyio.run(main, backend='asyncio'), not the trio backend"

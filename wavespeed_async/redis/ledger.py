@@ -20,6 +20,7 @@ from typing import Any, Final
 import msgspec
 
 from wavespeed_async._core.errors import LedgerError, ValidationError
+from wavespeed_async._core.install import install_command
 from wavespeed_async._core.secret import masked_url, redacted_url
 from wavespeed_async.jobs.entry import DEFAULT_NAMESPACE, Entry, Stamp, decode_entry, failing
 from wavespeed_async.jobs.lifecycle import JobState, check_step
@@ -65,7 +66,7 @@ class RedisLedger:
         except ImportError:  # pragma: no cover - depends on the installed extras
             raise ValidationError(
                 "ledger",
-                "ledger: a Redis URL needs redis-py: pip install 'wavespeed-async[redis]'",
+                f"ledger: a Redis URL needs redis-py: {install_command('redis')}",
             ) from None
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         with failing(self._location, "open it", self._errors):
