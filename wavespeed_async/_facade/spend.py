@@ -97,6 +97,14 @@ class Spend:
             return None
         assert isinstance(limit, Decimal)  # noqa: S101 - FlowLimits made it one
         if self._share is not None:
+            if not callable(getattr(self._share, "reserve_spend", None)):
+                # Kept per process, n processes would spend n budgets: refuse instead.
+                raise ValidationError(
+                    "budget_usd",
+                    f"budget_usd: the share {type(self._share).__name__} keeps no budget "
+                    "(it has no reserve_spend); allowed: a share that does (RedisShare), or "
+                    "a budget without a share",
+                )
             return ShareBudget(self._share, limit)
         return LocalBudget(limit, "client")
 

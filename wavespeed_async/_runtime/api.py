@@ -40,6 +40,7 @@ from wavespeed_async._core.policy import FailureKind
 from wavespeed_async._core.settings import RetryConfig, SizeLimits, Timeouts
 from wavespeed_async._core.text import printable
 from wavespeed_async._http.base import HTTPRequest, HTTPResponse, HTTPTransport, RequestTimeout
+from wavespeed_async._runtime.attempts import SubmitAttempts, submit_attempts
 from wavespeed_async._runtime.flow import FlowControl
 from wavespeed_async._runtime.waits.deadlines import Deadlines
 
@@ -473,6 +474,9 @@ class Api:
     ) -> E:
         """POST a task. Re-sent only when the policy proves no task was created.
 
+        Within a bulk run, its job's hooks (:mod:`~wavespeed_async._runtime.attempts`) are
+        told before each send, and after each answer that proves no task was created.
+
         Raises:
             SubmissionOutcomeUnknown: the answer was lost; a billed task may exist.
         """
@@ -484,8 +488,11 @@ class Api:
             timeout_s=timeout_s,
         )
         attempt = 0
+        hooks = submit_attempts.get()
         while True:
             attempt += 1
+            if hooks is not None:
+                await self._before_send(hooks)
             out = await self._attempt(request, decoder)
             if not isinstance(out, _Attempt):
                 return out
@@ -493,6 +500,10 @@ class Api:
                 # The server answered with an error but named a task: it exists. Never
                 # re-send; hand the id to the caller with the error.
                 raise self._final(out, out.task_id)
+            if hooks is not None and not _policy.submit_outcome_unknown(
+                out.kind, status=out.status, retry_after_s=out.retry_after_s
+            ):
+                await hooks.not_sent()  # refused, or never sent: no task exists
             decision = self._decide(_policy.decide_submit_retry, out, attempt, None)
             if decision.retry:
                 self.retries += 1
@@ -523,6 +534,19 @@ class Api:
                     status=out.status,
                 ) from out.error
             raise self._final(out, None)
+
+    async def _before_send(self, hooks: SubmitAttempts) -> None:
+        """Wait out a cool-down, then tell the hooks that the submit is being sent: a job
+        is never recorded as sent while it still waits (a cool-down that began while the
+        hooks ran takes the record back and waits again)."""
+        flow = self.flow
+        while True:
+            if flow.cooldown.until > _NO_COOLDOWN:
+                await flow.wait_cooldown()
+            await hooks.sending()
+            if flow.cooldown.delay(flow.now()) <= 0:
+                return
+            await hooks.not_sent()
 
     def _decide(
         self,

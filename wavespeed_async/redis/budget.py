@@ -26,13 +26,13 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from typing import TYPE_CHECKING, Any, Final
 
 import anyio
-from redis.exceptions import RedisError
 
 from wavespeed_async._core.errors import ValidationError
+from wavespeed_async.redis._link import DOWN
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["SPEND", "SharedSpend", "check_budget_name"]
 
-_DOWN: Final = (RedisError, OSError, asyncio.TimeoutError)
 _NAME: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}\Z")
 #: How often a process checks whether the server came back (a local check, no request).
 _WATCH_S: Final = 0.25
@@ -94,14 +93,13 @@ class SharedSpend:
     _scripts: dict[str, AsyncScript]
     _fallback: FlowControl | None
 
-    async def start(self) -> None:
-        raise NotImplementedError
+    if TYPE_CHECKING:  # RedisShare's (``_link.Link``)
 
-    def _away(self, exc: BaseException) -> FlowControl:
-        raise NotImplementedError
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        raise NotImplementedError
+        async def start(self) -> None: ...
+        async def _timed(self, call: Awaitable[Any]) -> Any: ...
+        def _away(self, why: BaseException | str) -> FlowControl: ...
+        def _reject(self, reason: str) -> None: ...
+        def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]: ...
 
     # This process's side of the budget (set on first use).
     _spend_lock: anyio.Lock | None = None
@@ -123,13 +121,18 @@ class SharedSpend:
             script = self._scripts["SPEND"] = self._redis.register_script(SPEND)
         if script is None:  # pragma: no cover - start() always connects or raises
             raise ConnectionError("the share is closed")
-        added, total = await script(
-            keys=self._spend_keys(), args=[self.holder, self._spend_own, delta, limit]
+        answer = await self._timed(
+            script(keys=self._spend_keys(), args=[self.holder, self._spend_own, delta, limit])
         )
-        self._spend_total = int(total)
-        if added:
+        try:
+            added, total = (int(x) for x in answer)
+        except (TypeError, ValueError):  # not what the script returns: written by another
+            self._reject("a budget answer that is not two integers")
+            return False  # the safe side: nothing reserved
+        self._spend_total = max(0, total)
+        if added == 1:
             self._spend_own += delta
-        return bool(added)
+        return added == 1
 
     def _spending(self) -> anyio.Lock:
         if self._spend_lock is None:
@@ -145,7 +148,7 @@ class SharedSpend:
             if self._fallback is None:
                 try:
                     return await self._spend_call(micros, limit_micros)
-                except _DOWN as exc:
+                except DOWN as exc:
                     self._away(exc)
             # Away: this process's part of what was left when it last heard.
             if self._spend_outage != self.outages:
@@ -171,7 +174,7 @@ class SharedSpend:
             if self._fallback is None:
                 try:
                     await self._spend_call(0, 0)
-                except _DOWN as exc:
+                except DOWN as exc:
                     self._away(exc)
 
     async def _watch_spend(self) -> None:
