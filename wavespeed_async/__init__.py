@@ -34,6 +34,23 @@ from wavespeed_async._core.errors import (
     WaveSpeedError,
     WebhookVerificationError,
 )
+from wavespeed_async._core.events import (
+    AbandonedEvent,
+    CompletedEvent,
+    CooldownEvent,
+    CreatedEvent,
+    DeliveredEvent,
+    DroppedEvent,
+    EndEvent,
+    Event,
+    FailedEvent,
+    RetryEvent,
+    StatusEvent,
+    SubmittingEvent,
+    TimeoutEvent,
+    UnknownEvent,
+    WaitingEvent,
+)
 from wavespeed_async._core.models import Prediction, Timings, Urls
 from wavespeed_async._core.requests import (
     FluxKontextDev,
@@ -55,14 +72,17 @@ from wavespeed_async._core.settings import (
 from wavespeed_async._core.webhooks import sign_webhook, verify_webhook
 from wavespeed_async._facade.bulk import BulkResult, BulkRun, Progress
 from wavespeed_async._facade.client import DEFAULT_BASE_URL, Client, TaskCreatedHook
+from wavespeed_async._facade.observing import EventListener
 from wavespeed_async._http.base import HTTPRequest, HTTPResponse, HTTPTransport, RequestTimeout
 from wavespeed_async._http.transport import AiohttpTransport
+from wavespeed_async._runtime.event_stream import EventStream
 from wavespeed_async._version import __version__
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "TIERS",
     "APIStatusError",
+    "AbandonedEvent",
     "AiohttpTransport",
     "AuthenticationError",
     "BadRequestError",
@@ -70,8 +90,18 @@ __all__ = [
     "BulkRun",
     "Client",
     "ClientClosedError",
+    "CompletedEvent",
     "ConnectError",
+    "CooldownEvent",
+    "CreatedEvent",
     "DecodeError",
+    "DeliveredEvent",
+    "DroppedEvent",
+    "EndEvent",
+    "Event",
+    "EventListener",
+    "EventStream",
+    "FailedEvent",
     "FlowLimits",
     "FluxKontextDev",
     "FluxKontextProTextToImage",
@@ -88,22 +118,28 @@ __all__ = [
     "RateLimitError",
     "RequestTimeout",
     "RetryConfig",
+    "RetryEvent",
     "ScheduleTuning",
     "ServerError",
     "SizeLimits",
+    "StatusEvent",
     "SubmissionOutcomeUnknown",
     "SubmitSkipped",
+    "SubmittingEvent",
     "TaskCreatedHook",
     "TaskFailedError",
     "TaskTimeoutError",
     "TierLimits",
+    "TimeoutEvent",
     "Timeouts",
     "Timings",
     "TransportError",
     "TypedRequest",
+    "UnknownEvent",
     "UnknownFieldWarning",
     "Urls",
     "ValidationError",
+    "WaitingEvent",
     "WaveSpeedError",
     "WebhookVerificationError",
     "__version__",

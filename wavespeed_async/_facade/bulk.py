@@ -48,7 +48,14 @@ from wavespeed_async._facade.results import BulkResult, Progress
 if TYPE_CHECKING:
     from wavespeed_async._core.settings import FlowLimits
 
-__all__ = ["DEFAULT_SUBMIT_GRACE_S", "BulkResult", "BulkRun", "Progress", "submit_in_flight"]
+__all__ = [
+    "DEFAULT_SUBMIT_GRACE_S",
+    "BulkResult",
+    "BulkRun",
+    "Progress",
+    "current_index",
+    "submit_in_flight",
+]
 
 
 log = logging.getLogger("wavespeed_async")
@@ -79,9 +86,17 @@ class _Job:
     #: Called just before the job's submit is sent (``run_many(on_submitting=...)``);
     #: ``False`` from it: the job is not sent.
     on_sending: Callable[[], object] | None = None
+    #: The input index of the job it runs (``None`` between jobs).
+    index: int | None = None
 
 
 _current_job: ContextVar[_Job | None] = ContextVar("wavespeed_async_bulk_job", default=None)
+
+
+def current_index() -> int | None:
+    """The input index of the batch job running in this task, if any (for its events)."""
+    job = _current_job.get()
+    return None if job is None else job.index
 
 
 class _Inbox(Generic[T]):
@@ -474,12 +489,13 @@ class BulkRun(Generic[T]):
                 try:
                     self._on_task_created(index, tid)
                 except Exception:
-                    log.exception("on_task_created failed for task %s", tid)
+                    log.exception("on_task_created failed for task %s", tid, extra={"task_id": tid})
             if self._closing:  # learned within the grace: reported as abandoned
                 job.scope.cancel()
 
         progress.submitting += 1
         kept = item if self._keep_inputs else None
+        job.index = index
         try:
             pred: Prediction = await self._job(index, item, created)
         except BATCH_FATAL as exc:
@@ -502,6 +518,7 @@ class BulkRun(Generic[T]):
             raise
         finally:
             job.in_doubt = False
+            job.index = None
         self._count_end(task_id, ok=True)
         return BulkResult(index, kept, pred.id, pred, None)
 

@@ -11,8 +11,10 @@ from urllib.parse import urlsplit
 
 from wavespeed_async._core.errors import (
     APIStatusError,
+    ClientClosedError,
     DecodeError,
     ServerError,
+    TaskTimeoutError,
     ValidationError,
     WaveSpeedError,
 )
@@ -23,6 +25,7 @@ from wavespeed_async._core.settings import FlowLimits, Timeouts
 from wavespeed_async._facade.bulk import (
     DEFAULT_SUBMIT_GRACE_S,
     BulkRun,
+    current_index,
     default_concurrency,
     submit_in_flight,
 )
@@ -32,6 +35,7 @@ from wavespeed_async._runtime.waits import finished
 
 if TYPE_CHECKING:
     from wavespeed_async._runtime.api import Api
+    from wavespeed_async._runtime.events import Events
     from wavespeed_async._runtime.flow import FlowControl
     from wavespeed_async._runtime.share import Share
     from wavespeed_async._runtime.waits import Waits
@@ -66,6 +70,27 @@ def _result_of(pred: Prediction | None, task_id: str) -> Prediction:
     return pred
 
 
+def _tell_end(
+    events: Events,
+    task_id: str,
+    exc: BaseException,
+    limit: float | None,
+    index: int | None,
+    counted: bool,
+) -> None:
+    """Tell how a wait ended with ``exc`` (``counted``: its start was told)."""
+    if index is None:
+        index = current_index()
+    if isinstance(exc, TaskTimeoutError):
+        events.timed_out(task_id, limit, exc.last, index, counted=counted)
+    elif isinstance(exc, ClientClosedError):
+        events.abandoned(task_id, "closed", index, counted=counted)
+    elif isinstance(exc, Exception):  # the task failed, or cannot be followed
+        events.failed(task_id, exc, index)
+    else:  # cancelled
+        events.abandoned(task_id, "cancelled", index, counted=counted)
+
+
 class Tasks:
     """The task calls of :class:`~wavespeed_async.Client`."""
 
@@ -74,6 +99,7 @@ class Tasks:
     _share: Share | None
     on_task_created: TaskCreatedHook | None
     tasks_created: int
+    _events: Events
 
     def _open(self) -> Api:
         raise NotImplementedError
@@ -128,32 +154,53 @@ class Tasks:
                 )
         api = self._open()
         flow = api.flow
+        events = self._events
+        ref: int | None = None
         start = await flow.acquire_start()
         try:
             with submit_in_flight():
+                if events.active:
+                    ref = events.submitting(path, current_index())
                 env = await api.submit(
                     path,
                     body,
                     prediction_decoder,
                     params={"webhook": webhook} if webhook else None,
                     timeout_s=self._timeouts.sync_request_s if sync else None,
+                    ref=ref,
                 )
         except APIStatusError as exc:
             if exc.task_id is not None:
                 # An error answer that names a task: the task exists. Report it as created.
-                await self._task_created(Prediction(id=exc.task_id, model=path), path, False)
+                pred = Prediction(id=exc.task_id, model=path)
+                await self._task_created(pred, path, False, ref)
+            elif ref is not None and events.active:
+                events.submit_failed(ref, exc, path)
+            raise
+        except BaseException as exc:
+            # Sent (or cut off while sent) and no task id came back: unknown, or refused.
+            if ref is not None and events.active:
+                events.submit_failed(ref, exc, path)
             raise
         finally:
             flow.start_sent(start)
         if env.data is None:
-            raise DecodeError(f"submit to {path}: the answer has no task in it")
-        await self._task_created(env.data, path, webhook is not None)
+            error = DecodeError(f"submit to {path}: the answer has no task in it")
+            if ref is not None and events.active:
+                events.submit_failed(ref, error, path)
+            raise error
+        await self._task_created(env.data, path, webhook is not None, ref)
         return env.data
 
-    async def _task_created(self, pred: Prediction, model: str, webhook: bool) -> None:
+    async def _task_created(
+        self, pred: Prediction, model: str, webhook: bool, ref: int | None
+    ) -> None:
         self.tasks_created += 1
         self._waiting().created(pred.id, model, webhook=webhook)
         log.info("task %s created for %s", pred.id, model, extra={"task_id": pred.id})
+        events = self._events
+        if events.active:
+            events.created(ref, pred, model, webhook=webhook)
         hook = self.on_task_created
         if hook is None:
             return
@@ -226,9 +273,24 @@ class Tasks:
             raise ValidationError(
                 "timeout", f"timeout: {limit!r}; allowed: a finite number > 0 or None"
             )
-        if pred is not None and pred.done:
-            return finished(pred)
-        return await self._waiting().wait(task_id, pred, limit)
+        events = self._events
+        counted = events.active
+        index = None
+        if counted:
+            index = current_index()
+            events.waiting(task_id, pred, index)
+        try:
+            if pred is not None and pred.done:
+                result = finished(pred)
+            else:
+                result = await self._waiting().wait(task_id, pred, limit)
+        except BaseException as exc:
+            if events.active:  # the end of a wait: told if anyone listens by now
+                _tell_end(events, task_id, exc, limit, index, counted)
+            raise
+        if events.active:
+            events.completed(task_id, result, index if counted else current_index())
+        return result
 
     async def run(
         self,
@@ -278,6 +340,8 @@ class Tasks:
                 if on_created is not None:
                     on_created(exc.task_id)
                 if not isinstance(exc, ServerError):
+                    if self._events.active:
+                        self._events.failed(exc.task_id, exc, current_index())
                     raise
                 # A server-side error for a task that exists (e.g. a sync wait that ran out,
                 # code 5004): follow it by polling, never by submitting again.

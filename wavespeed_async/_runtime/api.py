@@ -40,6 +40,7 @@ from wavespeed_async._core.policy import FailureKind
 from wavespeed_async._core.settings import RetryConfig, SizeLimits, Timeouts
 from wavespeed_async._core.text import printable
 from wavespeed_async._http.base import HTTPRequest, HTTPResponse, HTTPTransport, RequestTimeout
+from wavespeed_async._runtime.events import Events
 from wavespeed_async._runtime.flow import FlowControl
 from wavespeed_async._runtime.waits.deadlines import Deadlines
 
@@ -155,8 +156,11 @@ class Api:
         retry: RetryConfig,
         flow: FlowControl,
         rng: random.Random,
+        events: Events | None = None,
     ) -> None:
         self.transport = transport
+        #: The Client's events (retries and cool-downs are told there).
+        self.events = events if events is not None else Events()
         self._send = transport.send
         self.base_url = base_url.rstrip("/")
         self.headers = headers
@@ -442,7 +446,8 @@ class Api:
         tries = 1
         while True:
             time_left = None if deadline is None else deadline - self.flow.now()
-            decision = self._decide(_policy.decide_get_retry, out, tries, time_left)
+            what = "poll" if poll else request.method
+            decision = self._decide(_policy.decide_get_retry, out, tries, time_left, task_id, what)
             if not decision.retry:
                 raise self._final(out, task_id)
             self.retries += 1
@@ -470,8 +475,11 @@ class Api:
         *,
         params: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
+        ref: int | None = None,
     ) -> E:
         """POST a task. Re-sent only when the policy proves no task was created.
+
+        ``ref``: the submit's number in the Client's events (its retries are told with it).
 
         Raises:
             SubmissionOutcomeUnknown: the answer was lost; a billed task may exist.
@@ -493,7 +501,9 @@ class Api:
                 # The server answered with an error but named a task: it exists. Never
                 # re-send; hand the id to the caller with the error.
                 raise self._final(out, out.task_id)
-            decision = self._decide(_policy.decide_submit_retry, out, attempt, None)
+            decision = self._decide(
+                _policy.decide_submit_retry, out, attempt, None, None, "submit", ref
+            )
             if decision.retry:
                 self.retries += 1
                 log.info(
@@ -530,8 +540,13 @@ class Api:
         out: _Attempt,
         attempt: int,
         time_left_s: float | None,
+        task_id: str | None,
+        request: str,
+        ref: int | None = None,
     ) -> _policy.RetryDecision:
-        """Ask ``policy`` whether to retry; a 429 also starts the shared cool-down."""
+        """Ask ``policy`` whether to retry; a 429 also starts the shared cool-down. A retry
+        and a cool-down are told to the Client's events (``task_id``, ``request`` and
+        ``ref``: whose request, and which)."""
         decision = policy(
             out.kind,
             status=out.status,
@@ -541,16 +556,30 @@ class Api:
             rng=self.rng,
             time_left_s=time_left_s,
         )
-        self._note_rate_limit(out, decision.delay_s)
+        if out.kind is FailureKind.STATUS and out.status == 429:
+            self._note_rate_limit(out, decision.delay_s, task_id, ref)
+        if decision.retry and self.events.active:
+            cause = _policy.unknown_outcome_cause(out.kind, status=out.status)
+            cause = "rate_limit" if out.status == 429 else cause
+            self.events.retry(request, cause, attempt, decision.delay_s, out.status, task_id, ref)
         return decision
 
-    def _note_rate_limit(self, out: _Attempt, delay_s: float) -> None:
-        if out.kind is FailureKind.STATUS and out.status == 429:
-            wait = out.retry_after_s if out.retry_after_s is not None else delay_s
-            wait = min(wait, self.retry.max_retry_after_s)
-            if wait > 0:
-                log.warning("rate limited (429): every request waits %.2f s", wait)
-                self.flow.start_cooldown(wait)
+    def _note_rate_limit(
+        self, out: _Attempt, delay_s: float, task_id: str | None, ref: int | None
+    ) -> None:
+        wait = out.retry_after_s if out.retry_after_s is not None else delay_s
+        wait = min(wait, self.retry.max_retry_after_s)
+        if wait > 0:
+            log.warning(
+                "rate limited (429): every request waits %.2f s",
+                wait,
+                extra={"task_id": task_id} if task_id else None,
+            )
+            flow = self.flow
+            started = flow.cooldowns_started
+            flow.start_cooldown(wait)
+            if flow.cooldowns_started != started and self.events.active:
+                self.events.cooldown(wait, task_id=task_id, ref=ref)
 
     @staticmethod
     def _final(out: _Attempt, task_id: str | None) -> WaveSpeedError:
