@@ -394,6 +394,7 @@ class BulkRun(Generic[T]):
                     "left a batch early: %d task(s) still run on the server and are billed: %s",
                     len(self.abandoned),
                     ", ".join(self.abandoned[:20]) + (" ..." if len(self.abandoned) > 20 else ""),
+                    extra={"task_ids": self.abandoned},
                 )
 
     def _wind_down(self) -> None:
