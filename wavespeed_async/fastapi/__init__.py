@@ -7,7 +7,7 @@
 
     ws = WaveSpeed(public_url="https://myapp.example.com")   # key: $WAVESPEED_API_KEY
     app = FastAPI(lifespan=ws.lifespan)                      # opens / closes the Client
-    app.include_router(ws.router)                            # POST /wavespeed/webhook
+    app.include_router(ws.router)          # POST /wavespeed/webhook, GET .../tasks/{id}/events
 
 Needs the ``fastapi`` extra: ``pip install "wavespeed-async[fastapi]"``. See
 ``docs/fastapi.md``.
@@ -20,11 +20,14 @@ from wavespeed_async.fastapi._app import (
     WaveSpeed,
     run_until_disconnected,
 )
+from wavespeed_async.fastapi.events import DEFAULT_EVENTS_PATH, TaskEventRoute
 
 __all__ = [
     "CLIENT_CLOSED_STATUS",
+    "DEFAULT_EVENTS_PATH",
     "DEFAULT_WEBHOOK_PATH",
     "ClientDisconnected",
+    "TaskEventRoute",
     "WaveSpeed",
     "run_until_disconnected",
 ]
