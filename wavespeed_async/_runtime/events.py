@@ -44,8 +44,12 @@ from wavespeed_async._runtime.event_stream import EventListener, Subscribers
 
 __all__ = ["EventListener", "Events"]
 
-#: Follows (and recently ended ones) remembered at most: oldest forgotten first.
+#: Open follows remembered at most (a task submitted and never waited for stays open):
+#: oldest forgotten first.
 _MAX_FOLLOWS: Final = 100_000
+#: Ended follows remembered, so that a second wait's end of the same task is not told
+#: again: those waits end at about the same time, so a short memory is enough.
+_MAX_ENDED: Final = 10_000
 
 
 class _Follow:
@@ -91,9 +95,11 @@ class _Submit:
         self.model = model
 
 
-def _bounded(d: collections.OrderedDict[str, _Follow], key: str, value: _Follow) -> None:
+def _bounded(
+    d: collections.OrderedDict[str, _Follow], key: str, value: _Follow, most: int = _MAX_FOLLOWS
+) -> None:
     d[key] = value
-    if len(d) > _MAX_FOLLOWS:
+    if len(d) > most:
         d.popitem(last=False)
 
 
@@ -388,7 +394,7 @@ class Events(Subscribers):
         if not final and follow.waiters > 0:
             return None
         self._follows.pop(task_id, None)
-        _bounded(self._ended, task_id, follow)
+        _bounded(self._ended, task_id, follow, _MAX_ENDED)
         return follow
 
     def _duration(self, follow: _Follow, at: float) -> float:
