@@ -12,8 +12,11 @@
 The built-in emulator of the API lives in :mod:`wavespeed_async.emulator`.
 """
 
+from types import FunctionType as _FunctionType
+
 from wavespeed_async._core.errors import (
     APIStatusError,
+    AsyncioRequiredError,
     AuthenticationError,
     BadRequestError,
     ClientClosedError,
@@ -70,7 +73,14 @@ from wavespeed_async._core.settings import (
     Timeouts,
 )
 from wavespeed_async._core.webhooks import sign_webhook, verify_webhook
-from wavespeed_async._facade.bulk import BulkResult, BulkRun, Progress
+from wavespeed_async._facade.bulk import (
+    BulkFailed,
+    BulkOk,
+    BulkOutcome,
+    BulkResult,
+    BulkRun,
+    Progress,
+)
 from wavespeed_async._facade.client import DEFAULT_BASE_URL, Client, TaskCreatedHook
 from wavespeed_async._facade.observing import EventListener
 from wavespeed_async._http.base import HTTPRequest, HTTPResponse, HTTPTransport, RequestTimeout
@@ -84,8 +94,12 @@ __all__ = [
     "APIStatusError",
     "AbandonedEvent",
     "AiohttpTransport",
+    "AsyncioRequiredError",
     "AuthenticationError",
     "BadRequestError",
+    "BulkFailed",
+    "BulkOk",
+    "BulkOutcome",
     "BulkResult",
     "BulkRun",
     "Client",
@@ -147,3 +161,24 @@ __all__ = [
     "validate_input",
     "verify_webhook",
 ]
+
+
+def _name_public_paths() -> None:
+    """Make tracebacks and reprs name the public path (``wavespeed_async.TaskFailedError``)
+    rather than the private module a class is defined in; pickling finds them there too.
+
+    Errors, warnings, the Client, BulkRun and the functions only: a Struct's or a
+    dataclass's annotations are resolved in its module's namespace (msgspec, typing), so
+    those keep theirs.
+    """
+    for name in __all__:
+        obj = globals()[name]
+        if (
+            isinstance(obj, _FunctionType)
+            or obj in (Client, BulkRun)
+            or (isinstance(obj, type) and issubclass(obj, BaseException))
+        ):
+            obj.__module__ = __name__
+
+
+_name_public_paths()

@@ -90,6 +90,8 @@ class Prediction(msgspec.Struct, frozen=True):
     timings: Timings | None = None
     #: Task-level error code of a failed task (1xxx: change the request; 5xxx: transient).
     code: int | None = None
+    #: The task's inputs as the server echoes them, when it does (a dict), else ``None``.
+    input: Any = None
 
     def __post_init__(self) -> None:
         if self.error is None:

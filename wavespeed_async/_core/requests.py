@@ -80,6 +80,13 @@ def _caller_stacklevel() -> int:
     return level
 
 
+def _struct_fields(struct: msgspec.Struct, *, omit_none: bool = False) -> dict[str, Any]:
+    """A Struct's fields by wire name (``msgspec.field(name=...)``, e.g. ``class``)."""
+    names = zip(struct.__struct_fields__, struct.__struct_encode_fields__, strict=True)
+    values = ((key, getattr(struct, name)) for name, key in names)
+    return {key: v for key, v in values if not (omit_none and v is None)}
+
+
 def validate_model_path(model: object) -> str:
     """Check a model path such as ``"wavespeed-ai/flux-kontext-dev"`` and return it.
 
@@ -126,6 +133,10 @@ def _to_json(value: Any, where: str, field: str, depth: int = 0) -> Any:
         return value
     if depth >= _MAX_DEPTH:
         raise ValidationError(field, f"{where}: nested more than {_MAX_DEPTH} levels deep")
+    if isinstance(value, msgspec.Struct):
+        # A typed item inside a request (a LoRA of a generated request): its fields under
+        # their wire names, None left out, as for the request itself.
+        value = _struct_fields(value, omit_none=True)
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, item in value.items():
@@ -247,11 +258,16 @@ class TypedRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Fals
         _validated(model, self._fields())
 
     def _fields(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__struct_fields__}
+        return _struct_fields(self)
 
     def to_input(self) -> dict[str, Any]:
-        """The request body: every field, ``None`` values left out. A fresh dict each call."""
-        return {k: v for k, v in self._fields().items() if v is not None}
+        """The request body: every field, ``None`` values left out (typed items inside it
+        become dicts). A fresh dict each call."""
+        return {
+            k: v if isinstance(v, (str, int, float)) else _to_json(v, k, k)
+            for k, v in self._fields().items()
+            if v is not None
+        }
 
 
 class FluxKontextDev(TypedRequest, frozen=True, kw_only=True, omit_defaults=False):
@@ -339,6 +355,15 @@ def coerce_request(
             )
         model = validate_model_path(type(model_or_request).MODEL)
         return model, _validated(model, model_or_request.to_input())
+    given: object = input  # the annotation says a Mapping; a caller may pass anything
+    if isinstance(given, TypedRequest):
+        name = type(given).__name__
+        raise ValidationError(
+            "input",
+            f"input: a {name} is a typed request, which carries its model "
+            f"({type(given).MODEL}); pass a typed request alone: run({name}(...)), "
+            "without a model path",
+        )
     # validate_model_path also refuses what is neither a string nor a typed request.
     model = validate_model_path(model_or_request)
     if input is None:

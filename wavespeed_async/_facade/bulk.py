@@ -43,13 +43,22 @@ from wavespeed_async._core.errors import (
     WaveSpeedError,
 )
 from wavespeed_async._core.models import Prediction
-from wavespeed_async._facade.results import BulkResult, Progress
+from wavespeed_async._facade.results import (
+    BulkFailed,
+    BulkOk,
+    BulkOutcome,
+    BulkResult,
+    Progress,
+)
 
 if TYPE_CHECKING:
     from wavespeed_async._core.settings import FlowLimits
 
 __all__ = [
     "DEFAULT_SUBMIT_GRACE_S",
+    "BulkFailed",
+    "BulkOk",
+    "BulkOutcome",
     "BulkResult",
     "BulkRun",
     "Progress",
@@ -254,7 +263,7 @@ class BulkRun(Generic[T]):
     directly. ::
 
         async with client.run_many(model, inputs, concurrency=64) as results:
-            async for r in results:       # a BulkResult per input
+            async for r in results:       # a BulkOk or a BulkFailed per input
                 print(r.index, r.id, r.ok, r.outputs if r.ok else r.error)
             print(results.progress)       # e.g. "40/40 done (39 ok, 1 failed); ..."
 
@@ -331,10 +340,10 @@ class BulkRun(Generic[T]):
         self._keep_inputs = keep_inputs
         self._grace_s = float(submit_grace_s)
         self._created: dict[int, str] = {}  # index -> task id, until delivered
-        self._pending: dict[int, BulkResult[T]] = {}  # ordered mode: waiting for their turn
+        self._pending: dict[int, BulkOutcome[T]] = {}  # ordered mode: waiting for their turn
         self._next_index = 0
         self._tg: TaskGroup | None = None
-        self._recv: _Inbox[BulkResult[T] | _Fatal] | None = None
+        self._recv: _Inbox[BulkOutcome[T] | _Fatal] | None = None
         self._workers: list[_Job] = []  # one per worker that started
         self._unknown: set[int] = set()
         self._stop = False
@@ -348,7 +357,7 @@ class BulkRun(Generic[T]):
 
     async def __aenter__(self) -> BulkRun[T]:
         # The inbox ends when the last worker is done.
-        inbox: _Inbox[BulkResult[T] | _Fatal] = _Inbox(self._concurrency)
+        inbox: _Inbox[BulkOutcome[T] | _Fatal] = _Inbox(self._concurrency)
         self._recv = inbox
         tg = anyio.create_task_group()
         await tg.__aenter__()
@@ -413,7 +422,7 @@ class BulkRun(Generic[T]):
     def __aiter__(self) -> BulkRun[T]:
         return self
 
-    async def __anext__(self) -> BulkResult[T]:
+    async def __anext__(self) -> BulkOutcome[T]:
         if self._recv is None:
             raise RuntimeError("use a BulkRun inside 'async with' before iterating it")
         while True:
@@ -436,13 +445,13 @@ class BulkRun(Generic[T]):
                 return self._deliver(item)
             self._pending[item.index] = item
 
-    def _deliver(self, result: BulkResult[T]) -> BulkResult[T]:
+    def _deliver(self, result: BulkOutcome[T]) -> BulkOutcome[T]:
         self._created.pop(result.index, None)
         self._next_index = max(self._next_index, result.index + 1)
         self._window.release()
         return result
 
-    async def _worker(self, inbox: _Inbox[BulkResult[T] | _Fatal]) -> None:
+    async def _worker(self, inbox: _Inbox[BulkOutcome[T] | _Fatal]) -> None:
         window = self._window
         inputs = self._inputs
         job = _Job(anyio.CancelScope(shield=True))
@@ -472,7 +481,7 @@ class BulkRun(Generic[T]):
             _current_job.reset(token)
             inbox.sender_done()
 
-    async def _run(self, job: _Job, index: int, item: T) -> BulkResult[T] | _Fatal:
+    async def _run(self, job: _Job, index: int, item: T) -> BulkOutcome[T] | _Fatal:
         """Run one job in ``job``'s worker; the teardown's cancellation propagates."""
         progress = self.progress
         task_id: str | None = None
@@ -509,7 +518,7 @@ class BulkRun(Generic[T]):
             if tid is None and isinstance(exc, SubmissionOutcomeUnknown):
                 self._unknown.add(index)
             final = getattr(exc, "prediction", None) or getattr(exc, "last", None)
-            return BulkResult(index, kept, tid, final, exc)
+            return BulkFailed(index, kept, tid, final, exc)
         except Exception as exc:  # a bug or an unexpected error: end the batch
             self._stop = True
             return _Fatal(exc)
@@ -521,7 +530,7 @@ class BulkRun(Generic[T]):
             job.in_doubt = False
             job.index = None
         self._count_end(task_id, ok=True)
-        return BulkResult(index, kept, pred.id, pred, None)
+        return BulkOk(index, kept, pred.id, pred, None)
 
     def _count_end(self, task_id: str | None, *, ok: bool, skipped: bool = False) -> None:
         progress = self.progress

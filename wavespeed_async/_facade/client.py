@@ -13,6 +13,7 @@ from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
 from wavespeed_async._core.errors import (
+    AsyncioRequiredError,
     ClientClosedError,
     ValidationError,
 )
@@ -48,11 +49,11 @@ _S = TypeVar("_S")
 
 
 def _require_asyncio() -> asyncio.AbstractEventLoop:
-    """The running asyncio loop; a ``ClientClosedError`` saying so under any other."""
+    """The running asyncio loop; an ``AsyncioRequiredError`` saying so under any other."""
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
-        raise ClientClosedError(
+        raise AsyncioRequiredError(
             "wavespeed-async runs on asyncio only (it is built on aiohttp); no asyncio event "
             "loop is running here. Under anyio, use anyio.run(main) or "
             "anyio.run(main, backend='asyncio'), not the trio backend"
@@ -321,15 +322,17 @@ class Client(Tasks, Endpoints, Observing):
         events = self._events
         events.bind_clock(loop.time)
         flow = self._flow = FlowControl(self._limits, clock=loop.time, share=self._share)
+        headers = {"Authorization": self._key.auth_header(), **self._extra_headers}
         transport = self._given_transport or AiohttpTransport(
             max_connections=self._limits.max_connections,
             proxy=self._proxy,
             trust_env=self._trust_env,
+            headers=headers,
         )
         api = self._api = Api(
             transport,
             base_url=self.base_url,
-            headers={"Authorization": self._key.auth_header(), **self._extra_headers},
+            headers=headers,
             timeouts=self._timeouts,
             sizes=self._sizes,
             retry=self._retry,

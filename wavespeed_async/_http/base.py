@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+import msgspec
+
 __all__ = ["HTTPRequest", "HTTPResponse", "HTTPTransport", "RequestTimeout"]
 
 
@@ -41,48 +43,46 @@ class RequestTimeout:
     read_s: float | None = None
 
 
-class HTTPRequest:
+class HTTPRequest(msgspec.Struct):
     """One request: method, absolute URL, headers, body, and its timeout.
 
     A request may be sent more than once (a retried GET, the polls of one task): a
     transport may keep its own prepared form of it in :attr:`prepared`.
+
+    Attributes:
+        method: ``GET``, ``POST``, ``PUT``, ...
+        url: The absolute URL, query included.
+        headers: Every header to send, credentials included (the transport adds none).
+        body: The body, or ``None``.
+        timeout: How long each phase may take.
+        prepared: Free for the transport (e.g. a parsed URL); ``None`` until it sets it.
     """
 
-    __slots__ = ("body", "headers", "method", "prepared", "timeout", "url")
-
-    def __init__(
-        self,
-        method: str,
-        url: str,
-        *,
-        headers: Mapping[str, str],
-        body: bytes | None = None,
-        timeout: RequestTimeout,
-    ) -> None:
-        self.method = method
-        self.url = url
-        #: Every header to send, credentials included (the transport adds none of its own).
-        self.headers = headers
-        self.body = body
-        self.timeout = timeout
-        #: Free for the transport (e.g. a parsed URL); ``None`` until it sets it.
-        self.prepared: Any = None
+    method: str
+    url: str
+    headers: Mapping[str, str]
+    timeout: RequestTimeout
+    body: bytes | None = None
+    prepared: Any = None
 
     def __repr__(self) -> str:  # never the headers: they carry the key
         return f"<HTTPRequest {self.method} {self.url.split('?', 1)[0]}>"
 
 
-class HTTPResponse:
-    """One answer: status, headers and body (``None`` when it passed the size cap)."""
+class HTTPResponse(msgspec.Struct):
+    """One answer: status, headers and body (``None`` when it passed the size cap).
 
-    __slots__ = ("body", "headers", "status")
+    Attributes:
+        status: The HTTP status.
+        headers: The answer's headers (case-insensitive lookups are the transport's job:
+            the Client reads ``Retry-After`` and ``Content-Type``).
+        body: The whole body, decompressed; ``None`` when it was larger than ``max_bytes``
+            (it was not read, and the connection was closed).
+    """
 
-    def __init__(self, status: int, headers: Mapping[str, str], body: bytes | None) -> None:
-        self.status = status
-        self.headers = headers
-        #: The whole body, decompressed; ``None`` when it was larger than ``max_bytes``
-        #: (it was not read, and the connection was closed).
-        self.body = body
+    status: int
+    headers: Mapping[str, str]
+    body: bytes | None
 
     def __repr__(self) -> str:
         size = "unread" if self.body is None else f"{len(self.body)} bytes"

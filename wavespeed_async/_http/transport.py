@@ -68,6 +68,9 @@ class AiohttpTransport:
             password is never shown in a repr, a log line or an error.
         trust_env: Take proxies from ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``NO_PROXY`` (and
             credentials from ``~/.netrc``), as ``curl`` and ``requests`` do.
+        headers: Headers of every request, kept by the session (a Client that builds its
+            transport passes the API's headers, credentials included: such a transport
+            sends to the API only).
 
     Redirects are never followed: the API never redirects, and a followed redirect could
     take a request carrying the key, or a POST, anywhere. Cookies are neither stored nor
@@ -80,6 +83,7 @@ class AiohttpTransport:
         max_connections: int = DEFAULT_MAX_CONNECTIONS,
         proxy: str | None = None,
         trust_env: bool = False,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         if not isinstance(max_connections, int) or max_connections < 1:
             raise ValidationError(
@@ -96,6 +100,9 @@ class AiohttpTransport:
         #: The last headers mapping sent and its multidict: the API's headers are one
         #: mapping for every request of a Client, converted once.
         self._headers_of: tuple[Mapping[str, str], CIMultiDict[str]] | None = None
+        #: Sent with every request as the session's own: a request whose ``headers`` is
+        #: this very mapping adds none (the Client passes the API's headers here).
+        self._session_headers = headers
 
     def __repr__(self) -> str:
         proxy = "" if self._proxy is None else f" proxy={redacted_url(self._proxy)}"
@@ -120,6 +127,7 @@ class AiohttpTransport:
             connector=aiohttp.TCPConnector(limit=self.max_connections),
             cookie_jar=aiohttp.DummyCookieJar(),
             raise_for_status=False,
+            headers=self._session_headers,
             proxy=self._proxy,
             trust_env=self.trust_env,
         )
@@ -136,30 +144,38 @@ class AiohttpTransport:
             )
         return native
 
-    def _headers(self, headers: Mapping[str, str]) -> CIMultiDict[str]:
-        last = self._headers_of
-        if last is not None and last[0] is headers:
-            return last[1]
-        native = CIMultiDict(headers)
-        self._headers_of = (headers, native)
-        return native
+    def _prepare(
+        self, request: HTTPRequest
+    ) -> tuple[URL, CIMultiDict[str] | None, aiohttp.ClientTimeout]:
+        """What aiohttp needs for ``request``, made once per request object (a poll's
+        request is sent at every poll of its task): the parsed URL (aiohttp parses a str at
+        every request, and its parse cache of 128 misses once more tasks than that are
+        polled), the headers (``None`` when they are the session's own), the timeout."""
+        headers: CIMultiDict[str] | None = None
+        if request.headers is not self._session_headers:
+            last = self._headers_of
+            if last is not None and last[0] is request.headers:
+                headers = last[1]
+            else:
+                headers = CIMultiDict(request.headers)
+                self._headers_of = (request.headers, headers)
+        return URL(request.url, encoded=False), headers, self._timeout(request.timeout)
 
     async def send(self, request: HTTPRequest, *, max_bytes: int) -> HTTPResponse:
         """Send ``request`` once; see :class:`~wavespeed_async.HTTPTransport`."""
         session = self._session or self._open()
-        url = request.prepared
-        if url is None:
-            # Parsed once per request object: aiohttp parses a str URL at every request,
-            # and its parse cache (128 URLs) misses once more tasks than that are polled.
-            url = request.prepared = URL(request.url, encoded=False)
+        prepared = request.prepared
+        if prepared is None:
+            prepared = request.prepared = self._prepare(request)
+        url, headers, timeout = prepared
         method = request.method
         try:
             async with session.request(
                 method,
                 url,
                 data=request.body,
-                headers=self._headers(request.headers),
-                timeout=self._timeout(request.timeout),
+                headers=headers,
+                timeout=timeout,
                 allow_redirects=False,
             ) as resp:
                 declared = resp.content_length

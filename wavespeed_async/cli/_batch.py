@@ -48,7 +48,7 @@ from wavespeed_async.cli._common import (
     resolve_target,
 )
 from wavespeed_async.cli._gallery import BatchGallery
-from wavespeed_async.cli._jobs import Job, parse_jobs
+from wavespeed_async.cli._jobs import NO_MODEL, Job, parse_jobs
 from wavespeed_async.cli._outdir import (
     JOURNAL_NAME,
     MANIFEST_NAME,
@@ -149,6 +149,15 @@ def command(args: argparse.Namespace) -> int:
     )
     if not jobs:
         raise UsageError(f"{args.jobs}: no jobs (one JSON object of inputs per line)")
+    if args.model is None and not any(j.model for j in jobs):
+        lacking = [j.line for j in jobs if j.error == NO_MODEL]
+        if lacking:
+            # One mistake of the command, not one per line.
+            raise UsageError(
+                f'{args.jobs}: no line names a "model" and no --model was given; pass '
+                "--model MODEL (e.g. --model wavespeed-ai/flux-kontext-pro/text-to-image), "
+                'or add "model": "owner/model" to each line'
+            )
     out = output_folder(args.output)
     try:
         held = lock(out)

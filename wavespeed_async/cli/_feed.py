@@ -67,9 +67,24 @@ class Intake:
         self.gate = anyio.Semaphore(concurrency)
         self.pacer = Pacer(rate, stop)
         self.uploads = Uploads(client)
+        # Collected tasks beyond --concurrency: places owed before the gate opens again.
+        self._owed = 0
+
+    def hold(self, running: int) -> None:
+        """Count ``running`` tasks of an earlier run, collected by this one, against
+        ``--concurrency``: they run on the server whether or not they are polled, so a
+        new job starts only once fewer than ``--concurrency`` of them remain."""
+        for _ in range(running):
+            try:
+                self.gate.acquire_nowait()
+            except anyio.WouldBlock:
+                self._owed += 1
 
     def release(self) -> None:
-        """A job taken in has ended: room for another."""
+        """A job taken in (or a task collected) has ended: room for another."""
+        if self._owed:
+            self._owed -= 1
+            return
         self.gate.release()
 
     async def prepare(self, job: Job) -> dict[str, Any] | None:

@@ -123,7 +123,22 @@ class JobRecord:
         return self.state in FINISHED
 
 
-def _record(row: tuple[Any, ...]) -> JobRecord:
+def _stored_json(text: str | None, line: int, column: str, path: Path | None) -> Any:
+    """A JSON column of a row, or a JournalError naming the journal and the line."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        where = f"the journal {path}" if path is not None else "the journal"
+        raise JournalError(
+            f"{where} is damaged: line {line}'s stored {column} is not JSON; restore the "
+            "file, or use a new -o DIR (its tasks are then not collected)",
+            location=str(path or ""),
+        ) from None
+
+
+def _record(row: tuple[Any, ...], path: Path | None = None) -> JobRecord:
     (line, job_hash, model, state, task_id, body, outputs, error, code, inference_ms,
      submitted_at, created_at, finished_at, attempts) = row  # fmt: skip
     return JobRecord(
@@ -132,8 +147,8 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
         model=model,
         state=state,
         task_id=task_id,
-        body=json.loads(body) if body else None,
-        outputs=json.loads(outputs) if outputs else [],
+        body=_stored_json(body, line, "request", path),
+        outputs=_stored_json(outputs, line, "outputs", path) or [],
         error=error,
         code=code,
         inference_ms=inference_ms,
@@ -208,14 +223,14 @@ class Journal:
             f"SELECT {_COLUMNS} FROM jobs WHERE line = ?",  # noqa: S608 - constant columns
             (line,),
         ).fetchone()
-        return None if row is None else _record(row)
+        return None if row is None else _record(row, self.path)
 
     def all(self) -> list[JobRecord]:
         """Every job, in line order."""
         rows = self._conn.execute(
             f"SELECT {_COLUMNS} FROM jobs ORDER BY line"  # noqa: S608 - constant columns
         ).fetchall()
-        return [_record(r) for r in rows]
+        return [_record(r, self.path) for r in rows]
 
     def counts(self) -> dict[str, int]:
         """How many jobs are in each state."""

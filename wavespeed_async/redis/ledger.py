@@ -15,6 +15,7 @@ from typing import Any, Final
 import msgspec
 
 from wavespeed_async._core.errors import LedgerError, ValidationError
+from wavespeed_async._core.install import install_command
 from wavespeed_async._core.secret import redacted_url
 from wavespeed_async.jobs.ledger import DEFAULT_NAMESPACE, Entry, failing
 
@@ -49,7 +50,7 @@ class RedisLedger:
         except ImportError:  # pragma: no cover - depends on the installed extras
             raise ValidationError(
                 "ledger",
-                "ledger: a Redis URL needs redis-py: pip install 'wavespeed-async[redis]'",
+                f"ledger: a Redis URL needs redis-py: {install_command('redis')}",
             ) from None
         self._errors: tuple[type[BaseException], ...] = (redis.RedisError, OSError)
         with failing(self.location, "open it", self._errors):
