@@ -239,3 +239,23 @@ async def test_a_price_callable_and_bad_arguments(emulator: Emulator, telemetry:
         await client.run("wavespeed-ai/flux-kontext-pro/text-to-image", {"prompt": "unpriced"})
     assert len(seen) == 2
     assert telemetry.total("wavespeed.client.spend") == 0.5
+
+
+@pytest.mark.e2e
+def test_the_module_without_opentelemetry_names_the_pip_command() -> None:
+    import subprocess
+    import sys
+
+    from wavespeed_async._core.install import install_command
+
+    code = (
+        "import sys; sys.modules['opentelemetry'] = None\n"
+        "try:\n"
+        "    import wavespeed_async.otel\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    ).stdout
+    assert "needs the OpenTelemetry API" in out and install_command("otel") in out

@@ -1,7 +1,7 @@
 """OpenTelemetry for a Client: a span per task and the client's metrics.
 
-``pip install 'wavespeed-async[otel]'`` (``opentelemetry-api`` only: the SDK, its exporters
-and their settings are the application's), then::
+The ``otel`` extra (``opentelemetry-api`` only: the SDK, its exporters and their settings
+are the application's), then::
 
     from wavespeed_async.otel import instrument
 
@@ -18,13 +18,15 @@ what they cost when prices are given. Names and attributes: ``docs/observability
 
 from __future__ import annotations
 
+from wavespeed_async._core.install import install_command
+
 try:
     import opentelemetry.metrics
     import opentelemetry.trace  # noqa: F401 - only checks that the extra is installed
 except ImportError as _exc:
     raise ModuleNotFoundError(
         f"wavespeed_async.otel needs the OpenTelemetry API ({_exc}); install it with: "
-        "pip install 'wavespeed-async[otel]'",
+        f"{install_command('otel')}",
         name=_exc.name,
     ) from _exc
 
