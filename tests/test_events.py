@@ -355,3 +355,14 @@ async def test_a_stream_no_longer_referenced_stops_receiving(emulator: Emulator)
         remove()
         remove()
         assert not listened(client)
+
+
+async def test_a_job_declined_before_its_send_tells_nothing(emulator: Emulator) -> None:
+    told: list[Event] = []
+    async with make_client(emulator, on_event=told.append) as client:
+        inputs = [{"prompt": f"d{i}"} for i in range(4)]
+        async with client.run_many(DEV, inputs, on_submitting=lambda i: i != 2) as run:
+            results = {r.index: r async for r in run}
+    assert type(results[2].error).__name__ == "SubmitSkipped"
+    assert {e.index for e in told} == {0, 1, 3}  # nothing about the job never sent
+    assert next(e.kind for e in told if e.index == 0) == "submitting"

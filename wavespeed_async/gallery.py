@@ -242,6 +242,16 @@ def _duration(ms: float | None) -> str:
     return f" · {ms:.0f} ms" if ms < 1000 else f" · {ms / 1000:.1f} s"
 
 
+#: The ``user:password@`` of a URL anywhere in a text.
+_CREDENTIALS: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/@]+@")
+
+
+def without_credentials(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``***`` (a page is
+    shared more widely than the command line that made it)."""
+    return _CREDENTIALS.sub(r"\1***@", text)
+
+
 def _image_links(names: Sequence[str], alt: str, css: str = "") -> list[str]:
     links = []
     cls = f' class="{css}"' if css else ""
@@ -258,7 +268,7 @@ def _remote(url: str) -> str | None:
     """An http(s) URL as an attribute value, or ``None`` for anything else."""
     if not url.startswith(("http://", "https://")) or any(c in url for c in "\x00\r\n"):
         return None
-    return escape(url, quote=True)
+    return escape(without_credentials(url), quote=True)
 
 
 def _card(item: GalleryItem, numbering: str) -> str:
@@ -270,7 +280,7 @@ def _card(item: GalleryItem, numbering: str) -> str:
         shown = _image_links(local_inputs, f"{label}, input", "in") + links
         body = f'<div class="im">{"".join(shown)}</div>'
     else:
-        body = f'<div class="e">{escape(item.error or item.status)}</div>'
+        body = f'<div class="e">{escape(without_credentials(item.error or item.status))}</div>'
     prompt = f'<p class="p">{escape(item.prompt)}</p>' if item.prompt else ""
     meta = [label]
     if item.model:
@@ -315,7 +325,11 @@ def render_gallery(
     if wall_s is not None:
         facts.append(f"{escape(wall_label)} {wall_s:.1f} s")
     facts.append("written " + time.strftime("%Y-%m-%d %H:%M:%S %Z"))
-    cmd = f'<p class="cmd">command: <code>{escape(command)}</code></p>' if command else ""
+    cmd = (
+        f'<p class="cmd">command: <code>{escape(without_credentials(command))}</code></p>'
+        if command
+        else ""
+    )
     filters = "".join(
         f'<label for="f-{k}">{label} ({n})</label>'
         for k, label, n in (

@@ -137,7 +137,8 @@ def test_rows_of_a_rerun_whose_tasks_still_run_are_polled_not_resubmitted(
                     pred = await client.submit(MODEL, row)
                     key = row_key(MODEL, row)
                     assert book.claim(key, "dead-worker") is None
-                    book.created(key, pred.id)
+                    assert book.mark_submitting(key, owner="dead-worker")
+                    book.mark_created(key, pred.id)
         finally:
             book.close()
 

@@ -17,7 +17,7 @@ from wavespeed_async._core.errors import (
     ClientClosedError,
     ValidationError,
 )
-from wavespeed_async._core.secret import Secret
+from wavespeed_async._core.secret import Secret, SigningKey, masked_url
 from wavespeed_async._core.settings import (
     FlowLimits,
     PollConfig,
@@ -35,7 +35,12 @@ from wavespeed_async._runtime.api import Api
 from wavespeed_async._runtime.events import Events
 from wavespeed_async._runtime.fdlimit import fit_to_file_limit
 from wavespeed_async._runtime.flow import FlowControl
-from wavespeed_async._runtime.share import Share, default_namespace, resolve_share
+from wavespeed_async._runtime.share import (
+    Share,
+    default_namespace,
+    resolve_share,
+    share_signer,
+)
 from wavespeed_async._runtime.waits import Waits
 from wavespeed_async._version import __version__
 
@@ -127,6 +132,8 @@ class Client(Tasks, Endpoints, Observing):
         trust_env: bool = False,
         on_event: EventListener | None = None,
     ) -> None:
+        if isinstance(share, str):
+            share = masked_url(share)  # no traceback's locals show its password
         raw = api_key if api_key is not None else os.environ.get("WAVESPEED_API_KEY", "")
         # Held masked from here on: no traceback's locals can show it.
         key, raw, api_key = Secret(raw.strip()), "", None
@@ -224,6 +231,20 @@ class Client(Tasks, Endpoints, Observing):
     def limits(self) -> FlowLimits:
         """The limits shared by every call (as fitted to the open-file limit once open)."""
         return self._limits
+
+    @property
+    def account_fingerprint(self) -> str:
+        """A short hash of the API key and base URL that names this account on this API
+        (never the key itself): what a share's default namespace and a ledger's entries
+        record, so that two accounts never take each other's results."""
+        return self._namespace
+
+    def signing_key(self, label: str) -> SigningKey:
+        """A key derived from the API key for ``label`` (an HMAC of the label keyed by it):
+        what the processes of this account, and only they, can sign with, to authenticate
+        what they store in shared places. Its repr is masked; it reveals nothing of the
+        API key."""
+        return self._key.signing_key(label)
 
     @property
     def allow_private_media(self) -> bool:
@@ -363,6 +384,8 @@ class Client(Tasks, Endpoints, Observing):
                 clock=loop.time,
                 on_delivery=waits.deliver_remote,
                 on_cooldown=on_cooldown,
+                signer=share_signer(self._key),
+                max_cooldown_s=self._retry.max_retry_after_s,
             )
         return api
 

@@ -25,11 +25,11 @@ from wavespeed_async._core.settings import FlowLimits, Timeouts
 from wavespeed_async._facade.bulk import (
     DEFAULT_SUBMIT_GRACE_S,
     BulkRun,
-    current_index,
     default_concurrency,
     submit_in_flight,
 )
 from wavespeed_async._facade.jobs import run_job, wait_job
+from wavespeed_async._facade.sending import current_index
 from wavespeed_async._runtime.api import result_path
 from wavespeed_async._runtime.waits import finished
 
@@ -160,7 +160,7 @@ class Tasks:
         try:
             with submit_in_flight():
                 if events.active:
-                    ref = events.submitting(path, current_index())
+                    ref = events.begin_submit(path, current_index())
                 env = await api.submit(
                     path,
                     body,
@@ -323,9 +323,9 @@ class Tasks:
         timeout: float | Unset | None,
         webhook: str | None,
         sync: bool,
-        on_created: Callable[[str], None] | None,
+        on_created: Callable[[str], Awaitable[None]] | None,
     ) -> Prediction:
-        """run(), with ``on_created`` told each task id the moment it exists."""
+        """run(), with ``on_created`` told (and awaited) each task id the moment it exists."""
         flow = self.flow
         token = object()
         await flow.acquire_slot(token)
@@ -338,7 +338,7 @@ class Tasks:
                 # An error answer that names a task: the task exists, so its id is reported
                 # whatever comes next.
                 if on_created is not None:
-                    on_created(exc.task_id)
+                    await on_created(exc.task_id)
                 if not isinstance(exc, ServerError):
                     if self._events.active:
                         self._events.failed(exc.task_id, exc, current_index())
@@ -350,7 +350,7 @@ class Tasks:
                 )
                 return await self.wait(exc.task_id, timeout=timeout)
             if on_created is not None:
-                on_created(pred.id)
+                await on_created(pred.id)
             return await self.wait(pred, timeout=timeout)
         finally:
             flow.release_slot(token)
@@ -370,6 +370,7 @@ class Tasks:
         on_task_created: Callable[[int, str], Any] | None = None,
         submit_grace_s: float = DEFAULT_SUBMIT_GRACE_S,
         on_submitting: Callable[[int], Any] | None = None,
+        on_not_sent: Callable[[int], Any] | None = None,
     ) -> BulkRun[Any]:
         """Run many tasks; iterate the results as they complete.
 
@@ -393,18 +394,26 @@ class Tasks:
             timeout: Per-task deadline once created (default ``timeouts.task_s``).
             webhook: A webhook URL passed with every submit.
             on_task_created: Called with ``(index, task_id)`` the moment each task id
-                exists, before polling: persist ids here.
+                exists, before polling: persist ids here. It may be async: it is awaited,
+                to its end even when the batch is left meanwhile.
             submit_grace_s: When the block is left early, how long submits already sent
                 may still take to answer (their ids go to ``abandoned``; the indexes still
                 unanswered to ``unknown``).
-            on_submitting: Called (synchronously) with ``index`` just before the job's
-                submit is sent, after it waited for the Client's limits (shared ones
-                included): record the intent here, so that a job still waiting when the
-                process dies is known never to have been sent. If it returns ``False``,
-                the job is not sent: its result has ``id=None`` and a
-                :class:`SubmitSkipped` error (counted as ``skipped`` in ``progress``). If
-                it raises, the job is not sent: a WaveSpeedError becomes the job's result,
-                any other error ends the batch.
+            on_submitting: Called with ``index`` just before each send of the job's
+                submit, after it waited for the Client's limits (shared ones included):
+                record the intent here, so that a job still waiting when the process dies
+                is known never to have been sent. A submit answered with a 429 (or a 503
+                with ``Retry-After``, or that could not connect) is sent again later, and
+                this is called again before that send. If it returns ``False``, the job
+                is not sent: its result has ``id=None`` and a :class:`SubmitSkipped`
+                error (counted as ``skipped`` in ``progress``). If it raises, the job is
+                not sent: a WaveSpeedError becomes the job's result, any other error ends
+                the batch. It may be async (awaited to its end).
+            on_not_sent: Called with ``index`` after an answer to the job's submit that
+                proves no task was created (a 429, a 503 with ``Retry-After``, a refusal,
+                a connect failure): record that the job is re-sendable again, so that a
+                process that dies while it waits to send it again leaves it so. It may be
+                async (awaited to its end).
 
         One job's failure is a result with ``.error`` (a WaveSpeedError), never an
         exception that ends the batch; only a bad key (401) or a refused account (403)
@@ -420,6 +429,7 @@ class Tasks:
             on_task_created=on_task_created,
             submit_grace_s=submit_grace_s,
             on_submitting=on_submitting,
+            on_not_sent=on_not_sent,
         )
 
     def wait_many(

@@ -247,9 +247,12 @@ async def read_file_input(file: FileInput) -> tuple[bytes, str]:
 
 async def write_atomic(final: anyio.Path, chunks: list[bytes] | AsyncIterator[bytes]) -> Path:
     """Write chunks (a list, or an async iterator of bytes) to ``final`` atomically."""
-    tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.part")
+    tmp = final.with_name(f".{final.name}.{secrets.token_hex(8)}.part")
+    # A fresh file, never one (or a link) already there: a planted link cannot redirect it.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = await anyio.to_thread.run_sync(os.open, tmp, flags, 0o644)
     try:
-        async with await anyio.open_file(tmp, "wb") as f:
+        async with await anyio.open_file(fd, "wb") as f:
             if isinstance(chunks, list):
                 for chunk in chunks:
                     await f.write(chunk)

@@ -12,8 +12,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Final, Generic, Protocol, TypeVar
 from urllib.parse import urlencode
 
@@ -40,8 +39,11 @@ from wavespeed_async._core.policy import FailureKind
 from wavespeed_async._core.settings import RetryConfig, SizeLimits, Timeouts
 from wavespeed_async._core.text import printable
 from wavespeed_async._http.base import HTTPRequest, HTTPResponse, HTTPTransport, RequestTimeout
+from wavespeed_async._runtime.attempts import SubmitAttempts, submit_attempts
 from wavespeed_async._runtime.events import Events
 from wavespeed_async._runtime.flow import FlowControl
+from wavespeed_async._runtime.retries import Attempt as _Attempt
+from wavespeed_async._runtime.retries import Deciding
 from wavespeed_async._runtime.waits.deadlines import Deadlines
 
 __all__ = ["Api", "Envelope", "result_path"]
@@ -91,17 +93,6 @@ class _Decoder(Protocol, Generic[E_co]):
     def decode(self, buf: bytes, /) -> E_co: ...
 
 
-@dataclass(slots=True)
-class _Attempt:
-    """What one HTTP attempt came to, when it did not succeed."""
-
-    kind: FailureKind
-    status: int | None = None
-    retry_after_s: float | None = None
-    error: WaveSpeedError | None = None
-    task_id: str | None = None
-
-
 def _envelope_code(code: int | str | None) -> int | None:
     if code is None or isinstance(code, int):
         return code
@@ -137,7 +128,7 @@ def _retry_after(resp: HTTPResponse) -> float | None:
     return _policy.parse_retry_after(resp.headers.get("Retry-After"), now=time.time())
 
 
-class Api:
+class Api(Deciding):
     """Sends API calls for one Client through its transport (not public: the Client owns it).
 
     Every request carries ``headers``, the API's own (the credentials among them): they
@@ -479,7 +470,10 @@ class Api:
     ) -> E:
         """POST a task. Re-sent only when the policy proves no task was created.
 
-        ``ref``: the submit's number in the Client's events (its retries are told with it).
+        Within a bulk run, its job's hooks (:mod:`~wavespeed_async._runtime.attempts`) are
+        told before each send, and after each answer that proves no task was created.
+        ``ref``: the submit's number in the Client's events (``Events.begin_submit``): its
+        first send is told as ``submitting``, its re-sends as ``retry``.
 
         Raises:
             SubmissionOutcomeUnknown: the answer was lost; a billed task may exist.
@@ -492,8 +486,13 @@ class Api:
             timeout_s=timeout_s,
         )
         attempt = 0
+        hooks = submit_attempts.get()
         while True:
             attempt += 1
+            if hooks is not None:
+                await self._before_send(hooks)
+            if attempt == 1 and ref is not None and self.events.active:
+                self.events.submitting(ref)  # its re-sends are told as retries
             out = await self._attempt(request, decoder)
             if not isinstance(out, _Attempt):
                 return out
@@ -501,6 +500,10 @@ class Api:
                 # The server answered with an error but named a task: it exists. Never
                 # re-send; hand the id to the caller with the error.
                 raise self._final(out, out.task_id)
+            if hooks is not None and not _policy.submit_outcome_unknown(
+                out.kind, status=out.status, retry_after_s=out.retry_after_s
+            ):
+                await hooks.not_sent()  # refused, or never sent: no task exists
             decision = self._decide(
                 _policy.decide_submit_retry, out, attempt, None, None, "submit", ref
             )
@@ -534,52 +537,18 @@ class Api:
                 ) from out.error
             raise self._final(out, None)
 
-    def _decide(
-        self,
-        policy: Callable[..., _policy.RetryDecision],
-        out: _Attempt,
-        attempt: int,
-        time_left_s: float | None,
-        task_id: str | None,
-        request: str,
-        ref: int | None = None,
-    ) -> _policy.RetryDecision:
-        """Ask ``policy`` whether to retry; a 429 also starts the shared cool-down. A retry
-        and a cool-down are told to the Client's events (``task_id``, ``request`` and
-        ``ref``: whose request, and which)."""
-        decision = policy(
-            out.kind,
-            status=out.status,
-            retry_after_s=out.retry_after_s,
-            attempt=attempt,
-            config=self.retry,
-            rng=self.rng,
-            time_left_s=time_left_s,
-        )
-        if out.kind is FailureKind.STATUS and out.status == 429:
-            self._note_rate_limit(out, decision.delay_s, task_id, ref)
-        if decision.retry and self.events.active:
-            cause = _policy.unknown_outcome_cause(out.kind, status=out.status)
-            cause = "rate_limit" if out.status == 429 else cause
-            self.events.retry(request, cause, attempt, decision.delay_s, out.status, task_id, ref)
-        return decision
-
-    def _note_rate_limit(
-        self, out: _Attempt, delay_s: float, task_id: str | None, ref: int | None
-    ) -> None:
-        wait = out.retry_after_s if out.retry_after_s is not None else delay_s
-        wait = min(wait, self.retry.max_retry_after_s)
-        if wait > 0:
-            log.warning(
-                "rate limited (429): every request waits %.2f s",
-                wait,
-                extra={"task_id": task_id} if task_id else None,
-            )
-            flow = self.flow
-            started = flow.cooldowns_started
-            flow.start_cooldown(wait)
-            if flow.cooldowns_started != started and self.events.active:
-                self.events.cooldown(wait, task_id=task_id, ref=ref)
+    async def _before_send(self, hooks: SubmitAttempts) -> None:
+        """Wait out a cool-down, then tell the hooks that the submit is being sent: a job
+        is never recorded as sent while it still waits (a cool-down that began while the
+        hooks ran takes the record back and waits again)."""
+        flow = self.flow
+        while True:
+            if flow.cooldown.until > _NO_COOLDOWN:
+                await flow.wait_cooldown()
+            await hooks.sending()
+            if flow.cooldown.delay(flow.now()) <= 0:
+                return
+            await hooks.not_sent()
 
     @staticmethod
     def _final(out: _Attempt, task_id: str | None) -> WaveSpeedError:

@@ -88,11 +88,13 @@ class _Follow:
 
 
 class _Submit:
-    __slots__ = ("index", "model")
+    __slots__ = ("index", "model", "sent")
 
     def __init__(self, index: int | None, model: str) -> None:
         self.index = index
         self.model = model
+        #: Its ``submitting`` was told (the request went out).
+        self.sent = False
 
 
 def _bounded(
@@ -173,13 +175,24 @@ class Events(Subscribers):
             _bounded(self._follows, task_id, follow)
         return follow
 
-    def submitting(self, model: str, index: int | None) -> int:
-        """A submit is about to be sent; returns its ``ref`` for what follows."""
+    def begin_submit(self, model: str, index: int | None) -> int:
+        """A submit starts (nothing is told yet); returns its ``ref`` for what follows."""
         ref = next(self._refs)
         self._submits[ref] = _Submit(index, model)
-        at, wall = self.now()
-        self.emit(SubmittingEvent(at=at, time=wall, index=index, ref=ref, model=model))
+        if len(self._submits) > _MAX_FOLLOWS:  # a submit that never ended (a bug's): forget
+            del self._submits[next(iter(self._submits))]
         return ref
+
+    def submitting(self, ref: int) -> None:
+        """The submit of ``ref`` is being sent (after the limits and any cool-down)."""
+        submit = self._submits.get(ref)
+        if submit is None or submit.sent:
+            return
+        submit.sent = True
+        at, wall = self.now()
+        self.emit(
+            SubmittingEvent(at=at, time=wall, index=submit.index, ref=ref, model=submit.model)
+        )
 
     def created(self, ref: int | None, pred: Prediction, model: str, *, webhook: bool) -> None:
         """The submit of ``ref`` created ``pred``."""
@@ -206,8 +219,11 @@ class Events(Subscribers):
         )
 
     def submit_failed(self, ref: int | None, exc: BaseException, model: str) -> None:
-        """The submit of ``ref`` ended without a task id: ``unknown`` or ``failed``."""
+        """The submit of ``ref`` ended without a task id: ``unknown`` or ``failed`` (nothing,
+        if it was never sent: a job declined by ``on_submitting``, a batch left first)."""
         submit = self._submits.pop(ref, None) if ref is not None else None
+        if submit is not None and not submit.sent:
+            return
         at, wall = self.now()
         index = submit.index if submit is not None else None
         if isinstance(exc, SubmissionOutcomeUnknown) or not isinstance(exc, Exception):

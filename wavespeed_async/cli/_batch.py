@@ -21,7 +21,6 @@ manifest) and :mod:`._summary`. This module holds the command itself.
 from __future__ import annotations
 
 import argparse
-import shutil
 import signal
 import time
 import warnings
@@ -33,6 +32,8 @@ import anyio
 
 from wavespeed_async._core.errors import AuthenticationError, PermissionDeniedError
 from wavespeed_async._core.requests import UnknownFieldWarning
+from wavespeed_async._core.secret import Secret
+from wavespeed_async._runtime.share import default_namespace
 from wavespeed_async.cli._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -53,6 +54,7 @@ from wavespeed_async.cli._outdir import (
     JOURNAL_NAME,
     MANIFEST_NAME,
     PARTIAL_DIR,
+    clear_partial,
     lock,
     output_name,
     write_manifest,
@@ -164,7 +166,7 @@ def command(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"-o {args.output}: cannot write there: {exc.strerror or exc}") from None
     try:
-        shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
+        clear_partial(out)
         with Journal.open(out / JOURNAL_NAME) as journal:
             return _run(args, target, jobs, journal, out)
     except JournalError as exc:
@@ -206,7 +208,13 @@ def _run(
     args: argparse.Namespace, target: Target, jobs: list[Job], journal: Journal, out: Path
 ) -> int:
     key = EMULATOR_TARGET if target.emulator else public_url(target.base_url or "")
-    plan = make_plan(jobs, journal, args, key)
+    # The account, by a hash of its key (never the key): another key's tasks are not ours.
+    account = (
+        None
+        if target.emulator
+        else default_namespace(Secret(target.api_key), (target.base_url or "").rstrip("/"))
+    )
+    plan = make_plan(jobs, journal, args, key, account)
     for job in plan.invalid:
         err(f"{args.jobs}:{job.line}: {job.error}")
     for job in jobs:

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from wavespeed_async._core.secret import redacted_url
 from wavespeed_async.cli._common import Target, err
 from wavespeed_async.cli._jobs import Job
 from wavespeed_async.cli._outdir import JOURNAL_NAME, STATUS
@@ -134,23 +135,32 @@ def items_from_records(
     return items
 
 
+def _redacted_arg(arg: str) -> str:
+    """``arg`` with the credentials of a URL in it (``--share URL``, ``--base-url=URL``)
+    replaced by ``***``."""
+    if "://" not in arg:
+        return arg
+    head, sep, url = arg.partition("=") if arg.startswith("-") else ("", "", arg)
+    return head + sep + redacted_url(url)
+
+
 def command_line(args: argparse.Namespace, target: Target) -> str:
     """The command as typed (when this process is the command line), never with a secret.
 
-    The key (however it was spelled on the command line) and any credentials in
-    ``--base-url`` are replaced by ``***``.
+    The key (however it was spelled on the command line) and any credentials in a URL
+    (``--base-url``, ``--share``) are replaced by ``***``.
     """
     argv = sys.argv[1:]
     if argv[:1] != ["batch"]:
         argv = ["batch", str(args.jobs), "-o", str(args.output)]
-    text = "wavespeed-async " + shlex.join(argv)
+    text = "wavespeed-async " + shlex.join(_redacted_arg(a) for a in argv)
     secrets = [getattr(args, "api_key", None)]
     if not target.emulator:
         secrets.append(target.api_key)
-    base_url = getattr(args, "base_url", None)
-    if base_url:
-        user = urlsplit(base_url)
-        secrets += [user.username, user.password]
+    for url in (getattr(args, "base_url", None), getattr(args, "share", None)):
+        if url:
+            user = urlsplit(url)
+            secrets += [user.username, user.password]
     for secret in secrets:
         if secret and secret.strip():
             text = text.replace(secret.strip(), "***")

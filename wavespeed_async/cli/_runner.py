@@ -154,6 +154,7 @@ class Batch:
                 concurrency=self.concurrency,
                 on_task_created=created,
                 on_submitting=feed.submitting,
+                on_not_sent=feed.not_sent,
             ) as results:
                 async for r in results:
                     intake.release()

@@ -69,6 +69,7 @@ from wavespeed_async._core.webhooks import (
 )
 from wavespeed_async._facade.client import Client
 from wavespeed_async._facade.tasks import UNSET, Unset
+from wavespeed_async._runtime.replay import first_time
 from wavespeed_async.fastapi.events import (
     DEFAULT_EVENTS_PATH,
     DEFAULT_MAX_EVENT_STREAMS,
@@ -261,7 +262,9 @@ class WaveSpeed:
         tolerance_s: Deliveries whose timestamp is further than this from now, in seconds,
             are refused (a finite number > 0).
         replay_cache_size: Ids of accepted deliveries remembered (within ``tolerance_s``)
-            so that a replayed delivery is acknowledged but not processed again.
+            so that a replayed delivery is acknowledged but not processed again. With a
+            ``share``, a delivery id is also recorded there: a replay that reaches another
+            worker process is refused too.
         max_body_bytes: Larger delivery bodies are refused (413) without being buffered.
         on_delivery: Called (sync or async) with every verified delivery, whether or not a
             wait in this process was pending for it: persist results here for tasks whose
@@ -538,7 +541,7 @@ class WaveSpeed:
             pred = decode_delivery(body)
         except WebhookVerificationError as exc:  # signed, yet not a prediction
             return self._reject(400, str(exc))
-        if not self.replays.first_time(delivery):
+        if not await first_time(self.replays, self.client.flow.share, delivery):
             self.deliveries_replayed += 1
             log.info(
                 "webhook: delivery %.80r for task %s replayed; ignored",

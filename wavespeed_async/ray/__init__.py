@@ -37,6 +37,7 @@ except ImportError as _exc:
     ) from _exc
 
 from wavespeed_async._core.errors import ValidationError
+from wavespeed_async._core.secret import masked_url
 from wavespeed_async._core.settings import FlowLimits, PollConfig, RetryConfig, Timeouts
 from wavespeed_async._facade.client import Client
 from wavespeed_async.jobs.ledger import is_url
@@ -113,7 +114,8 @@ def generate(
         ledger: Where rows' tasks are recorded: a folder (SQLite, the actors of one
             machine) or a Redis URL (``redis://...``, every machine). ``None``: no ledger;
             a retried block or a re-run submits its rows again.
-        ledger_namespace: The Redis hash of the ledger (default ``wavespeed-async:ledger``).
+        ledger_namespace: The Redis hash of the ledger (default one per account:
+            ``wavespeed-async:ledger:<hash of the API key and base URL>``).
         columns: The input columns: a list picks them, a mapping ``{column: field}`` picks
             and renames them. Default: every column but ``key``.
         key: A column holding a stable, unique row key. Default: a hash of the model and
@@ -150,6 +152,11 @@ def generate(
     :class:`~wavespeed_async.LedgerError` naming it; Ray Data then ends the pipeline with
     that error, unless told to retry failed blocks (see ``docs/ray.md``).
     """
+    # URLs masked first: no traceback's locals (nor a repr of the options) show a password.
+    if isinstance(share, str):
+        share = masked_url(share)
+    if isinstance(ledger, str) and is_url(ledger):
+        ledger = masked_url(ledger)
     if not isinstance(model, str) or model.count("/") < 1:
         raise ValidationError(
             "model", f"model: {model!r} is not allowed; allowed: a path like 'owner/model'"
@@ -200,8 +207,7 @@ def generate(
     location: str | None = None
     if ledger is not None:
         location = os.fspath(ledger)
-        if not is_url(location):
-            location = str(Path(location).resolve())
+        location = masked_url(location) if is_url(location) else str(Path(location).resolve())
     options = GenerateOptions(
         model=model,
         concurrency=concurrency,
