@@ -366,3 +366,66 @@ async def test_a_job_declined_before_its_send_tells_nothing(emulator: Emulator) 
     assert type(results[2].error).__name__ == "SubmitSkipped"
     assert {e.index for e in told} == {0, 1, 3}  # nothing about the job never sent
     assert next(e.kind for e in told if e.index == 0) == "submitting"
+
+
+class _LocalShare:
+    """A share of one process: what another process would tell arrives by hand."""
+
+    connections = 0
+
+    def bind(self, limits: Any, **kwargs: Any) -> None:
+        self.on_delivery = kwargs["on_delivery"]
+        self.on_cooldown = kwargs["on_cooldown"]
+
+    async def start(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    async def acquire_slot(self, token: object) -> None:
+        pass
+
+    def release_slot(self, token: object) -> None:
+        pass
+
+    async def acquire_start(self) -> object:
+        return None
+
+    def start_sent(self, handle: object) -> None:
+        pass
+
+    async def acquire_poll(self) -> None:
+        pass
+
+    def start_cooldown(self, seconds: float) -> None:
+        pass
+
+    def publish(self, prediction: Prediction) -> None:
+        pass
+
+    async def stored_result(self, task_id: str) -> Prediction | None:
+        return None
+
+    async def first_delivery(self, delivery_id: str, ttl_s: float) -> bool | None:
+        return None
+
+
+async def test_what_another_process_tells_through_the_share_is_told_as_remote(
+    emulator: Emulator,
+) -> None:
+    share = _LocalShare()
+    told: list[Event] = []
+    async with make_client(emulator, on_event=told.append, share=share) as client:
+        share.on_cooldown(0.01)  # another process was answered 429
+        pred = await client.submit(DEV, {"prompt": "remote [latency:5000]"})
+        done = Prediction(id=pred.id, model=DEV, status="completed", outputs=["https://x/y.png"])
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(client.wait, pred)
+            await anyio.sleep(0.02)
+            share.on_delivery(done)  # its webhook reached another process
+    cooldown = next(e for e in told if isinstance(e, CooldownEvent))
+    assert cooldown.remote and cooldown.seconds == 0.01 and cooldown.task_id is None
+    delivered = next(e for e in told if isinstance(e, DeliveredEvent))
+    assert delivered.remote and delivered.task_id == pred.id
+    assert isinstance(told[-1], CompletedEvent) and told[-1].delivered
