@@ -39,6 +39,23 @@ from wavespeed_async._core.errors import (
     WaveSpeedError,
     WebhookVerificationError,
 )
+from wavespeed_async._core.events import (
+    AbandonedEvent,
+    CompletedEvent,
+    CooldownEvent,
+    CreatedEvent,
+    DeliveredEvent,
+    DroppedEvent,
+    EndEvent,
+    Event,
+    FailedEvent,
+    RetryEvent,
+    StatusEvent,
+    SubmittingEvent,
+    TimeoutEvent,
+    UnknownEvent,
+    WaitingEvent,
+)
 from wavespeed_async._core.models import Prediction, Timings, Urls
 from wavespeed_async._core.reconcile import LostSubmit, Reconciled
 from wavespeed_async._core.requests import (
@@ -76,15 +93,18 @@ from wavespeed_async._facade.bulk import (
     Progress,
 )
 from wavespeed_async._facade.client import DEFAULT_BASE_URL, Client, TaskCreatedHook
+from wavespeed_async._facade.observing import EventListener
 from wavespeed_async._facade.spend import SpendStatus
 from wavespeed_async._http.base import HTTPRequest, HTTPResponse, HTTPTransport, RequestTimeout
 from wavespeed_async._http.transport import AiohttpTransport
+from wavespeed_async._runtime.event_stream import EventStream
 from wavespeed_async._version import __version__
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "TIERS",
     "APIStatusError",
+    "AbandonedEvent",
     "AiohttpTransport",
     "AsyncioRequiredError",
     "AuthenticationError",
@@ -99,9 +119,19 @@ __all__ = [
     "BulkRun",
     "Client",
     "ClientClosedError",
+    "CompletedEvent",
     "ConnectError",
+    "CooldownEvent",
     "Cost",
+    "CreatedEvent",
     "DecodeError",
+    "DeliveredEvent",
+    "DroppedEvent",
+    "EndEvent",
+    "Event",
+    "EventListener",
+    "EventStream",
+    "FailedEvent",
     "FlowLimits",
     "FluxKontextDev",
     "FluxKontextProTextToImage",
@@ -124,23 +154,29 @@ __all__ = [
     "Reconciled",
     "RequestTimeout",
     "RetryConfig",
+    "RetryEvent",
     "ScheduleTuning",
     "ServerError",
     "SizeLimits",
     "SpendStatus",
+    "StatusEvent",
     "SubmissionOutcomeUnknown",
     "SubmitSkipped",
+    "SubmittingEvent",
     "TaskCreatedHook",
     "TaskFailedError",
     "TaskTimeoutError",
     "TierLimits",
+    "TimeoutEvent",
     "Timeouts",
     "Timings",
     "TransportError",
     "TypedRequest",
+    "UnknownEvent",
     "UnknownFieldWarning",
     "Urls",
     "ValidationError",
+    "WaitingEvent",
     "WaveSpeedError",
     "WebhookVerificationError",
     "__version__",

@@ -359,6 +359,7 @@ class BulkRun(Generic[T]):
                     "left a batch early: %d task(s) still run on the server and are billed: %s",
                     len(self.abandoned),
                     ", ".join(self.abandoned[:20]) + (" ..." if len(self.abandoned) > 20 else ""),
+                    extra={"task_ids": self.abandoned},
                 )
 
     def _wind_down(self) -> None:
@@ -458,12 +459,13 @@ class BulkRun(Generic[T]):
                     with anyio.CancelScope(shield=True):
                         await call_hook(lambda: hook(index, tid))
                 except Exception:
-                    log.exception("on_task_created failed for task %s", tid)
+                    log.exception("on_task_created failed for task %s", tid, extra={"task_id": tid})
             if self._closing:  # learned within the grace: reported as abandoned
                 job.scope.cancel()
 
         progress.submitting += 1
         kept = item if self._keep_inputs else None
+        job.index = index
         try:
             pred: Prediction = await self._job(index, item, created)
         except WaveSpeedError as exc:
@@ -493,6 +495,7 @@ class BulkRun(Generic[T]):
             raise
         finally:
             job.in_doubt = False
+            job.index = None
         self._count_end(task_id, ok=True)
         return BulkOk(index, kept, pred.id, pred, None)
 

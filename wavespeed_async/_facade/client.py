@@ -26,12 +26,14 @@ from wavespeed_async._core.settings import (
     Timeouts,
 )
 from wavespeed_async._facade.endpoints import Endpoints
+from wavespeed_async._facade.observing import EventListener, Observing
 from wavespeed_async._facade.spend import Spend
 from wavespeed_async._facade.tasks import TaskCreatedHook, Tasks
 from wavespeed_async._http.base import HTTPTransport
 from wavespeed_async._http.media import Downloader, is_private_host
 from wavespeed_async._http.transport import AiohttpTransport, check_proxy
 from wavespeed_async._runtime.api import Api
+from wavespeed_async._runtime.events import Events
 from wavespeed_async._runtime.fdlimit import fit_to_file_limit
 from wavespeed_async._runtime.flow import FlowControl
 from wavespeed_async._runtime.share import (
@@ -64,7 +66,7 @@ def _require_asyncio() -> asyncio.AbstractEventLoop:
         ) from None
 
 
-class Client(Tasks, Endpoints, Spend):
+class Client(Tasks, Endpoints, Observing, Spend):
     """An async client for the WaveSpeedAI API.
 
     Use it as ``async with Client() as client:``, or create it once (e.g. in a web app's
@@ -102,6 +104,10 @@ class Client(Tasks, Endpoints, Spend):
         proxy: An ``http://[user:password@]host:port`` proxy for API requests, uploads
             and downloads (its password is never shown).
         trust_env: Take proxies from ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``NO_PROXY``.
+        on_event: Called synchronously with every :class:`Event` (a task created, a new
+            status, a retry, a cool-down, an end, ...): keep it quick; it may not await.
+            An exception from it is logged once and changes nothing else. More
+            listeners: :meth:`add_event_listener`; as an async iterator: :meth:`events`.
 
     Raises:
         ValidationError: no API key was given or found in the environment, or a setting is
@@ -126,6 +132,7 @@ class Client(Tasks, Endpoints, Spend):
         transport: HTTPTransport | None = None,
         proxy: str | None = None,
         trust_env: bool = False,
+        on_event: EventListener | None = None,
     ) -> None:
         if isinstance(share, str):
             share = masked_url(share)  # no traceback's locals show its password
@@ -171,6 +178,13 @@ class Client(Tasks, Endpoints, Spend):
         self._given_transport = transport
         self._proxy = proxy
         self._trust_env = bool(trust_env)
+        if on_event is not None and not callable(on_event):
+            raise ValidationError(
+                "on_event", f"on_event: {type(on_event).__name__}; allowed: a callable or None"
+            )
+        self._events = Events()
+        if on_event is not None:
+            self._events.add_listener(on_event)
         self.on_task_created = on_task_created
         self._extra_headers = {
             "User-Agent": f"wavespeed-async/{__version__}",
@@ -293,6 +307,7 @@ class Client(Tasks, Endpoints, Spend):
             await self._given_transport.aclose()
         if downloader is not None:
             await downloader.aclose()
+        self._events.close()  # streams end after what they hold
 
     @property
     def polls_sent(self) -> int:
@@ -327,6 +342,8 @@ class Client(Tasks, Endpoints, Spend):
         held = 0 if self._share is None else self._share.connections
         self._limits = fit_to_file_limit(self._limits, reserved=held)
         self._loop = loop
+        events = self._events
+        events.bind_clock(loop.time)
         flow = self._flow = FlowControl(self._limits, clock=loop.time, share=self._share)
         headers = {"Authorization": self._key.auth_header(), **self._extra_headers}
         transport = self._given_transport or AiohttpTransport(
@@ -344,6 +361,7 @@ class Client(Tasks, Endpoints, Spend):
             retry=self._retry,
             flow=flow,
             rng=self._rng,
+            events=events,
         )
         waits = self._waits = Waits(
             loop,
@@ -352,14 +370,22 @@ class Client(Tasks, Endpoints, Spend):
             config=self._poll,
             flow=flow,
             share=self._share,
+            events=events,
         )
         if self._share is not None:
+
+            def on_cooldown(seconds: float) -> None:
+                started = flow.cooldowns_started
+                flow.note_cooldown(seconds)
+                if flow.cooldowns_started != started and events.active:
+                    events.cooldown(seconds, remote=True)
+
             self._share.bind(
                 self._limits,
                 namespace=self._namespace,
                 clock=loop.time,
                 on_delivery=waits.deliver_remote,
-                on_cooldown=flow.note_cooldown,
+                on_cooldown=on_cooldown,
                 signer=share_signer(self._key),
                 max_cooldown_s=self._retry.max_retry_after_s,
             )

@@ -15,7 +15,7 @@ import anyio
 from wavespeed_async._core.errors import SubmitSkipped, WaveSpeedError
 from wavespeed_async._runtime.attempts import submit_attempts
 
-__all__ = ["WorkerJob", "call_hook", "current_job", "submit_in_flight"]
+__all__ = ["WorkerJob", "call_hook", "current_index", "current_job", "submit_in_flight"]
 
 
 @dataclass(slots=True)
@@ -32,6 +32,8 @@ class WorkerJob:
     on_sending: Callable[[], object] | None = None
     #: Called after an answer that proves no task was created (``on_not_sent``).
     on_not_sent: Callable[[], object] | None = None
+    #: The input index of the job it runs (``None`` between jobs), for its events.
+    index: int | None = None
 
 
 async def call_hook(hook: Callable[[], object]) -> object:
@@ -86,6 +88,12 @@ class _Attempts:
 
 
 current_job: ContextVar[WorkerJob | None] = ContextVar("wavespeed_async_bulk_job", default=None)
+
+
+def current_index() -> int | None:
+    """The input index of the batch job running in this task, if any (for its events)."""
+    job = current_job.get()
+    return None if job is None else job.index
 
 
 @contextmanager

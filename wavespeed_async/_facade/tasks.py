@@ -13,10 +13,12 @@ from urllib.parse import urlsplit
 
 from wavespeed_async._core.errors import (
     APIStatusError,
+    ClientClosedError,
     DecodeError,
     ServerError,
     SubmissionOutcomeUnknown,
     TaskFailedError,
+    TaskTimeoutError,
     ValidationError,
     WaveSpeedError,
 )
@@ -32,6 +34,7 @@ from wavespeed_async._facade.bulk import (
     submit_in_flight,
 )
 from wavespeed_async._facade.jobs import run_job, wait_job
+from wavespeed_async._facade.sending import current_index
 from wavespeed_async._runtime.api import result_path
 from wavespeed_async._runtime.budget import BATCH_BUDGET, LocalBudget
 from wavespeed_async._runtime.waits import finished
@@ -39,6 +42,7 @@ from wavespeed_async._runtime.waits import finished
 if TYPE_CHECKING:
     from wavespeed_async._runtime.api import Api
     from wavespeed_async._runtime.budget import Budget, Hold
+    from wavespeed_async._runtime.events import Events
     from wavespeed_async._runtime.flow import FlowControl
     from wavespeed_async._runtime.share import Share
     from wavespeed_async._runtime.waits import Waits
@@ -73,6 +77,27 @@ def _result_of(pred: Prediction | None, task_id: str) -> Prediction:
     return pred
 
 
+def _tell_end(
+    events: Events,
+    task_id: str,
+    exc: BaseException,
+    limit: float | None,
+    index: int | None,
+    counted: bool,
+) -> None:
+    """Tell how a wait ended with ``exc`` (``counted``: its start was told)."""
+    if index is None:
+        index = current_index()
+    if isinstance(exc, TaskTimeoutError):
+        events.timed_out(task_id, limit, exc.last, index, counted=counted)
+    elif isinstance(exc, ClientClosedError):
+        events.abandoned(task_id, "closed", index, counted=counted)
+    elif isinstance(exc, Exception):  # the task failed, or cannot be followed
+        events.failed(task_id, exc, index)
+    else:  # cancelled
+        events.abandoned(task_id, "cancelled", index, counted=counted)
+
+
 class Tasks:
     """The task calls of :class:`~wavespeed_async.Client`."""
 
@@ -81,6 +106,7 @@ class Tasks:
     _share: Share | None
     on_task_created: TaskCreatedHook | None
     tasks_created: int
+    _events: Events
 
     def _open(self) -> Api:
         raise NotImplementedError
@@ -128,6 +154,8 @@ class Tasks:
                 not be sent (re-sent first where provably safe).
         """
         path, body = coerce_request(model, input)
+        if sync:
+            body["enable_sync_mode"] = True
         if webhook is not None:
             if urlsplit(webhook).scheme not in ("http", "https"):
                 raise ValidationError(
@@ -144,44 +172,66 @@ class Tasks:
         hold = None
         if self._limits.budget_usd is not None or BATCH_BUDGET.get() is not None:
             hold = await self._hold_spend(path, body)  # BudgetExceeded: never sent
-        if sync:
-            body["enable_sync_mode"] = True
+        events = self._events
+        ref: int | None = None
         sent_at, sent = time.time(), False
         try:
             start = await flow.acquire_start()
-            try:
-                with submit_in_flight():
-                    sent = True
-                    env = await api.submit(
-                        path,
-                        body,
-                        prediction_decoder,
-                        params={"webhook": webhook} if webhook else None,
-                        timeout_s=self._timeouts.sync_request_s if sync else None,
-                    )
-            except APIStatusError as exc:
-                if exc.task_id is not None:
-                    # An error answer that names a task: the task exists. Report it created.
-                    self._spend_created(hold, exc.task_id)
-                    await self._task_created(Prediction(id=exc.task_id, model=path), path, False)
-                raise
-            finally:
-                flow.start_sent(start)
         except BaseException as exc:
+            self._spend_settle(hold, exc, sent=False)
+            raise
+        try:
+            with submit_in_flight():
+                if events.active:
+                    ref = events.begin_submit(path, current_index())
+                sent = True
+                env = await api.submit(
+                    path,
+                    body,
+                    prediction_decoder,
+                    params={"webhook": webhook} if webhook else None,
+                    timeout_s=self._timeouts.sync_request_s if sync else None,
+                    ref=ref,
+                )
+        except APIStatusError as exc:
+            if exc.task_id is not None:
+                # An error answer that names a task: the task exists. Report it as created.
+                self._spend_created(hold, exc.task_id)
+                pred = Prediction(id=exc.task_id, model=path)
+                await self._task_created(pred, path, False, ref)
+            else:
+                self._spend_settle(hold, exc, sent=sent)
+                if ref is not None and events.active:
+                    events.submit_failed(ref, exc, path)
+            raise
+        except BaseException as exc:
+            # Sent (or cut off while sent) and no task id came back: unknown, or refused.
             if isinstance(exc, SubmissionOutcomeUnknown):
                 exc.sent_at, exc.lost_at = sent_at, time.time()
             self._spend_settle(hold, exc, sent=sent)
+            if ref is not None and events.active:
+                events.submit_failed(ref, exc, path)
             raise
+        finally:
+            flow.start_sent(start)
         if env.data is None:
-            raise DecodeError(f"submit to {path}: the answer has no task in it")
+            error = DecodeError(f"submit to {path}: the answer has no task in it")
+            if ref is not None and events.active:
+                events.submit_failed(ref, error, path)
+            raise error
         self._spend_created(hold, env.data.id)
-        await self._task_created(env.data, path, webhook is not None)
+        await self._task_created(env.data, path, webhook is not None, ref)
         return env.data
 
-    async def _task_created(self, pred: Prediction, model: str, webhook: bool) -> None:
+    async def _task_created(
+        self, pred: Prediction, model: str, webhook: bool, ref: int | None
+    ) -> None:
         self.tasks_created += 1
         self._waiting().created(pred.id, model, webhook=webhook)
         log.info("task %s created for %s", pred.id, model, extra={"task_id": pred.id})
+        events = self._events
+        if events.active:
+            events.created(ref, pred, model, webhook=webhook)
         hook = self.on_task_created
         if hook is None:
             return
@@ -254,16 +304,27 @@ class Tasks:
             raise ValidationError(
                 "timeout", f"timeout: {limit!r}; allowed: a finite number > 0 or None"
             )
+        events = self._events
+        counted = events.active
+        index = None
+        if counted:
+            index = current_index()
+            events.waiting(task_id, pred, index)
         try:
             if pred is not None and pred.done:
-                done = finished(pred)
+                result = finished(pred)
             else:
-                done = await self._waiting().wait(task_id, pred, limit)
-        except TaskFailedError:
-            self._spend_ended(task_id, failed=True)  # a refund may come back to a budget
+                result = await self._waiting().wait(task_id, pred, limit)
+        except BaseException as exc:
+            if isinstance(exc, TaskFailedError):
+                self._spend_ended(task_id, failed=True)  # a refund may come back to a budget
+            if events.active:  # the end of a wait: told if anyone listens by now
+                _tell_end(events, task_id, exc, limit, index, counted)
             raise
         self._spend_ended(task_id, failed=False)
-        return done
+        if events.active:
+            events.completed(task_id, result, index if counted else current_index())
+        return result
 
     async def run(
         self,
@@ -313,6 +374,8 @@ class Tasks:
                 if on_created is not None:
                     await on_created(exc.task_id)
                 if not isinstance(exc, ServerError):
+                    if self._events.active:
+                        self._events.failed(exc.task_id, exc, current_index())
                     raise
                 # A server-side error for a task that exists (e.g. a sync wait that ran out,
                 # code 5004): follow it by polling, never by submitting again.

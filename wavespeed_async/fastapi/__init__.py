@@ -7,7 +7,7 @@
 
     ws = WaveSpeed(public_url="https://myapp.example.com")   # key: $WAVESPEED_API_KEY
     app = FastAPI(lifespan=ws.lifespan)                      # opens / closes the Client
-    app.include_router(ws.router)                            # POST /wavespeed/webhook
+    app.include_router(ws.router)          # POST /wavespeed/webhook, GET .../tasks/{id}/events
     install_error_handlers(app)                              # errors -> 404, 422, 502, ...
 
 Needs the ``fastapi`` extra: ``pip install "wavespeed-async[fastapi]"``. See
@@ -37,11 +37,14 @@ from wavespeed_async.fastapi.errors import (
     install_error_handlers,
     wavespeed_error_handler,
 )
+from wavespeed_async.fastapi.events import DEFAULT_EVENTS_PATH, TaskEventRoute
 
 __all__ = [
     "CLIENT_CLOSED_STATUS",
+    "DEFAULT_EVENTS_PATH",
     "DEFAULT_WEBHOOK_PATH",
     "ClientDisconnected",
+    "TaskEventRoute",
     "WaveSpeed",
     "error_response",
     "install_error_handlers",
