@@ -141,8 +141,11 @@ async def test_twenty_jobs_under_faults_tell_each_task_in_order_and_nothing_afte
     assert any(isinstance(e, CooldownEvent) and e.seconds > 0 for e in told)
     assert any(isinstance(e, StatusEvent) and e.status == "processing" for e in told)
     # The failures the emulator was told to make are told as failures, with their code.
+    # (A job whose submit answer was lost, unknown here, is not told as failed: the client
+    # never learned its task.)
     failed = [e for e in told if isinstance(e, FailedEvent) and e.status == "failed"]
-    assert {e.index for e in failed} == {6, 13} and {e.code for e in failed} == {1200}
+    assert {e.index for e in failed} == {6, 13} - set(unknown)
+    assert {e.code for e in failed} <= {1200}
     # Times run forwards, on both clocks.
     assert all(a.at <= b.at for a, b in itertools.pairwise(told))
 
