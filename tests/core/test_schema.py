@@ -579,3 +579,20 @@ def test_compare_with_spec_reports_each_disagreement() -> None:
         "extra: only in the schema",
         "num_images: only in the spec",
     ]
+
+
+def test_a_string_with_bounds_is_a_wavespeed_size_checked_per_side() -> None:
+    schema = obj({"size": {"type": "string", "minimum": 512, "maximum": 1536}})
+    checker = compile_schema("acme/m", schema)
+    assert checker.fields["size"].allowed == '"W*H" with each dimension 512 ~ 1536'
+    assert checker.problems({"size": "1024*768"}) == []
+    assert checker.problems({"size": "512*1536"}) == []
+    found = [str(p) for p in checker.problems({"size": "4000*768"})]
+    assert found == [
+        "size: '4000*768' is out of acme/m's range; allowed: \"W*H\" with each dimension 512 ~ 1536"
+    ]
+    [hint] = checker.problems({"size": "1024x768"})
+    assert 'is not a size (write it "1024*768")' in str(hint)
+    [other] = checker.problems({"size": "large"})
+    assert str(other).startswith("size: 'large' is not a size; allowed: ")
+

@@ -27,6 +27,7 @@ __all__ = [
     "kind_name",
     "label",
     "show_value",
+    "is_size",
     "types_text",
 ]
 
@@ -148,10 +149,19 @@ class FieldRule:
 # Describing what is allowed
 
 
+def is_size(rule: FieldRule) -> bool:
+    """Whether a rule is WaveSpeed's ``"W*H"`` size: a string with ``minimum``/``maximum``,
+    the bounds of each side."""
+    return rule.types == {"string"} and (rule.minimum is not None or rule.maximum is not None)
+
+
 def allowed_text(rule: FieldRule) -> str:
     """What a rule allows, in words: ``an integer 1 ~ 50``, ``one of '5', '10'``."""
     if not rule.checked:
         return "any value"
+    if is_size(rule) and rule.enum is None and rule.const is NO_VALUE:
+        text = f'"W*H" with each dimension {_range_text(rule)}'
+        return f"{text} or null" if rule.nullable else text
     if rule.const is not NO_VALUE:
         return f"exactly {show_value(rule.const)}"
     if rule.enum is not None:
