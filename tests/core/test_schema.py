@@ -595,4 +595,3 @@ def test_a_string_with_bounds_is_a_wavespeed_size_checked_per_side() -> None:
     assert 'is not a size (write it "1024*768")' in str(hint)
     [other] = checker.problems({"size": "large"})
     assert str(other).startswith("size: 'large' is not a size; allowed: ")
-

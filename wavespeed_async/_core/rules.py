@@ -22,12 +22,12 @@ __all__ = [
     "Validate",
     "accept",
     "allowed_text",
+    "is_size",
     "join_path",
     "json_kind",
     "kind_name",
     "label",
     "show_value",
-    "is_size",
     "types_text",
 ]
 
@@ -152,7 +152,9 @@ class FieldRule:
 def is_size(rule: FieldRule) -> bool:
     """Whether a rule is WaveSpeed's ``"W*H"`` size: a string with ``minimum``/``maximum``,
     the bounds of each side."""
-    return rule.types == {"string"} and (rule.minimum is not None or rule.maximum is not None)
+    return rule.types == frozenset({"string"}) and (
+        rule.minimum is not None or rule.maximum is not None
+    )
 
 
 def allowed_text(rule: FieldRule) -> str:
