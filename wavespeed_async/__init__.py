@@ -12,6 +12,7 @@
 The built-in emulator of the API lives in :mod:`wavespeed_async.emulator`.
 """
 
+from wavespeed_async._core.catalog import Model
 from wavespeed_async._core.errors import (
     APIStatusError,
     AuthenticationError,
@@ -44,7 +45,9 @@ from wavespeed_async._core.requests import (
 )
 from wavespeed_async._core.settings import (
     TIERS,
+    CatalogConfig,
     FlowLimits,
+    InputCheckMode,
     PollConfig,
     RetryConfig,
     ScheduleTuning,
@@ -68,6 +71,7 @@ __all__ = [
     "BadRequestError",
     "BulkResult",
     "BulkRun",
+    "CatalogConfig",
     "Client",
     "ClientClosedError",
     "ConnectError",
@@ -78,7 +82,9 @@ __all__ = [
     "HTTPRequest",
     "HTTPResponse",
     "HTTPTransport",
+    "InputCheckMode",
     "LedgerError",
+    "Model",
     "NotFoundError",
     "OutputRefusedError",
     "PermissionDeniedError",

@@ -18,12 +18,14 @@ from wavespeed_async._core.errors import (
 )
 from wavespeed_async._core.secret import Secret
 from wavespeed_async._core.settings import (
+    CatalogConfig,
     FlowLimits,
     PollConfig,
     RetryConfig,
     SizeLimits,
     Timeouts,
 )
+from wavespeed_async._facade.catalog import Catalog
 from wavespeed_async._facade.endpoints import Endpoints
 from wavespeed_async._facade.tasks import TaskCreatedHook, Tasks
 from wavespeed_async._http.base import HTTPTransport
@@ -32,6 +34,7 @@ from wavespeed_async._http.transport import AiohttpTransport, check_proxy
 from wavespeed_async._runtime.api import Api
 from wavespeed_async._runtime.fdlimit import fit_to_file_limit
 from wavespeed_async._runtime.flow import FlowControl
+from wavespeed_async._runtime.input_check import InputChecks
 from wavespeed_async._runtime.share import Share, default_namespace, resolve_share
 from wavespeed_async._runtime.waits import Waits
 from wavespeed_async._version import __version__
@@ -57,7 +60,7 @@ def _require_asyncio() -> asyncio.AbstractEventLoop:
         ) from None
 
 
-class Client(Tasks, Endpoints):
+class Client(Catalog, Tasks, Endpoints):
     """An async client for the WaveSpeedAI API.
 
     Use it as ``async with Client() as client:``, or create it once (e.g. in a web app's
@@ -94,6 +97,9 @@ class Client(Tasks, Endpoints):
         proxy: An ``http://[user:password@]host:port`` proxy for API requests, uploads
             and downloads (its password is never shown).
         trust_env: Take proxies from ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``NO_PROXY``.
+        catalog: How every input is checked against the model catalogue before it is
+            sent (:class:`CatalogConfig`: on by default, failing open; ``"strict"``;
+            ``"off"``).
 
     Raises:
         ValidationError: no API key was given or found in the environment, or a setting is
@@ -118,6 +124,7 @@ class Client(Tasks, Endpoints):
         transport: HTTPTransport | None = None,
         proxy: str | None = None,
         trust_env: bool = False,
+        catalog: CatalogConfig | None = None,
     ) -> None:
         raw = api_key if api_key is not None else os.environ.get("WAVESPEED_API_KEY", "")
         # Held masked from here on: no traceback's locals can show it.
@@ -143,6 +150,8 @@ class Client(Tasks, Endpoints):
         self._retry = _setting("retry", retry, RetryConfig)
         self._poll = _setting("poll", poll, PollConfig)
         self._limits = _setting("limits", limits, FlowLimits)
+        self._catalog_config = _setting("catalog", catalog, CatalogConfig)
+        self._input_checks: InputChecks | None = None
         if allow_private_media is None:
             allow_private_media = is_private_host(parts.hostname or "")
         self._allow_private_media = bool(allow_private_media)
