@@ -233,9 +233,14 @@ def _range_text(rule: FieldRule) -> str:
 def _count_text(lo: int | None, hi: int | None, unit: str) -> str:
     if lo is None and hi is None:
         return ""
+    one = unit.removesuffix("s")  # "1 character", "1 item"
     if lo is not None and hi is not None:
-        return f"of {lo} ~ {hi} {unit}" if lo != hi else f"of exactly {lo} {unit}"
-    return f"of at least {lo} {unit}" if lo is not None else f"of at most {hi} {unit}"
+        if lo == hi:
+            return f"of exactly {lo} {one if lo == 1 else unit}"
+        return f"of {lo} ~ {hi} {unit}"
+    if lo is not None:
+        return f"of at least {lo} {one if lo == 1 else unit}"
+    return f"of at most {hi} {one if hi == 1 else unit}"
 
 
 def _num(x: float) -> str:

@@ -33,6 +33,7 @@ import anyio
 
 from wavespeed_async._core.errors import AuthenticationError, PermissionDeniedError
 from wavespeed_async._core.requests import UnknownFieldWarning
+from wavespeed_async.cli._catalog import check_plan
 from wavespeed_async.cli._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -198,6 +199,7 @@ def _run(
 ) -> int:
     key = EMULATOR_TARGET if target.emulator else public_url(target.base_url or "")
     plan = make_plan(jobs, journal, args, key)
+    check_plan(target, plan, journal)  # before the first submit: every bad line at once
     for job in plan.invalid:
         err(f"{args.jobs}:{job.line}: {job.error}")
     for job in jobs:

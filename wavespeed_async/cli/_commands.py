@@ -20,6 +20,7 @@ from wavespeed_async._core.settings import FlowLimits
 from wavespeed_async._core.specs import MODEL_SPECS
 from wavespeed_async._core.text import json_printable, printable
 from wavespeed_async._facade.client import Client
+from wavespeed_async.cli._catalog import check_run_inputs
 from wavespeed_async.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -149,8 +150,7 @@ def run_command(args: argparse.Namespace) -> int:
     inputs = parse_set(args.model, args.sets)
     inputs["prompt"] = args.prompt
     try:
-        for message in check_fields(args.model, inputs):
-            err(f"warning: {message}")
+        check_fields(args.model, inputs)  # the built-in spec's errors, before any request
     except WaveSpeedError as exc:
         raise UsageError(str(exc)) from None
     image: str | None = args.image
@@ -187,6 +187,8 @@ def run_command(args: argparse.Namespace) -> int:
             # batches count this task against their --concurrency and --rate.
             limits=FlowLimits() if args.share else None,
         ) as client:
+            if not await check_run_inputs(client, args.model, inputs, local is not None):
+                return EXIT_USAGE  # refused by the catalogue: nothing uploaded or sent
             if local is not None:
                 inputs["image"] = await client.upload(local)
             try:
