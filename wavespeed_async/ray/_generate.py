@@ -47,7 +47,13 @@ from wavespeed_async._core.errors import (
     WaveSpeedError,
 )
 from wavespeed_async._core.models import Prediction
-from wavespeed_async._core.settings import FlowLimits, PollConfig, RetryConfig, Timeouts
+from wavespeed_async._core.settings import (
+    CatalogConfig,
+    FlowLimits,
+    PollConfig,
+    RetryConfig,
+    Timeouts,
+)
 from wavespeed_async._facade.client import Client
 from wavespeed_async.jobs.ledger import Entry, Ledger, new_owner, open_ledger, owner_gone
 
@@ -83,6 +89,7 @@ class GenerateOptions:
     poll: PollConfig | None = None
     retry: RetryConfig | None = None
     timeouts: Timeouts | None = None
+    catalog: CatalogConfig | None = None
     claim_timeout_s: float = 300.0
 
 
@@ -188,6 +195,7 @@ class GenerateWorker:
                 poll=o.poll,
                 retry=o.retry,
                 timeouts=o.timeouts,
+                catalog=o.catalog,
                 **extra,
             )
             # Opened on the loop Ray runs this callable on, and kept for every batch.
