@@ -45,7 +45,7 @@ from wavespeed_async.cli._jobs import Job, is_url
 from wavespeed_async.cli._plan import Plan
 from wavespeed_async.jobs.journal import Journal
 
-__all__ = ["add_parsers", "check_plan", "check_run_inputs"]
+__all__ = ["add_parsers", "check_plan", "check_run_inputs", "retype_sets"]
 
 #: What a local file of a job stands for while its inputs are checked (it is uploaded, and
 #: its URL sent, only when the job runs).
@@ -395,3 +395,20 @@ async def check_run_inputs(client: Client, model: str, inputs: dict[str, Any], l
     for problem in problems:
         err(f"error: {problem}")
     return not problems
+
+
+async def retype_sets(client: Client, model: str, items: list[str], inputs: dict[str, Any]) -> None:
+    """``run --set KEY=VALUE`` values of the model's string fields, kept as text: ``--set
+    KEY=2`` read as JSON is a number, where the catalogue's schema wants the string."""
+    try:
+        found = await client.model(model)
+    except WaveSpeedError:
+        return  # no catalogue: the built-in spec typed them, and the check will say why
+    if found is None:
+        return
+    fields = compile_schema(found.id, found.input_schema).fields
+    for item in items:
+        key, _, text = item.partition("=")
+        rule = fields.get(key.strip())
+        if rule is not None and rule.types == frozenset({"string"}):
+            inputs[key.strip()] = text
