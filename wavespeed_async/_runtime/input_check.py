@@ -124,6 +124,11 @@ class InputChecks:
         self._retry_at = -math.inf
         self._failure = ""
         self._warned: set[tuple[str, str]] = set()
+        # The checkers of the catalogue at hand, used without asking the cache (the hot
+        # path of every submit) until ``_ready_until`` (wall clock, as the cache's ages).
+        self._ready: dict[str, Checker] = {}
+        self._ready_from: float | None = None
+        self._ready_until = -math.inf
 
     def __repr__(self) -> str:
         return f"<InputChecks check={self.config.check!r} {self.cache!r}>"
@@ -157,7 +162,22 @@ class InputChecks:
             return "absent", "the model catalogue does not list it"
         if checker.uncheckable:
             return "uncheckable", f"its schema in the catalogue cannot be used ({checker.reason})"
+        self._keep(checker)
         return checker
+
+    def _keep(self, checker: Checker) -> None:
+        """Remember a checker of the current catalogue until it is due for a refresh (or,
+        for one kept after a failed refresh, until the next attempt)."""
+        fetched_at = self.cache.fetched_at
+        if fetched_at is None:  # pragma: no cover - a checker comes from a catalogue
+            return
+        if fetched_at != self._ready_from:
+            self._ready.clear()
+            self._ready_from = fetched_at
+        now = time.time()
+        due = fetched_at + self.config.ttl_s
+        self._ready_until = due if due > now else now + self.config.retry_after_s
+        self._ready[checker.model_id] = checker
 
     async def problems(self, model: str, body: Mapping[str, Any]) -> list[ValidationError]:
         """Every problem that keeps ``body`` from being sent to ``model``, per the rules of
@@ -165,7 +185,12 @@ class InputChecks:
         ``UnknownFieldWarning``."""
         if self.config.check == "off":
             return _spec_problems(model, body)
-        found = await self.checker(model)
+        found: Checker | tuple[str, str]
+        ready = self._ready.get(model)
+        if ready is not None and time.time() < self._ready_until:
+            found = ready
+        else:
+            found = await self.checker(model)
         if isinstance(found, Checker):
             if not found.exact:
                 self._warn_once(
