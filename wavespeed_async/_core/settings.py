@@ -484,9 +484,10 @@ class CatalogConfig:
             refuses is a ``ValidationError`` before anything is sent; a model it does not
             describe, a schema the checker does not understand, or a catalogue that cannot
             be fetched lets the input go unchecked, with one warning logged per model and
-            reason. ``"strict"``: such inputs are refused instead. ``"off"``: no catalogue
-            is fetched. The FLUX.1 Kontext models' built-in specs check their inputs
-            whenever the catalogue does not (off, or not at hand).
+            reason. ``"strict"``: such inputs are refused instead. ``"off"``: submits
+            fetch no catalogue (``Client.models()`` still does). The FLUX.1 Kontext
+            models' built-in specs check their inputs whenever the catalogue does not
+            (off, or not at hand).
         ttl_s: How long a fetched catalogue is used before it is fetched again.
         fetch_timeout_s: The longest a submit waits for the catalogue, retries included.
         retry_after_s: After a fetch failed, how long inputs go without the catalogue
