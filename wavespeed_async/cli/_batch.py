@@ -199,7 +199,7 @@ def _run(
 ) -> int:
     key = EMULATOR_TARGET if target.emulator else public_url(target.base_url or "")
     plan = make_plan(jobs, journal, args, key)
-    check_plan(target, plan, journal)  # before the first submit: every bad line at once
+    check_plan(target, plan, journal, args.share)  # before any submit: every bad line at once
     for job in plan.invalid:
         err(f"{args.jobs}:{job.line}: {job.error}")
     for job in jobs:

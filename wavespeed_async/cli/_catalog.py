@@ -25,6 +25,7 @@ from wavespeed_async._core.errors import WaveSpeedError
 from wavespeed_async._core.requests import UnknownFieldWarning
 from wavespeed_async._core.rules import NO_VALUE, FieldRule, show_value
 from wavespeed_async._core.schema import Checker, compile_schema
+from wavespeed_async._core.settings import FlowLimits
 from wavespeed_async._core.text import json_printable, printable
 from wavespeed_async._facade.client import Client
 from wavespeed_async.cli._common import (
@@ -97,9 +98,12 @@ def add_parsers(sub: Any) -> None:
 # Fetching the catalogue
 
 
-def _fetch(target: Target) -> list[Model]:
+def _fetch(target: Target, share: str | None = None) -> list[Model]:
     async def go() -> list[Model]:
-        async with open_client(target, timeout_s=None) as client:
+        # With a share, as every request of the command: its limits and 429 cool-down hold,
+        # and a share that cannot be used is said here, before any request.
+        limits = FlowLimits() if share is not None else None
+        async with open_client(target, timeout_s=None, share=share, limits=limits) as client:
             return await client.models()
 
     return anyio.run(go)
@@ -333,25 +337,26 @@ def _checked_inputs(job: Job) -> dict[str, Any]:
     return inputs
 
 
-def _models_quietly(target: Target) -> dict[str, Model] | None:
+def _models_quietly(target: Target, share: str | None) -> dict[str, Model] | None:
     try:
-        return {m.id: m for m in _fetch(target)}
+        return {m.id: m for m in _fetch(target, share)}
     except WaveSpeedError:
         return None  # the batch's Client checks at each submit, failing open, and says so
 
 
-def check_plan(target: Target, plan: Plan, journal: Journal) -> None:
+def check_plan(target: Target, plan: Plan, journal: Journal, share: str | None = None) -> None:
     """Check every job to submit against the model catalogue before the first submit.
 
     A job whose inputs the catalogue refuses becomes ``invalid`` (all its problems in its
     error), reported with the other invalid lines. Jobs of a model the catalogue cannot
     check, or every job when it cannot be fetched, are left to the Client's own check at
-    submit, which fails open and says so once per model.
+    submit, which fails open and says so once per model. ``share``: the batch's
+    ``--share`` (a share that cannot be used is a ``UsageError`` from here).
     """
     todo = [j for j in plan.to_submit if j.model is not None]
     if not todo:
         return
-    models = _models_quietly(target)
+    models = _models_quietly(target, share)
     if models is None:
         return
     checkers: dict[str, Checker] = {}
