@@ -56,6 +56,9 @@ class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
         max_in_flight, max_polls_per_s, max_connections: ``ours``: its ``FlowLimits``.
         webhook: ``ours``: submit with a webhook to a receiver in the worker's process,
             which verifies each delivery and hands it to ``Client.deliver``.
+        events: ``ours``: who listens to the Client's events: ``""`` (no one: nothing is
+            built), ``"listener"`` (``on_event``, counting them) or ``"stream"`` (a task
+            reading ``client.events()``).
         connection_limit: ``floor``: the aiohttp pool size.
         time_limit_s: A batch that takes longer is abandoned (the run is then reported as
             incomplete); the orchestrator also kills a worker that overruns.
@@ -72,6 +75,7 @@ class WorkerSpec(msgspec.Struct, frozen=True, kw_only=True):
     max_polls_per_s: float | None = 500.0
     max_connections: int = 100
     webhook: bool = False
+    events: str = ""
     connection_limit: int = 100
     #: Pin the client's process to one CPU core (``os.sched_setaffinity``).
     one_core: bool = False

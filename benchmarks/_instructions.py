@@ -30,6 +30,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 import msgspec
 
@@ -78,18 +79,26 @@ def _instructions(out_file: Path) -> int:
     raise RuntimeError(f"{out_file}: no summary line")
 
 
+#: ``ours`` and who listens to its events (``WorkerSpec.events``).
+_OURS: Final = {"ours": "", "ours-events": "listener", "ours-stream": "stream"}
+
+
 def _spec(client: str, base_url: str, jobs: int, warmup: int, concurrency: int) -> WorkerSpec:
     kind, _, interval = client.partition("-")
-    if client != "ours" and (kind != "floor" or not interval):
-        raise ValueError(f"client: {client!r}; allowed: ours, floor-<interval s>")
+    ours = client in _OURS
+    if not ours and (kind != "floor" or not interval):
+        raise ValueError(
+            f"client: {client!r}; allowed: ours, ours-events, ours-stream, floor-<interval s>"
+        )
     return WorkerSpec(
-        client="ours" if client == "ours" else "floor",
+        client="ours" if ours else "floor",
         base_url=base_url,
         jobs=jobs,
         warmup=warmup,
         concurrency=concurrency,
         tag=f"instructions {client} {jobs}",
-        poll_interval_s=float(interval) if interval else None,
+        poll_interval_s=None if ours else float(interval),
+        events=_OURS.get(client, ""),
     )
 
 

@@ -9,7 +9,14 @@ import anyio
 from aiohttp import web
 
 from benchmarks._common import MODEL, Checkpoint, PhaseOutcome, Stopwatch, WorkerSpec, prompts
-from wavespeed_async import Client, FlowLimits, WebhookVerificationError, verify_webhook
+from wavespeed_async import (
+    Client,
+    Event,
+    EventStream,
+    FlowLimits,
+    WebhookVerificationError,
+    verify_webhook,
+)
 
 __all__ = ["run"]
 
@@ -64,11 +71,38 @@ async def _main(spec: WorkerSpec, checkpoint: Checkpoint) -> tuple[PhaseOutcome,
         max_polls_per_s=spec.max_polls_per_s,
         max_connections=spec.max_connections,
     )
-    async with Client(api_key="benchmark", base_url=spec.base_url, limits=limits) as client:
-        if spec.webhook:
-            async with _receiver(client) as url:
-                return await _phases(client, spec, checkpoint, url)
-        return await _phases(client, spec, checkpoint, None)
+    counted = [0]
+
+    def count(event: Event) -> None:
+        counted[0] += 1
+
+    on_event = count if spec.events == "listener" else None
+    async with Client(
+        api_key="benchmark", base_url=spec.base_url, limits=limits, on_event=on_event
+    ) as client:
+        if spec.events == "stream":
+            async with anyio.create_task_group() as tg, client.events() as stream:
+                tg.start_soon(_read, stream)
+                try:
+                    return await _with_webhook(client, spec, checkpoint)
+                finally:
+                    stream.close()
+        return await _with_webhook(client, spec, checkpoint)
+
+
+async def _read(stream: EventStream) -> None:
+    """A subscriber that reads every event (and does nothing with it)."""
+    async for _ in stream:
+        pass
+
+
+async def _with_webhook(
+    client: Client, spec: WorkerSpec, checkpoint: Checkpoint
+) -> tuple[PhaseOutcome, PhaseOutcome]:
+    if spec.webhook:
+        async with _receiver(client) as url:
+            return await _phases(client, spec, checkpoint, url)
+    return await _phases(client, spec, checkpoint, None)
 
 
 async def _phases(

@@ -66,6 +66,8 @@ class Scenario:
     webhook: bool = False
     #: The client's process is pinned to one CPU core.
     one_core: bool = False
+    #: ``ours`` only: who listens to its events (``WorkerSpec.events``).
+    events: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,22 @@ OURS_WEBHOOK = Scenario(
     "webhooks (polling as a 10 s fallback)",
     webhook=True,
 )
+#: ``ours`` with a subscriber to its events: a listener that counts them, or a stream read
+#: by a task of its own (what a subscriber costs; ``ours`` has none).
+OURS_EVENTS = Scenario(
+    "ours-events",
+    "wavespeed_async `run_many`, `on_event` listener",
+    "ours",
+    "adaptive (default `PollConfig`)",
+    events="listener",
+)
+OURS_STREAM = Scenario(
+    "ours-stream",
+    "wavespeed_async `run_many`, `events()` reader",
+    "ours",
+    "adaptive (default `PollConfig`)",
+    events="stream",
+)
 
 
 def floor_scenario(interval_s: float) -> Scenario:
@@ -159,13 +177,15 @@ FLOOR_SCALE = Scenario(
 
 
 def scenario_named(client: str) -> Scenario:
-    """The scenario of ``ours`` or ``floor-<interval s>`` (``floor-0.5`` or ``floor-0.5s``).
+    """The scenario of ``ours`` (``ours-events``, ``ours-stream``: with a subscriber to its
+    events) or ``floor-<interval s>`` (``floor-0.5`` or ``floor-0.5s``).
 
     Raises:
         ValueError: another name, or an interval that is not a positive number of seconds.
     """
-    if client == "ours":
-        return OURS
+    named = {s.name: s for s in (OURS, OURS_EVENTS, OURS_STREAM)}
+    if client in named:
+        return named[client]
     kind, _, interval = client.partition("-")
     try:
         s = float(interval.removesuffix("s"))
@@ -173,7 +193,8 @@ def scenario_named(client: str) -> Scenario:
         s = math.nan
     if kind != "floor" or not (math.isfinite(s) and s > 0):
         raise ValueError(
-            f"a client is ours or floor-<interval s> with an interval above 0, got {client!r}"
+            f"a client is ours, ours-events, ours-stream or floor-<interval s> with an "
+            f"interval above 0, got {client!r}"
         )
     return floor_scenario(s)
 
@@ -310,6 +331,7 @@ def run_scenario(
         max_in_flight=scenario.max_in_flight,
         max_polls_per_s=scenario.max_polls_per_s,
         webhook=scenario.webhook,
+        events=scenario.events,
         time_limit_s=time_limit_s,
         one_core=scenario.one_core,
     )
@@ -338,6 +360,7 @@ def run_scenario(
             poll="PollConfig() defaults",
             webhook=scenario.webhook,
             one_core=scenario.one_core,
+            events=scenario.events or "none",
         )
     elif scenario.client == "floor":
         settings.update(

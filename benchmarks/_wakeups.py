@@ -121,7 +121,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument(
         "--seconds", type=float, default=1.0, help="about how long to sleep at each length"
     )
-    p.add_argument("--clients", nargs="*", default=[], help="ours and/or floor-<interval s>")
+    p.add_argument(
+        "--clients",
+        nargs="*",
+        default=[],
+        help="ours, ours-events, ours-stream and/or floor-<interval s>",
+    )
     p.add_argument("--jobs", type=int, default=200)
     p.add_argument("--warmup", type=int, default=50)
     p.add_argument("--concurrency", type=int, default=10)

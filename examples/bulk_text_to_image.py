@@ -1,6 +1,6 @@
 """Text-to-image in bulk with FLUX.1 Kontext [pro], with a progress bar.
 
-Run it (from the project root; ``pip install "wavespeed-async[cli]"`` for the bar)::
+Run it (from the project root; ``pip install -e ".[cli]"`` for the bar)::
 
     python examples/bulk_text_to_image.py --emulator          # built-in emulator, no bill
     python examples/bulk_text_to_image.py prompts.txt --concurrency 32 --out images/

@@ -1,6 +1,6 @@
 """Edit a local image with FLUX.1 Kontext [dev]: upload it, run the edit, save the result.
 
-Run it (from the project root; ``pip install wavespeed-async`` first)::
+Run it (from the project root; ``pip install -e .`` first)::
 
     python examples/edit_image.py --emulator          # built-in emulator: no key, no bill
     python examples/edit_image.py photo.png --prompt "Make it a snowy winter night"

@@ -1,6 +1,6 @@
 """A FastAPI app that generates images; WaveSpeed pushes each result to its webhook endpoint.
 
-Run it (from the project root; ``pip install "wavespeed-async[fastapi]" uvicorn``)::
+Run it (from the project root; ``pip install -e ".[fastapi]" uvicorn``)::
 
     python examples/fastapi_app.py --emulator             # serves http://127.0.0.1:8000
     curl -X POST http://127.0.0.1:8000/generate \\
@@ -37,20 +37,10 @@ import aiohttp
 import anyio
 import uvicorn
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from wavespeed_async import (
-    Client,
-    FluxKontextProTextToImage,
-    NotFoundError,
-    PollConfig,
-    TaskFailedError,
-    TaskTimeoutError,
-    ValidationError,
-    WaveSpeedError,
-)
-from wavespeed_async.fastapi import WaveSpeed
+from wavespeed_async import Client, FluxKontextProTextToImage, PollConfig
+from wavespeed_async.fastapi import WaveSpeed, install_error_handlers
 
 
 class GenerateRequest(BaseModel):
@@ -70,6 +60,9 @@ def create_app(ws: WaveSpeed) -> FastAPI:
     """The app: its Client opens and closes with it, and all handlers share that Client."""
     app = FastAPI(title="wavespeed-async example", lifespan=ws.lifespan)
     app.include_router(ws.router)  # POST /wavespeed/webhook
+    # A failed task answers 422 or 502 with its id and reason, an unknown id 404, bad input
+    # 422, a rate limit 429 with Retry-After, a deadline 504 with the task id: no bare 500s.
+    install_error_handlers(app)
     ClientDep = Annotated[Client, Depends(ws.get_client)]
 
     @app.post("/generate")
@@ -90,21 +83,6 @@ def create_app(ws: WaveSpeed) -> FastAPI:
         return TaskView(
             id=pred.id, status=pred.status, outputs=pred.outputs, inference_ms=pred.inference_ms
         )
-
-    @app.exception_handler(WaveSpeedError)
-    async def wavespeed_error(request: Request, exc: Exception) -> JSONResponse:
-        # Errors about a task carry its id, so the caller can come back for it.
-        task_id = getattr(exc, "task_id", None)
-        status = 502
-        if isinstance(exc, ValidationError):  # the caller's input, refused before sending
-            status = 422
-        elif isinstance(exc, TaskTimeoutError):
-            status = 504
-        elif isinstance(exc, NotFoundError):
-            status = 404
-        elif isinstance(exc, TaskFailedError):
-            status = 422 if exc.code is not None and 1000 <= exc.code < 2000 else 502
-        return JSONResponse({"detail": str(exc), "task_id": task_id}, status_code=status)
 
     return app
 

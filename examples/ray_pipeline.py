@@ -1,9 +1,12 @@
 """Bulk text-to-image as one step of a Ray Data pipeline: prompts in, Parquet out.
 
-Run it (from the project root; ``pip install "wavespeed-async[ray]"``)::
+Run it (from the project root; ``pip install -e ".[ray]"``)::
 
     python examples/ray_pipeline.py --emulator --latency fast    # built-in emulator, no bill
     python examples/ray_pipeline.py --prompts prompts.parquet --out images.parquet
+
+By default it writes under ``out/ray_pipeline/`` (``out/`` is git-ignored): the Parquet
+output in ``images.parquet/`` and the ledger in ``ledger/``.
 
 As every example: with ``--emulator``, or when ``$WAVESPEED_API_KEY`` is not set, it starts
 the built-in emulator (here in its own process, since Ray's actors are other processes) and
@@ -31,6 +34,8 @@ from wavespeed_async import PollConfig
 from wavespeed_async.ray import generate
 
 MODEL = "wavespeed-ai/flux-kontext-pro/text-to-image"
+#: Where the outputs go by default: ``out/`` is git-ignored, so a run leaves a clone clean.
+OUT = Path("out") / "ray_pipeline"
 SUBJECTS = [
     "a lighthouse on a rocky coast at dusk",
     "a red fox asleep in fresh snow",
@@ -64,8 +69,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--prompts", help="a Parquet file or folder with a 'prompt' column")
     parser.add_argument("--rows", type=int, default=20, help="rows of the built-in prompts")
-    parser.add_argument("--out", type=Path, default=Path("images.parquet"), help="Parquet out")
-    parser.add_argument("--ledger", type=Path, default=Path("ledger"), help="ledger folder")
+    parser.add_argument("--out", type=Path, default=OUT / "images.parquet", help="Parquet out")
+    parser.add_argument("--ledger", type=Path, default=OUT / "ledger", help="ledger folder")
     parser.add_argument("--actors", type=int, default=2, help="actors (one Client each)")
     parser.add_argument("--concurrency", type=int, default=16, help="rows at once per actor")
     parser.add_argument("--emulator", action="store_true", help="use the built-in emulator")

@@ -33,6 +33,7 @@ NOT_LOADED: Final = (
     "fastapi",
     "starlette",
     "rich",
+    "opentelemetry",
     "wavespeed_async.emulator",
     "wavespeed_async.cli",
     "wavespeed_async.redis",
@@ -40,6 +41,7 @@ NOT_LOADED: Final = (
     "wavespeed_async.fastapi",
     "wavespeed_async.jobs",
     "wavespeed_async.gallery",
+    "wavespeed_async.otel",
     "wavespeed_async.pytest_plugin",
 )
 MAX_MODULE_LINES: Final = 600
@@ -91,15 +93,14 @@ def _imports(path: Path) -> set[str]:
 @pytest.mark.parametrize("floor", ["_core", "_http", "_runtime", "_facade"])
 def test_no_floor_of_the_client_names_an_integration(floor: str) -> None:
     """What lint-imports checks in CI, also in the test lane a newcomer runs."""
-    integrations = ("redis", "ray", "fastapi", "rich")
+    integrations = ("redis", "ray", "fastapi", "rich", "opentelemetry")
     for path in (PACKAGE / floor).rglob("*.py"):
         for name in _imports(path):
             top, _, rest = name.partition(".")
             assert top not in integrations, (path, name)
             if top == "wavespeed_async":
-                assert not rest.startswith(
-                    ("cli", "emulator", "redis", "ray", "fastapi", "jobs", "gallery", "pytest_")
-                ), (path, name)
+                leaves = ("cli", "emulator", "redis", "ray", "fastapi", "jobs", "gallery")
+                assert not rest.startswith((*leaves, "otel", "pytest_")), (path, name)
 
 
 def test_the_core_imports_no_event_loop_and_no_http() -> None:

@@ -435,6 +435,8 @@ def test_missing_key_says_what_to_do(tmp_path: Path) -> None:
         r = cli(*args)
         assert r.returncode == 2, args
         assert "WAVESPEED_API_KEY" in r.stderr and "--emulator" in r.stderr
+        # A standalone emulator needs its address as well as a key.
+        assert "WAVESPEED_BASE_URL" in r.stderr and "wavespeed-async emulator" in r.stderr
     assert not (tmp_path / "out").exists()
     r = cli("batch", str(tmp_path / "absent.jsonl"), "-o", str(tmp_path / "out"), "--emulator")
     assert r.returncode == 2 and "cannot read" in r.stderr
@@ -474,7 +476,7 @@ def test_get_and_balance(tmp_path: Path, server: str) -> None:
     r3 = cli("balance", "--base-url", server, key=CANARY)
     assert r3.returncode == 0 and r3.stdout.strip().endswith("USD")
     r4 = cli("get", "0" * 32, "--base-url", server, key=CANARY)
-    assert r4.returncode == 1 and "404" in r4.stderr
+    assert r4.returncode == 2 and "404" in r4.stderr  # an id the server does not know
     for blob in (r.stdout, r.stderr, r2.stdout, r2.stderr, r3.stdout, r4.stderr):
         assert CANARY not in blob
 

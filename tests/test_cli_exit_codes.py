@@ -123,7 +123,7 @@ def test_ok_and_failed_jobs_exit_0_and_1(servers: tuple[str, str], tmp_path: Pat
     assert cli("get", task_id, "--base-url", url, key=GOOD).returncode == 0
     assert cli("get", task_id, "--wait", "--base-url", url, key=GOOD).returncode == 1
     saved = cli("get", task_id, "-o", str(tmp_path), "--base-url", url, key=GOOD)
-    assert saved.returncode == 1 and "nothing to save" in saved.stderr
+    assert saved.returncode == 1 and "no outputs to save" in saved.stderr
     assert cli("balance", "--base-url", url, key=GOOD).returncode == 0
     jobs = write_jobs(
         tmp_path / "jobs.jsonl",
@@ -139,7 +139,7 @@ def test_usage_errors_exit_2(tmp_path: Path) -> None:
         ("run", PRO, "--prompt", "x", "--set", "num_images=9", "--emulator"),
         ("run", DEV, "--prompt", "x", "--set", "size=1024x768", "--emulator"),
         ("get",),
-        ("balance", "--timeout", "5", "--emulator"),
+        ("balance", "--emulator-latency", "fast", "--emulator"),
         ("emulator", "--latency", "slowest"),
         ("nonsense",),
     ):
@@ -156,7 +156,7 @@ def test_help_shows_each_command_its_own_options() -> None:
     assert emulator.stdout.startswith("usage: wavespeed-async emulator")
     balance = cli("balance", "--help")
     assert balance.returncode == 0 and "--base-url" in balance.stdout
-    assert "--timeout" not in balance.stdout and "--emulator-latency" not in balance.stdout
+    assert "--timeout" in balance.stdout and "--emulator-latency" not in balance.stdout
     run = cli("run", "--help")
     assert "--timeout" in run.stdout and "--emulator-latency" in run.stdout
 
@@ -241,7 +241,8 @@ def test_run_refuses_an_output_path_that_is_a_file_before_any_task_exists(
     assert f"-o {taken}: is a file; allowed: a folder" in r.stderr
     assert "task " not in r.stderr  # no task was created, none paid for
     _no_traceback(r)
-    r = cli("get", "0" * 32, "-o", str(taken), "--emulator")  # before any request
+    # Before any request: nothing listens at that address.
+    r = cli("get", "0" * 32, "-o", str(taken), "--base-url", "http://127.0.0.1:9", key=GOOD)
     assert r.returncode == 2 and f"-o {taken}: is a file" in r.stderr, r.stderr
     _no_traceback(r)
 

@@ -11,10 +11,10 @@ A block that names the Redis URL ``redis://redis:6379/0`` runs against a real re
 A shell block runs under ``bash -e`` in a folder holding a copy of ``examples/`` (a jobs file
 it names that is not there is a copy of the example jobs file), in the environment the tests
 run in: an install step (``python3 -m venv .venv && .venv/bin/pip install -q -e '.[cli]'``,
-``pip install 'wavespeed-async[redis]'``) is checked, not run: every requirement of the extras
-it names must be installed here. ``.venv/bin/`` is this environment's. A line that runs the
-test suite must be the very command ``.ci/run`` runs. Each ``-o FOLDER`` of a batch must hold a
-manifest afterwards.
+``pip install '/path/to/wavespeed-async[redis]'``) is checked, not run: every requirement of
+the extras it names must be installed here. ``.venv/bin/`` is this environment's. A line
+that runs the test suite must be the very command ``.ci/run`` runs. Each ``-o FOLDER`` of a
+batch must hold a manifest afterwards.
 
 A block that cannot run there is marked on the line directly before its opening fence::
 
@@ -241,6 +241,7 @@ BASH: Final = shutil.which("bash") or "/bin/bash"
 _INSTALL: Final = re.compile(
     r"python3 -m venv \.venv && \.venv/bin/pip install -q -e '\.\[(?P<local>[\w,-]+)\]'"
     r"|pip install 'wavespeed-async\[(?P<named>[\w,-]+)\]'"
+    r"|pip install '/path/to/wavespeed-async\[(?P<clone>[\w,-]+)\]'"
 )
 #: The Redis URLs the shell blocks show; a block that names one runs against a real server.
 _SHELL_REDIS: Final = re.compile(r"redis://redis(?:\.internal)?:6379/0")
@@ -302,7 +303,7 @@ def shell_script(block: Block, redis_url: str | None) -> str:
             lines.append("true  # the test command: .ci/run runs it")
             continue
         for m in _INSTALL.finditer(line):
-            extras = (m.group("local") or m.group("named")).split(",")
+            extras = (m.group("local") or m.group("named") or m.group("clone")).split(",")
             missing = missing_for_extras(extras)
             assert not missing, f"{block.id}: {m.group(0)!r} needs {missing}"
         lines.append(_INSTALL.sub("true", line).replace(".venv/bin/", ""))

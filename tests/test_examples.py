@@ -10,6 +10,7 @@ and the outcomes are checked: files written, exit codes, a webhook round trip.
 import importlib.util
 import json
 import os
+import shutil
 import struct
 import subprocess
 import sys
@@ -141,12 +142,14 @@ async def test_fastapi_app_endpoints_in_process() -> None:
                 failed = await resp.json()
             async with http.get(f"{url}/tasks/{'0' * 32}") as resp:
                 assert resp.status == 404
+                assert (await resp.json())["error"] == "not_found"
         stats = emu.stats()
     assert done["status"] == "completed" and again == done
     record = stats.tasks[done["id"]]
     assert (record.width, record.height, record.seed) == (768, 1344, 4)
     assert record.webhook_deliveries == 1 and record.webhook_url == f"{url}/wavespeed/webhook"
     assert failed["task_id"] in stats.tasks and "1200" in failed["detail"]
+    assert failed["error"] == "task_failed" and failed["code"] == 1200
     assert stats.tasks_created == 2 and stats.webhook_deliveries == 2
 
 
@@ -161,3 +164,30 @@ def test_ray_pipeline_writes_every_row_to_parquet_with_its_task(tmp_path: Path) 
     assert set(table.column("status").to_pylist()) == {"completed"}
     assert len(set(table.column("task_id").to_pylist())) == 12
     assert (tmp_path / "ledger" / "ledger.sqlite3").is_file()
+
+
+def test_ray_pipeline_by_default_writes_only_under_a_git_ignored_folder(tmp_path: Path) -> None:
+    pytest.importorskip("pyarrow.parquet", reason="the ray extra is not installed")
+    proc = run_example("ray_pipeline.py", "--rows", "3", "--actors", "1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    made = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "out").iterdir())
+    assert made == ["out/ray_pipeline"]
+    # Run from a clone, the same paths are ignored by git: the clone stays clean.
+    git = shutil.which("git")
+    if git is None or not (ROOT / ".git").exists():
+        pytest.skip("not a git checkout")
+    for path in ("out/ray_pipeline/images.parquet", "out/ray_pipeline/ledger"):
+        ignored = subprocess.run([git, "check-ignore", "-q", path], cwd=ROOT, check=False)
+        assert ignored.returncode == 0, path
+
+
+def test_resume_from_ids_collects_every_saved_task_with_wait_many(tmp_path: Path) -> None:
+    proc = run_example("resume_from_ids.py", "--emulator", "--count", "6", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    ids = (tmp_path / "out" / "resume" / "ids.txt").read_text().split()
+    assert len(ids) == len(set(ids)) == 6
+    assert "submit: 6 task id(s)" in proc.stdout and "left after 2 result(s)" in proc.stdout
+    assert "collect: 6 of 6 task(s) completed" in proc.stdout
+    saved = sorted(p.name for p in (tmp_path / "out" / "resume").glob("*.png"))
+    assert saved == sorted(f"{task_id}_0.png" for task_id in ids)

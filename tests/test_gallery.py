@@ -20,6 +20,7 @@ from wavespeed_async.cli._gallery import command_line
 from wavespeed_async.gallery import (
     INDEX_NAME,
     GalleryItem,
+    item_from_result,
     render_gallery,
     safe_href,
     write_gallery,
@@ -359,3 +360,32 @@ def test_the_gallery_shows_results_while_the_batch_runs(tmp_path: Path) -> None:
         proc.communicate()
     assert running, "the batch ended before the page showed the quick job"
     assert seen == ["c ok", "c open"]
+
+
+def test_an_input_file_is_shown_before_the_output_and_an_input_url_only_linked() -> None:
+    item = GalleryItem(
+        number=1,
+        status="completed",
+        files=["line00001_t_0.png"],
+        inputs=["inputs/abc.png", "https://cdn.example/in.png", "javascript:alert(1)", "../x.png"],
+    )
+    page = Page(render_gallery([item]))
+    images = [attrs.get("src") or "" for tag, attrs in page.tags if tag == "img"]
+    assert images[0] == "inputs/abc.png" and images[-1] == "line00001_t_0.png"
+    # Nothing remote is loaded; a name that is no URL stays a file of the folder.
+    assert not any(src.startswith(("http", "javascript:")) for src in images)
+    links = [attrs.get("href") for tag, attrs in page.tags if tag == "a"]
+    assert "https://cdn.example/in.png" in links
+    assert not any(h and h.startswith("javascript:") for h in links)
+    assert "../x.png" not in images and "../x.png" not in links
+    classes = [attrs.get("class") for tag, attrs in page.tags if tag == "a"]
+    assert classes[0] == "in"
+
+
+def test_run_many_results_link_their_input_urls() -> None:
+    pred = Prediction(id="t1", status="completed", outputs=["https://x/o.png"])
+    r: BulkResult[Any] = BulkResult(
+        0, {"prompt": "p", "image": "https://x/in.png"}, "t1", pred, None
+    )
+    page = Page(render_gallery([item_from_result(r, {"t1": [(0, "t1_0.png")]})]))
+    assert [a.get("href") for tag, a in page.tags if tag == "a"][-1] == "https://x/in.png"

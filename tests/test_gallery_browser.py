@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_cli import PRO, cli, manifest, write_jobs
+from tests.test_cli import DEV, PRO, REPO, check_png, cli, manifest, write_jobs
 
 pytestmark = pytest.mark.e2e
 
@@ -157,3 +157,55 @@ def test_without_chromium_the_test_skips_with_the_reason_and_fails_under_ci(
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI must run the browser test"):
         _chromium()
+
+
+def test_an_edit_jobs_card_shows_its_input_image_beside_the_output(
+    tmp_path: Path, browser: Any
+) -> None:
+    shutil.copy(REPO / "examples" / "images" / "cottage.png", tmp_path / "cottage.png")
+    url_input = "https://example.com/elsewhere.png"
+    jobs = write_jobs(
+        tmp_path / "jobs.jsonl",
+        [
+            {"model": DEV, "prompt": "make it winter", "image": "cottage.png"},
+            {"model": PRO, "prompt": "a lighthouse"},
+            {"model": DEV, "prompt": "again, by URL", "image": url_input},
+        ],
+    )
+    out = tmp_path / "out"
+    r = cli("batch", str(jobs), "-o", str(out), "--emulator", "--emulator-latency", "fast")
+    assert r.returncode == 0, r.stderr
+
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    requests: list[str] = []
+    page.on("request", lambda req: requests.append(req.url))
+    page.goto((out / "index.html").as_uri())
+    page.wait_for_load_state("load")
+    for img in page.query_selector_all("img"):
+        img.scroll_into_view_if_needed()
+    # Polled from here: the page's policy forbids the eval that wait_for_function uses.
+    for _ in range(200):
+        if page.evaluate("[...document.images].every(i => i.complete)"):
+            break
+        page.wait_for_timeout(50)
+    edit = page.query_selector_all("#j1 img")
+    shown = [
+        (i.get_attribute("src") or "", i.evaluate("i => i.naturalWidth"), i.get_attribute("alt"))
+        for i in edit
+    ]
+    assert len(shown) == 2, shown
+    (input_src, input_width, input_alt), (output_src, output_width, _) = shown
+    assert input_src.startswith("inputs/") and input_alt == "line 1, input 1"
+    assert input_width == check_png(tmp_path / "cottage.png")[0]  # the very file, loaded
+    assert output_src.startswith("line00001_") and output_width > 0
+    # The input is marked as such, and sits before (left of) the output.
+    assert page.evaluate("getComputedStyle(document.querySelector('#j1 a.in'), '::after').content")
+    boxes = [img.bounding_box() for img in edit]
+    assert boxes[0] is not None and boxes[1] is not None
+    assert boxes[0]["x"] < boxes[1]["x"]
+    # A text-to-image job has no input; an input given as a URL is linked, never loaded.
+    assert len(page.query_selector_all("#j2 img")) == 1
+    assert len(page.query_selector_all("#j3 img")) == 1
+    assert page.get_attribute("#j3 a[href^='https://']", "href") == url_input
+    assert all(u.startswith("file://") for u in requests), requests
+    page.close()

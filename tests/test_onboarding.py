@@ -13,6 +13,7 @@ import pytest
 import wavespeed_async
 import wavespeed_async.emulator as emulator_pkg
 from wavespeed_async import BulkRun, Progress
+from wavespeed_async._core.install import install_command
 
 ROOT = Path(wavespeed_async.__file__).resolve().parent.parent
 
@@ -29,12 +30,17 @@ async def test_progress_text_shows_queued_rate_and_eta_as_the_readme_says() -> N
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     comment = readme.split("print(results.progress)", 1)[1].split("live counters:", 1)[1]
     named = [w.strip() for w in comment.split("\n", 1)[0].split(",")]
-    assert named == ["queued", "running", "done", "rate", "ETA"]
+    assert named == ["queued", "running", "done", "rate"]
     for word in named:
         assert ("/s" if word == "rate" else word) in text
     done = Progress(total=2, completed=2)
     done.started_at = anyio.current_time() - 1.0
     assert "ETA" not in str(done)  # nothing left to estimate
+    # The example's inputs are a generator: no length, so no ETA, as the README says.
+    unsized = Progress(total=None, running=3, completed=5)
+    unsized.started_at = anyio.current_time() - 1.0
+    assert "ETA" not in str(unsized) and unsized.eta_s is None
+    assert "has no known length, so it shows none" in readme
 
 
 def test_public_names_a_user_needs_are_exported() -> None:
@@ -56,7 +62,7 @@ def test_fastapi_module_without_fastapi_names_the_pip_command() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    assert "pip install 'wavespeed-async[fastapi]'" in out
+    assert install_command("fastapi") in out
 
 
 @pytest.mark.e2e
@@ -72,7 +78,23 @@ def test_a_redis_share_without_redis_py_names_the_pip_command() -> None:
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout
-    assert "pip install 'wavespeed-async[redis]'" in out
+    assert install_command("redis") in out
+
+
+@pytest.mark.e2e
+def test_ray_module_without_ray_names_the_pip_command() -> None:
+    code = (
+        "import sys; sys.modules['ray'] = None\n"
+        "try:\n"
+        "    import wavespeed_async.ray\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert "wavespeed_async.ray needs Ray Data" in out
+    assert install_command("ray") in out
 
 
 def _public_callables(cls: type) -> list[str]:

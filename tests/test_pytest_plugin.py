@@ -20,7 +20,7 @@ pytest_plugins = ("pytester",)
 def _run(pytester: pytest.Pytester, source: str) -> pytest.RunResult:
     pytester.makepyfile(test_user=textwrap.dedent(source))
     # Installed plugins (ours, anyio's) load through their entry points, as for a user.
-    return pytester.runpytest_inprocess("-p", "no:randomly", "-W", "error")
+    return pytester.runpytest_inprocess("-p", "no:randomly", "-W", "error", "-v")
 
 
 def test_fixtures_give_a_running_emulator_and_a_bound_client(pytester: pytest.Pytester) -> None:
@@ -127,4 +127,79 @@ def test_the_readme_example_passes(pytester: pytest.Pytester) -> None:
     section = readme.split("## Testing your app", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     result = _run(pytester, code)
+    result.assert_outcomes(passed=1)
+
+
+def test_with_trio_installed_tests_using_the_fixtures_run_on_asyncio_only(
+    pytester: pytest.Pytester,
+) -> None:
+    pytest.importorskip("trio")
+    result = _run(
+        pytester,
+        """
+        import anyio
+        import pytest
+
+        @pytest.mark.anyio
+        async def test_uses_the_client(wavespeed_client):
+            assert (await wavespeed_client.run("wavespeed-ai/flux-kontext-dev", {"prompt": "a"})).ok
+
+        @pytest.mark.anyio
+        async def test_without_the_fixtures(anyio_backend_name):
+            await anyio.sleep(0)   # the user's own code still runs on every backend
+        """,
+    )
+    result.assert_outcomes(passed=3, deselected=1)
+    result.stdout.fnmatch_lines(["*test_uses_the_client[[]asyncio[]] PASSED*"], consecutive=False)
+    result.stdout.fnmatch_lines(["*1 non-asyncio run(s) of tests using its fixtures deselected*"])
+
+
+def test_a_fixture_under_trio_fails_with_a_one_line_reason(pytester: pytest.Pytester) -> None:
+    pytest.importorskip("trio")
+    pytester.makeconftest(
+        """
+        import pytest
+
+        @pytest.fixture
+        def anyio_backend():
+            return "trio"
+        """
+    )
+    result = _run(
+        pytester,
+        """
+        import pytest
+
+        @pytest.mark.anyio
+        async def test_app(wavespeed_client):
+            pass
+        """,
+    )
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*wavespeed-async runs on asyncio only*anyio_backend*"])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_the_readme_conftest_pins_tests_that_build_their_own_client(
+    pytester: pytest.Pytester,
+) -> None:
+    pytest.importorskip("trio")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Testing your app", 1)[1].split("\n## ", 1)[0]
+    conftest = section.split("```python\n")[2].split("```", 1)[0]
+    assert "anyio_backend" in conftest
+    pytester.makeconftest(conftest)
+    result = _run(
+        pytester,
+        """
+        import pytest
+        from wavespeed_async import Client
+        from wavespeed_async.emulator import Emulator
+
+        @pytest.mark.anyio
+        async def test_own_client():
+            async with Emulator() as emu, Client("k", base_url=emu.base_url) as client:
+                assert await client.balance() > 0
+        """,
+    )
     result.assert_outcomes(passed=1)

@@ -12,9 +12,12 @@
 The built-in emulator of the API lives in :mod:`wavespeed_async.emulator`.
 """
 
+from types import FunctionType as _FunctionType
+
 from wavespeed_async._core.catalog import Model
 from wavespeed_async._core.errors import (
     APIStatusError,
+    AsyncioRequiredError,
     AuthenticationError,
     BadRequestError,
     ClientClosedError,
@@ -34,6 +37,23 @@ from wavespeed_async._core.errors import (
     ValidationError,
     WaveSpeedError,
     WebhookVerificationError,
+)
+from wavespeed_async._core.events import (
+    AbandonedEvent,
+    CompletedEvent,
+    CooldownEvent,
+    CreatedEvent,
+    DeliveredEvent,
+    DroppedEvent,
+    EndEvent,
+    Event,
+    FailedEvent,
+    RetryEvent,
+    StatusEvent,
+    SubmittingEvent,
+    TimeoutEvent,
+    UnknownEvent,
+    WaitingEvent,
 )
 from wavespeed_async._core.models import Prediction, Timings, Urls
 from wavespeed_async._core.requests import (
@@ -56,26 +76,50 @@ from wavespeed_async._core.settings import (
     Timeouts,
 )
 from wavespeed_async._core.webhooks import sign_webhook, verify_webhook
-from wavespeed_async._facade.bulk import BulkResult, BulkRun, Progress
+from wavespeed_async._facade.bulk import (
+    BulkFailed,
+    BulkOk,
+    BulkOutcome,
+    BulkResult,
+    BulkRun,
+    Progress,
+)
 from wavespeed_async._facade.client import DEFAULT_BASE_URL, Client, TaskCreatedHook
+from wavespeed_async._facade.observing import EventListener
 from wavespeed_async._http.base import HTTPRequest, HTTPResponse, HTTPTransport, RequestTimeout
 from wavespeed_async._http.transport import AiohttpTransport
+from wavespeed_async._runtime.event_stream import EventStream
 from wavespeed_async._version import __version__
 
 __all__ = [
     "DEFAULT_BASE_URL",
     "TIERS",
     "APIStatusError",
+    "AbandonedEvent",
     "AiohttpTransport",
+    "AsyncioRequiredError",
     "AuthenticationError",
     "BadRequestError",
+    "BulkFailed",
+    "BulkOk",
+    "BulkOutcome",
     "BulkResult",
     "BulkRun",
     "CatalogConfig",
     "Client",
     "ClientClosedError",
+    "CompletedEvent",
     "ConnectError",
+    "CooldownEvent",
+    "CreatedEvent",
     "DecodeError",
+    "DeliveredEvent",
+    "DroppedEvent",
+    "EndEvent",
+    "Event",
+    "EventListener",
+    "EventStream",
+    "FailedEvent",
     "FlowLimits",
     "FluxKontextDev",
     "FluxKontextProTextToImage",
@@ -94,22 +138,28 @@ __all__ = [
     "RateLimitError",
     "RequestTimeout",
     "RetryConfig",
+    "RetryEvent",
     "ScheduleTuning",
     "ServerError",
     "SizeLimits",
+    "StatusEvent",
     "SubmissionOutcomeUnknown",
     "SubmitSkipped",
+    "SubmittingEvent",
     "TaskCreatedHook",
     "TaskFailedError",
     "TaskTimeoutError",
     "TierLimits",
+    "TimeoutEvent",
     "Timeouts",
     "Timings",
     "TransportError",
     "TypedRequest",
+    "UnknownEvent",
     "UnknownFieldWarning",
     "Urls",
     "ValidationError",
+    "WaitingEvent",
     "WaveSpeedError",
     "WebhookVerificationError",
     "__version__",
@@ -117,3 +167,24 @@ __all__ = [
     "validate_input",
     "verify_webhook",
 ]
+
+
+def _name_public_paths() -> None:
+    """Make tracebacks and reprs name the public path (``wavespeed_async.TaskFailedError``)
+    rather than the private module a class is defined in; pickling finds them there too.
+
+    Errors, warnings, the Client, BulkRun and the functions only: a Struct's or a
+    dataclass's annotations are resolved in its module's namespace (msgspec, typing), so
+    those keep theirs.
+    """
+    for name in __all__:
+        obj = globals()[name]
+        if (
+            isinstance(obj, _FunctionType)
+            or obj in (Client, BulkRun)
+            or (isinstance(obj, type) and issubclass(obj, BaseException))
+        ):
+            obj.__module__ = __name__
+
+
+_name_public_paths()

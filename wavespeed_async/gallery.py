@@ -15,7 +15,10 @@ The page is one self-contained file: no network (a Content-Security-Policy forbi
 load but the images in its folder), no JavaScript (filtering by status is plain CSS), and
 ``loading="lazy"`` images, so a batch of 10,000 jobs opens at once. It shows every job in
 order: its image(s), prompt, model, task id and inference time, or its error in place of
-the image; a header gives the counts, the wall time and the command.
+the image; a header gives the counts, the wall time and the command. An edit job's input
+image is shown beside its output, when it is a file in the folder (the command line links
+or copies each local input into ``inputs/``); an input given as a URL is linked, never
+loaded.
 
 Everything that comes from a job file or a server (prompts, errors, ids, models, file
 names) is escaped: a prompt ``<img src=x onerror=alert(1)>`` is shown as text. Image links
@@ -40,7 +43,7 @@ from urllib.parse import quote
 from wavespeed_async._core.errors import SubmissionOutcomeUnknown, TaskFailedError
 from wavespeed_async._facade.bulk import BulkResult
 
-__all__ = ["INDEX_NAME", "GalleryItem", "render_gallery", "write_gallery"]
+__all__ = ["INDEX_NAME", "GalleryItem", "input_urls", "render_gallery", "write_gallery"]
 
 #: The page's file name inside the folder.
 INDEX_NAME: Final = "index.html"
@@ -75,6 +78,9 @@ class GalleryItem:
         task_id: The task id, once a task exists.
         inference_ms: The server's inference time.
         error: Why the job has no image (shown in its place).
+        inputs: The job's input images: files relative to the page's folder (shown before
+            the outputs, marked "input"), or http(s) URLs (linked, not loaded: the page
+            loads nothing from the network).
     """
 
     number: int
@@ -85,6 +91,7 @@ class GalleryItem:
     task_id: str | None = None
     inference_ms: float | None = None
     error: str | None = None
+    inputs: Sequence[str] = field(default_factory=tuple)
 
 
 def safe_href(name: str) -> str | None:
@@ -107,6 +114,28 @@ def safe_href(name: str) -> str | None:
 def _prompt_of(value: Any) -> str | None:
     prompt = value.get("prompt") if isinstance(value, Mapping) else getattr(value, "prompt", None)
     return prompt if isinstance(prompt, str) else None
+
+
+def _is_media_key(key: str) -> bool:
+    return key in ("image", "images") or (
+        key.endswith(("_image", "_images")) and not key.startswith("num_")
+    )
+
+
+def input_urls(value: Any) -> list[str]:
+    """The http(s) URLs among a job's media inputs (``image``, ``images``, ``*_image``...)."""
+    if isinstance(value, Mapping):
+        fields: Mapping[str, Any] = value
+    else:
+        to_input = getattr(value, "to_input", None)  # a typed request
+        fields = to_input() if callable(to_input) else {}
+    urls = []
+    for key, given in fields.items():
+        if not isinstance(key, str) or not _is_media_key(key):
+            continue
+        values = given if isinstance(given, list) else [given]
+        urls += [v for v in values if isinstance(v, str) and v.startswith(("http://", "https://"))]
+    return urls
 
 
 def _downloaded_files(directory: Path) -> dict[str, list[tuple[int, str]]]:
@@ -155,6 +184,7 @@ def item_from_result(
         task_id=r.id,
         inference_ms=pred.inference_ms if pred is not None else None,
         error=text,
+        inputs=input_urls(r.input),
     )
 
 
@@ -189,6 +219,9 @@ content-visibility:auto;contain-intrinsic-size:auto 360px}
 background:#eee;border-radius:4px}
 .im a{flex:1;min-width:0;height:100%}
 .im img{width:100%;height:100%;object-fit:contain;display:block}
+.im .in{position:relative;flex:0 1 40%;border-right:2px solid #fff;opacity:.92}
+.im .in::after{content:"input";position:absolute;left:4px;top:4px;padding:0 5px;
+border-radius:3px;background:#18181bcc;color:#fff;font-size:11px}
 .e{height:240px;overflow:auto;padding:10px;border-radius:4px;background:#fef2f2;
 color:#991b1b;white-space:pre-wrap;word-break:break-word}
 .open .e{background:#fefce8;color:#854d0e}
@@ -209,22 +242,53 @@ def _duration(ms: float | None) -> str:
     return f" · {ms:.0f} ms" if ms < 1000 else f" · {ms / 1000:.1f} s"
 
 
-def _card(item: GalleryItem, numbering: str) -> str:
-    kind = STATUS_CLASS.get(item.status, "open")
+#: The ``user:password@`` of a URL anywhere in a text.
+_CREDENTIALS: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/@]+@")
+
+
+def without_credentials(text: str) -> str:
+    """``text`` with the credentials of every URL in it replaced by ``***`` (a page is
+    shared more widely than the command line that made it)."""
+    return _CREDENTIALS.sub(r"\1***@", text)
+
+
+def _image_links(names: Sequence[str], alt: str, css: str = "") -> list[str]:
     links = []
-    for k, name in enumerate(item.files, 1):
+    cls = f' class="{css}"' if css else ""
+    for k, name in enumerate(names, 1):
         href = safe_href(name)
         if href is not None:
-            alt = f"{numbering} {item.number}, output {k}"
-            links.append(f'<a href="{href}"><img src="{href}" loading="lazy" alt="{alt}"></a>')
+            links.append(
+                f'<a{cls} href="{href}"><img src="{href}" loading="lazy" alt="{alt} {k}"></a>'
+            )
+    return links
+
+
+def _remote(url: str) -> str | None:
+    """An http(s) URL as an attribute value, or ``None`` for anything else."""
+    if not url.startswith(("http://", "https://")) or any(c in url for c in "\x00\r\n"):
+        return None
+    return escape(without_credentials(url), quote=True)
+
+
+def _card(item: GalleryItem, numbering: str) -> str:
+    kind = STATUS_CLASS.get(item.status, "open")
+    label = f"{numbering} {item.number}"
+    links = _image_links(item.files, f"{label}, output")
+    local_inputs = [n for n in item.inputs if not n.startswith(("http://", "https://"))]
     if links and kind == "ok":
-        body = f'<div class="im">{"".join(links)}</div>'
+        shown = _image_links(local_inputs, f"{label}, input", "in") + links
+        body = f'<div class="im">{"".join(shown)}</div>'
     else:
-        body = f'<div class="e">{escape(item.error or item.status)}</div>'
+        body = f'<div class="e">{escape(without_credentials(item.error or item.status))}</div>'
     prompt = f'<p class="p">{escape(item.prompt)}</p>' if item.prompt else ""
-    meta = [f"{numbering} {item.number}"]
+    meta = [label]
     if item.model:
         meta.append(escape(item.model))
+    for k, url in enumerate(item.inputs, 1):
+        href = _remote(url)
+        if href is not None:  # linked, never loaded: the page loads nothing remote
+            meta.append(f'<a href="{href}" rel="noreferrer noopener">input {k}</a>')
     tid = f"<br><code>{escape(item.task_id)}</code>" if item.task_id else ""
     return (
         f'<article class="c {kind}" id="j{item.number}">{body}{prompt}'
@@ -261,7 +325,11 @@ def render_gallery(
     if wall_s is not None:
         facts.append(f"{escape(wall_label)} {wall_s:.1f} s")
     facts.append("written " + time.strftime("%Y-%m-%d %H:%M:%S %Z"))
-    cmd = f'<p class="cmd">command: <code>{escape(command)}</code></p>' if command else ""
+    cmd = (
+        f'<p class="cmd">command: <code>{escape(without_credentials(command))}</code></p>'
+        if command
+        else ""
+    )
     filters = "".join(
         f'<label for="f-{k}">{label} ({n})</label>'
         for k, label, n in (

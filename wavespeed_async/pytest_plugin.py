@@ -37,10 +37,22 @@ wins per keyword)::
 To force one task's outcome, put a directive in its prompt: ``[fail]``, ``[fail:1200]``,
 ``[latency:500]``, ``[nsfw]``; to force the next requests' faults, call
 ``wavespeed_emulator.force_fault("reset", on="submit", times=1)``. See ``docs/emulator.md``.
+
+The client runs on asyncio only (it is built on aiohttp). With trio installed, anyio runs
+every ``@pytest.mark.anyio`` test once per backend: the trio runs of the tests that use
+these fixtures are deselected (the header says how many), and a fixture that finds itself
+under trio anyway (an ``anyio_backend`` fixture returning ``"trio"``) fails the test with
+a one-line reason. Tests that build their own ``Client()`` without these fixtures need the
+backend pinned in ``conftest.py``::
+
+    @pytest.fixture
+    def anyio_backend():
+        return "asyncio"
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -65,6 +77,13 @@ TEST_API_KEY: Final = "wavespeed-test-key"
 
 _MARKER: Final = "wavespeed"
 _OWN_KEYWORDS: Final = ("latency", "tier", "faults", "manual_clock")
+#: The fixtures that need asyncio (``wavespeed_client`` uses ``wavespeed_emulator``).
+_ASYNC_FIXTURES: Final = ("wavespeed_emulator", "wavespeed_client")
+ASYNCIO_ONLY: Final = (
+    "wavespeed-async runs on asyncio only (it is built on aiohttp), not on trio: pin the "
+    'backend with an `anyio_backend` fixture returning "asyncio" in conftest.py'
+)
+_DESELECTED: Final = pytest.StashKey[int]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -73,6 +92,50 @@ def pytest_configure(config: pytest.Config) -> None:
         f"{_MARKER}(latency=, tier=, faults=, failure_rate=, manual_clock=, **config): set up "
         "the wavespeed_emulator fixture (any EmulatorConfig field is accepted)",
     )
+
+
+def _backend_of(item: pytest.Item) -> str | None:
+    """The anyio backend an item is parametrized with, if any."""
+    callspec = getattr(item, "callspec", None)
+    backend = callspec.params.get("anyio_backend") if callspec is not None else None
+    if isinstance(backend, tuple) and backend:
+        backend = backend[0]
+    return backend if isinstance(backend, str) else None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run the tests that use these fixtures on asyncio only: with trio installed, anyio
+    parametrizes each test with every backend, and the trio runs could only fail."""
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
+    for item in items:
+        names = getattr(item, "fixturenames", ())
+        backend = _backend_of(item)
+        uses = any(name in names for name in _ASYNC_FIXTURES)
+        (dropped if uses and backend not in (None, "asyncio") else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+    config.stash[_DESELECTED] = len(dropped)
+
+
+def pytest_report_collectionfinish(config: pytest.Config) -> str | None:
+    dropped = config.stash.get(_DESELECTED, 0)
+    if not dropped:
+        return None
+    return (
+        f"wavespeed-async: {dropped} non-asyncio run(s) of tests using its fixtures "
+        "deselected (the client runs on asyncio only)"
+    )
+
+
+def _require_asyncio() -> None:
+    """Fail the test, in one line, when a fixture runs under another event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        pytest.fail(ASYNCIO_ONLY, pytrace=False)
 
 
 def _latency(value: object) -> LatencyProfile:
@@ -160,6 +223,7 @@ async def wavespeed_emulator(
     wavespeed_emulator_config: EmulatorConfig, monkeypatch: pytest.MonkeyPatch
 ) -> AsyncIterator[Emulator]:
     """A running emulator on 127.0.0.1, with ``$WAVESPEED_BASE_URL`` pointing at it."""
+    _require_asyncio()
     from wavespeed_async.emulator import Emulator
 
     async with Emulator(wavespeed_emulator_config) as emu:

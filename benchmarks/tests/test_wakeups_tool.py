@@ -42,6 +42,20 @@ def test_a_floor_is_named_as_the_full_benchmark_names_it_or_without_its_unit() -
     assert scenario_named("floor-0.25").name == "floor-0.25s"
 
 
+def test_ours_with_a_subscriber_to_its_events_is_named_by_the_subscriber() -> None:
+    assert scenario_named("ours").events == ""
+    assert scenario_named("ours-events").events == "listener"
+    assert scenario_named("ours-stream").events == "stream"
+    assert scenario_named("ours-stream").client == "ours"
+
+
+def test_a_subscribed_client_runs_its_batches_to_the_end() -> None:
+    rows = measure_clients(
+        ["ours-events", "ours-stream"], jobs=4, warmup=2, concurrency=2, latency="0"
+    )
+    assert [r.figures.ok for r in rows] == [4, 4]
+
+
 def test_a_real_run_reports_cpu_and_sleeps_per_request_of_each_client() -> None:
     rows = measure_clients(["ours", "floor-0.05"], jobs=4, warmup=2, concurrency=2, latency="0")
     assert [r.client for r in rows] == ["ours", "floor-0.05"]

@@ -50,7 +50,7 @@ def test_get_refuses_a_hostile_id_before_any_request(
 ) -> None:
     r = cli("get", bad, "-o", str(tmp_path), "--base-url", hostile.url, key=CANARY)
     clean(r)
-    assert r.returncode == 1 and "is not a task id" in r.stderr
+    assert r.returncode == 2 and "is not a task id" in r.stderr  # a bad input
     assert "\x1b" not in r.stderr
     assert sum(hostile.hits.values()) == 0
 

@@ -253,3 +253,29 @@ async def test_a_task_with_more_outputs_than_the_cap_is_refused_before_any_is_fe
     assert hostile.hits["/media/png.sh"] == 4
     with pytest.raises(ValidationError, match="max_outputs"):
         SizeLimits(max_outputs=0)
+
+
+async def test_running_out_of_file_descriptors_is_said_and_kept_as_the_cause(
+    hostile: HostileServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    import aiohttp
+
+    from wavespeed_async._http import media
+
+    def no_descriptors(addr_info: object) -> socket.socket:
+        raise OSError(errno.EMFILE, "Too many open files")
+
+    def connector(**kw: object) -> aiohttp.TCPConnector:
+        return aiohttp.TCPConnector(socket_factory=no_descriptors)
+
+    monkeypatch.setattr(media, "media_connector", connector)
+    async with make_client(hostile) as client:
+        with pytest.raises(TransportError) as info:
+            await client.download(done(hostile.media("png.sh")), tmp_path / "out")
+    text = str(info.value)
+    assert "too many open files" in text and "ulimit -n" in text
+    assert "connect" not in text.split("png.sh", 1)[1]
+    assert media.too_many_open_files(info.value)  # the OSError is kept as the cause
+    assert info.value.task_id == TASK

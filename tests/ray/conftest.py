@@ -168,6 +168,13 @@ def _reap(pids: set[int]) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+@pytest.fixture(autouse=True)
+def _key_in_the_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The key in the driver's environment, as in a user's shell: ``generate`` checks it
+    there before anything runs (the workers got it when Ray started them)."""
+    monkeypatch.setenv("WAVESPEED_API_KEY", CANARY_KEY)
+
+
 @pytest.fixture(scope="package")
 def emulator_process() -> Iterator[RayEmulator]:
     with EmulatorProcess(latency="fast", seed=11, cwd=ROOT) as proc:

@@ -137,7 +137,8 @@ def test_rows_of_a_rerun_whose_tasks_still_run_are_polled_not_resubmitted(
                     pred = await client.submit(MODEL, row)
                     key = row_key(MODEL, row)
                     assert book.claim(key, "dead-worker") is None
-                    book.created(key, pred.id)
+                    assert book.mark_submitting(key, owner="dead-worker")
+                    book.mark_created(key, pred.id)
         finally:
             book.close()
 
@@ -393,3 +394,15 @@ def test_a_dataset_that_already_has_an_output_column_or_lacks_the_key_is_refused
         generate(ds, model=MODEL)
     with pytest.raises(ValidationError, match="key: the dataset has no column 'id'"):
         generate(ray.data.from_items([{"prompt": "x"}]), model=MODEL, key="id")
+
+
+def test_without_a_key_the_driver_refuses_before_anything_runs(
+    local_ray: LocalRay, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WAVESPEED_API_KEY")
+    workers = set(local_ray.map_workers())
+    ds = ray.data.from_items([{"prompt": "x"}])
+    with pytest.raises(ValidationError, match=r"WAVESPEED_API_KEY is not set") as info:
+        generate(ds, model=MODEL)
+    assert info.value.field == "api_key" and "runtime_env" in str(info.value)
+    assert set(local_ray.map_workers()) == workers  # no actor was started for it

@@ -9,6 +9,7 @@ Client (and share), prints ``ready`` and sends nothing until it reads a line on 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
@@ -39,7 +40,8 @@ async def main(args: argparse.Namespace) -> None:
         CANARY_KEY,
         base_url=args.base_url,
         poll=fast_poll(),
-        retry=fast_retry(),
+        # A cool-down heard from the share is cut to max_retry_after_s.
+        retry=dataclasses.replace(fast_retry(), max_retry_after_s=args.max_retry_after),
         limits=FlowLimits(max_in_flight=args.max_in_flight, max_tasks_per_minute=args.per_minute),
         share=share,  # type: ignore[arg-type]
     )
@@ -76,6 +78,7 @@ if __name__ == "__main__":
     p.add_argument("--per-minute", type=int, default=None)
     p.add_argument("--budget", type=float, default=30.0)
     p.add_argument("--lease-ttl", type=float, default=30.0)
+    p.add_argument("--max-retry-after", type=float, default=0.05)
     p.add_argument("--hold", action="store_true")
     p.add_argument("--wait-go", action="store_true")
     anyio.run(main, p.parse_args(sys.argv[1:]))

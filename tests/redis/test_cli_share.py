@@ -83,14 +83,14 @@ async def test_a_batch_killed_while_its_job_waits_for_the_shared_window_leaves_i
         limits = FlowLimits(max_tasks_per_minute=1)
         async with Client(key, base_url=emu.base_url, limits=limits, share=redis.url) as other:
             assert (await other.run(model, {"prompt": "first"})).ok
-            held_key = f"{{ws:{other._namespace}}}:held"
+            leases_key = f"{{ws:{other._namespace}}}:leases"
         raw = aioredis.from_url(redis.url)
         proc = await anyio.open_process(
             [*cmd, "--base-url", emu.base_url, "--share", redis.url], cwd=ROOT, env=env
         )
         try:
             with anyio.fail_after(30):
-                while not any(int(n) for n in (await raw.hgetall(held_key)).values()):
+                while not await raw.zcard(leases_key):
                     await anyio.sleep(0.05)  # until the batch holds its slot
         finally:
             proc.kill()
@@ -156,7 +156,7 @@ async def test_run_with_a_share_holds_a_lease_that_batches_count(
     env = {**os.environ, "WAVESPEED_API_KEY": key}
     async with Emulator(EmulatorConfig(seed=8, latency=LatencyProfile.fast())) as emu:
         async with Client(key, base_url=emu.base_url, share=redis.url) as same_account:
-            held_key = f"{{ws:{same_account._namespace}}}:held"
+            leases_key = f"{{ws:{same_account._namespace}}}:leases"
         cmd = [
             sys.executable, "-m", "wavespeed_async.cli", "run", "wavespeed-ai/flux-kontext-dev",
             "--prompt", "shared [latency:3000]", "-o", str(tmp_path), "--base-url",
@@ -166,10 +166,10 @@ async def test_run_with_a_share_holds_a_lease_that_batches_count(
         proc = await anyio.open_process(cmd, cwd=ROOT, env=env)
         try:
             with anyio.fail_after(30):  # its task holds one of the account's slots
-                while not any(int(n) for n in (await raw.hgetall(held_key)).values()):
+                while not await raw.zcard(leases_key):
                     await anyio.sleep(0.05)
                 assert await proc.wait() == 0
-            assert not any(int(n) for n in (await raw.hgetall(held_key)).values())
+            assert not await raw.zcard(leases_key)
         finally:
             if proc.returncode is None:
                 proc.kill()

@@ -44,8 +44,10 @@ def worker_cmd(base_url: str, *args: str) -> list[str]:
     return [sys.executable, "-m", "tests.redis._worker", base_url, *args]
 
 
-async def run_workers(base_url: str, share: str | None, n: int = 4) -> list[dict[str, int]]:
-    extra = ["--share", share] if share else []
+async def run_workers(
+    base_url: str, share: str | None, n: int = 4, *more: str
+) -> list[dict[str, int]]:
+    extra = [*(["--share", share] if share else []), *more]
     results: list[dict[str, int]] = []
 
     async def one(i: int) -> None:
@@ -146,7 +148,8 @@ async def test_a_429_cool_down_in_one_process_holds_back_another(
         # What the transport does on a 429 with Retry-After: 4.
         began = account._scheduler.now()
         client.flow.start_cooldown(cooldown_s)
-        await run_workers(account.base_url, redis.url, n=1)
+        # (A cool-down heard from the share is cut to the worker's max_retry_after_s.)
+        await run_workers(account.base_url, redis.url, 1, "--max-retry-after=30")
     created = [t.created_at for t in account.stats().tasks.values()]
     assert created
     # The other process started well within the cool-down, yet sent nothing before its end.
@@ -172,8 +175,9 @@ async def test_a_real_429_in_one_client_holds_back_a_client_in_another_process(
     config = EmulatorConfig(seed=5, latency=SHORT, retry_after_s=retry_after)
     async with Emulator(config) as emu:
         cmd = worker_cmd(
-            emu.base_url, "--name=b", "--jobs=3", "--wait-go", "--budget=30", "--share", redis.url
-        )
+            emu.base_url, "--name=b", "--jobs=3", "--wait-go", "--budget=30", "--share", redis.url,
+            "--max-retry-after=30",
+        )  # fmt: skip
         proc = await anyio.open_process(cmd, cwd=ROOT, stderr=None)
         try:
             assert proc.stdout is not None and proc.stdin is not None

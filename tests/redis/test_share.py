@@ -3,6 +3,7 @@ own share (its own lease holder), as several processes would have."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -43,7 +44,8 @@ def make_client(
         CANARY_KEY,
         base_url=emulator.base_url,
         poll=poll or fast_poll(),
-        retry=fast_retry(),
+        # A cool-down read from the share is cut to max_retry_after_s: room for the tests'.
+        retry=dataclasses.replace(fast_retry(), max_retry_after_s=60.0),
         limits=FlowLimits(**limits),  # type: ignore[arg-type]
         share=share,  # type: ignore[arg-type]
     )
@@ -169,13 +171,16 @@ async def test_a_delivery_before_the_wait_starts_is_found_by_a_later_wait(
 async def test_a_429_cool_down_in_one_client_pauses_the_other(
     emulator: Emulator, redis: RedisServer
 ) -> None:
-    async with make_client(emulator, redis.url) as a, make_client(emulator, redis.url) as b:
+    async with (
+        make_client(emulator, redis.url) as a,
+        make_client(emulator, redis.url, max_tasks_per_minute=100) as b,
+    ):
         a.flow.start_cooldown(2.0)
         with anyio.fail_after(5):
             while b.flow.cooldown.delay(b.flow.now()) == 0:
                 await anyio.sleep(0.001)
         assert 1.0 < b.flow.cooldown.delay(b.flow.now()) <= 2.0
-        # And a start in b waits for it on the server's clock too.
+        # And a start in b (under a shared window) waits for it on the server's clock too.
         with anyio.move_on_after(0.5) as scope:
             await b.flow.acquire_start()
         assert scope.cancelled_caught
@@ -185,13 +190,17 @@ async def test_the_stored_cool_down_alone_holds_back_starts_in_a_process_that_mi
     emulator: Emulator, redis: RedisServer
 ) -> None:
     """The two ways a cool-down reaches another process, apart: here only the stored one (a
-    process that was not listening when it was announced still waits before a start)."""
-    async with make_client(emulator, redis.url) as a, make_client(emulator, redis.url) as b:
+    process that was not listening when it was announced still waits before a start under
+    a shared window)."""
+    async with (
+        make_client(emulator, redis.url) as a,
+        make_client(emulator, redis.url, max_tasks_per_minute=100) as b,
+    ):
         share_a = a._share
         assert isinstance(share_a, RedisShare)
         # The real script, announced on a channel nobody listens to: only the key is set.
         left_ms = await share_a._call(
-            "COOLDOWN", [share_a._k_cool], [2000, share_a._channel + ":unheard"]
+            "COOLDOWN", [share_a._k_cool], [2000, share_a._channel + ":unheard", 60_000]
         )
         assert 1000 < int(left_ms) <= 2000
         assert b.flow.cooldown.delay(b.flow.now()) == 0  # b heard nothing...

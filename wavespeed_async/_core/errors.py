@@ -6,6 +6,7 @@ msgspec exception escapes. Catch the class that matches what you can act on::
     WaveSpeedError
     ├── ValidationError            bad input, found before any request was sent (also ValueError)
     ├── ClientClosedError          the Client was closed, or is used from another event loop
+    ├── AsyncioRequiredError       no asyncio event loop runs here (trio, or no loop at all)
     ├── TransportError             no usable answer: connect failure, reset, read timeout
     │   └── ConnectError           the request provably never reached the server
     ├── SubmissionOutcomeUnknown   a submit whose answer was lost: a task MAY exist (and be billed)
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "APIStatusError",
+    "AsyncioRequiredError",
     "AuthenticationError",
     "BadRequestError",
     "ClientClosedError",
@@ -103,6 +105,16 @@ class ValidationError(WaveSpeedError, ValueError):
 
 class ClientClosedError(WaveSpeedError, RuntimeError):
     """The Client was used after ``aclose()``, outside ``async with``, or from another loop."""
+
+
+class AsyncioRequiredError(WaveSpeedError, RuntimeError):
+    """The Client was used where no asyncio event loop runs: under trio (anyio's trio
+    backend included), or from synchronous code.
+
+    wavespeed-async is built on aiohttp, which runs on asyncio only. Under anyio, run your
+    code with ``anyio.run(main)`` (asyncio is its default backend), and pin the asyncio
+    backend in tests.
+    """
 
 
 class TransportError(WaveSpeedError):

@@ -45,12 +45,13 @@ _MAX_UNKNOWN_LOGGED: Final = 32
 DECODE_FAILURES: Final = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
 
 
-def _note_unknown_status(status: str) -> None:
+def _note_unknown_status(status: str, task_id: str) -> None:
     if status not in _unknown_seen and len(_unknown_seen) < _MAX_UNKNOWN_LOGGED:
         _unknown_seen.add(status)
         log.warning(
             "unknown task status %r: treated as not finished (polling goes on)",
             printable(status, limit=80),
+            extra={"task_id": task_id},
         )
 
 
@@ -89,12 +90,14 @@ class Prediction(msgspec.Struct, frozen=True):
     timings: Timings | None = None
     #: Task-level error code of a failed task (1xxx: change the request; 5xxx: transient).
     code: int | None = None
+    #: The task's inputs as the server echoes them, when it does (a dict), else ``None``.
+    input: Any = None
 
     def __post_init__(self) -> None:
         if self.error is None:
             msgspec.structs.force_setattr(self, "error", "")
         if self.status not in KNOWN_STATUSES:
-            _note_unknown_status(self.status)
+            _note_unknown_status(self.status, self.id)
 
     @property
     def done(self) -> bool:

@@ -17,6 +17,7 @@ from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
 from wavespeed_async._core.errors import ValidationError
+from wavespeed_async._core.install import install_command
 from wavespeed_async._core.secret import redacted_url
 
 __all__ = ["Kind", "register", "resolve", "scheme_of"]
@@ -62,7 +63,7 @@ def resolve(kind: Kind, url: str, **options: Any) -> Any:
     factory = _registered.get((kind, scheme)) or _entry_point(kind, scheme)
     if factory is None:
         extra = _EXTRAS.get(scheme)
-        hint = f"; install it with: pip install 'wavespeed-async[{extra}]'" if extra else ""
+        hint = f"; install it with: {install_command(extra)}" if extra else ""
         raise ValidationError(
             kind,
             f"{kind}: no installed backend serves {redacted_url(url)!r}"

@@ -372,6 +372,15 @@ def request_body(
                 "pass either a typed request or a model path and an input dict",
             )
         return validate_model_path(type(model_or_request).MODEL), model_or_request.to_input()
+    given: object = input  # the annotation says a Mapping; a caller may pass anything
+    if isinstance(given, TypedRequest):
+        name = type(given).__name__
+        raise ValidationError(
+            "input",
+            f"input: a {name} is a typed request, which carries its model "
+            f"({type(given).MODEL}); pass a typed request alone: run({name}(...)), "
+            "without a model path",
+        )
     # validate_model_path also refuses what is neither a string nor a typed request.
     model = validate_model_path(model_or_request)
     if input is None:

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 from typing import Final
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["Secret", "masked", "redacted_url"]
+__all__ = ["Secret", "SigningKey", "masked", "masked_url", "redacted_url"]
 
 _MASK: Final = "'***'"
 
@@ -47,12 +48,71 @@ class Secret:
         """The ``Authorization`` header value (``Bearer <key>``), masked in reprs."""
         return _Masked(f"Bearer {self._value}")
 
+    def signing_key(self, label: str) -> SigningKey:
+        """A key for ``label`` derived from the value (an HMAC of the label keyed by it):
+        it authenticates what processes of one account share, and reveals nothing of the
+        value, nor of the keys of other labels."""
+        return SigningKey(hmac.digest(self._value.encode(), label.encode(), "sha256"))
+
+
+def _framed(parts: tuple[bytes, ...]) -> bytes:
+    """``parts`` joined so that no two different tuples give the same bytes."""
+    return b"".join(len(p).to_bytes(8, "big") + p for p in parts)
+
+
+class SigningKey:
+    """A derived key that signs and checks values (HMAC-SHA256). Its ``repr()`` is masked.
+
+    Made by :meth:`Secret.signing_key`; :meth:`derive` makes keys of narrower labels.
+    """
+
+    __slots__ = ("_key",)
+
+    #: The length of a tag, in bytes (hex digits of an HMAC-SHA256).
+    TAG_BYTES: Final = 64
+
+    def __init__(self, key: bytes) -> None:
+        self._key = key
+
+    def __repr__(self) -> str:
+        return "SigningKey('***')"
+
+    __str__ = __repr__
+
+    def derive(self, label: str) -> SigningKey:
+        """The key of ``label`` under this one."""
+        return SigningKey(hmac.digest(self._key, label.encode(), "sha256"))
+
+    def sign(self, *parts: bytes) -> bytes:
+        """The tag of ``parts`` (hex, :attr:`TAG_BYTES` long)."""
+        return hmac.new(self._key, _framed(parts), "sha256").hexdigest().encode()
+
+    def verify(self, tag: bytes, *parts: bytes) -> bool:
+        """Whether ``tag`` is the tag of ``parts`` (in constant time)."""
+        return hmac.compare_digest(tag, self.sign(*parts))
+
 
 def masked(value: str) -> str:
     """``value`` as a ``str`` whose ``repr`` is masked: for a credential that must stay a
     string (an API key on its way to a Client, a webhook secret), so that a traceback
     printed with its locals does not show it."""
     return _Masked(value)
+
+
+class _MaskedURL(str):
+    """A URL as a real ``str`` whose ``repr`` shows it without its password."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return repr(redacted_url(self))
+
+
+def masked_url(url: str) -> str:
+    """``url`` as a ``str`` whose ``repr`` hides its credentials (``***@host``): for a URL
+    that may carry a password (a Redis share or ledger) held in a field or a local whose
+    repr a dataclass, a log line or a traceback printed with its locals may show."""
+    return _MaskedURL(url)
 
 
 def redacted_url(url: str) -> str:

@@ -24,9 +24,14 @@ from __future__ import annotations
 import logging
 import math
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Generic, TypeVar
@@ -43,12 +48,28 @@ from wavespeed_async._core.errors import (
     WaveSpeedError,
 )
 from wavespeed_async._core.models import Prediction
-from wavespeed_async._facade.results import BulkResult, Progress
+from wavespeed_async._facade.results import (
+    BulkFailed,
+    BulkOk,
+    BulkOutcome,
+    BulkResult,
+    Progress,
+)
+from wavespeed_async._facade.sending import WorkerJob, call_hook, current_job, submit_in_flight
 
 if TYPE_CHECKING:
     from wavespeed_async._core.settings import FlowLimits
 
-__all__ = ["DEFAULT_SUBMIT_GRACE_S", "BulkResult", "BulkRun", "Progress", "submit_in_flight"]
+__all__ = [
+    "DEFAULT_SUBMIT_GRACE_S",
+    "BulkFailed",
+    "BulkOk",
+    "BulkOutcome",
+    "BulkResult",
+    "BulkRun",
+    "Progress",
+    "submit_in_flight",
+]
 
 
 log = logging.getLogger("wavespeed_async")
@@ -65,23 +86,6 @@ DEFAULT_SUBMIT_GRACE_S: Final = 5.0
 @dataclass(slots=True)
 class _Fatal:
     error: BaseException
-
-
-@dataclass(slots=True)
-class _Job:
-    """One worker and the job it runs. Its scope is shielded: only the batch's teardown
-    ends it (one scope per worker, not per job: entering and leaving an anyio scope costs
-    more than a small job's own bookkeeping)."""
-
-    scope: anyio.CancelScope
-    #: A submit was sent and no task id came back yet: cancelling now could lose a task.
-    in_doubt: bool = False
-    #: Called just before the job's submit is sent (``run_many(on_submitting=...)``);
-    #: ``False`` from it: the job is not sent.
-    on_sending: Callable[[], object] | None = None
-
-
-_current_job: ContextVar[_Job | None] = ContextVar("wavespeed_async_bulk_job", default=None)
 
 
 class _Inbox(Generic[T]):
@@ -157,39 +161,6 @@ class _Inbox(Generic[T]):
         self._items.clear()
 
 
-@contextmanager
-def submit_in_flight() -> Iterator[None]:
-    """Mark the enclosed request as a submit that may create a task (no-op outside a batch).
-
-    From here until the job learns its task id (or the submit fails), leaving the batch
-    early gives the job a grace period instead of cancelling it at once.
-    """
-    job = _current_job.get()
-    if job is None:
-        yield
-        return
-    if job.scope.cancel_called:
-        # The batch is being left: its cancellation reaches this task at its next await,
-        # which would be the submit's own, with the request perhaps out. Not sent instead.
-        raise SubmitSkipped("not sent: the batch was left before this submit")
-    # It may raise, or return False to skip the job: either way nothing is sent.
-    if job.on_sending is not None and job.on_sending() is False:
-        raise SubmitSkipped("not sent: on_submitting declined the job")
-    job.in_doubt = True
-    try:
-        yield
-    except anyio.get_cancelled_exc_class():
-        raise  # cut off while sent: still in doubt
-    except WaveSpeedError as exc:
-        # Refused or lost: the error says which. An error naming a task stays in doubt
-        # until the job reports that task as created.
-        job.in_doubt = exc.task_id is not None
-        raise
-    except BaseException:
-        job.in_doubt = False
-        raise
-
-
 class _Inputs(Generic[T]):
     """Pulls (index, item) pairs lazily from a sync or async iterable, one at a time."""
 
@@ -239,7 +210,7 @@ class BulkRun(Generic[T]):
     directly. ::
 
         async with client.run_many(model, inputs, concurrency=64) as results:
-            async for r in results:       # a BulkResult per input
+            async for r in results:       # a BulkOk or a BulkFailed per input
                 print(r.index, r.id, r.ok, r.outputs if r.ok else r.error)
             print(results.progress)       # e.g. "40/40 done (39 ok, 1 failed); ..."
 
@@ -271,7 +242,7 @@ class BulkRun(Generic[T]):
 
     def __init__(
         self,
-        job: Callable[[int, T, Callable[[str], None]], Any],
+        job: Callable[[int, T, Callable[[str], Awaitable[None]]], Any],
         inputs: Iterable[T] | AsyncIterable[T],
         *,
         concurrency: int,
@@ -281,6 +252,7 @@ class BulkRun(Generic[T]):
         keep_inputs: bool = True,
         submit_grace_s: float = DEFAULT_SUBMIT_GRACE_S,
         on_submitting: Callable[[int], Any] | None = None,
+        on_not_sent: Callable[[int], Any] | None = None,
     ) -> None:
         # What __repr__ reads, set before anything can raise (a traceback printed with its
         # locals calls it on a half-built instance).
@@ -313,14 +285,15 @@ class BulkRun(Generic[T]):
         self._window = anyio.Semaphore(window if ordered else concurrency * 2)
         self._on_task_created = on_task_created
         self._on_submitting = on_submitting
+        self._on_not_sent = on_not_sent
         self._keep_inputs = keep_inputs
         self._grace_s = float(submit_grace_s)
         self._created: dict[int, str] = {}  # index -> task id, until delivered
-        self._pending: dict[int, BulkResult[T]] = {}  # ordered mode: waiting for their turn
+        self._pending: dict[int, BulkOutcome[T]] = {}  # ordered mode: waiting for their turn
         self._next_index = 0
         self._tg: TaskGroup | None = None
-        self._recv: _Inbox[BulkResult[T] | _Fatal] | None = None
-        self._workers: list[_Job] = []  # one per worker that started
+        self._recv: _Inbox[BulkOutcome[T] | _Fatal] | None = None
+        self._workers: list[WorkerJob] = []  # one per worker that started
         self._unknown: set[int] = set()
         self._stop = False
         self._closing = False
@@ -333,7 +306,7 @@ class BulkRun(Generic[T]):
 
     async def __aenter__(self) -> BulkRun[T]:
         # The inbox ends when the last worker is done.
-        inbox: _Inbox[BulkResult[T] | _Fatal] = _Inbox(self._concurrency)
+        inbox: _Inbox[BulkOutcome[T] | _Fatal] = _Inbox(self._concurrency)
         self._recv = inbox
         tg = anyio.create_task_group()
         await tg.__aenter__()
@@ -379,6 +352,7 @@ class BulkRun(Generic[T]):
                     "left a batch early: %d task(s) still run on the server and are billed: %s",
                     len(self.abandoned),
                     ", ".join(self.abandoned[:20]) + (" ..." if len(self.abandoned) > 20 else ""),
+                    extra={"task_ids": self.abandoned},
                 )
 
     def _wind_down(self) -> None:
@@ -397,7 +371,7 @@ class BulkRun(Generic[T]):
     def __aiter__(self) -> BulkRun[T]:
         return self
 
-    async def __anext__(self) -> BulkResult[T]:
+    async def __anext__(self) -> BulkOutcome[T]:
         if self._recv is None:
             raise RuntimeError("use a BulkRun inside 'async with' before iterating it")
         while True:
@@ -420,18 +394,18 @@ class BulkRun(Generic[T]):
                 return self._deliver(item)
             self._pending[item.index] = item
 
-    def _deliver(self, result: BulkResult[T]) -> BulkResult[T]:
+    def _deliver(self, result: BulkOutcome[T]) -> BulkOutcome[T]:
         self._created.pop(result.index, None)
         self._next_index = max(self._next_index, result.index + 1)
         self._window.release()
         return result
 
-    async def _worker(self, inbox: _Inbox[BulkResult[T] | _Fatal]) -> None:
+    async def _worker(self, inbox: _Inbox[BulkOutcome[T] | _Fatal]) -> None:
         window = self._window
         inputs = self._inputs
-        job = _Job(anyio.CancelScope(shield=True))
+        job = WorkerJob(anyio.CancelScope(shield=True))
         self._workers.append(job)
-        token = _current_job.set(job)
+        token = current_job.set(job)
         try:
             # Shielded: the teardown cancels this scope itself (see _wind_down), except
             # while a submit is in doubt, which gets the grace to answer.
@@ -453,33 +427,38 @@ class BulkRun(Generic[T]):
                     if isinstance(result, _Fatal):
                         return
         finally:
-            _current_job.reset(token)
+            current_job.reset(token)
             inbox.sender_done()
 
-    async def _run(self, job: _Job, index: int, item: T) -> BulkResult[T] | _Fatal:
+    async def _run(self, job: WorkerJob, index: int, item: T) -> BulkOutcome[T] | _Fatal:
         """Run one job in ``job``'s worker; the teardown's cancellation propagates."""
         progress = self.progress
         task_id: str | None = None
-        on_submitting = self._on_submitting
+        on_submitting, on_not_sent = self._on_submitting, self._on_not_sent
         job.on_sending = None if on_submitting is None else (lambda: on_submitting(index))
+        job.on_not_sent = None if on_not_sent is None else (lambda: on_not_sent(index))
 
-        def created(tid: str) -> None:
+        async def created(tid: str) -> None:
             nonlocal task_id
             task_id = tid
             job.in_doubt = False
             self._created[index] = tid
             progress.submitting -= 1
             progress.running += 1
-            if self._on_task_created is not None:
+            hook = self._on_task_created
+            if hook is not None:
                 try:
-                    self._on_task_created(index, tid)
+                    # Shielded: the id is recorded even when the batch is left meanwhile.
+                    with anyio.CancelScope(shield=True):
+                        await call_hook(lambda: hook(index, tid))
                 except Exception:
-                    log.exception("on_task_created failed for task %s", tid)
+                    log.exception("on_task_created failed for task %s", tid, extra={"task_id": tid})
             if self._closing:  # learned within the grace: reported as abandoned
                 job.scope.cancel()
 
         progress.submitting += 1
         kept = item if self._keep_inputs else None
+        job.index = index
         try:
             pred: Prediction = await self._job(index, item, created)
         except BATCH_FATAL as exc:
@@ -492,7 +471,7 @@ class BulkRun(Generic[T]):
             if tid is None and isinstance(exc, SubmissionOutcomeUnknown):
                 self._unknown.add(index)
             final = getattr(exc, "prediction", None) or getattr(exc, "last", None)
-            return BulkResult(index, kept, tid, final, exc)
+            return BulkFailed(index, kept, tid, final, exc)
         except Exception as exc:  # a bug or an unexpected error: end the batch
             self._stop = True
             return _Fatal(exc)
@@ -502,8 +481,9 @@ class BulkRun(Generic[T]):
             raise
         finally:
             job.in_doubt = False
+            job.index = None
         self._count_end(task_id, ok=True)
-        return BulkResult(index, kept, pred.id, pred, None)
+        return BulkOk(index, kept, pred.id, pred, None)
 
     def _count_end(self, task_id: str | None, *, ok: bool, skipped: bool = False) -> None:
         progress = self.progress

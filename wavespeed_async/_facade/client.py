@@ -13,10 +13,11 @@ from typing import Final, TypeVar
 from urllib.parse import urlsplit
 
 from wavespeed_async._core.errors import (
+    AsyncioRequiredError,
     ClientClosedError,
     ValidationError,
 )
-from wavespeed_async._core.secret import Secret
+from wavespeed_async._core.secret import Secret, SigningKey, masked_url
 from wavespeed_async._core.settings import (
     CatalogConfig,
     FlowLimits,
@@ -27,15 +28,22 @@ from wavespeed_async._core.settings import (
 )
 from wavespeed_async._facade.catalog import Catalog
 from wavespeed_async._facade.endpoints import Endpoints
+from wavespeed_async._facade.observing import EventListener, Observing
 from wavespeed_async._facade.tasks import TaskCreatedHook, Tasks
 from wavespeed_async._http.base import HTTPTransport
 from wavespeed_async._http.media import Downloader, is_private_host
 from wavespeed_async._http.transport import AiohttpTransport, check_proxy
 from wavespeed_async._runtime.api import Api
+from wavespeed_async._runtime.events import Events
 from wavespeed_async._runtime.fdlimit import fit_to_file_limit
 from wavespeed_async._runtime.flow import FlowControl
 from wavespeed_async._runtime.input_check import InputChecks
-from wavespeed_async._runtime.share import Share, default_namespace, resolve_share
+from wavespeed_async._runtime.share import (
+    Share,
+    default_namespace,
+    resolve_share,
+    share_signer,
+)
 from wavespeed_async._runtime.waits import Waits
 from wavespeed_async._version import __version__
 
@@ -49,18 +57,18 @@ _S = TypeVar("_S")
 
 
 def _require_asyncio() -> asyncio.AbstractEventLoop:
-    """The running asyncio loop; a ``ClientClosedError`` saying so under any other."""
+    """The running asyncio loop; an ``AsyncioRequiredError`` saying so under any other."""
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
-        raise ClientClosedError(
+        raise AsyncioRequiredError(
             "wavespeed-async runs on asyncio only (it is built on aiohttp); no asyncio event "
             "loop is running here. Under anyio, use anyio.run(main) or "
             "anyio.run(main, backend='asyncio'), not the trio backend"
         ) from None
 
 
-class Client(Catalog, Tasks, Endpoints):
+class Client(Catalog, Tasks, Endpoints, Observing):
     """An async client for the WaveSpeedAI API.
 
     Use it as ``async with Client() as client:``, or create it once (e.g. in a web app's
@@ -97,6 +105,10 @@ class Client(Catalog, Tasks, Endpoints):
         proxy: An ``http://[user:password@]host:port`` proxy for API requests, uploads
             and downloads (its password is never shown).
         trust_env: Take proxies from ``HTTP_PROXY`` / ``HTTPS_PROXY`` / ``NO_PROXY``.
+        on_event: Called synchronously with every :class:`Event` (a task created, a new
+            status, a retry, a cool-down, an end, ...): keep it quick; it may not await.
+            An exception from it is logged once and changes nothing else. More
+            listeners: :meth:`add_event_listener`; as an async iterator: :meth:`events`.
         catalog: How every input is checked against the model catalogue before it is
             sent (:class:`CatalogConfig`: on by default, failing open; ``"strict"``;
             ``"off"``).
@@ -124,8 +136,11 @@ class Client(Catalog, Tasks, Endpoints):
         transport: HTTPTransport | None = None,
         proxy: str | None = None,
         trust_env: bool = False,
+        on_event: EventListener | None = None,
         catalog: CatalogConfig | None = None,
     ) -> None:
+        if isinstance(share, str):
+            share = masked_url(share)  # no traceback's locals show its password
         raw = api_key if api_key is not None else os.environ.get("WAVESPEED_API_KEY", "")
         # Held masked from here on: no traceback's locals can show it.
         key, raw, api_key = Secret(raw.strip()), "", None
@@ -170,6 +185,13 @@ class Client(Catalog, Tasks, Endpoints):
         self._given_transport = transport
         self._proxy = proxy
         self._trust_env = bool(trust_env)
+        if on_event is not None and not callable(on_event):
+            raise ValidationError(
+                "on_event", f"on_event: {type(on_event).__name__}; allowed: a callable or None"
+            )
+        self._events = Events()
+        if on_event is not None:
+            self._events.add_listener(on_event)
         self.on_task_created = on_task_created
         self._extra_headers = {
             "User-Agent": f"wavespeed-async/{__version__}",
@@ -218,6 +240,20 @@ class Client(Catalog, Tasks, Endpoints):
     def limits(self) -> FlowLimits:
         """The limits shared by every call (as fitted to the open-file limit once open)."""
         return self._limits
+
+    @property
+    def account_fingerprint(self) -> str:
+        """A short hash of the API key and base URL that names this account on this API
+        (never the key itself): what a share's default namespace and a ledger's entries
+        record, so that two accounts never take each other's results."""
+        return self._namespace
+
+    def signing_key(self, label: str) -> SigningKey:
+        """A key derived from the API key for ``label`` (an HMAC of the label keyed by it):
+        what the processes of this account, and only they, can sign with, to authenticate
+        what they store in shared places. Its repr is masked; it reveals nothing of the
+        API key."""
+        return self._key.signing_key(label)
 
     @property
     def allow_private_media(self) -> bool:
@@ -278,6 +314,7 @@ class Client(Catalog, Tasks, Endpoints):
             await self._given_transport.aclose()
         if downloader is not None:
             await downloader.aclose()
+        self._events.close()  # streams end after what they hold
 
     @property
     def polls_sent(self) -> int:
@@ -312,6 +349,8 @@ class Client(Catalog, Tasks, Endpoints):
         held = 0 if self._share is None else self._share.connections
         self._limits = fit_to_file_limit(self._limits, reserved=held)
         self._loop = loop
+        events = self._events
+        events.bind_clock(loop.time)
         flow = self._flow = FlowControl(self._limits, clock=loop.time, share=self._share)
         headers = {"Authorization": self._key.auth_header(), **self._extra_headers}
         transport = self._given_transport or AiohttpTransport(
@@ -329,6 +368,7 @@ class Client(Catalog, Tasks, Endpoints):
             retry=self._retry,
             flow=flow,
             rng=self._rng,
+            events=events,
         )
         waits = self._waits = Waits(
             loop,
@@ -337,14 +377,24 @@ class Client(Catalog, Tasks, Endpoints):
             config=self._poll,
             flow=flow,
             share=self._share,
+            events=events,
         )
         if self._share is not None:
+
+            def on_cooldown(seconds: float) -> None:
+                started = flow.cooldowns_started
+                flow.note_cooldown(seconds)
+                if flow.cooldowns_started != started and events.active:
+                    events.cooldown(seconds, remote=True)
+
             self._share.bind(
                 self._limits,
                 namespace=self._namespace,
                 clock=loop.time,
                 on_delivery=waits.deliver_remote,
-                on_cooldown=flow.note_cooldown,
+                on_cooldown=on_cooldown,
+                signer=share_signer(self._key),
+                max_cooldown_s=self._retry.max_retry_after_s,
             )
         return api
 

@@ -16,8 +16,9 @@ if TYPE_CHECKING:
 __all__ = ["Job", "run_job", "wait_job"]
 
 #: A job of a :class:`~wavespeed_async.BulkRun`: ``(index, item, created)`` -> the task,
-#: ended; ``created(task_id)`` is told each id the moment it exists.
-Job = Callable[[int, Any, Callable[[str], None]], Awaitable[Prediction]]
+#: ended; ``created(task_id)`` is told (and awaited) each id the moment it exists.
+Created = Callable[[str], Awaitable[None]]
+Job = Callable[[int, Any, Created], Awaitable[Prediction]]
 
 
 def job_request(
@@ -51,7 +52,7 @@ def run_job(
 ) -> Job:
     """The job of ``run_many``: submit the item, then wait for its task."""
 
-    async def job(index: int, item: Any, created: Callable[[str], None]) -> Prediction:
+    async def job(index: int, item: Any, created: Created) -> Prediction:
         job_model, job_input = job_request(model, index, item)
         return await client._run_one(
             job_model, job_input, timeout=timeout, webhook=webhook, sync=False, on_created=created
@@ -63,9 +64,9 @@ def run_job(
 def wait_job(client: Tasks, *, timeout: float | Unset | None) -> Job:
     """The job of ``wait_many``: wait for the task id, holding an in-flight slot."""
 
-    async def job(index: int, task_id: Any, created: Callable[[str], None]) -> Prediction:
+    async def job(index: int, task_id: Any, created: Created) -> Prediction:
         check_task_id(task_id, f"task_ids[{index}]")
-        created(task_id)
+        await created(task_id)
         flow = client.flow
         token = object()
         await flow.acquire_slot(token)

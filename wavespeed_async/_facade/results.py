@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
 
 import anyio
 
 from wavespeed_async._core.errors import WaveSpeedError
 from wavespeed_async._core.models import Prediction
 
-__all__ = ["BulkResult", "Progress"]
+__all__ = ["BulkFailed", "BulkOk", "BulkOutcome", "BulkResult", "Progress"]
 
 T = TypeVar("T")
 
@@ -44,6 +44,44 @@ class BulkResult(Generic[T]):
     def outputs(self) -> list[Any]:
         """The completed task's outputs (empty otherwise)."""
         return self.prediction.outputs if self.prediction is not None and self.ok else []
+
+
+class BulkOk(BulkResult[T]):
+    """A job whose task completed: ``prediction`` and ``id`` are set, ``error`` is None.
+
+    ``if r.ok:`` narrows a result to this type for type checkers, so
+    ``await client.download(r.prediction, ...)`` checks under ``mypy --strict``.
+    """
+
+    __slots__ = ()
+    if TYPE_CHECKING:
+        id: str
+        prediction: Prediction
+        error: None
+
+    @property
+    def ok(self) -> Literal[True]:
+        """Always true: the task completed."""
+        return True
+
+
+class BulkFailed(BulkResult[T]):
+    """A job that did not complete: ``error`` says why (``id`` is None when no task was
+    created; ``prediction`` is the failed task's, when there is one)."""
+
+    __slots__ = ()
+    if TYPE_CHECKING:
+        error: WaveSpeedError
+
+    @property
+    def ok(self) -> Literal[False]:
+        """Always false: see ``error``."""
+        return False
+
+
+#: What ``run_many``/``wait_many`` yield: ``if r.ok`` tells the two apart, for type
+#: checkers too.
+BulkOutcome = BulkOk[T] | BulkFailed[T]
 
 
 @dataclass(slots=True)
@@ -82,7 +120,8 @@ class Progress:
 
     @property
     def eta_s(self) -> float | None:
-        """Seconds left at the current rate, when the total is known."""
+        """Seconds left at the current rate; ``None`` when the number of inputs is not
+        known (a generator has no ``len()``) or nothing has ended yet."""
         if self.total is None or self.rate_per_s == 0:
             return None
         return max(0.0, (self.total - self.done) / self.rate_per_s)

@@ -11,8 +11,10 @@ from urllib.parse import urlsplit
 
 from wavespeed_async._core.errors import (
     APIStatusError,
+    ClientClosedError,
     DecodeError,
     ServerError,
+    TaskTimeoutError,
     ValidationError,
     WaveSpeedError,
 )
@@ -27,11 +29,13 @@ from wavespeed_async._facade.bulk import (
     submit_in_flight,
 )
 from wavespeed_async._facade.jobs import run_job, wait_job
+from wavespeed_async._facade.sending import current_index
 from wavespeed_async._runtime.api import result_path
 from wavespeed_async._runtime.waits import finished
 
 if TYPE_CHECKING:
     from wavespeed_async._runtime.api import Api
+    from wavespeed_async._runtime.events import Events
     from wavespeed_async._runtime.flow import FlowControl
     from wavespeed_async._runtime.share import Share
     from wavespeed_async._runtime.waits import Waits
@@ -66,6 +70,27 @@ def _result_of(pred: Prediction | None, task_id: str) -> Prediction:
     return pred
 
 
+def _tell_end(
+    events: Events,
+    task_id: str,
+    exc: BaseException,
+    limit: float | None,
+    index: int | None,
+    counted: bool,
+) -> None:
+    """Tell how a wait ended with ``exc`` (``counted``: its start was told)."""
+    if index is None:
+        index = current_index()
+    if isinstance(exc, TaskTimeoutError):
+        events.timed_out(task_id, limit, exc.last, index, counted=counted)
+    elif isinstance(exc, ClientClosedError):
+        events.abandoned(task_id, "closed", index, counted=counted)
+    elif isinstance(exc, Exception):  # the task failed, or cannot be followed
+        events.failed(task_id, exc, index)
+    else:  # cancelled
+        events.abandoned(task_id, "cancelled", index, counted=counted)
+
+
 class Tasks:
     """The task calls of :class:`~wavespeed_async.Client`."""
 
@@ -74,6 +99,7 @@ class Tasks:
     _share: Share | None
     on_task_created: TaskCreatedHook | None
     tasks_created: int
+    _events: Events
 
     def _open(self) -> Api:
         raise NotImplementedError
@@ -136,32 +162,53 @@ class Tasks:
                 )
         api = self._open()
         flow = api.flow
+        events = self._events
+        ref: int | None = None
         start = await flow.acquire_start()
         try:
             with submit_in_flight():
+                if events.active:
+                    ref = events.begin_submit(path, current_index())
                 env = await api.submit(
                     path,
                     body,
                     prediction_decoder,
                     params={"webhook": webhook} if webhook else None,
                     timeout_s=self._timeouts.sync_request_s if sync else None,
+                    ref=ref,
                 )
         except APIStatusError as exc:
             if exc.task_id is not None:
                 # An error answer that names a task: the task exists. Report it as created.
-                await self._task_created(Prediction(id=exc.task_id, model=path), path, False)
+                pred = Prediction(id=exc.task_id, model=path)
+                await self._task_created(pred, path, False, ref)
+            elif ref is not None and events.active:
+                events.submit_failed(ref, exc, path)
+            raise
+        except BaseException as exc:
+            # Sent (or cut off while sent) and no task id came back: unknown, or refused.
+            if ref is not None and events.active:
+                events.submit_failed(ref, exc, path)
             raise
         finally:
             flow.start_sent(start)
         if env.data is None:
-            raise DecodeError(f"submit to {path}: the answer has no task in it")
-        await self._task_created(env.data, path, webhook is not None)
+            error = DecodeError(f"submit to {path}: the answer has no task in it")
+            if ref is not None and events.active:
+                events.submit_failed(ref, error, path)
+            raise error
+        await self._task_created(env.data, path, webhook is not None, ref)
         return env.data
 
-    async def _task_created(self, pred: Prediction, model: str, webhook: bool) -> None:
+    async def _task_created(
+        self, pred: Prediction, model: str, webhook: bool, ref: int | None
+    ) -> None:
         self.tasks_created += 1
         self._waiting().created(pred.id, model, webhook=webhook)
         log.info("task %s created for %s", pred.id, model, extra={"task_id": pred.id})
+        events = self._events
+        if events.active:
+            events.created(ref, pred, model, webhook=webhook)
         hook = self.on_task_created
         if hook is None:
             return
@@ -234,9 +281,24 @@ class Tasks:
             raise ValidationError(
                 "timeout", f"timeout: {limit!r}; allowed: a finite number > 0 or None"
             )
-        if pred is not None and pred.done:
-            return finished(pred)
-        return await self._waiting().wait(task_id, pred, limit)
+        events = self._events
+        counted = events.active
+        index = None
+        if counted:
+            index = current_index()
+            events.waiting(task_id, pred, index)
+        try:
+            if pred is not None and pred.done:
+                result = finished(pred)
+            else:
+                result = await self._waiting().wait(task_id, pred, limit)
+        except BaseException as exc:
+            if events.active:  # the end of a wait: told if anyone listens by now
+                _tell_end(events, task_id, exc, limit, index, counted)
+            raise
+        if events.active:
+            events.completed(task_id, result, index if counted else current_index())
+        return result
 
     async def run(
         self,
@@ -269,9 +331,9 @@ class Tasks:
         timeout: float | Unset | None,
         webhook: str | None,
         sync: bool,
-        on_created: Callable[[str], None] | None,
+        on_created: Callable[[str], Awaitable[None]] | None,
     ) -> Prediction:
-        """run(), with ``on_created`` told each task id the moment it exists."""
+        """run(), with ``on_created`` told (and awaited) each task id the moment it exists."""
         flow = self.flow
         token = object()
         await flow.acquire_slot(token)
@@ -284,8 +346,10 @@ class Tasks:
                 # An error answer that names a task: the task exists, so its id is reported
                 # whatever comes next.
                 if on_created is not None:
-                    on_created(exc.task_id)
+                    await on_created(exc.task_id)
                 if not isinstance(exc, ServerError):
+                    if self._events.active:
+                        self._events.failed(exc.task_id, exc, current_index())
                     raise
                 # A server-side error for a task that exists (e.g. a sync wait that ran out,
                 # code 5004): follow it by polling, never by submitting again.
@@ -294,7 +358,7 @@ class Tasks:
                 )
                 return await self.wait(exc.task_id, timeout=timeout)
             if on_created is not None:
-                on_created(pred.id)
+                await on_created(pred.id)
             return await self.wait(pred, timeout=timeout)
         finally:
             flow.release_slot(token)
@@ -314,6 +378,7 @@ class Tasks:
         on_task_created: Callable[[int, str], Any] | None = None,
         submit_grace_s: float = DEFAULT_SUBMIT_GRACE_S,
         on_submitting: Callable[[int], Any] | None = None,
+        on_not_sent: Callable[[int], Any] | None = None,
     ) -> BulkRun[Any]:
         """Run many tasks; iterate the results as they complete.
 
@@ -337,18 +402,26 @@ class Tasks:
             timeout: Per-task deadline once created (default ``timeouts.task_s``).
             webhook: A webhook URL passed with every submit.
             on_task_created: Called with ``(index, task_id)`` the moment each task id
-                exists, before polling: persist ids here.
+                exists, before polling: persist ids here. It may be async: it is awaited,
+                to its end even when the batch is left meanwhile.
             submit_grace_s: When the block is left early, how long submits already sent
                 may still take to answer (their ids go to ``abandoned``; the indexes still
                 unanswered to ``unknown``).
-            on_submitting: Called (synchronously) with ``index`` just before the job's
-                submit is sent, after it waited for the Client's limits (shared ones
-                included): record the intent here, so that a job still waiting when the
-                process dies is known never to have been sent. If it returns ``False``,
-                the job is not sent: its result has ``id=None`` and a
-                :class:`SubmitSkipped` error (counted as ``skipped`` in ``progress``). If
-                it raises, the job is not sent: a WaveSpeedError becomes the job's result,
-                any other error ends the batch.
+            on_submitting: Called with ``index`` just before each send of the job's
+                submit, after it waited for the Client's limits (shared ones included):
+                record the intent here, so that a job still waiting when the process dies
+                is known never to have been sent. A submit answered with a 429 (or a 503
+                with ``Retry-After``, or that could not connect) is sent again later, and
+                this is called again before that send. If it returns ``False``, the job
+                is not sent: its result has ``id=None`` and a :class:`SubmitSkipped`
+                error (counted as ``skipped`` in ``progress``). If it raises, the job is
+                not sent: a WaveSpeedError becomes the job's result, any other error ends
+                the batch. It may be async (awaited to its end).
+            on_not_sent: Called with ``index`` after an answer to the job's submit that
+                proves no task was created (a 429, a 503 with ``Retry-After``, a refusal,
+                a connect failure): record that the job is re-sendable again, so that a
+                process that dies while it waits to send it again leaves it so. It may be
+                async (awaited to its end).
 
         One job's failure is a result with ``.error`` (a WaveSpeedError), never an
         exception that ends the batch; only a bad key (401) or a refused account (403)
@@ -364,6 +437,7 @@ class Tasks:
             on_task_created=on_task_created,
             submit_grace_s=submit_grace_s,
             on_submitting=on_submitting,
+            on_not_sent=on_not_sent,
         )
 
     def wait_many(

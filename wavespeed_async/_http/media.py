@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
 import ipaddress
 import mimetypes
 import os
@@ -48,6 +49,7 @@ from wavespeed_async._http.base import HTTPRequest, HTTPTransport, RequestTimeou
 
 __all__ = [
     "INTERNAL_REFUSED",
+    "TOO_MANY_OPEN_FILES",
     "Downloader",
     "FileInput",
     "HostStatus",
@@ -58,6 +60,7 @@ __all__ = [
     "public_socket",
     "read_file_input",
     "shown_url",
+    "too_many_open_files",
     "with_get_retries",
 ]
 
@@ -244,9 +247,12 @@ async def read_file_input(file: FileInput) -> tuple[bytes, str]:
 
 async def write_atomic(final: anyio.Path, chunks: list[bytes] | AsyncIterator[bytes]) -> Path:
     """Write chunks (a list, or an async iterator of bytes) to ``final`` atomically."""
-    tmp = final.with_name(f".{final.name}.{secrets.token_hex(4)}.part")
+    tmp = final.with_name(f".{final.name}.{secrets.token_hex(8)}.part")
+    # A fresh file, never one (or a link) already there: a planted link cannot redirect it.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    fd = await anyio.to_thread.run_sync(os.open, tmp, flags, 0o644)
     try:
-        async with await anyio.open_file(tmp, "wb") as f:
+        async with await anyio.open_file(fd, "wb") as f:
             if isinstance(chunks, list):
                 for chunk in chunks:
                     await f.write(chunk)
@@ -277,6 +283,28 @@ class HostStatus(Exception):
         self.text = text
 
 
+#: How a request that could not open a socket for want of file descriptors is described.
+TOO_MANY_OPEN_FILES: Final = (
+    "too many open files: the process ran out of file descriptors; raise its limit "
+    "(ulimit -n) or run fewer downloads at once"
+)
+
+
+def too_many_open_files(exc: BaseException) -> bool:
+    """Whether ``exc``, or an error it was raised from, is EMFILE or ENFILE."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in (errno.EMFILE, errno.ENFILE):
+            return True
+        inner = getattr(current, "os_error", None)  # aiohttp's ClientConnectorError
+        if isinstance(inner, OSError) and inner.errno in (errno.EMFILE, errno.ENFILE):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
 async def with_get_retries(
     once: Callable[[], Awaitable[_T]],
     *,
@@ -286,26 +314,34 @@ async def with_get_retries(
 ) -> _T:
     """Call ``once`` until it succeeds, retrying per the GET policy a connect failure, a
     reset, a timeout or a retryable :class:`HostStatus`; raise ``give_up(kind, status,
-    text)`` when the policy says stop. For requests to storage and output hosts, which
-    carry no credentials and go through a pool of their own."""
+    text)`` when the policy says stop, from the last failure. For requests to storage and
+    output hosts, which carry no credentials and go through a pool of their own.
+
+    ``text`` is the host's answer for a status, and :data:`TOO_MANY_OPEN_FILES` when a
+    connection could not be opened for want of file descriptors (a connect failure that
+    is no fault of the host's)."""
     attempt = 0
     while True:
         attempt += 1
         status: int | None = None
         text = ""
+        last: BaseException
         try:
             return await once()
         except HostStatus as exc:
-            status, text = exc.status, exc.text
+            status, text, last = exc.status, exc.text, exc
             kind = FailureKind.STATUS
-        except (aiohttp.ClientConnectorError, ConnectError):
-            kind = FailureKind.CONNECT
-        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError):
-            kind = FailureKind.TIMEOUT
-        except aiohttp.ClientError:
-            kind = FailureKind.RESET
+        except (aiohttp.ClientConnectorError, ConnectError) as exc:
+            kind, last = FailureKind.CONNECT, exc
+            if too_many_open_files(exc):
+                text = TOO_MANY_OPEN_FILES
+        except (asyncio.TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            kind, last = FailureKind.TIMEOUT, exc
+        except aiohttp.ClientError as exc:
+            kind, last = FailureKind.RESET, exc
         except TransportError as exc:  # from a transport that serves media (see MediaRoute)
             kind = FailureKind.TIMEOUT if exc.timed_out else FailureKind.RESET
+            last = exc
         decision = _policy.decide_get_retry(
             kind,
             status=status,
@@ -316,7 +352,7 @@ async def with_get_retries(
             time_left_s=None,
         )
         if not decision.retry:
-            raise give_up(kind, status, text)
+            raise give_up(kind, status, text) from last
         await anyio.sleep(decision.delay_s)
 
 
@@ -414,7 +450,7 @@ class Downloader:
         )
 
         def give_up(kind: FailureKind, status: int | None, text: str) -> Exception:
-            what = f"HTTP {status}" if status else kind.name.lower()
+            what = f"HTTP {status}" if status else text or kind.name.lower()
             shown = shown_url(url)
             return TransportError(
                 f"cannot download output {shown}: {what}",

@@ -233,7 +233,7 @@ def _close(body: Any) -> None:
 def _put_error(status: int | None, kind: FailureKind, where: str, text: str) -> Exception:
     if status is None:
         return TransportError(
-            f"cannot upload to {where}: {kind.name.lower()}", method="PUT", url=where
+            f"cannot upload to {where}: {text or kind.name.lower()}", method="PUT", url=where
         )
     cls = ServerError if status >= 500 else APIStatusError
     return cls(f"the storage host refused the upload to {where}", status=status, body=text)

@@ -12,8 +12,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import Any, Final, Generic, Protocol, TypeVar
 from urllib.parse import urlencode
 
@@ -40,7 +39,11 @@ from wavespeed_async._core.policy import FailureKind
 from wavespeed_async._core.settings import RetryConfig, SizeLimits, Timeouts
 from wavespeed_async._core.text import printable
 from wavespeed_async._http.base import HTTPRequest, HTTPResponse, HTTPTransport, RequestTimeout
+from wavespeed_async._runtime.attempts import SubmitAttempts, submit_attempts
+from wavespeed_async._runtime.events import Events
 from wavespeed_async._runtime.flow import FlowControl
+from wavespeed_async._runtime.retries import Attempt as _Attempt
+from wavespeed_async._runtime.retries import Deciding
 from wavespeed_async._runtime.waits.deadlines import Deadlines
 
 __all__ = ["Api", "Envelope", "result_path"]
@@ -90,17 +93,6 @@ class _Decoder(Protocol, Generic[E_co]):
     def decode(self, buf: bytes, /) -> E_co: ...
 
 
-@dataclass(slots=True)
-class _Attempt:
-    """What one HTTP attempt came to, when it did not succeed."""
-
-    kind: FailureKind
-    status: int | None = None
-    retry_after_s: float | None = None
-    error: WaveSpeedError | None = None
-    task_id: str | None = None
-
-
 def _envelope_code(code: int | str | None) -> int | None:
     if code is None or isinstance(code, int):
         return code
@@ -136,7 +128,7 @@ def _retry_after(resp: HTTPResponse) -> float | None:
     return _policy.parse_retry_after(resp.headers.get("Retry-After"), now=time.time())
 
 
-class Api:
+class Api(Deciding):
     """Sends API calls for one Client through its transport (not public: the Client owns it).
 
     Every request carries ``headers``, the API's own (the credentials among them): they
@@ -155,8 +147,11 @@ class Api:
         retry: RetryConfig,
         flow: FlowControl,
         rng: random.Random,
+        events: Events | None = None,
     ) -> None:
         self.transport = transport
+        #: The Client's events (retries and cool-downs are told there).
+        self.events = events if events is not None else Events()
         self._send = transport.send
         self.base_url = base_url.rstrip("/")
         self.headers = headers
@@ -442,7 +437,8 @@ class Api:
         tries = 1
         while True:
             time_left = None if deadline is None else deadline - self.flow.now()
-            decision = self._decide(_policy.decide_get_retry, out, tries, time_left)
+            what = "poll" if poll else request.method
+            decision = self._decide(_policy.decide_get_retry, out, tries, time_left, task_id, what)
             if not decision.retry:
                 raise self._final(out, task_id)
             self.retries += 1
@@ -470,8 +466,14 @@ class Api:
         *,
         params: Mapping[str, str] | None = None,
         timeout_s: float | None = None,
+        ref: int | None = None,
     ) -> E:
         """POST a task. Re-sent only when the policy proves no task was created.
+
+        Within a bulk run, its job's hooks (:mod:`~wavespeed_async._runtime.attempts`) are
+        told before each send, and after each answer that proves no task was created.
+        ``ref``: the submit's number in the Client's events (``Events.begin_submit``): its
+        first send is told as ``submitting``, its re-sends as ``retry``.
 
         Raises:
             SubmissionOutcomeUnknown: the answer was lost; a billed task may exist.
@@ -484,8 +486,13 @@ class Api:
             timeout_s=timeout_s,
         )
         attempt = 0
+        hooks = submit_attempts.get()
         while True:
             attempt += 1
+            if hooks is not None:
+                await self._before_send(hooks)
+            if attempt == 1 and ref is not None and self.events.active:
+                self.events.submitting(ref)  # its re-sends are told as retries
             out = await self._attempt(request, decoder)
             if not isinstance(out, _Attempt):
                 return out
@@ -493,7 +500,13 @@ class Api:
                 # The server answered with an error but named a task: it exists. Never
                 # re-send; hand the id to the caller with the error.
                 raise self._final(out, out.task_id)
-            decision = self._decide(_policy.decide_submit_retry, out, attempt, None)
+            if hooks is not None and not _policy.submit_outcome_unknown(
+                out.kind, status=out.status, retry_after_s=out.retry_after_s
+            ):
+                await hooks.not_sent()  # refused, or never sent: no task exists
+            decision = self._decide(
+                _policy.decide_submit_retry, out, attempt, None, None, "submit", ref
+            )
             if decision.retry:
                 self.retries += 1
                 log.info(
@@ -524,33 +537,18 @@ class Api:
                 ) from out.error
             raise self._final(out, None)
 
-    def _decide(
-        self,
-        policy: Callable[..., _policy.RetryDecision],
-        out: _Attempt,
-        attempt: int,
-        time_left_s: float | None,
-    ) -> _policy.RetryDecision:
-        """Ask ``policy`` whether to retry; a 429 also starts the shared cool-down."""
-        decision = policy(
-            out.kind,
-            status=out.status,
-            retry_after_s=out.retry_after_s,
-            attempt=attempt,
-            config=self.retry,
-            rng=self.rng,
-            time_left_s=time_left_s,
-        )
-        self._note_rate_limit(out, decision.delay_s)
-        return decision
-
-    def _note_rate_limit(self, out: _Attempt, delay_s: float) -> None:
-        if out.kind is FailureKind.STATUS and out.status == 429:
-            wait = out.retry_after_s if out.retry_after_s is not None else delay_s
-            wait = min(wait, self.retry.max_retry_after_s)
-            if wait > 0:
-                log.warning("rate limited (429): every request waits %.2f s", wait)
-                self.flow.start_cooldown(wait)
+    async def _before_send(self, hooks: SubmitAttempts) -> None:
+        """Wait out a cool-down, then tell the hooks that the submit is being sent: a job
+        is never recorded as sent while it still waits (a cool-down that began while the
+        hooks ran takes the record back and waits again)."""
+        flow = self.flow
+        while True:
+            if flow.cooldown.until > _NO_COOLDOWN:
+                await flow.wait_cooldown()
+            await hooks.sending()
+            if flow.cooldown.delay(flow.now()) <= 0:
+                return
+            await hooks.not_sent()
 
     @staticmethod
     def _final(out: _Attempt, task_id: str | None) -> WaveSpeedError:

@@ -12,7 +12,14 @@ never imports it. A Share holds:
   ``on_cooldown`` callback given to :meth:`Share.bind`);
 * the poll budget (:meth:`Share.acquire_poll`);
 * webhook deliveries (:meth:`Share.publish`, :meth:`Share.stored_result`; deliveries
-  published by other processes arrive through ``on_delivery``).
+  published by other processes arrive through ``on_delivery``);
+* the webhook replay guard, account-wide (:meth:`Share.first_delivery`).
+
+What a share hands back comes from a server that other programs may write to, so it is
+never trusted as it is: a result is taken only with a valid tag of the ``signer`` given to
+:meth:`Share.bind` (a key derived from the API key, which every process of the account
+has, and the server never sees), only for the task it names, and only when it is final;
+every other value (a cool-down, a wait) is bounded before it is used.
 
 The local in-flight limiter still runs in front of the share, so a process never holds more
 than its own ``max_in_flight``. A Share that loses its server must not fail the calls: it
@@ -29,10 +36,10 @@ from wavespeed_async._core.secret import masked
 
 if TYPE_CHECKING:
     from wavespeed_async._core.models import Prediction
-    from wavespeed_async._core.secret import Secret
+    from wavespeed_async._core.secret import Secret, SigningKey
     from wavespeed_async._core.settings import FlowLimits
 
-__all__ = ["Share", "default_namespace", "resolve_share"]
+__all__ = ["Share", "default_namespace", "resolve_share", "share_signer"]
 
 
 class Share(Protocol):
@@ -51,9 +58,15 @@ class Share(Protocol):
         clock: Callable[[], float],
         on_delivery: Callable[[Prediction], object],
         on_cooldown: Callable[[float], None],
+        signer: SigningKey,
+        max_cooldown_s: float,
     ) -> None:
         """Attach to one Client: its limits, the default namespace, the loop's clock, and
-        what to call when another process delivers a result or starts a cool-down."""
+        what to call when another process delivers a result or starts a cool-down.
+
+        ``signer`` authenticates shared results (derived from the API key: the same in
+        every process of the account); ``max_cooldown_s`` bounds a cool-down read from
+        the share (the Client's ``RetryConfig.max_retry_after_s``)."""
 
     async def start(self) -> None:
         """Connect and subscribe; raise ``ConnectError`` naming the server if it is down."""
@@ -86,12 +99,23 @@ class Share(Protocol):
         """Tell every process of the account that ``prediction`` ended (in background)."""
 
     async def stored_result(self, task_id: str) -> Prediction | None:
-        """A delivery published for ``task_id`` before anyone waited for it, if any."""
+        """A delivery published for ``task_id`` before anyone waited for it, if any: only
+        an authenticated, final result of that very task."""
+
+    async def first_delivery(self, delivery_id: str, ttl_s: float) -> bool | None:
+        """Record a webhook delivery id for the whole account (kept ``ttl_s``): ``True``
+        the first time, ``False`` for a replay, ``None`` when the share cannot tell (its
+        server is away: the caller's own guard decides)."""
 
 
 def default_namespace(api_key: Secret, base_url: str) -> str:
     """A namespace for one account on one API: a hash of both (never the key itself)."""
     return api_key.fingerprint(base_url)[:16]
+
+
+def share_signer(api_key: Secret) -> SigningKey:
+    """The key that authenticates what the processes of one account share."""
+    return api_key.signing_key("wavespeed-async share v1")
 
 
 def resolve_share(share: str | Share | None) -> Share | None:

@@ -21,7 +21,6 @@ manifest) and :mod:`._summary`. This module holds the command itself.
 from __future__ import annotations
 
 import argparse
-import shutil
 import signal
 import time
 import warnings
@@ -33,6 +32,8 @@ import anyio
 
 from wavespeed_async._core.errors import AuthenticationError, PermissionDeniedError
 from wavespeed_async._core.requests import UnknownFieldWarning
+from wavespeed_async._core.secret import Secret
+from wavespeed_async._runtime.share import default_namespace
 from wavespeed_async.cli._catalog import check_plan
 from wavespeed_async.cli._common import (
     EXIT_FAILED,
@@ -49,11 +50,12 @@ from wavespeed_async.cli._common import (
     resolve_target,
 )
 from wavespeed_async.cli._gallery import BatchGallery
-from wavespeed_async.cli._jobs import Job, parse_jobs
+from wavespeed_async.cli._jobs import NO_MODEL, Job, parse_jobs
 from wavespeed_async.cli._outdir import (
     JOURNAL_NAME,
     MANIFEST_NAME,
     PARTIAL_DIR,
+    clear_partial,
     lock,
     output_name,
     write_manifest,
@@ -150,13 +152,22 @@ def command(args: argparse.Namespace) -> int:
     )
     if not jobs:
         raise UsageError(f"{args.jobs}: no jobs (one JSON object of inputs per line)")
+    if args.model is None and not any(j.model for j in jobs):
+        lacking = [j.line for j in jobs if j.error == NO_MODEL]
+        if lacking:
+            # One mistake of the command, not one per line.
+            raise UsageError(
+                f'{args.jobs}: no line names a "model" and no --model was given; pass '
+                "--model MODEL (e.g. --model wavespeed-ai/flux-kontext-pro/text-to-image), "
+                'or add "model": "owner/model" to each line'
+            )
     out = output_folder(args.output)
     try:
         held = lock(out)
     except OSError as exc:
         raise UsageError(f"-o {args.output}: cannot write there: {exc.strerror or exc}") from None
     try:
-        shutil.rmtree(out / PARTIAL_DIR, ignore_errors=True)
+        clear_partial(out)
         with Journal.open(out / JOURNAL_NAME) as journal:
             return _run(args, target, jobs, journal, out)
     except JournalError as exc:
@@ -198,7 +209,13 @@ def _run(
     args: argparse.Namespace, target: Target, jobs: list[Job], journal: Journal, out: Path
 ) -> int:
     key = EMULATOR_TARGET if target.emulator else public_url(target.base_url or "")
-    plan = make_plan(jobs, journal, args, key)
+    # The account, by a hash of its key (never the key): another key's tasks are not ours.
+    account = (
+        None
+        if target.emulator
+        else default_namespace(Secret(target.api_key), (target.base_url or "").rstrip("/"))
+    )
+    plan = make_plan(jobs, journal, args, key, account)
     check_plan(target, plan, journal, args.share)  # before any submit: every bad line at once
     for job in plan.invalid:
         err(f"{args.jobs}:{job.line}: {job.error}")

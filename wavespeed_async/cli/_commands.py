@@ -8,12 +8,17 @@ import time
 import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import msgspec
 
-from wavespeed_async._core.errors import TaskFailedError, WaveSpeedError
+from wavespeed_async._core.errors import (
+    NotFoundError,
+    TaskFailedError,
+    ValidationError,
+    WaveSpeedError,
+)
 from wavespeed_async._core.models import Prediction
 from wavespeed_async._core.requests import UnknownFieldWarning
 from wavespeed_async._core.settings import FlowLimits
@@ -227,48 +232,91 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_FAILED
 
 
-def _with_client(args: argparse.Namespace, work: Callable[[Client], Awaitable[int]]) -> int:
-    """Run ``work`` with a client for the command's target.
+def _with_client(
+    args: argparse.Namespace,
+    work: Callable[[Client], Awaitable[int]],
+    *,
+    deadline_s: float | None = None,
+) -> int:
+    """Run ``work`` with a client for the command's target, within ``deadline_s``.
 
-    A refused key or account exits 2 (configuration); any other WaveSpeedError exits 1.
+    A refused key or account exits 2 (configuration), and so does a bad input (an id the
+    server does not know, or that is not an id); any other WaveSpeedError exits 1.
     """
     target = resolve_target(args)
 
     async def go() -> int:
         async with open_client(target, timeout_s=getattr(args, "timeout", None)) as client:
-            return await work(client)
+            if deadline_s is None:
+                return await work(client)
+            with anyio.fail_after(deadline_s):
+                return await work(client)
 
     try:
         return anyio.run(go)
     except REFUSED as exc:
         err(refused_message(exc))
         return EXIT_USAGE
+    except (NotFoundError, ValidationError) as exc:
+        err(f"error: {exc}")
+        return EXIT_USAGE
     except WaveSpeedError as exc:
         err(f"error: {exc}")
         return EXIT_FAILED
+    except TimeoutError:
+        err(f"error: no answer within --timeout {deadline_s:g} s")
+        return EXIT_FAILED
+
+
+#: ``get --emulator`` would start an emulator of its own, which has never seen any id.
+GET_EMULATOR: Final = (
+    "get --emulator: the built-in emulator starts empty in this process, so it knows no "
+    "task id. To look at a task of an emulator, start one with `wavespeed-async emulator` "
+    "and pass its address with --base-url (any key works); `run --emulator` shows a task "
+    "from start to end"
+)
+
+
+def _nothing_to_save(pred: Prediction) -> str:
+    status = printable(pred.status, limit=80)
+    if pred.done:  # failed, cancelled, timed out or deleted: there never will be outputs
+        why = printable(pred.error or "no error message", limit=500)
+        code = f" code {pred.code}" if pred.code is not None else ""
+        return f"task {pred.id} ended {status}{code} ({why}): it has no outputs to save"
+    return f"task {pred.id} is {status}: nothing to save yet; add --wait to wait for it to end"
 
 
 def get_command(args: argparse.Namespace) -> int:
+    if args.emulator:
+        raise UsageError(GET_EMULATOR)
     if args.output is not None:
         output_folder(args.output)
 
     async def get(client: Client) -> int:
         status = EXIT_OK
-        if args.wait:
-            try:
-                pred = await client.wait(args.task_id)
-            except TaskFailedError as exc:
-                pred = exc.prediction
-                status = EXIT_FAILED
-        else:
-            pred = await client.get_result(args.task_id)
+        try:
+            if args.wait:
+                try:
+                    pred = await client.wait(args.task_id)
+                except TaskFailedError as exc:
+                    pred = exc.prediction
+                    status = EXIT_FAILED
+            else:
+                pred = await client.get_result(args.task_id)
+        except NotFoundError as exc:
+            raise NotFoundError(
+                f"no task {printable(args.task_id, limit=80)} on this server (check the id, "
+                f"and --base-url): {exc.message}",
+                status=exc.status,
+                code=exc.code,
+            ) from None
         print(_pretty(pred))
         if args.output is not None:
             if pred.ok:
                 for f in await client.download(pred, args.output):
                     err(f"saved {f}")
             else:
-                err(f"task {pred.id} is {printable(pred.status, limit=80)}: nothing to save yet")
+                err(_nothing_to_save(pred))
                 status = EXIT_FAILED
         return status
 
@@ -276,9 +324,11 @@ def get_command(args: argparse.Namespace) -> int:
 
 
 def balance_command(args: argparse.Namespace) -> int:
+    timeout: float | None = args.timeout
+
     async def balance(client: Client) -> int:
         value = await client.balance()
         print(f"{value:.2f} USD")
         return EXIT_OK
 
-    return _with_client(args, balance)
+    return _with_client(args, balance, deadline_s=timeout)

@@ -68,7 +68,9 @@ DEFAULT_EMULATOR_LATENCY: Final = "realistic"
 NO_KEY_MESSAGE: Final = (
     "no API key: set WAVESPEED_API_KEY (export WAVESPEED_API_KEY=...), or pass --api-key.\n"
     "To try it without a key and without network, add --emulator: it runs the built-in "
-    "emulator of the WaveSpeed API in this process and produces real PNG files."
+    "emulator of the WaveSpeed API in this process and produces real PNG files.\n"
+    "Against an emulator started with `wavespeed-async emulator`, any key works: set "
+    "WAVESPEED_BASE_URL (or --base-url) to its address too."
 )
 
 
@@ -151,6 +153,14 @@ def add_connection_options(p: argparse.ArgumentParser, *, tasks: bool = True) ->
     )
     if tasks:
         _add_task_options(g)
+    else:
+        g.add_argument(
+            "--timeout",
+            type=float,
+            default=None,
+            metavar="S",
+            help="give up after S seconds (default: the client's own request timeouts)",
+        )
     p.add_argument("-q", "--quiet", action="store_true", help="print only errors and results")
     p.add_argument("-v", "--verbose", action="count", default=0, help="log requests (-vv: debug)")
 

@@ -1,6 +1,8 @@
 """Taking jobs into a batch: each waits for room and for the start rate, has its local
-files uploaded, and is journaled ``submitting`` just before its request is sent
-(``run_many(on_submitting=...)``, after the Client's own limits, shared ones included).
+files uploaded, and is journaled ``submitting`` just before each send of its request
+(``run_many(on_submitting=...)``, after the Client's own limits, shared ones included),
+and ``pending`` again after an answer that proves no task was created
+(``on_not_sent``: a 429, a 503 with ``Retry-After``, a connect failure).
 
 A job that waits for its turn, here or in the Client, is still ``pending``: a process
 killed while jobs wait leaves them pending, not "unknown".
@@ -67,9 +69,24 @@ class Intake:
         self.gate = anyio.Semaphore(concurrency)
         self.pacer = Pacer(rate, stop)
         self.uploads = Uploads(client)
+        # Collected tasks beyond --concurrency: places owed before the gate opens again.
+        self._owed = 0
+
+    def hold(self, running: int) -> None:
+        """Count ``running`` tasks of an earlier run, collected by this one, against
+        ``--concurrency``: they run on the server whether or not they are polled, so a
+        new job starts only once fewer than ``--concurrency`` of them remain."""
+        for _ in range(running):
+            try:
+                self.gate.acquire_nowait()
+            except anyio.WouldBlock:
+                self._owed += 1
 
     def release(self) -> None:
-        """A job taken in has ended: room for another."""
+        """A job taken in (or a task collected) has ended: room for another."""
+        if self._owed:
+            self._owed -= 1
+            return
         self.gate.release()
 
     async def prepare(self, job: Job) -> dict[str, Any] | None:
@@ -105,9 +122,16 @@ class Feed:
         self._unsent.pop(index, None)
 
     def submitting(self, index: int) -> None:
-        """``run_many`` is about to send job ``index``: journal the intent first."""
-        body, model = self._unsent.pop(index)
+        """``run_many`` is about to send job ``index`` (again, after a 429): journal the
+        intent first."""
+        body, model = self._unsent[index]
         self.intake.journal.mark_submitting(self.lines[index], body, model)
+
+    def not_sent(self, index: int) -> None:
+        """Job ``index``'s submit was answered in a way that proves no task was created:
+        ``pending`` again while it waits to be sent again (a process killed meanwhile leaves
+        it to be submitted by the next run, not held back as unknown)."""
+        self.intake.journal.mark_not_sent(self.lines[index])
 
     def __aiter__(self) -> Feed:
         return self

@@ -12,7 +12,10 @@ reported once and the page is left alone from then on.
 from __future__ import annotations
 
 import argparse
+import hashlib
+import os
 import shlex
+import shutil
 import sqlite3
 import sys
 import time
@@ -23,14 +26,24 @@ from urllib.parse import urlsplit
 
 import anyio
 
+from wavespeed_async._core.secret import redacted_url
 from wavespeed_async.cli._common import Target, err
 from wavespeed_async.cli._jobs import Job
 from wavespeed_async.cli._outdir import JOURNAL_NAME, STATUS
 from wavespeed_async.cli._progress import Counters
-from wavespeed_async.gallery import INDEX_NAME, GalleryItem, render_gallery, write_page
+from wavespeed_async.gallery import (
+    INDEX_NAME,
+    GalleryItem,
+    input_urls,
+    render_gallery,
+    write_page,
+)
 from wavespeed_async.jobs.journal import JobRecord, Journal, JournalError
 
-__all__ = ["MIN_INTERVAL_S", "BatchGallery", "items_from_records"]
+__all__ = ["INPUTS_DIR", "MIN_INTERVAL_S", "BatchGallery", "items_from_records", "stage_inputs"]
+
+#: The folder of DIR where the jobs' local input images are linked for the page.
+INPUTS_DIR: Final = "inputs"
 
 #: The shortest time between two rewrites of the page while a batch runs.
 MIN_INTERVAL_S: Final = 2.0
@@ -44,8 +57,63 @@ _OPEN_TEXT: Final = {
 }
 
 
-def items_from_records(records: list[JobRecord], jobs: dict[int, Job]) -> list[GalleryItem]:
-    """One item per journal record; the prompt from the body sent, else from the jobs file."""
+def stage_inputs(out: Path, jobs: list[Job]) -> dict[int, list[str]]:
+    """Each job's input images as the page shows them, by line.
+
+    A local file (already checked to be an image the job may upload) is linked into
+    ``DIR/inputs/`` once, or copied where a link cannot be made, so the page shows it
+    from its own folder: it loads nothing from elsewhere. A URL is kept, to be linked.
+    A file that cannot be staged is left out (the page never stops a batch).
+    """
+    staged: dict[Path, str | None] = {}
+    found: dict[int, list[str]] = {}
+    for job in jobs:
+        names = []
+        for files in job.local_media.values():
+            for local in files:
+                if local.path not in staged:
+                    staged[local.path] = _stage(out, local.path)
+                name = staged[local.path]
+                if name is not None:
+                    names.append(name)
+        names += input_urls(job.inputs)
+        if names:
+            found[job.line] = names
+    return found
+
+
+def _stage(out: Path, path: Path) -> str | None:
+    """``path`` in ``DIR/inputs/`` (a hard link, else a copy); its name from the page."""
+    digest = hashlib.sha256(os.fsencode(path)).hexdigest()[:16]
+    name = f"{INPUTS_DIR}/{digest}{path.suffix.lower()[:8]}"
+    target = out / name
+    try:
+        src = path.stat()
+        try:
+            now = target.stat()
+        except FileNotFoundError:
+            now = None
+        if now is not None and (now.st_size, now.st_mtime_ns) == (src.st_size, src.st_mtime_ns):
+            return name
+        target.parent.mkdir(exist_ok=True)
+        target.unlink(missing_ok=True)
+        try:
+            os.link(path, target)
+        except OSError:  # another file system, or links not allowed
+            shutil.copy2(path, target)
+    except OSError:
+        return None
+    return name
+
+
+def items_from_records(
+    records: list[JobRecord], jobs: dict[int, Job], inputs: dict[int, list[str]] | None = None
+) -> list[GalleryItem]:
+    """One item per journal record; the prompt from the body sent, else from the jobs file.
+
+    ``inputs``: each line's input images for the page (see :func:`stage_inputs`).
+    """
+    inputs = inputs or {}
     items = []
     for rec in records:
         job = jobs.get(rec.line)
@@ -61,28 +129,38 @@ def items_from_records(records: list[JobRecord], jobs: dict[int, Job]) -> list[G
                 task_id=rec.task_id,
                 inference_ms=rec.inference_ms,
                 error=rec.error or _OPEN_TEXT.get(rec.state),
+                inputs=inputs.get(rec.line, ()),
             )
         )
     return items
 
 
+def _redacted_arg(arg: str) -> str:
+    """``arg`` with the credentials of a URL in it (``--share URL``, ``--base-url=URL``)
+    replaced by ``***``."""
+    if "://" not in arg:
+        return arg
+    head, sep, url = arg.partition("=") if arg.startswith("-") else ("", "", arg)
+    return head + sep + redacted_url(url)
+
+
 def command_line(args: argparse.Namespace, target: Target) -> str:
     """The command as typed (when this process is the command line), never with a secret.
 
-    The key (however it was spelled on the command line) and any credentials in
-    ``--base-url`` are replaced by ``***``.
+    The key (however it was spelled on the command line) and any credentials in a URL
+    (``--base-url``, ``--share``) are replaced by ``***``.
     """
     argv = sys.argv[1:]
     if argv[:1] != ["batch"]:
         argv = ["batch", str(args.jobs), "-o", str(args.output)]
-    text = "wavespeed-async " + shlex.join(argv)
+    text = "wavespeed-async " + shlex.join(_redacted_arg(a) for a in argv)
     secrets = [getattr(args, "api_key", None)]
     if not target.emulator:
         secrets.append(target.api_key)
-    base_url = getattr(args, "base_url", None)
-    if base_url:
-        user = urlsplit(base_url)
-        secrets += [user.username, user.password]
+    for url in (getattr(args, "base_url", None), getattr(args, "share", None)):
+        if url:
+            user = urlsplit(url)
+            secrets += [user.username, user.password]
     for secret in secrets:
         if secret and secret.strip():
             text = text.replace(secret.strip(), "***")
@@ -108,13 +186,14 @@ class BatchGallery:
         self._last_cost_s = 0.0
         self._failed = False
         self._read_failed = False
+        self.inputs = stage_inputs(out, jobs) if self.enabled else {}
 
     def _write(self, records: list[JobRecord], wall_s: float) -> None:
         if self._failed:
             return
         try:
             page = render_gallery(
-                items_from_records(records, self.jobs),
+                items_from_records(records, self.jobs, self.inputs),
                 title=self.title,
                 command=self.command,
                 wall_s=wall_s,

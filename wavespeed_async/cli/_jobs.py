@@ -16,6 +16,7 @@ from wavespeed_async._core.requests import UnknownFieldWarning, validate_input, 
 from wavespeed_async._http.media import image_kind
 
 __all__ = [
+    "NO_MODEL",
     "Job",
     "LocalFile",
     "check_fields",
@@ -25,6 +26,9 @@ __all__ = [
     "parse_jobs",
     "resolve_media",
 ]
+
+#: The error of a line that names no model when no ``--model`` is given.
+NO_MODEL: Final = 'no model: add "model": "owner/model" to the line, or pass --model'
 
 #: Prefixes of values that are already remote (or inline) media, never local paths.
 _REMOTE: Final = ("http://", "https://", "data:")
@@ -235,10 +239,7 @@ def _parse_line(
     if model is None:
         model = default_model
     if model is None:
-        return Job(
-            number, None, obj, raw_hash,
-            'no model: add "model": "owner/model" to the line, or pass --model',
-        )  # fmt: skip
+        return Job(number, None, obj, raw_hash, NO_MODEL)
     job_hash = content_hash(model, obj)
     try:
         model = validate_model_path(model)

@@ -3,12 +3,22 @@
 ``DIR`` holds the outputs (``lineNNNNN_TASKID_K.png``), the journal, ``results.jsonl``
 (one line per job, rewritten atomically at the end of every run), a ``.lock`` held while
 a batch runs, and ``.partial/`` for downloads under way.
+
+A symbolic link planted in ``DIR`` under one of these names never redirects a write: new
+files are created under fresh random names (``O_EXCL``) and renamed into place (a rename
+replaces a link, it does not follow it), the lock is opened with ``O_NOFOLLOW``, the
+journal refuses to open through a link, and a ``.partial`` that is a link is removed, not
+followed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import stat
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO, Any, Final
@@ -21,9 +31,11 @@ __all__ = [
     "MANIFEST_NAME",
     "PARTIAL_DIR",
     "STATUS",
+    "clear_partial",
     "lock",
     "manifest_entry",
     "output_name",
+    "partial_dir",
     "write_manifest",
 ]
 
@@ -50,18 +62,57 @@ def output_name(line: int, task_id: str, n: int, suffix: str) -> str:
 
 
 def lock(out: Path) -> IO[str] | None:
-    """Hold ``DIR/.lock`` so that two batches never write one journal at once."""
+    """Hold ``DIR/.lock`` so that two batches never write one journal at once.
+
+    Raises:
+        UsageError: another batch holds it, or it is a symbolic link.
+        OSError: it cannot be opened (the folder cannot be written).
+    """
     try:
         import fcntl
     except ImportError:  # Windows
         return None
-    f = (out / LOCK_NAME).open("a+")
+    path = out / LOCK_NAME
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except OSError:
+        if path.is_symlink():
+            raise UsageError(
+                f"{path} is a symbolic link; a batch never opens its lock through one (remove it)"
+            ) from None
+        raise  # the caller says that the folder cannot be written
+    f = os.fdopen(fd, "a+")
     try:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
         f.close()
         raise UsageError(f"{out} is in use by another wavespeed-async batch") from None
     return f
+
+
+def clear_partial(out: Path) -> None:
+    """Remove what an earlier run left in ``DIR/.partial`` (a link there: the link only)."""
+    path = out / PARTIAL_DIR
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def partial_dir(out: Path) -> Path:
+    """``DIR/.partial``, a private folder of this batch's downloads under way.
+
+    Raises:
+        OSError: it cannot be made, or something other than a folder is in its place.
+    """
+    path = out / PARTIAL_DIR
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700)
+    mode = path.lstat().st_mode
+    if not stat.S_ISDIR(mode):  # a link (or a file) planted since the batch started
+        raise OSError(f"{path} is not a folder (a link?); downloads never go through one")
+    return path
 
 
 def _iso(t: float | None) -> str | None:
@@ -100,13 +151,19 @@ def manifest_entry(rec: JobRecord) -> dict[str, Any]:
 
 
 def write_manifest(out: Path, records: list[JobRecord]) -> Path:
-    """Rewrite ``results.jsonl`` (atomically): one line per job line, in line order."""
+    """Rewrite ``results.jsonl`` (atomically, under a fresh name: never through a link):
+    one line per job line, in line order."""
     path = out / MANIFEST_NAME
-    tmp = out / f".{MANIFEST_NAME}.tmp"
-    with tmp.open("w", encoding="utf-8") as f:
-        for rec in records:
-            f.write(json.dumps(manifest_entry(rec), ensure_ascii=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    tmp.replace(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}.", suffix=".tmp", dir=out)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            for rec in records:
+                f.write(json.dumps(manifest_entry(rec), ensure_ascii=False) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; the manifest is the user's to read
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path

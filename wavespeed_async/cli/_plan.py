@@ -46,8 +46,18 @@ def _has_task(rec: JobRecord) -> bool:
     return rec.task_id is not None or rec.state in ("submitting", "unknown")
 
 
-def make_plan(jobs: list[Job], journal: Journal, args: argparse.Namespace, target: str) -> Plan:
-    """Reconcile the jobs file with the journal: what to skip, poll, submit or hold."""
+def make_plan(
+    jobs: list[Job],
+    journal: Journal,
+    args: argparse.Namespace,
+    target: str,
+    account: str | None = None,
+) -> Plan:
+    """Reconcile the jobs file with the journal: what to skip, poll, submit or hold.
+
+    ``account``: the key's fingerprint (``None`` for the emulator): a journal whose
+    unfinished tasks another key created is not resumed with this one.
+    """
     plan = Plan(jobs)
     stale = journal.submitting_to_unknown(
         "the process stopped while this job was being submitted: a task may exist"
@@ -97,7 +107,18 @@ def make_plan(jobs: list[Job], journal: Journal, args: argparse.Namespace, targe
                 f"on {previous}; run against the same server (--base-url {previous}) to "
                 "collect them, or use a new -o DIR"
             )
+    previous_account = journal.get_meta("account")
+    other_key = None not in (account, previous_account) and previous_account != account
+    if live and previous != EMULATOR_TARGET and other_key:
+        raise UsageError(
+            f"the journal in {args.output} holds {len(live)} unfinished task(s) created "
+            "with another API key (another account: its tasks are unknown to this one, "
+            "and would be reported failed, then sent again by --retry-failed); run with "
+            "that key to collect them, or use a new -o DIR"
+        )
     journal.set_meta("target", target)
+    if account is not None:
+        journal.set_meta("account", account)
     if stale:
         plan.notes.append(
             f"line(s) {lines_text(stale)}: the previous run stopped while submitting them"
@@ -105,15 +126,20 @@ def make_plan(jobs: list[Job], journal: Journal, args: argparse.Namespace, targe
 
     for job in jobs:
         if job.error is not None:
-            journal.mark_invalid(job.line, job.hash, job.error)
-            plan.invalid.append(job)
-            continue
+            known = journal.get(job.line)
+            if known is None or not _has_task(known) or known.hash != job.hash:
+                journal.mark_invalid(job.line, job.hash, job.error)
+                plan.invalid.append(job)
+                continue
+            # The same line was sent by an earlier run (a file it names is gone now, say):
+            # its task is kept and followed, and the line is never sent again.
+            plan.notes.append(f"line {job.line}: {job.error}; its earlier task is kept")
         rec = journal.ensure(job.line, job.hash, job.model)
         state = rec.state
         if state == "completed":
             plan.skipped_completed += 1
         elif state == "failed":
-            if args.retry_failed:
+            if args.retry_failed and job.error is None:
                 journal.reset(job.line)
                 plan.to_submit.append(job)
             else:
@@ -121,7 +147,7 @@ def make_plan(jobs: list[Job], journal: Journal, args: argparse.Namespace, targe
         elif state == "created" and rec.task_id is not None:
             plan.to_resume.append((job.line, rec.task_id))
         elif state in ("submitting", "unknown"):
-            if args.resubmit_unknown:
+            if args.resubmit_unknown and job.error is None:
                 journal.reset(job.line)
                 plan.to_submit.append(job)
             else:

@@ -16,6 +16,8 @@ __all__ = ["Counters", "Display", "make_display"]
 
 #: Seconds between plain status lines when stderr is not a terminal.
 PLAIN_INTERVAL_S: Final = 5.0
+#: The bar's colour of each way a job ends (others: yellow, not finished).
+_STYLE: Final = {"ok": "green", "failed": "red", "invalid": "red"}
 
 
 @dataclass(slots=True)
@@ -24,9 +26,9 @@ class Counters:
 
     ``queued``: jobs still to submit in this run; ``submitting``: submits under way;
     ``running``: tasks created and not ended (resumed ones too); ``completed``,
-    ``failed``: ended (including those finished in an earlier run and invalid lines);
-    ``unknown``: submits whose outcome is unknown (held back); ``incomplete``: tasks that
-    did not end in this run (re-run to collect them).
+    ``failed``: ended (including those finished in an earlier run); ``invalid``: lines
+    that cannot run; ``unknown``: submits whose outcome is unknown (held back);
+    ``incomplete``: tasks that did not end in this run (re-run to collect them).
     """
 
     total: int = 0
@@ -35,6 +37,7 @@ class Counters:
     running: int = 0
     completed: int = 0
     failed: int = 0
+    invalid: int = 0
     unknown: int = 0
     incomplete: int = 0
     saving: int = 0
@@ -46,7 +49,21 @@ class Counters:
 
     @property
     def done(self) -> int:
-        return self.completed + self.failed + self.unknown + self.incomplete
+        """Jobs that ended, whichever way (what the bar counts)."""
+        return self.completed + self.failed + self.invalid + self.unknown + self.incomplete
+
+    def ended(self) -> list[tuple[str, int]]:
+        """How the ended jobs ended, in the summary's words: ok and failed always, the
+        others when there are some. The bar and the plain lines both show these."""
+        parts = [("ok", self.completed), ("failed", self.failed)]
+        for label, n in (
+            ("invalid", self.invalid),
+            ("unknown", self.unknown),
+            ("incomplete", self.incomplete),
+        ):
+            if n:
+                parts.append((label, n))
+        return parts
 
     @property
     def elapsed_s(self) -> float:
@@ -65,11 +82,12 @@ class Counters:
         return max(0.0, (self.total - self.done) / rate)
 
     def line(self) -> str:
+        """``12/40 ended (9 ok, 1 failed, 2 invalid); 8 running, 20 queued; 3.10/s, ETA 9 s``."""
         eta = self.eta_s
         eta_text = f", ETA {eta:.0f} s" if eta is not None and self.done < self.total else ""
-        extra = f", {self.unknown} unknown" if self.unknown else ""
+        ended = ", ".join(f"{n} {label}" for label, n in self.ended())
         return (
-            f"{self.done}/{self.total} done ({self.completed} ok, {self.failed} failed{extra}); "
+            f"{self.done}/{self.total} ended ({ended}); "
             f"{self.running} running, {self.queued + self.submitting} queued; "
             f"{self.rate_per_s:.2f}/s{eta_text}"
         )
@@ -115,7 +133,13 @@ class _Plain(_Silent):
         now = time.monotonic()
         if now - self._last >= self.interval_s:
             self._last = now
-            self.note(f"[{self.counters.elapsed_s:6.1f} s] {self.counters.line()}")
+            self._status()
+
+    def stop(self) -> None:
+        self._status()  # how it ended, whatever the interval: a log shows the last state
+
+    def _status(self) -> None:
+        self.note(f"[{self.counters.elapsed_s:6.1f} s] {self.counters.line()}")
 
 
 class _Rich:
@@ -149,8 +173,7 @@ class _Rich:
             TextColumn(
                 "[cyan]{task.fields[queued]} queued[/] "
                 "[yellow]{task.fields[running]} running[/] "
-                "[green]{task.fields[ok]} done[/] "
-                "[red]{task.fields[failed]} failed[/]"
+                "{task.fields[ended]}"
             ),
             RateColumn(),
             TextColumn("ETA"),
@@ -167,8 +190,9 @@ class _Rich:
         return {
             "queued": c.queued + c.submitting,
             "running": c.running,
-            "ok": c.completed,
-            "failed": c.failed + c.unknown + c.incomplete,
+            "ended": " ".join(
+                f"[{_STYLE.get(label, 'yellow')}]{n} {label}[/]" for label, n in c.ended()
+            ),
         }
 
     def start(self) -> None:

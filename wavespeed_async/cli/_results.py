@@ -19,7 +19,7 @@ from wavespeed_async._core.errors import (
 from wavespeed_async._core.models import Prediction
 from wavespeed_async._facade.bulk import BulkResult
 from wavespeed_async._facade.client import Client
-from wavespeed_async.cli._outdir import PARTIAL_DIR, output_name
+from wavespeed_async.cli._outdir import PARTIAL_DIR, output_name, partial_dir
 from wavespeed_async.cli._progress import Counters
 from wavespeed_async.jobs.journal import Journal, JournalError
 
@@ -59,6 +59,8 @@ class Downloads:
             tmp = self.out / PARTIAL_DIR / pred.id
             names: list[str] = []
             try:
+                # A private folder, checked not to be a link: downloads never go through one.
+                await anyio.to_thread.run_sync(partial_dir, self.out)
                 paths = await client.download(pred, tmp)
                 for n, path in enumerate(paths):
                     name = output_name(line, pred.id, n, path.suffix)

@@ -18,6 +18,7 @@ from anyio.abc import TaskGroup
 from wavespeed_async._core.settings import FlowLimits
 from wavespeed_async._facade.bulk import BATCH_FATAL, BulkResult
 from wavespeed_async._facade.client import Client
+from wavespeed_async.cli._collect import foreign_task
 from wavespeed_async.cli._common import Target, err, open_client
 from wavespeed_async.cli._feed import Feed, Intake
 from wavespeed_async.cli._jobs import Job
@@ -53,10 +54,12 @@ class Batch:
         self.downloads = Downloads(journal, self.counters, out, on_journal_error=self.stop.fail)
         self.task_ids: dict[int, str] = {}
         self.resumed_lines: set[int] = set()
+        self._jobs = {job.line: job for job in plan.jobs}
         self._work: TaskGroup | None = None
         c = self.counters
         c.completed = plan.skipped_completed
-        c.failed = plan.skipped_failed + len(plan.invalid)
+        c.failed = plan.skipped_failed
+        c.invalid = len(plan.invalid)
         c.unknown = len(plan.held_unknown)
         c.skipped = plan.skipped_completed + plan.skipped_failed
         c.queued = len(plan.to_submit)
@@ -84,13 +87,15 @@ class Batch:
                             concurrency=self.concurrency,
                             rate=self.args.rate,
                         )
+                        # Before any job is taken: the collected tasks are running.
+                        intake.hold(len(self.plan.to_resume))
                         self.display.start()
                         outer.start_soon(self._report)
                         with self.stop.work_scope:
                             async with anyio.create_task_group() as work:
                                 self._work = work
                                 if self.plan.to_resume:
-                                    work.start_soon(self._resume, client)
+                                    work.start_soon(self._resume, client, intake)
                                 for model, jobs in _by_model(self.plan.to_submit):
                                     work.start_soon(self._submit, client, intake, model, jobs)
                 outer.cancel_scope.cancel()
@@ -149,6 +154,7 @@ class Batch:
                 concurrency=self.concurrency,
                 on_task_created=created,
                 on_submitting=feed.submitting,
+                on_not_sent=feed.not_sent,
             ) as results:
                 async for r in results:
                     intake.release()
@@ -157,7 +163,7 @@ class Batch:
         except (*BATCH_FATAL, JournalError) as exc:
             self.stop.fail(exc)
 
-    async def _resume(self, client: Client) -> None:
+    async def _resume(self, client: Client, intake: Intake) -> None:
         items = self.plan.to_resume
         lines = [line for line, _ in items]
         for line, task_id in items:
@@ -168,6 +174,7 @@ class Batch:
                 [task_id for _, task_id in items], concurrency=min(len(items), 256)
             ) as results:
                 async for r in results:
+                    intake.release()  # one task fewer running: room for a new job
                     await self._dispatch(client, lines[r.index], r)
         except (*BATCH_FATAL, JournalError) as exc:
             self.stop.fail(exc)
@@ -176,10 +183,29 @@ class Batch:
         if r.id is not None and self.task_ids.get(line) != r.id:
             # A task named only by an error answer: record it before anything else.
             self._created(line, r.id)
+        job = self._jobs.get(line)
+        if line in self.resumed_lines and r.prediction is not None and job is not None:
+            why = foreign_task(job, r.prediction)
+            if why is not None:
+                self._foreign(line, why)
+                return
         if r.ok and r.prediction is not None and self._work is not None:
             await self.downloads.start(self._work, client, line, r.prediction)
             return
         record_end(self.journal, self.counters, line, r, resumed=line in self.resumed_lines)
+
+    def _foreign(self, line: int, why: str) -> None:
+        """A collected id answers with another job: say so, record it, save nothing."""
+        text = (
+            f"{why}: the id belongs to another job (a server that reused it); its outputs "
+            "are not saved. --retry-failed submits this line again"
+        )
+        self.display.note(f"line {line}: {text}")
+        self.journal.mark_failed(line, text)
+        c = self.counters
+        c.running -= 1
+        c.failed += 1
+        c.ended_this_run += 1
 
 
 def _by_model(jobs: list[Job]) -> list[tuple[str, list[Job]]]:

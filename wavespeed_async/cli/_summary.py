@@ -54,9 +54,15 @@ def print_summary(
     print(f"  outputs:  {out}/ ({files} file(s))")
     print(f"  manifest: {manifest}")
     print(f"  journal:  {out / JOURNAL_NAME}")
-    shown = records if len(records) <= 100 else [r for r in records if r.state != "completed"]
+    every = len(records) <= 100
+    shown = records if every else [r for r in records if r.state != "completed"]
+    # Refused: no job could be submitted, so the lines never sent are one fact, not one
+    # line each (and re-running as is would be refused too).
+    unsent = [r.line for r in records if r.state == "pending"] if refused else []
+    if unsent:
+        shown = [r for r in shown if r.state != "pending"]
     if shown:
-        print("Outputs per line:" if len(shown) == len(records) else "Lines not completed:")
+        print("Outputs per line:" if every else "Lines not completed:")
     for rec in shown[:200]:
         status = STATUS.get(rec.state, rec.state)
         if rec.state == "completed":
@@ -76,6 +82,8 @@ def print_summary(
     unknown = [r.line for r in records if r.state in ("unknown", "submitting")]
     if unknown:
         print(f"Unknown submit outcome on line(s) {lines_text(unknown)}: {UNKNOWN_HELP}.")
+    if unsent:
+        print(f"Not submitted: line(s) {lines_text(unsent)}.")
     if refused:
         print(
             "The server refused the key or the account, so nothing more was submitted. "

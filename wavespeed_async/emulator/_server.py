@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from wavespeed_async._core.errors import AsyncioRequiredError
 from wavespeed_async.emulator._account import Account
 from wavespeed_async.emulator._billing import BillingRecord, Ledger, Pricing, to_money
 from wavespeed_async.emulator._catalogue import EmulatedModel
@@ -214,7 +215,14 @@ class Emulator:
         """
         if self._started:
             raise RuntimeError("the emulator is already started")
-        self._scheduler.attach(asyncio.get_running_loop())
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            raise AsyncioRequiredError(
+                "the emulator runs on asyncio only (it is built on aiohttp); no asyncio event "
+                "loop is running here. Under anyio, use anyio.run(main), not the trio backend"
+            ) from None
+        self._scheduler.attach(loop)
         if self._requested_port is not None:
             await self._listen(self._requested_port)
         self._started = True

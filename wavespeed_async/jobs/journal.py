@@ -12,10 +12,14 @@ power cut)::
         ...                                        # poll, download
         j.mark_completed(3, ["line00003_..._0.png"], inference_ms=2400.0)
 
-A job moves through ``pending -> submitting -> created -> completed | failed``; a
+A job moves through ``pending -> submitting -> created -> completed | failed`` (the one
+lifecycle of :mod:`wavespeed_async.jobs.lifecycle`, whose steps every write enforces); a
 ``submitting`` job whose answer was lost (or whose process died mid-submit) becomes
-``unknown``: a billed task may or may not exist, so it is never re-submitted silently.
-Lines that cannot be run at all are ``invalid``.
+``unknown``: a billed task may or may not exist, so it is never re-submitted silently. A
+submit answered in a way that proves no task was created (a 429, a 503 with
+``Retry-After``, a connect failure) takes the job back to ``pending`` while it waits to be
+sent again (:meth:`Journal.mark_not_sent`). Lines that cannot be run at all are
+``invalid``.
 
 Every write is its own transaction, committed before the call returns, with
 ``synchronous=FULL`` (WAL): once :meth:`Journal.mark_created` returns, the task id
@@ -35,7 +39,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +48,7 @@ from typing import Any, Final
 
 from wavespeed_async._core.errors import LedgerError
 from wavespeed_async.jobs import lifecycle
-from wavespeed_async.jobs.lifecycle import JobState
+from wavespeed_async.jobs.lifecycle import JobState, check_step, sources_of, state_of_value
 from wavespeed_async.jobs.sqlite import open_database
 
 __all__ = ["STATES", "JobRecord", "Journal", "JournalError", "JournalWriteError"]
@@ -123,7 +127,30 @@ class JobRecord:
         return self.state in FINISHED
 
 
-def _record(row: tuple[Any, ...]) -> JobRecord:
+def _values(states: Iterable[JobState | None]) -> tuple[str, ...]:
+    return tuple(sorted(s.value for s in states if s is not None))
+
+
+def _marks(values: tuple[str, ...]) -> str:
+    return ", ".join("?" * len(values))
+
+
+def _stored_json(text: str | None, line: int, column: str, path: Path | None) -> Any:
+    """A JSON column of a row, or a JournalError naming the journal and the line."""
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except (ValueError, TypeError):
+        where = f"the journal {path}" if path is not None else "the journal"
+        raise JournalError(
+            f"{where} is damaged: line {line}'s stored {column} is not JSON; restore the "
+            "file, or use a new -o DIR (its tasks are then not collected)",
+            location=str(path or ""),
+        ) from None
+
+
+def _record(row: tuple[Any, ...], path: Path | None = None) -> JobRecord:
     (line, job_hash, model, state, task_id, body, outputs, error, code, inference_ms,
      submitted_at, created_at, finished_at, attempts) = row  # fmt: skip
     return JobRecord(
@@ -132,8 +159,8 @@ def _record(row: tuple[Any, ...]) -> JobRecord:
         model=model,
         state=state,
         task_id=task_id,
-        body=json.loads(body) if body else None,
-        outputs=json.loads(outputs) if outputs else [],
+        body=_stored_json(body, line, "request", path),
+        outputs=_stored_json(outputs, line, "outputs", path) or [],
         error=error,
         code=code,
         inference_ms=inference_ms,
@@ -158,6 +185,11 @@ class Journal:
         self._conn = conn
         self._clock = clock
         self.path = path
+
+    @property
+    def location(self) -> str:
+        """The journal's file."""
+        return str(self.path or "")
 
     @classmethod
     def open(cls, path: str | Path) -> Journal:
@@ -208,14 +240,21 @@ class Journal:
             f"SELECT {_COLUMNS} FROM jobs WHERE line = ?",  # noqa: S608 - constant columns
             (line,),
         ).fetchone()
-        return None if row is None else _record(row)
+        return None if row is None else _record(row, self.path)
+
+    def state_of(self, line: int) -> JobState | None:
+        """The state of the job on ``line`` (``None``: the journal has never seen it)."""
+        rec = self.get(line)
+        if rec is None:
+            return None
+        return state_of_value(rec.state, what=f"line {line}", location=self.location)
 
     def all(self) -> list[JobRecord]:
         """Every job, in line order."""
         rows = self._conn.execute(
             f"SELECT {_COLUMNS} FROM jobs ORDER BY line"  # noqa: S608 - constant columns
         ).fetchall()
-        return [_record(r) for r in rows]
+        return [_record(r, self.path) for r in rows]
 
     def counts(self) -> dict[str, int]:
         """How many jobs are in each state."""
@@ -247,37 +286,70 @@ class Journal:
             self._conn.executemany("DELETE FROM jobs WHERE line = ?", [(n,) for n in lines])
 
     def mark_invalid(self, line: int, job_hash: str, error: str) -> None:
-        """A line that cannot run (bad JSON, bad input): no task, nothing sent."""
-        self._write(
-            "INSERT INTO jobs(line, hash, state, error) VALUES (?, ?, 'invalid', ?) "
+        """A line that cannot run (bad JSON, bad input): no task, nothing sent.
+
+        Raises:
+            JournalError: the line's job was sent (it may have a task): it is kept.
+        """
+        allowed = _values(sources_of(JobState.INVALID))
+        sql = (
+            "INSERT INTO jobs(line, hash, state, error) VALUES (?, ?, 'invalid', ?) "  # noqa: S608
             "ON CONFLICT(line) DO UPDATE SET hash = excluded.hash, model = NULL, "
             "state = 'invalid', task_id = NULL, body = NULL, outputs = NULL, "
             "error = excluded.error, code = NULL, inference_ms = NULL, "
-            "submitted_at = NULL, created_at = NULL, finished_at = NULL",
-            (line, job_hash, error),
+            "submitted_at = NULL, created_at = NULL, finished_at = NULL "
+            f"WHERE jobs.state IN ({_marks(allowed)})"  # constant SQL
         )
+        cur = self._write(sql, (line, job_hash, error, *allowed))
+        if cur.rowcount != 1:
+            self._refuse(line, JobState.INVALID)
 
-    def mark_submitting(self, line: int, body: Mapping[str, Any], model: str | None = None) -> None:
-        """Record the intent to submit, BEFORE the request is sent.
+    def mark_submitting(
+        self,
+        line: int,
+        body: Mapping[str, Any] | None = None,
+        model: str | None = None,
+        *,
+        owner: str = "",
+    ) -> bool:
+        """Record the intent to submit, BEFORE each send of the request (``body``: what is
+        sent; kept from the previous send when ``None``).
 
         A job left in this state by a dead process has an unknown outcome.
         """
-        self._update(
+        text = None if body is None else json.dumps(dict(body), separators=(",", ":"))
+        self._step(
             line,
-            "state = 'submitting', task_id = NULL, body = ?, model = COALESCE(?, model), "
-            "outputs = NULL, error = NULL, code = NULL, inference_ms = NULL, "
-            "submitted_at = ?, created_at = NULL, finished_at = NULL, attempts = attempts + 1",
-            (json.dumps(dict(body), separators=(",", ":")), model, self._clock()),
+            JobState.SUBMITTING,
+            "state = 'submitting', task_id = NULL, body = COALESCE(?, body), "
+            "model = COALESCE(?, model), outputs = NULL, error = NULL, code = NULL, "
+            "inference_ms = NULL, submitted_at = ?, created_at = NULL, finished_at = NULL, "
+            "attempts = attempts + 1",
+            (text, model, self._clock()),
         )
+        return True
+
+    def mark_not_sent(self, line: int, *, owner: str = "") -> bool:
+        """The submit was answered in a way that proves no task was created (a 429, a 503
+        with ``Retry-After``, a connect failure): ``pending`` again while it waits to be
+        sent again. ``False`` if the job was not ``submitting``."""
+        cur = self._write(
+            "UPDATE jobs SET state = 'pending', submitted_at = NULL "
+            "WHERE line = ? AND state = 'submitting' AND task_id IS NULL",
+            (line,),
+        )
+        return cur.rowcount == 1
 
     def mark_created(self, line: int, task_id: str) -> None:
         """Record the task id; durable (fsync'ed) when this returns."""
         if not task_id:
             raise JournalError(f"line {line}: empty task id")
-        self._update(
+        self._step(
             line,
+            JobState.CREATED,
             "state = 'created', task_id = ?, error = NULL, created_at = ?",
             (task_id, self._clock()),
+            task_id=task_id,
         )
 
     def note_error(self, line: int, error: str) -> None:
@@ -288,8 +360,9 @@ class Journal:
         self, line: int, outputs: list[str], *, inference_ms: float | None = None
     ) -> None:
         """The task completed and its outputs are saved (``outputs``: file names)."""
-        self._update(
+        self._step(
             line,
+            JobState.COMPLETED,
             "state = 'completed', outputs = ?, error = NULL, code = NULL, inference_ms = ?, "
             "finished_at = ?",
             (json.dumps(outputs), inference_ms, self._clock()),
@@ -305,19 +378,38 @@ class Journal:
         inference_ms: float | None = None,
     ) -> None:
         """The job ended without outputs: a failed task, or a submit that was refused."""
-        self._update(
+        self._step(
             line,
+            JobState.FAILED,
             "state = 'failed', task_id = COALESCE(?, task_id), error = ?, code = ?, "
             "inference_ms = ?, finished_at = ?",
             (task_id, error, code, inference_ms, self._clock()),
         )
 
+    def mark_finished(
+        self,
+        line: int,
+        state: JobState,
+        *,
+        task_id: str | None = None,
+        outputs: Sequence[str] = (),
+        error: str | None = None,
+    ) -> None:
+        """The job ended: ``completed`` (``outputs``: file names) or ``failed``."""
+        if state is JobState.COMPLETED:
+            self.mark_completed(line, list(outputs))
+        elif state is JobState.FAILED:
+            self.mark_failed(line, error or "failed", task_id=task_id)
+        else:
+            raise JournalError(f"line {line}: {state} is not an end", location=self.location)
+
     def mark_unknown(self, line: int, error: str) -> None:
         """A submit whose answer was lost: a task may exist. Never re-sent silently."""
-        self._update(line, "state = 'unknown', error = ?", (error,))
+        self._step(line, JobState.UNKNOWN, "state = 'unknown', error = ?", (error,))
 
     def reset(self, line: int) -> None:
-        """Make a job ``pending`` again (to re-submit it; its old task id is dropped)."""
+        """Make a job ``pending`` again (to re-submit it; its old task id is dropped): the
+        user's decision (``--retry-failed``, ``--resubmit-unknown``), not a lifecycle step."""
         self._update(
             line,
             "state = 'pending', task_id = NULL, outputs = NULL, error = NULL, code = NULL, "
@@ -337,6 +429,42 @@ class Journal:
                 (error,),
             )
         return lines
+
+    def _step(
+        self,
+        line: int,
+        new: JobState,
+        assignments: str,
+        params: tuple[Any, ...],
+        *,
+        task_id: str | None = None,
+    ) -> None:
+        """One step of the lifecycle to ``new``: only from a state it is allowed from."""
+        allowed = _values(sources_of(new))
+        cur = self._write(
+            f"UPDATE jobs SET {assignments} WHERE line = ? "  # noqa: S608 - constant SQL
+            f"AND state IN ({_marks(allowed)})",
+            (*params, line, *allowed),
+        )
+        if cur.rowcount != 1:
+            self._refuse(line, new, task_id=task_id)
+
+    def _refuse(self, line: int, new: JobState, *, task_id: str | None = None) -> None:
+        """Why a step did not happen, as a JournalError."""
+        old = self.state_of(line)
+        if old is None:
+            raise JournalError(f"line {line}: not in the journal", location=self.location)
+        check_step(
+            old,
+            new,
+            what=f"journal {self.location}: line {line}",
+            location=self.location,
+            error=JournalError,
+            task_id=task_id,
+        )
+        raise JournalError(  # pragma: no cover - the row changed under this connection
+            f"line {line}: the step to {new} did not happen", location=self.location
+        )
 
     def _update(self, line: int, assignments: str, params: tuple[Any, ...]) -> None:
         cur = self._write(

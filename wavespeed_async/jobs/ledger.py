@@ -1,17 +1,20 @@
 """The ledger: which task each row of a pipeline became, kept outside the workers.
 
-A row key moves through ``claimed -> submitting -> created -> completed | failed``; a
-``submitting`` key whose submit got no answer becomes ``unknown`` (a billed task may exist:
-it is reported, never re-sent).
+A row key moves through ``claimed -> submitting -> created -> completed | failed`` (see
+:mod:`wavespeed_async.jobs.lifecycle`, whose steps every ledger enforces, and
+:mod:`wavespeed_async.jobs.entry` for what an entry records):
 
 * ``claimed`` (owner, ``claimed_at``): a worker took the row and waits for its turn to send
   it (the Client's in-flight cap, start window, 429 cool-down). Nothing was sent, so another
   worker may **take it over** (:meth:`Ledger.take_over`, a compare-and-set on the owner and
   the claim time) and send it itself.
-* ``submitting``: the owner moved its claim here (:meth:`Ledger.submitting`, a
+* ``submitting``: the owner moved its claim here (:meth:`~JobStore.mark_submitting`, a
   compare-and-set that succeeds only while the row is still ``claimed`` by that owner) just
-  before sending the request. Only that owner sends it, so a row's submit is sent at most
-  once, whoever took the row over when; a ``submitting`` row is never taken over.
+  before each send of the request. Only that owner sends it, so a row's submit is sent at
+  most once at a time, whoever took the row over when; a ``submitting`` row is never taken
+  over. An answer that proves no task was created (a 429, a 503 with ``Retry-After``, a
+  connect failure) moves it back to ``claimed`` (:meth:`~JobStore.mark_not_sent`) while it
+  waits to be sent again: a worker that dies then leaves it to be taken over and sent.
 
 A submit refused before any task existed, and a claim whose batch ended before its turn,
 are released (the key is deleted), so a later run sends the row.
@@ -28,30 +31,39 @@ Two stores obey one small interface (:class:`Ledger`):
   shared by every machine; each change is a compare-and-set in a Lua script, atomic across
   processes.
 
-The calls are synchronous and small (a statement or a round trip or two): the id must be
-written from the client's ``on_task_created`` hook, before polling starts, and that hook is
-synchronous. The ledger stores keys, task ids, output URLs and errors, never credentials. A
-store that cannot be read or written raises :class:`LedgerError`.
+The calls are synchronous and small (a statement or a round trip or two), and safe from
+any thread: a worker makes them in a worker thread, so that a store that waits (a locked
+SQLite file, a slow server) never stops its event loop. The ledger stores keys, task ids,
+output URLs, errors and the hashes of :class:`Stamp`, never credentials. A store that
+cannot be read or written, or is damaged, raises :class:`LedgerError`.
 """
 
 from __future__ import annotations
 
 import os
-import socket
 import sqlite3
+import threading
 import time
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Final, Protocol
+from typing import Any, Final
 
 import msgspec
 
 from wavespeed_async._core import registry
 from wavespeed_async._core.errors import LedgerError
 from wavespeed_async._core.secret import masked
-from wavespeed_async.jobs.lifecycle import JobState
+from wavespeed_async.jobs.entry import (
+    DEFAULT_NAMESPACE,
+    Entry,
+    Ledger,
+    Stamp,
+    account_namespace,
+    failing,
+    new_owner,
+    owner_gone,
+)
+from wavespeed_async.jobs.lifecycle import JobState, check_step, sources_of, state_of_value
 from wavespeed_async.jobs.sqlite import open_database
 
 __all__ = [
@@ -59,6 +71,8 @@ __all__ = [
     "Entry",
     "Ledger",
     "SqliteLedger",
+    "Stamp",
+    "is_url",
     "new_owner",
     "open_ledger",
     "owner_gone",
@@ -68,10 +82,10 @@ __all__ = [
 #: ``failed`` are final; ``created`` is polled again.
 STATES: Final = tuple(s.value for s in JobState if s not in (JobState.PENDING, JobState.INVALID))
 
-#: The Redis hash used when no namespace is given.
-DEFAULT_NAMESPACE: Final = "wavespeed-async:ledger"
+SCHEMA_VERSION: Final = 2
 
-# The schema of the first version (no CHECK on ``state``): a ledger it wrote opens as is.
+# No CHECK on ``state``: a ledger of the first version opens as is (and gains the columns
+# of the stamp, empty in its rows: they are unverified).
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -85,178 +99,102 @@ CREATE TABLE IF NOT EXISTS ledger (
     error      TEXT,
     owner      TEXT,               -- which worker claimed the key
     claimed_at REAL NOT NULL,      -- unix seconds: when the owner claimed (or took over) it
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    model      TEXT,               -- what the row is the task of (NULL: an earlier version's)
+    input_hash TEXT,
+    account    TEXT,
+    proof      TEXT                -- a final row's tag (see docs/ray.md)
 );
 """
 
-
-class Entry(msgspec.Struct, frozen=True, kw_only=True):
-    """What the ledger knows about one row key."""
-
-    state: str
-    task_id: str | None = None
-    outputs: list[str] = msgspec.field(default_factory=list)
-    error: str | None = None
-    owner: str | None = None
-    claimed_at: float = 0.0
-    #: When the state last changed (unix seconds; 0 in entries of the first version).
-    changed_at: float = 0.0
-
-    @property
-    def final(self) -> bool:
-        """Completed or failed: the row's result is known."""
-        return self.state in ("completed", "failed")
-
-    @property
-    def since(self) -> float:
-        """When the entry took its current state."""
-        return max(self.claimed_at, self.changed_at)
-
-
+_ADDED_COLUMNS: Final = ("model", "input_hash", "account", "proof")
+_COLUMNS: Final = (
+    "state, task_id, outputs, error, owner, claimed_at, updated_at, model, input_hash, account, "
+    "proof"
+)
 _encode = msgspec.json.Encoder().encode
+_outputs_decoder = msgspec.json.Decoder(list[str])
 
 
-def _host() -> str:
-    """This host's name, plus the process-id namespace where there is one (containers that
-    share a host name, such as ``--network host`` ones, keep their pids apart)."""
-    name = socket.gethostname()
-    try:
-        return f"{name}#{os.stat('/proc/self/ns/pid').st_ino}"
-    except OSError:
-        return name
+def _values(states: frozenset[JobState | None]) -> tuple[str, ...]:
+    return tuple(sorted(s.value for s in states if s is not None))
 
 
-def new_owner() -> str:
-    """A fresh owner id, ``<host>/<pid>/<random>``: one per claim holder."""
-    return f"{_host()}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
-
-
-def owner_gone(owner: str | None) -> bool:
-    """Whether ``owner`` is known to be dead: a process of this host (and pid namespace)
-    that no longer runs.
-
-    ``False`` when it cannot be told (another host, an id of another form)."""
-    if owner is None or owner.count("/") < 2:
-        return False
-    host, pid_text, _ = owner.rsplit("/", 2)
-    if host != _host() or not pid_text.isdigit():
-        return False
-    pid = int(pid_text)
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False  # it runs, as another user
-    try:  # a zombie has died; only its exit status is left to collect
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
-
-
-class Ledger(Protocol):
-    """Row key -> task, shared by every worker of a pipeline."""
-
-    def claim(self, key: str, owner: str) -> Entry | None:
-        """Claim a key the ledger does not know for ``owner`` (state ``claimed``);
-        ``None`` if claimed now, else the entry that was there (nothing changed)."""
-        ...
-
-    def take_over(self, key: str, owner: str, seen: Entry) -> bool:
-        """Make ``owner`` the holder of a ``claimed`` key, if it is still as ``seen``
-        (same owner, same claim time); ``False`` if it changed meanwhile."""
-        ...
-
-    def submitting(self, key: str, owner: str) -> bool:
-        """Just before the submit is sent: move ``owner``'s claim to ``submitting``;
-        ``False`` (send nothing) if the key is no longer ``claimed`` by ``owner``."""
-        ...
-
-    def get(self, key: str) -> Entry | None: ...
-
-    def created(self, key: str, task_id: str) -> None:
-        """The key's task exists (call the moment its id is known)."""
-        ...
-
-    def finished(
-        self, key: str, task_id: str | None, state: str, outputs: list[str], error: str | None
-    ) -> None:
-        """The key's task ended (``state``: ``completed`` or ``failed``)."""
-        ...
-
-    def unknown(self, key: str, error: str) -> None:
-        """The key's submit got no answer: a task may exist; never re-sent."""
-        ...
-
-    def release(self, key: str, owner: str) -> None:
-        """Drop ``owner``'s claim on a key that has no task: its submit was refused, or
-        it was never sent (``claimed``)."""
-        ...
-
-    def close(self) -> None: ...
-
-
-@contextmanager
-def failing(location: str, what: str, errors: tuple[type[BaseException], ...]) -> Iterator[None]:
-    """Raise the store's own errors as :class:`LedgerError` naming the ledger."""
-    try:
-        yield
-    except errors as exc:
-        raise LedgerError(
-            f"ledger {location}: cannot {what}: {type(exc).__name__}: {exc}", location=location
-        ) from exc
+def _migrate(conn: sqlite3.Connection) -> None:
+    """Add what a ledger of an earlier version lacks (its rows stay unverified)."""
+    have = {str(row[1]) for row in conn.execute("PRAGMA table_info(ledger)")}
+    for column in _ADDED_COLUMNS:
+        if column not in have:
+            conn.execute(f"ALTER TABLE ledger ADD COLUMN {column} TEXT")
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(SCHEMA_VERSION),))
 
 
 class SqliteLedger:
-    """A ledger in ``<folder>/ledger.sqlite3`` for the workers of one machine."""
+    """A ledger in ``<folder>/ledger.sqlite3`` for the workers of one machine (safe to use
+    from several threads: one statement at a time)."""
 
     def __init__(self, conn: sqlite3.Connection, location: str = "") -> None:
         self.conn = conn
-        self.location = location
+        self._location = location
+        self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"<SqliteLedger {self.location!r}>"
+        return f"<SqliteLedger {self._location!r}>"
+
+    @property
+    def location(self) -> str:
+        return self._location
 
     @classmethod
     def open(cls, folder: str | os.PathLike[str]) -> SqliteLedger:
         location = os.fspath(folder)
         with failing(location, "open it", (LedgerError, OSError, sqlite3.Error)):
-            conn = open_database(Path(folder) / "ledger.sqlite3", _SCHEMA, 1)
-            # NORMAL in WAL mode: a committed write survives the death of any process (what
-            # a worker's death is); only an operating-system crash may lose the last writes.
-            conn.execute("PRAGMA synchronous = NORMAL")
+            conn = open_database(
+                Path(folder) / "ledger.sqlite3", _SCHEMA, SCHEMA_VERSION, threads=True
+            )
+            try:
+                _migrate(conn)
+                # NORMAL in WAL mode: a committed write survives the death of any process
+                # (what a worker's death is); only an OS crash may lose the last writes.
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except BaseException:
+                conn.close()
+                raise
         return cls(conn, location)
 
     def _run(self, what: str, sql: str, params: tuple[Any, ...]) -> sqlite3.Cursor:
-        with failing(self.location, what, (sqlite3.Error,)):
+        with failing(self._location, what, (sqlite3.Error,)), self._lock:
             return self.conn.execute(sql, params)
 
-    def claim(self, key: str, owner: str) -> Entry | None:
+    def _one(self, what: str, sql: str, params: tuple[Any, ...]) -> Any:
+        with failing(self._location, what, (sqlite3.Error,)), self._lock:
+            return self.conn.execute(sql, params).fetchone()
+
+    def claim(self, key: str, owner: str, stamp: Stamp | None = None) -> Entry | None:
         now = time.time()
         cur = self._run(
             "claim a row",
-            "INSERT INTO ledger(key, state, owner, claimed_at, updated_at) "
-            "VALUES (?, 'claimed', ?, ?, ?) ON CONFLICT(key) DO NOTHING",
-            (key, owner, now, now),
+            "INSERT INTO ledger(key, state, owner, claimed_at, updated_at, model, input_hash, "
+            "account) VALUES (?, 'claimed', ?, ?, ?, ?, ?, ?) ON CONFLICT(key) DO NOTHING",
+            (key, owner, now, now, *(stamp or (None, None, None))),
         )
         if cur.rowcount == 1:
             return None
         return self.get(key)
 
-    def take_over(self, key: str, owner: str, seen: Entry) -> bool:
+    def take_over(self, key: str, owner: str, seen: Entry, stamp: Stamp | None = None) -> bool:
         now = time.time()
         cur = self._run(
             "take over a claim",
-            "UPDATE ledger SET owner = ?, claimed_at = ?, updated_at = ? "
-            "WHERE key = ? AND state = 'claimed' AND owner = ? AND claimed_at = ?",
-            (owner, now, now, key, seen.owner, seen.claimed_at),
+            "UPDATE ledger SET owner = ?, claimed_at = ?, updated_at = ?, "
+            "model = COALESCE(?, model), input_hash = COALESCE(?, input_hash), "
+            "account = COALESCE(?, account) "
+            "WHERE key = ? AND state = 'claimed' AND owner IS ? AND claimed_at = ?",
+            (owner, now, now, *(stamp or (None, None, None)), key, seen.owner, seen.claimed_at),
         )
         return cur.rowcount == 1
 
-    def submitting(self, key: str, owner: str) -> bool:
+    def mark_submitting(self, key: str, *, owner: str = "") -> bool:
         cur = self._run(
             "record a submit",
             "UPDATE ledger SET state = 'submitting', updated_at = ? "
@@ -265,41 +203,76 @@ class SqliteLedger:
         )
         return cur.rowcount == 1
 
+    def mark_not_sent(self, key: str, *, owner: str = "") -> bool:
+        now = time.time()
+        cur = self._run(
+            "record a submit that created nothing",
+            "UPDATE ledger SET state = 'claimed', claimed_at = ?, updated_at = ? "
+            "WHERE key = ? AND state = 'submitting' AND owner = ? AND task_id IS NULL",
+            (now, now, key, owner),
+        )
+        return cur.rowcount == 1
+
     def get(self, key: str) -> Entry | None:
-        row = self._run(
+        row = self._one(
             "read a row",
-            "SELECT state, task_id, outputs, error, owner, claimed_at, updated_at "
-            "FROM ledger WHERE key = ?",
+            f"SELECT {_COLUMNS} FROM ledger WHERE key = ?",  # noqa: S608 - constant columns
             (key,),
-        ).fetchone()
+        )
         if row is None:
             return None
-        state, task_id, outputs, error, owner, claimed_at, updated_at = row
-        return Entry(
-            state=state,
-            task_id=task_id,
-            outputs=msgspec.json.decode(outputs) if outputs else [],
-            error=error,
-            owner=owner,
-            claimed_at=claimed_at,
-            changed_at=updated_at,
-        )
+        state, task_id, outputs, error, owner, claimed_at, updated_at, *stamp = row
+        what = f"ledger {self._location}: row {key!r}"
+        state_of_value(state, what=what, location=self._location)
+        try:
+            decoded = _outputs_decoder.decode(outputs) if outputs else []
+            entry = Entry(
+                state=state,
+                task_id=task_id,
+                outputs=decoded,
+                error=error,
+                owner=owner,
+                claimed_at=float(claimed_at),
+                changed_at=float(updated_at),
+                model=stamp[0],
+                input_hash=stamp[1],
+                account=stamp[2],
+                proof=stamp[3],
+            )
+        except (msgspec.DecodeError, msgspec.ValidationError, TypeError, ValueError) as exc:
+            raise LedgerError(
+                f"{what} is damaged ({type(exc).__name__}: {str(exc)[:200]})",
+                location=self._location,
+            ) from None
+        return entry
 
-    def created(self, key: str, task_id: str) -> None:
-        self._set(key, task_id, "state = 'created', task_id = ?, error = NULL", (task_id,))
+    def state_of(self, key: str) -> JobState | None:
+        entry = self.get(key)
+        return None if entry is None else entry.job_state
 
-    def finished(
-        self, key: str, task_id: str | None, state: str, outputs: list[str], error: str | None
+    def mark_created(self, key: str, task_id: str) -> None:
+        self._step(key, JobState.CREATED, task_id, "task_id = ?, error = NULL", (task_id,))
+
+    def mark_finished(
+        self,
+        key: str,
+        state: JobState,
+        *,
+        task_id: str | None = None,
+        outputs: Sequence[str] = (),
+        error: str | None = None,
+        proof: str | None = None,
     ) -> None:
-        self._set(
+        self._step(
             key,
+            state,
             task_id,
-            "state = ?, task_id = COALESCE(?, task_id), outputs = ?, error = ?",
-            (state, task_id, _encode(outputs).decode(), error),
+            "task_id = COALESCE(?, task_id), outputs = ?, error = ?, proof = ?",
+            (task_id, _encode(list(outputs)).decode(), error, proof),
         )
 
-    def unknown(self, key: str, error: str) -> None:
-        self._set(key, None, "state = 'unknown', error = ?", (error,))
+    def mark_unknown(self, key: str, error: str) -> None:
+        self._step(key, JobState.UNKNOWN, None, "error = ?", (error,))
 
     def release(self, key: str, owner: str) -> None:
         self._run(
@@ -310,20 +283,43 @@ class SqliteLedger:
         )
 
     def close(self) -> None:
-        self.conn.close()
+        with self._lock:
+            self.conn.close()
 
-    def _set(
-        self, key: str, task_id: str | None, assignments: str, params: tuple[Any, ...]
+    def _step(
+        self,
+        key: str,
+        new: JobState,
+        task_id: str | None,
+        assignments: str,
+        params: tuple[Any, ...],
     ) -> None:
+        """One step of the lifecycle to ``new``, only from a state it is allowed from."""
         try:
-            self._run(
-                "record a task",
-                f"UPDATE ledger SET {assignments}, updated_at = ? WHERE key = ?",  # noqa: S608 - constant SQL
-                (*params, time.time(), key),
-            )
+            self._try_step(key, new, assignments, params)
         except LedgerError as exc:
-            exc.task_id = task_id
+            exc.task_id = task_id  # a task the ledger may not know: the error names it
             raise
+
+    def _try_step(self, key: str, new: JobState, assignments: str, params: tuple[Any, ...]) -> None:
+        allowed = _values(sources_of(new))
+        marks = ", ".join("?" * len(allowed))
+        cur = self._run(
+            "record a task",
+            f"UPDATE ledger SET state = ?, {assignments}, updated_at = ? "  # noqa: S608
+            f"WHERE key = ? AND state IN ({marks})",
+            (new.value, *params, time.time(), key, *allowed),
+        )
+        if cur.rowcount == 1:
+            return
+        entry = self.get(key)
+        what = f"ledger {self._location}: row {key!r}"
+        check_step(
+            None if entry is None else entry.job_state, new, what=what, location=self._location
+        )
+        raise LedgerError(  # pragma: no cover - the row changed between two statements
+            f"{what}: the step to {new} did not happen", location=self._location
+        )
 
 
 def is_url(location: str) -> bool:
@@ -331,17 +327,27 @@ def is_url(location: str) -> bool:
     return "://" in location
 
 
-def open_ledger(location: str | os.PathLike[str], namespace: str | None = None) -> Ledger:
+def open_ledger(
+    location: str | os.PathLike[str],
+    namespace: str | None = None,
+    *,
+    account: str | None = None,
+) -> Ledger:
     """A URL opens the ledger its scheme's backend serves (``redis://``: a
     ``RedisLedger``, with the ``redis`` extra); anything else is a folder.
+
+    Args:
+        namespace: The Redis hash; default one per ``account`` (its fingerprint), where
+            entries of the hash every account shared before are still found.
 
     Raises:
         LedgerError: the folder's ledger cannot be opened.
         ValidationError: no installed backend serves the URL's scheme.
     """
     if isinstance(location, str) and is_url(location):
-        ledger: Ledger = registry.resolve(
-            "ledger", masked(location), namespace=namespace or DEFAULT_NAMESPACE
-        )
+        options: dict[str, Any] = {"namespace": namespace or DEFAULT_NAMESPACE}
+        if namespace is None and account is not None:
+            options = {"namespace": account_namespace(account), "legacy": DEFAULT_NAMESPACE}
+        ledger: Ledger = registry.resolve("ledger", masked(location), **options)
         return ledger
     return SqliteLedger.open(location)

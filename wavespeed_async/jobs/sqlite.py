@@ -7,7 +7,7 @@ from pathlib import Path
 
 from wavespeed_async._core.errors import LedgerError
 
-__all__ = ["open_database"]
+__all__ = ["open_database", "refuse_links"]
 
 
 def _os_cause(path: Path, exc: sqlite3.Error) -> str:
@@ -36,21 +36,41 @@ def _set_up(conn: sqlite3.Connection, schema: str, version: int) -> str | None:
     return None
 
 
+def refuse_links(path: Path, *, what: str) -> None:
+    """Raise if the SQLite file at ``path``, or its ``-wal`` / ``-shm`` companions, is a
+    symbolic link: SQLite would follow it and write wherever it points.
+
+    Raises:
+        LedgerError: one of them is a link (nothing was opened or written).
+    """
+    for candidate in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        if candidate.is_symlink():
+            raise LedgerError(
+                f"{candidate}: is a symbolic link; the {what} is never opened through one "
+                "(remove it, or use another folder)",
+                location=str(path),
+            )
+
+
 def open_database(
-    path: str | Path, schema: str, version: int, *, what: str = "ledger"
+    path: str | Path, schema: str, version: int, *, what: str = "ledger", threads: bool = False
 ) -> sqlite3.Connection:
     """Open (or create) a SQLite file in autocommit, WAL mode with full durability.
 
     ``schema`` must create a ``meta(key, value)`` table; the schema version is kept there.
     Every statement is its own transaction, committed (and fsync'ed) when it returns.
+    ``threads``: the connection may be used from other threads (one at a time: the caller
+    holds a lock).
 
     Raises:
-        LedgerError: the file is not usable, or was written by a newer version.
+        LedgerError: the file is not usable, is a symbolic link, or was written by a newer
+            version.
     """
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
+    refuse_links(p, what=what)
     # Autocommit: every statement is its own transaction, committed when it returns.
-    conn = sqlite3.connect(p, isolation_level=None, timeout=10.0)
+    conn = sqlite3.connect(p, isolation_level=None, timeout=10.0, check_same_thread=not threads)
     try:
         conn.execute("PRAGMA busy_timeout = 10000")
         problem = _set_up(conn, schema, version)

@@ -26,9 +26,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import ray
+from wavespeed_async._core.install import install_command
+
+try:
+    import ray
+except ImportError as _exc:
+    raise ModuleNotFoundError(
+        f"wavespeed_async.ray needs Ray Data ({_exc}); install it with: {install_command('ray')}",
+        name=_exc.name,
+    ) from _exc
 
 from wavespeed_async._core.errors import ValidationError
+from wavespeed_async._core.secret import masked_url
 from wavespeed_async._core.settings import (
     CatalogConfig,
     FlowLimits,
@@ -57,6 +66,21 @@ def _positive_int(name: str, value: object) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 1:
         raise ValidationError(name, f"{name}: {value!r} is not allowed; allowed: an integer >= 1")
     return value
+
+
+#: Where each actor reads the API key (never passed through Ray's object store).
+_KEY = "WAVESPEED_API_KEY"
+
+
+def _key_reaches_actors() -> bool:
+    """Whether the actors will find an API key: set in this driver's environment (a local
+    ``ray.init()`` hands it to its workers), or in the job's ``runtime_env``."""
+    if os.environ.get(_KEY, "").strip():
+        return True
+    if not ray.is_initialized():
+        return False
+    env_vars = (ray.get_runtime_context().runtime_env or {}).get("env_vars") or {}
+    return bool(str(env_vars.get(_KEY, "")).strip())
 
 
 def generate(
@@ -97,7 +121,8 @@ def generate(
         ledger: Where rows' tasks are recorded: a folder (SQLite, the actors of one
             machine) or a Redis URL (``redis://...``, every machine). ``None``: no ledger;
             a retried block or a re-run submits its rows again.
-        ledger_namespace: The Redis hash of the ledger (default ``wavespeed-async:ledger``).
+        ledger_namespace: The Redis hash of the ledger (default one per account:
+            ``wavespeed-async:ledger:<hash of the API key and base URL>``).
         columns: The input columns: a list picks them, a mapping ``{column: field}`` picks
             and renames them. Default: every column but ``key``.
         key: A column holding a stable, unique row key. Default: a hash of the model and
@@ -129,12 +154,19 @@ def generate(
         of URLs) and ``error`` (``""`` for a completed row).
 
     Raises:
-        ValidationError: an option is out of range, before anything runs.
+        ValidationError: an option is out of range, or no API key would reach the actors
+            (``$WAVESPEED_API_KEY`` is set neither here nor in the ``runtime_env``),
+            before anything runs.
 
     A ledger that cannot be read or written fails the block with a
     :class:`~wavespeed_async.LedgerError` naming it; Ray Data then ends the pipeline with
     that error, unless told to retry failed blocks (see ``docs/ray.md``).
     """
+    # URLs masked first: no traceback's locals (nor a repr of the options) show a password.
+    if isinstance(share, str):
+        share = masked_url(share)
+    if isinstance(ledger, str) and is_url(ledger):
+        ledger = masked_url(ledger)
     if not isinstance(model, str) or model.count("/") < 1:
         raise ValidationError(
             "model", f"model: {model!r} is not allowed; allowed: a path like 'owner/model'"
@@ -170,12 +202,22 @@ def generate(
             )
         if key is not None and key not in schema.names:
             raise ValidationError("key", f"key: the dataset has no column {key!r}")
+    if not _key_reaches_actors():
+        # Checked here: an actor without a key fails only once the pipeline runs, deep
+        # inside Ray's own error report.
+        raise ValidationError(
+            "api_key",
+            f"api_key: ${_KEY} is not set in this driver's environment nor in "
+            "ray.init(runtime_env={'env_vars': {...}}); each actor reads the key from its "
+            f"environment: export {_KEY} before ray.init() (a local Ray passes the "
+            "driver's environment to its workers) or pass it in runtime_env. For the "
+            "built-in emulator any key works (point base_url at it too)",
+        )
     account = limits or FlowLimits()
     location: str | None = None
     if ledger is not None:
         location = os.fspath(ledger)
-        if not is_url(location):
-            location = str(Path(location).resolve())
+        location = masked_url(location) if is_url(location) else str(Path(location).resolve())
     options = GenerateOptions(
         model=model,
         concurrency=concurrency,

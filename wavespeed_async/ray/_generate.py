@@ -29,10 +29,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import tempfile
-import time
+import os
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -41,12 +40,9 @@ from anyio.abc import TaskGroup
 
 from wavespeed_async._core.errors import (
     LedgerError,
-    SubmissionOutcomeUnknown,
     SubmitSkipped,
-    TaskFailedError,
-    WaveSpeedError,
 )
-from wavespeed_async._core.models import Prediction
+from wavespeed_async._core.secret import SigningKey
 from wavespeed_async._core.settings import (
     CatalogConfig,
     FlowLimits,
@@ -55,25 +51,36 @@ from wavespeed_async._core.settings import (
     Timeouts,
 )
 from wavespeed_async._facade.client import Client
-from wavespeed_async.jobs.ledger import Entry, Ledger, new_owner, open_ledger, owner_gone
+from wavespeed_async.jobs.ledger import (
+    Ledger,
+    new_owner,
+    open_ledger,
+)
+from wavespeed_async.ray._follow import Following, RowResult, input_hash
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-__all__ = ["OUTPUT_COLUMNS", "GenerateOptions", "GenerateWorker", "model_input", "row_key"]
+__all__ = [
+    "OUTPUT_COLUMNS",
+    "GenerateOptions",
+    "GenerateWorker",
+    "input_hash",
+    "model_input",
+    "row_key",
+]
 
 log = logging.getLogger("wavespeed_async")
 
 #: Columns added to every row (plus ``files`` / ``images`` when downloading).
 OUTPUT_COLUMNS = ("task_id", "status", "outputs", "error")
 
-_SAFE_STEM = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
-
 
 @dataclass(frozen=True, kw_only=True)
 class GenerateOptions:
     """Everything a worker needs, sent to each actor (no credentials: the key is read from
-    ``$WAVESPEED_API_KEY`` in the actor's process)."""
+    ``$WAVESPEED_API_KEY`` in the actor's process; a ``share`` or ``ledger`` URL's password
+    is hidden from its repr)."""
 
     model: str
     concurrency: int
@@ -113,30 +120,6 @@ def row_key(model: str, inp: Mapping[str, Any]) -> str:
     return hashlib.sha256(blob).hexdigest()[:32]
 
 
-def file_stem(key: str) -> str:
-    """A file name for a row key: the key itself when it is plain, else its hash."""
-    if 0 < len(key) <= 100 and set(key) <= _SAFE_STEM and not key.startswith("."):
-        return key
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
-
-
-@dataclass(slots=True)
-class RowResult:
-    task_id: str | None
-    status: str
-    outputs: list[str] = field(default_factory=list)
-    error: str = ""
-    files: list[str] = field(default_factory=list)
-    images: list[bytes] = field(default_factory=list)
-
-
-@dataclass(frozen=True, slots=True)
-class _Held:
-    """A followed row whose claim this worker now holds, as ``owner``: submit it."""
-
-    owner: str
-
-
 def _ledger_error(exc: BaseException) -> LedgerError | None:
     """The first LedgerError in ``exc`` (an exception group's leaves included)."""
     if isinstance(exc, LedgerError):
@@ -155,11 +138,7 @@ def _on_loop(loop: asyncio.AbstractEventLoop) -> bool:
         return False
 
 
-def _outputs(pred: Prediction) -> list[str]:
-    return [o if isinstance(o, str) else msgspec.json.encode(o).decode() for o in pred.outputs]
-
-
-class GenerateWorker:
+class GenerateWorker(Following):
     """An async callable class for ``Dataset.map_batches`` (``batch_format="pyarrow"``)."""
 
     def __init__(self, options: GenerateOptions) -> None:
@@ -169,6 +148,8 @@ class GenerateWorker:
         self._ledger: Ledger | None = None
         self._slots: anyio.CapacityLimiter | None = None
         self._opening: anyio.Lock | None = None
+        self._account = ""
+        self._signer = SigningKey(os.urandom(32))  # until opened: proves nothing
 
     def __repr__(self) -> str:
         return f"<GenerateWorker {self._o.model}>"
@@ -185,9 +166,6 @@ class GenerateWorker:
     async def _open_locked(self) -> Client:
         if self._client is None:
             o = self._o
-            if o.ledger is not None and self._ledger is None:
-                # First: if it cannot be opened, no batch of this worker runs without it.
-                self._ledger = open_ledger(o.ledger, o.ledger_namespace)
             extra: dict[str, Any] = {} if o.share is None else {"share": o.share}
             client = Client(
                 base_url=o.base_url,
@@ -198,6 +176,13 @@ class GenerateWorker:
                 catalog=o.catalog,
                 **extra,
             )
+            self._account = client.account_fingerprint
+            self._signer = client.signing_key("wavespeed-async ledger v1")
+            if o.ledger is not None and self._ledger is None:
+                # First: if it cannot be opened, no batch of this worker runs without it.
+                self._ledger = await self._io(
+                    open_ledger, o.ledger, o.ledger_namespace, account=self._account
+                )
             # Opened on the loop Ray runs this callable on, and kept for every batch.
             await client.__aenter__()
             self._client = client
@@ -205,11 +190,6 @@ class GenerateWorker:
             cap = o.limits.max_in_flight if o.share is None else None
             self._slots = anyio.CapacityLimiter(min(o.concurrency, cap or o.concurrency))
         return self._client
-
-    def _limiter(self) -> anyio.CapacityLimiter:
-        if self._slots is None:  # pragma: no cover - _open() runs first
-            raise RuntimeError("the worker is not open")
-        return self._slots
 
     def __del__(self) -> None:
         # Ray Data drops the worker when the pool shuts down gracefully: close the pool of
@@ -283,7 +263,9 @@ class GenerateWorker:
         ledger = self._ledger
         async with anyio.create_task_group() as tg:
             for key, inp in todo.items():
-                entry = ledger.get(key) if ledger is not None else None
+                entry = None
+                if ledger is not None:
+                    entry = self._checked(key, await self._io(ledger.get, key), inp)
                 if entry is None:
                     fresh.append((key, inp))
                 else:
@@ -304,7 +286,8 @@ class GenerateWorker:
     ) -> None:
         """Submit ``rows`` through ``run_many``, each claimed by ``owner`` as it is pulled
         (``held``: the claims are ``owner``'s already) and moved to ``submitting`` just
-        before its request is sent; a row another worker holds is followed instead."""
+        before each send of its request (and back to ``claimed`` after an answer that
+        proves no task was created); a row another worker holds is followed instead."""
         slots, ledger = self._limiter(), self._ledger
         keys: list[str] = []  # run_many index -> row key
         inputs: list[dict[str, Any]] = []
@@ -315,9 +298,12 @@ class GenerateWorker:
             for key, inp in rows:
                 token = object()
                 await slots.acquire_on_behalf_of(token)
-                other = ledger.claim(key, owner) if ledger is not None and not held else None
+                other = None
+                if ledger is not None and not held:
+                    other = await self._io(ledger.claim, key, owner, self._stamp(inp))
                 if other is not None:  # someone else has it: follow theirs
                     slots.release_on_behalf_of(token)
+                    other = self._checked(key, other, inp)
                     tg.start_soon(self._resume, client, key, inp, other, results, tg)
                     continue
                 keys.append(key)
@@ -326,20 +312,28 @@ class GenerateWorker:
                 unsent.add(key)
                 yield inp
 
-        def submitting(index: int) -> bool:
+        async def submitting(index: int) -> bool:
             # The compare-and-set: send only while the claim is still this worker's.
-            sent = ledger is None or ledger.submitting(keys[index], owner)
-            unsent.discard(keys[index])
+            key = keys[index]
+            sent = ledger is None or await self._io(ledger.mark_submitting, key, owner=owner)
+            unsent.discard(key)
             return sent
+
+        async def not_sent(index: int) -> None:
+            # Nothing was created: the row is claimed again while it waits to be re-sent,
+            # so a worker that dies meanwhile leaves it to be taken over, not "unknown".
+            key = keys[index]
+            if ledger is not None and await self._io(ledger.mark_not_sent, key, owner=owner):
+                unsent.add(key)
 
         unrecorded: list[LedgerError] = []
         stop = anyio.CancelScope()
 
-        def created(index: int, task_id: str) -> None:
+        async def created(index: int, task_id: str) -> None:
             if ledger is None:
                 return
             try:
-                ledger.created(keys[index], task_id)
+                await self._io(ledger.mark_created, keys[index], task_id)
             except LedgerError as exc:
                 # A task the ledger does not know: a later run could not find it. End the
                 # block now with the error naming it, rather than poll it unrecorded.
@@ -354,6 +348,7 @@ class GenerateWorker:
                     concurrency=min(self._o.concurrency, len(rows)),
                     on_task_created=created,
                     on_submitting=submitting,
+                    on_not_sent=not_sent,
                 ) as batch:
                     async for r in batch:
                         key = keys[r.index]
@@ -363,13 +358,14 @@ class GenerateWorker:
                                 raise r.error
                             if isinstance(r.error, SubmitSkipped) and ledger is not None:
                                 # Taken over while it waited for its turn: follow the new owner.
-                                entry = ledger.get(key)
+                                entry = await self._io(ledger.get, key)
                                 tg.start_soon(
                                     self._resume, client, key, inputs[r.index], entry, results, tg
                                 )
                                 continue
+                            stamp = self._stamp(inputs[r.index])
                             results[key] = await self._settle(
-                                client, key, r.id, r.prediction, r.error, owner
+                                client, key, stamp, r.id, r.prediction, r.error, owner
                             )
                         finally:
                             slots.release_on_behalf_of(tokens[r.index])
@@ -378,127 +374,13 @@ class GenerateWorker:
         finally:
             # Rows claimed and never sent (the block failed or was cancelled while they
             # waited): release them, so that a retry sends them at once.
-            if ledger is not None:
-                for key in unsent:
-                    try:
-                        ledger.release(key, owner)
-                    except LedgerError as exc:
-                        log.warning("%s", exc)
-
-    async def _settle(
-        self,
-        client: Client,
-        key: str,
-        task_id: str | None,
-        pred: Prediction | None,
-        error: WaveSpeedError | None,
-        owner: str | None = None,
-    ) -> RowResult:
-        """Record one submitted row's outcome in the ledger; download its outputs."""
-        ledger = self._ledger
-        if error is None and pred is not None:
-            if ledger is not None:
-                ledger.finished(key, pred.id, "completed", _outputs(pred), None)
-            return await self._completed(client, key, pred)
-        message = str(error)
-        if isinstance(error, TaskFailedError):
-            if ledger is not None:
-                ledger.finished(key, task_id, "failed", [], message)
-            return RowResult(task_id, "failed", error=message)
-        if task_id is None and isinstance(error, SubmissionOutcomeUnknown):
-            if ledger is not None:
-                ledger.unknown(key, message)
-            return RowResult(None, "unknown", error=message)
-        if task_id is None:  # refused before any task existed: a later run may try again
-            if ledger is not None and owner is not None:
-                ledger.release(key, owner)
-            return RowResult(None, "refused", error=message)
-        # The task exists and has not ended (a timeout, the API unreachable while polling):
-        # the ledger keeps its id, so a later run polls it again.
-        return RowResult(task_id, "pending", error=message)
-
-    async def _completed(self, client: Client, key: str, pred: Prediction) -> RowResult:
-        result = RowResult(pred.id, "completed", _outputs(pred))
-        o = self._o
-        try:
-            if o.download is not None:
-                paths = await client.download(pred, o.download, stem=file_stem(key))
-                result.files = [str(p) for p in paths]
-            if o.download_bytes:
-                with tempfile.TemporaryDirectory(prefix="wavespeed-") as tmp:
-                    paths = await client.download(pred, tmp)
-                    result.images = [await anyio.Path(p).read_bytes() for p in paths]
-        except WaveSpeedError as exc:
-            result.error = f"download failed: {exc}"
-        return result
-
-    async def _resume(
-        self,
-        client: Client,
-        key: str,
-        inp: dict[str, Any],
-        entry: Entry | None,
-        results: dict[str, RowResult],
-        tg: TaskGroup,
-    ) -> None:
-        """A key the ledger knows: followed; submitted here only once this worker holds
-        its claim (taken over, or claimed afresh after a release)."""
-        async with self._limiter():
-            outcome = await self._follow(client, key, entry)
-        if isinstance(outcome, RowResult):
-            results[key] = outcome
-        else:
-            await self._submit(client, [(key, inp)], results, tg, outcome.owner, held=True)
-
-    async def _follow(self, client: Client, key: str, entry: Entry | None) -> RowResult | _Held:
-        ledger = self._ledger
-        if ledger is None:  # pragma: no cover - only rows of a ledger are followed
-            raise RuntimeError("no ledger to follow a row in")
-        timeout = self._o.claim_timeout_s
-        delay = 0.05
-        while entry is None or entry.state in ("claimed", "submitting"):
-            if entry is None:  # released (refused, or never sent): claim it afresh
-                owner = new_owner()
-                entry = ledger.claim(key, owner)
-                if entry is None:
-                    return _Held(owner)
-                continue
-            if entry.state == "claimed":
-                # Nothing was sent: take it over when its owner has died, or has held it
-                # for claim_timeout_s. Safe either way: the old owner's move to
-                # submitting fails once the claim is no longer its.
-                if owner_gone(entry.owner) or time.time() >= entry.claimed_at + timeout:
-                    owner = new_owner()
-                    if ledger.take_over(key, owner, entry):
-                        log.info("row %s: took over the claim of %s", key, entry.owner)
-                        return _Held(owner)
-                    entry = ledger.get(key)  # it changed meanwhile: look again
-                    continue
-            elif time.time() >= entry.since + timeout:
-                return RowResult(
-                    None,
-                    "unknown",
-                    error=f"row {key}: its submit (by another worker) has no recorded outcome "
-                    f"after {timeout:g} s; a task may exist, not re-sent",
-                )
-            await anyio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-            entry = ledger.get(key)
-        if entry.state == "unknown":
-            return RowResult(None, "unknown", error=entry.error or "submit outcome unknown")
-        if entry.task_id is None:  # pragma: no cover - every other state has a task id
-            return RowResult(None, entry.state, error=entry.error or "")
-        if entry.final and (entry.state == "failed" or not self._wants_files()):
-            status, error = entry.state, entry.error or ""
-            return RowResult(entry.task_id, status, list(entry.outputs), error)
-        try:
-            pred = await client.wait(entry.task_id)
-        except WaveSpeedError as exc:
-            return await self._settle(client, key, entry.task_id, None, exc)
-        return await self._settle(client, key, entry.task_id, pred, None)
-
-    def _wants_files(self) -> bool:
-        return self._o.download is not None or self._o.download_bytes
+            if ledger is not None and unsent:
+                with anyio.CancelScope(shield=True):
+                    for key in unsent:
+                        try:
+                            await self._io(ledger.release, key, owner)
+                        except LedgerError as exc:
+                            log.warning("%s", exc)
 
 
 def columns_option(

@@ -14,12 +14,14 @@ holds it. See ``docs/scaling.md`` for the recipes, lease expiry and outage behav
 
 from __future__ import annotations
 
+from wavespeed_async._core.install import install_command
+
 try:
     import redis  # noqa: F401 - only checks that the extra is installed
 except ImportError as _exc:
     raise ModuleNotFoundError(
         f"wavespeed_async.redis needs redis-py ({_exc}); install it with: "
-        "pip install 'wavespeed-async[redis]'",
+        f"{install_command('redis')}",
         name=_exc.name,
     ) from _exc
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import dataclasses
+import hashlib
 import itertools
 import logging
 import math
@@ -12,68 +10,36 @@ import os
 import random
 import socket
 import uuid
-from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Final
+from collections.abc import Callable
+from typing import Final
 from urllib.parse import urlsplit
 
 import anyio
-import msgspec
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from wavespeed_async._core.errors import ConnectError, ValidationError
-from wavespeed_async._core.limiters import WINDOW_MARGIN_S
-from wavespeed_async._core.models import Prediction, bare_prediction_decoder
-from wavespeed_async._core.secret import masked, redacted_url
+from wavespeed_async._core.errors import ValidationError
+from wavespeed_async._core.models import Prediction
+from wavespeed_async._core.secret import SigningKey, masked, redacted_url
 from wavespeed_async._core.settings import FlowLimits
-from wavespeed_async._runtime.flow import FlowControl
-from wavespeed_async.redis import _lua as lua
+from wavespeed_async.redis import _wire as wire
+from wavespeed_async.redis._link import DOWN, WINDOW_MS, Link, live_count
+from wavespeed_async.redis._local import Latency, RecentStarts
 
-if TYPE_CHECKING:
-    from redis.commands.core import AsyncScript
-
-__all__ = ["RedisShare"]
+__all__ = ["MAX_LEASE_TTL_S", "RedisShare"]
 
 log = logging.getLogger("wavespeed_async.redis")
 
-#: The API's start window, plus the margin the local window keeps too.
-_WINDOW_MS: Final = int((60.0 + WINDOW_MARGIN_S) * 1000)
-_Arg = str | int | float | bytes
-#: What a Redis call may raise when the server is away (OSError: a refused connect).
-_DOWN: Final = (RedisError, OSError, asyncio.TimeoutError)
+#: The longest ``lease_ttl_s``: a lease that claims to live longer was not set by a
+#: process of the account, and is dropped.
+MAX_LEASE_TTL_S: Final = 3600.0
+#: The longest a poll waits for the account-wide budget (the bucket borrows at most this).
+_MAX_POLL_WAIT_S: Final = 60.0
+#: A process that gets no slot for this long says so (once per wait).
+_STARVED_S: Final = 60.0
+# Kept for the names that tests and older code import.
+_RecentStarts = RecentStarts
 
 
-class _RecentStarts:
-    """This process's starts within the window, oldest first, by its monotonic clock: what
-    it tells a server that lost them (a restart) when it is back."""
-
-    def __init__(self, window_s: float) -> None:
-        self._window_s = window_s
-        self._at: dict[str, float] = {}  # member -> when; insertion order is time order
-
-    def __len__(self) -> int:
-        return len(self._at)
-
-    def add(self, member: str, now: float) -> None:
-        self._at.pop(member, None)  # counted again from now (its submit was answered)
-        self._at[member] = now
-        while True:  # forget what left the window (the newest never has)
-            oldest = next(iter(self._at))
-            if now - self._at[oldest] < self._window_s:
-                break
-            del self._at[oldest]
-
-    def ages_ms(self, now: float) -> list[str | int]:
-        """``member, age in ms`` pairs, flat, for the RESEED script."""
-        pairs: list[str | int] = []
-        for member, at in self._at.items():
-            age = now - at
-            if age < self._window_s:
-                pairs += [member, int(age * 1000)]
-        return pairs
-
-
-class RedisShare:
+class RedisShare(Link):
     """Limits and wake-ups shared by every process of one account, through one Redis.
 
     One RedisShare belongs to one Client (``Client(share=RedisShare(...))``).
@@ -85,16 +51,26 @@ class RedisShare:
             Client's API key and base URL (never the key), so one account on one API shares.
         lease_ttl_s: An in-flight slot is a lease renewed every ``lease_ttl_s / 3`` by a
             live process; a process that dies gives its slots back this long after its last
-            renewal (a task it had submitted may still run on the server meanwhile).
+            renewal (a task it had submitted may still run on the server meanwhile). At
+            most :data:`MAX_LEASE_TTL_S`.
         result_ttl_s: How long a delivered result is kept for a wait that starts later.
         max_connections: The connection pool's size. Calls beyond it wait for a free
             connection (up to ``pool_timeout_s``) instead of opening thousands of sockets.
         pool_timeout_s: How long a call waits for a free pooled connection.
         socket_timeout_s: A Redis call that takes longer counts as the server being away.
         reconnect_interval_s: While the server is away, how often to try it again.
+        slow_call_s: When the server's calls take longer than this (smoothed over the last
+            few), it counts as away too: the limits are shared locally until it is fast
+            again, rather than every process waiting for one slow call per task.
 
     Raises:
         ValidationError: a setting out of range, or a URL that is not ``redis(s)://``.
+
+    Attributes:
+        rejected: Values read from the server that were not used: results without this
+            account's signature, or for another task, or unfinished; messages that are
+            not a RedisShare's. Anything that can write to the server can write these;
+            they are counted (and logged), never delivered.
     """
 
     def __init__(
@@ -108,6 +84,7 @@ class RedisShare:
         pool_timeout_s: float = 20.0,
         socket_timeout_s: float = 5.0,
         reconnect_interval_s: float = 1.0,
+        slow_call_s: float = 0.25,
     ) -> None:
         url = masked(url)  # no traceback's locals show its password
         # What __repr__ reads, set before anything can raise (a traceback printed with its
@@ -115,24 +92,27 @@ class RedisShare:
         self.url = redacted_url(url)
         self.namespace = namespace
         self._started = False
-        self._fallback: FlowControl | None = None
-        self._shared: set[object] = set()  # tokens holding a Redis lease
-        self._local: dict[object, anyio.CapacityLimiter] = {}  # tokens held while away
+        self._fallback = None
+        self._shared = {}  # token -> its lease on the server
+        self._local = set()  # tokens taken locally while the server is away
         #: Processes sharing, as last seen (the fallback takes 1/N of the limits).
         self.live_processes = 1
+        self.rejected = 0
         if urlsplit(url).scheme not in ("redis", "rediss", "unix"):
             raise ValidationError(
                 "share", f"share: {redacted_url(url)!r}; allowed: a redis:// or rediss:// URL"
             )
-        for name, value in (
-            ("lease_ttl_s", lease_ttl_s),
-            ("result_ttl_s", result_ttl_s),
-            ("pool_timeout_s", pool_timeout_s),
-            ("socket_timeout_s", socket_timeout_s),
-            ("reconnect_interval_s", reconnect_interval_s),
+        for name, value, high in (
+            ("lease_ttl_s", lease_ttl_s, MAX_LEASE_TTL_S),
+            ("result_ttl_s", result_ttl_s, math.inf),
+            ("pool_timeout_s", pool_timeout_s, math.inf),
+            ("socket_timeout_s", socket_timeout_s, math.inf),
+            ("reconnect_interval_s", reconnect_interval_s, math.inf),
+            ("slow_call_s", slow_call_s, math.inf),
         ):
-            if not (isinstance(value, (int, float)) and 0 < value < math.inf):
-                raise ValidationError(name, f"{name}: {value!r}; allowed: a number > 0")
+            if not (isinstance(value, (int, float)) and 0 < value < math.inf and value <= high):
+                allowed = f"a number > 0 and <= {high:g}" if high < math.inf else "a number > 0"
+                raise ValidationError(name, f"{name}: {value!r}; allowed: {allowed}")
         if not isinstance(max_connections, int) or max_connections < 2:
             raise ValidationError(
                 "max_connections", f"max_connections: {max_connections!r}; allowed: >= 2"
@@ -144,28 +124,36 @@ class RedisShare:
         self.pool_timeout_s = float(pool_timeout_s)
         self.socket_timeout_s = float(socket_timeout_s)
         self.reconnect_interval_s = float(reconnect_interval_s)
+        self.slow_call_s = float(slow_call_s)
         #: This process's lease holder id (unique per RedisShare).
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._limits = FlowLimits()
         self._clock: Callable[[], float] = lambda: 0.0
         self._on_delivery: Callable[[Prediction], object] = lambda p: None
         self._on_cooldown: Callable[[float], None] = lambda s: None
-        self._redis: aioredis.Redis | None = None
-        self._scripts: dict[str, AsyncScript] = {}
-        self._start_lock: anyio.Lock | None = None
+        self._signer = SigningKey(os.urandom(32))  # until bound: verifies nothing shared
+        self._max_cool_ms = 60_000
+        self._redis = None
+        self._scripts = {}
+        self._start_lock = None
         # One waiter per process asks the server at a time; the others queue here in
         # order, so a thousand waiting calls are one script call per release, not 1,000.
         self._slot_lock = anyio.Lock()
         self._starts_lock = anyio.Lock()
-        self._listener: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._listener = None
+        self._tasks = set()
         self._freed = anyio.Event()
         self._seq = itertools.count()
+        # Leases given back while the server was away, or whose release is on its way.
+        self._released_away: list[str] = []
+        self._releasing: set[str] = set()
         # What a restarted server forgot: the starts of the last window, and the cool-down.
-        self._recent = _RecentStarts(_WINDOW_MS / 1000)
+        self._recent = RecentStarts(WINDOW_MS / 1000)
         self._cool_until = -math.inf
         self._rng = random.Random()
-        #: Times the server went away, and times sharing resumed.
+        self._latency = Latency()
+        self._said: set[str] = set()  # rejection reasons logged already
+        #: Times the server went away (or became slow), and times sharing resumed.
         self.outages = 0
         self.reconnects = 0
 
@@ -182,7 +170,8 @@ class RedisShare:
         )
         return (
             f"<RedisShare {self.url} namespace={self.namespace!r} {state} "
-            f"held={len(self._shared) + len(self._local)} live_processes={self.live_processes}>"
+            f"held={len(self._shared) + len(self._local)} live_processes={self.live_processes} "
+            f"rejected={self.rejected}>"
         )
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -195,6 +184,8 @@ class RedisShare:
         clock: Callable[[], float],
         on_delivery: Callable[[Prediction], object],
         on_cooldown: Callable[[float], None],
+        signer: SigningKey,
+        max_cooldown_s: float,
     ) -> None:
         """Attach to a Client (called by the Client when it opens)."""
         if self._started:
@@ -204,242 +195,14 @@ class RedisShare:
         self._clock = clock
         self._on_delivery = on_delivery
         self._on_cooldown = on_cooldown
+        # One key per namespace: a result cannot be moved from one namespace to another.
+        self._signer = signer.derive(f"namespace {self.namespace}")
+        self._max_cool_ms = max(1, math.ceil(max_cooldown_s * 1000))
         p = f"{{ws:{self.namespace}}}"
-        self._k_held, self._k_procs, self._k_total = f"{p}:held", f"{p}:procs", f"{p}:total"
+        self._k_leases, self._k_procs = f"{p}:leases", f"{p}:procs"
         self._k_starts, self._k_cool, self._k_polls = f"{p}:starts", f"{p}:cool", f"{p}:polls"
-        self._k_result = f"{p}:r:"
+        self._k_result, self._k_webhook = f"{p}:r:", f"{p}:wh:"
         self._channel = f"{p}:events"
-
-    async def start(self) -> None:
-        """Connect, subscribe and start renewing leases (once; later calls return at once).
-
-        Raises:
-            ConnectError: the server cannot be reached (the message names the URL, without
-                its password).
-        """
-        if self._started:
-            return
-        if self._start_lock is None:
-            self._start_lock = anyio.Lock()
-        async with self._start_lock:
-            if self._redis is not None:  # started while this call waited for the lock
-                return
-            # A bounded pool that waits: redis-py's default pool opens a socket per
-            # concurrent call, and thousands of waits would open thousands of sockets.
-            pool = aioredis.BlockingConnectionPool.from_url(
-                self._url,
-                max_connections=self.max_connections,
-                timeout=self.pool_timeout_s,
-                socket_timeout=self.socket_timeout_s,
-                socket_connect_timeout=self.socket_timeout_s,
-            )
-            r = aioredis.Redis(connection_pool=pool)
-            try:
-                pubsub = await self._subscribe(r)
-            except _DOWN as exc:
-                await r.aclose()
-                await pool.disconnect()
-                raise ConnectError(
-                    f"cannot reach the share at {self.url}: {type(exc).__name__}: {exc}",
-                    url=self.url,
-                ) from None
-            self._redis = r
-            for name in lua.__all__:
-                self._scripts[name] = r.register_script(getattr(lua, name))
-            self._started = True
-            self._listen_to(pubsub)
-            self._spawn(self._renew_forever())
-
-    async def aclose(self) -> None:
-        """Give back this process's leases, stop background work, close the connections."""
-        tasks = list(self._tasks)
-        self._tasks.clear()
-        for t in tasks:
-            t.cancel()
-        for t in tasks:
-            with contextlib.suppress(BaseException):
-                await t
-        r, self._redis = self._redis, None
-        if r is None:
-            return
-        with contextlib.suppress(*_DOWN):
-            # Everything this holder holds, releases still in flight included.
-            await self._scripts["RELEASE"](
-                keys=[self._k_held, self._k_total], args=[self.holder, 2**31, self._channel]
-            )
-            await r.zrem(self._k_procs, self.holder)
-        self._shared.clear()
-        await r.aclose()
-        await r.connection_pool.disconnect()
-
-    async def _subscribe(self, r: aioredis.Redis) -> aioredis.client.PubSub:
-        pubsub = r.pubsub(ignore_subscribe_messages=True)
-        try:
-            await pubsub.subscribe(self._channel)
-        except BaseException:
-            await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]  # untyped in redis-py
-            raise
-        return pubsub
-
-    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
-
-    def _listen_to(self, pubsub: aioredis.client.PubSub) -> None:
-        """Read ``pubsub`` from now on (and stop reading an earlier subscription)."""
-        if self._listener is not None:
-            self._listener.cancel()
-        self._listener = self._spawn(self._listen(pubsub))
-
-    async def _call(self, name: str, keys: list[str], args: list[_Arg]) -> Any:
-        await self.start()
-        return await self._scripts[name](keys=keys, args=args)
-
-    # -- outage ----------------------------------------------------------------------------
-
-    def _away(self, exc: BaseException) -> FlowControl:
-        """The server is away: share the limits locally (1/N of each) until it is back."""
-        if self._fallback is None:
-            n = max(1, self.live_processes)
-            lim = self._limits
-            # Each process keeps its own connection pool: only the account's limits split.
-            part = dataclasses.replace(lim.split(n), max_connections=lim.max_connections)
-            self._fallback = FlowControl(part, clock=self._clock)
-            self.outages += 1
-            log.warning(
-                "share at %s is unreachable (%s: %s); limits are now shared locally (1/%d "
-                "each) until it is back",
-                self.url,
-                type(exc).__name__,
-                exc,
-                n,
-            )
-            self._spawn(self._reconnect())
-            self._freed.set()
-        return self._fallback
-
-    async def _reconnect(self) -> None:
-        r = self._redis
-        while r is not None:
-            await anyio.sleep(self.reconnect_interval_s * (0.5 + self._rng.random()))
-            # Pooled connections to the server that went away are dead, though idle ones
-            # do not know it yet: the first call on one would end sharing again at once.
-            with contextlib.suppress(*_DOWN):
-                await r.connection_pool.disconnect()
-            try:
-                pubsub = await self._subscribe(r)
-            except _DOWN:
-                continue
-            try:
-                await self._remind()
-            except _DOWN:
-                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
-                continue
-            for token, limiter in self._local.items():
-                limiter.release_on_behalf_of(token)
-                self._shared.add(token)
-            self._local.clear()
-            self._fallback = None
-            self.reconnects += 1
-            log.warning("share at %s is back; limits are account-wide again", self.url)
-            self._listen_to(pubsub)
-            self._wake()
-            return
-
-    async def _remind(self) -> None:
-        """Tell a server that is back what this process knows (it may have restarted empty):
-        the slots it holds, its starts in the window and a cool-down still running; and
-        learn a cool-down that began while this process could not hear of it."""
-        held = len(self._shared) + len(self._local)
-        self.live_processes = int(
-            await self._scripts["RENEW"](
-                keys=[self._k_held, self._k_procs, self._k_total],
-                args=[self.holder, int(self.lease_ttl_s * 1000), held, 1],
-            )
-        )
-        now = self._clock()
-        if self._recent:
-            await self._scripts["RESEED"](
-                keys=[self._k_starts], args=[_WINDOW_MS, *self._recent.ages_ms(now)]
-            )
-        # Ours, if one still runs; and one started while this process was away.
-        ms = math.ceil((self._cool_until - now) * 1000) if self._cool_until > now else 0
-        left_ms = int(
-            await self._scripts["COOLDOWN"](keys=[self._k_cool], args=[ms, self._channel])
-        )
-        if left_ms > ms:
-            self._cool_until = now + left_ms / 1000
-            self._on_cooldown(left_ms / 1000)
-
-    # -- background ------------------------------------------------------------------------
-
-    async def _listen(self, pubsub: aioredis.client.PubSub) -> None:
-        try:
-            while True:
-                msg = await pubsub.get_message(timeout=None)
-                if msg is not None:
-                    self._on_message(msg["data"])
-        except _DOWN as exc:
-            self._away(exc)
-        finally:
-            with contextlib.suppress(BaseException):
-                await pubsub.aclose()  # type: ignore[no-untyped-call,unused-ignore]
-
-    def _on_message(self, data: bytes) -> None:
-        kind, body = data[:1], data[1:]
-        if kind == b"f":
-            self._wake()
-            return
-        try:
-            if kind == b"c":
-                seconds = int(body) / 1000
-            elif kind == b"d":
-                origin, _, payload = body.partition(b"\n")
-                if origin.decode() == self.holder:
-                    return
-                pred = bare_prediction_decoder.decode(payload)
-            else:
-                return
-        except ValueError:  # msgspec.DecodeError and UnicodeDecodeError are ValueErrors
-            # Not what a RedisShare publishes; the listener must keep reading.
-            log.warning("share at %s: an unreadable message was ignored", self.url)
-            return
-        if kind == b"c":
-            self._cool_until = max(self._cool_until, self._clock() + seconds)
-            self._on_cooldown(seconds)
-        else:
-            self._on_delivery(pred)
-
-    def _wake(self) -> None:
-        self._freed.set()
-        self._freed = anyio.Event()
-
-    async def _renew_forever(self) -> None:
-        period = self.lease_ttl_s / 3
-        while True:
-            await anyio.sleep(period)
-            if self._fallback is not None:
-                continue
-            try:
-                self.live_processes = int(
-                    await self._scripts["RENEW"](
-                        keys=[self._k_held, self._k_procs, self._k_total],
-                        args=[self.holder, int(self.lease_ttl_s * 1000), len(self._shared), 0],
-                    )
-                )
-            except _DOWN as exc:
-                self._away(exc)
-
-    async def _quietly(self, name: str, keys: list[str], args: list[_Arg]) -> None:
-        """A call made in the background: an absent server is an outage, not an error."""
-        try:
-            await self._call(name, keys, args)
-        except _DOWN as exc:
-            self._away(exc)
-        except ConnectError as exc:  # not reachable at startup: nothing to share with yet
-            log.warning("%s", exc)
 
     # -- the Share interface ---------------------------------------------------------------
 
@@ -451,52 +214,74 @@ class RedisShare:
         while True:
             fallback = self._fallback
             if fallback is not None:
-                limiter = fallback.in_flight
-                await limiter.acquire_on_behalf_of(token)
-                if self._fallback is fallback:
-                    self._local[token] = limiter
+                if self._local_room(fallback):
+                    self._local.add(token)
                     return
-                limiter.release_on_behalf_of(token)  # sharing resumed meanwhile
+                await self._freed.wait()  # a release here, or sharing resumed
                 continue
             async with self._slot_lock:
-                if await self._lease(cap):
-                    self._shared.add(token)
+                member = await self._lease(cap)
+                if member is not None:
+                    self._shared[token] = member
                     return
 
-    async def _lease(self, cap: int) -> bool:
-        """Ask the server for a lease until it grants one (True) or is away (False)."""
+    async def _lease(self, cap: int) -> str | None:
+        """Ask the server for a lease until it grants one (its member) or is away (None)."""
         retry_s = min(0.25, self.lease_ttl_s / 4)
+        since = anyio.current_time()
+        said = False
         while self._fallback is None:
             freed = self._freed
+            member = self._member()
             try:
-                granted, live = await self._call(
+                granted, live, held = await self._call(
                     "ACQUIRE",
-                    [self._k_held, self._k_procs, self._k_total],
-                    [cap, int(self.lease_ttl_s * 1000), self.holder],
+                    self._lease_keys(),
+                    [
+                        cap,
+                        int(self.lease_ttl_s * 1000),
+                        self.holder,
+                        member,
+                        MAX_LEASE_TTL_S * 1000,
+                    ],
                 )
-            except _DOWN as exc:
+            except DOWN as exc:
                 self._away(exc)
-                return False
-            self.live_processes = int(live)
+                return None
+            self.live_processes = live_count(live)
             if granted:
-                return True
+                return member
+            if not said and anyio.current_time() - since > _STARVED_S:
+                said = True
+                log.warning(
+                    "share at %s: no in-flight slot for %g s; the server counts %s slot(s) "
+                    "held by %d process(es), %d of them here (cap %d)",
+                    self.url,
+                    _STARVED_S,
+                    held,
+                    self.live_processes,
+                    len(self._shared),
+                    cap,
+                )
             # Wait for a release anywhere (published) or for a lease to expire.
             with anyio.move_on_after(retry_s * (0.5 + self._rng.random())):
                 await freed.wait()
-        return False
+        return None
 
     def release_slot(self, token: object) -> None:
         """Give back ``token``'s slot; the server is told in the background."""
-        limiter = self._local.pop(token, None)
-        if limiter is not None:
-            limiter.release_on_behalf_of(token)
-        elif token in self._shared:
-            self._shared.discard(token)
-            self._spawn(
-                self._quietly(
-                    "RELEASE", [self._k_held, self._k_total], [self.holder, 1, self._channel]
-                )
-            )
+        if token in self._local:
+            self._local.discard(token)
+            self._wake()
+            return
+        member = self._shared.pop(token, None)
+        if member is None:
+            return
+        if self._fallback is not None:
+            self._released_away.append(member)  # told once the server is back
+            self._wake()
+            return
+        self._release([member])
 
     async def acquire_start(self) -> object:
         """Wait out the shared cool-down and the account-wide start window.
@@ -505,32 +290,34 @@ class RedisShare:
             The start's member in the window (``None`` when it was not counted there).
         """
         limit = self._limits.max_tasks_per_minute or 0
+        if not limit:
+            # No shared window: no call. A cool-down is heard on the channel (or was read
+            # when this process subscribed), and every request waits it out.
+            return None
         # In arrival order, one at a time (like the local window): waiters that all woke
         # together would each ask the server for nothing.
         async with self._starts_lock:
             while True:
                 fallback = self._fallback
-                member = f"{self.holder}:{next(self._seq)}"
+                member = self._member()
                 if fallback is not None:
                     await fallback.acquire_start()  # its handle is None: a local window
-                    if not limit:
-                        return None
                     # Counted by the shared window too once the server is back.
                     self._recent.add(member, self._clock())
                     return member
                 try:
                     wait_ms = await self._call(
-                        "START", [self._k_starts, self._k_cool], [limit, _WINDOW_MS, member]
+                        "START",
+                        [self._k_starts, self._k_cool],
+                        [limit, WINDOW_MS, member, self._max_cool_ms],
                     )
-                except _DOWN as exc:
+                except DOWN as exc:
                     self._away(exc)
                     continue
                 if not wait_ms:
-                    if not limit:
-                        return None
                     self._recent.add(member, self._clock())
                     return member
-                await anyio.sleep(int(wait_ms) / 1000)
+                await anyio.sleep(min(int(wait_ms), max(WINDOW_MS, self._max_cool_ms)) / 1000)
 
     def start_sent(self, handle: object) -> None:
         """Count the start ``handle`` from now: its submit was answered."""
@@ -548,11 +335,11 @@ class RedisShare:
         if fallback is None:
             try:
                 wait_us = await self._call("POLL", [self._k_polls], [rate, max(1.0, rate / 10)])
-            except _DOWN as exc:
+            except DOWN as exc:
                 fallback = self._away(exc)
             else:
                 if wait_us:
-                    await anyio.sleep(int(wait_us) / 1e6)
+                    await anyio.sleep(min(int(wait_us) / 1e6, _MAX_POLL_WAIT_S))
                 return
         await fallback.acquire_poll()
 
@@ -560,37 +347,75 @@ class RedisShare:
         """Pause every process of the account for ``seconds`` (this one already waits)."""
         self._cool_until = max(self._cool_until, self._clock() + seconds)
         if self._fallback is None:
-            ms = max(1, math.ceil(seconds * 1000))
-            self._spawn(self._quietly("COOLDOWN", [self._k_cool], [ms, self._channel]))
+            ms = min(max(1, math.ceil(seconds * 1000)), self._max_cool_ms)
+            self._spawn(
+                self._quietly("COOLDOWN", [self._k_cool], [ms, self._channel, self._max_cool_ms])
+            )
 
     def publish(self, prediction: Prediction) -> None:
-        """Store ``prediction`` for later waits and wake the process waiting for it."""
+        """Store ``prediction`` (signed) for later waits and wake the process waiting for it."""
         if self._fallback is not None:
             return  # the waiting process finds the result by its fallback poll
-        payload = msgspec.json.encode(prediction)
-        message = b"d" + self.holder.encode() + b"\n" + payload
+        value = wire.result_value(self._signer, prediction)
+        if len(value) > wire.MAX_VALUE_BYTES:
+            log.warning(
+                "task %s: its result is larger than %d bytes; not shared (other processes "
+                "poll for it)",
+                prediction.id,
+                wire.MAX_VALUE_BYTES,
+            )
+            return
+        message = b"d" + self.holder.encode() + b"\n" + value
         self._spawn(
             self._quietly(
                 "DELIVER",
                 [self._k_result + prediction.id],
-                [payload, int(self.result_ttl_s * 1000), self._channel, message],
+                [value, int(self.result_ttl_s * 1000), self._channel, message],
             )
         )
 
     async def stored_result(self, task_id: str) -> Prediction | None:
-        """A result published for ``task_id`` before this wait started, if any."""
+        """A result published for ``task_id`` before this wait started, if any (only a
+        final one of that task, signed with this account's key)."""
         if self._fallback is not None:
             return None
         try:
             await self.start()
             r = self._redis
-            raw = None if r is None else await r.get(self._k_result + task_id)
-        except _DOWN as exc:
+            # At most one byte more than a result may have: a larger value is not read.
+            raw = (
+                None
+                if r is None
+                else await self._timed(
+                    r.getrange(self._k_result + task_id, 0, wire.MAX_VALUE_BYTES)
+                )
+            )
+        except DOWN as exc:
             self._away(exc)
             return None
-        if raw is None:
+        if not raw:  # no such key (GETRANGE answers an empty string)
             return None
         try:
-            return bare_prediction_decoder.decode(raw)
-        except msgspec.DecodeError:
+            return wire.read_result(self._signer, bytes(raw), task_id)
+        except wire.Rejected as exc:
+            self._reject(f"a stored result: {exc}")
             return None
+
+    async def first_delivery(self, delivery_id: str, ttl_s: float) -> bool | None:
+        """Record a webhook delivery for the account (set if absent, kept ``ttl_s``):
+        ``True`` the first time, ``False`` for a replay, ``None`` while the server is away."""
+        if self._fallback is not None:
+            return None
+        digest = hashlib.sha256(delivery_id.encode("utf-8", "replace")).hexdigest()[:32]
+        try:
+            await self.start()
+            r = self._redis
+            if r is None:
+                return None
+            done = await self._timed(
+                r.set(self._k_webhook + digest, b"1", nx=True, px=max(1, math.ceil(ttl_s * 1000)))
+            )
+        except DOWN as exc:
+            self._away(exc)
+            return None
+        return bool(done)

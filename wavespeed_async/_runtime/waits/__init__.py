@@ -26,6 +26,7 @@ from wavespeed_async._core.errors import (
 from wavespeed_async._core.models import Prediction
 from wavespeed_async._core.schedule import DurationEstimator
 from wavespeed_async._core.settings import PollConfig
+from wavespeed_async._runtime.events import Events
 from wavespeed_async._runtime.flow import FlowControl
 from wavespeed_async._runtime.waits.heap import PollEntry
 from wavespeed_async._runtime.waits.scheduler import PollScheduler, WaitExpired
@@ -67,6 +68,7 @@ class Waits:
         config: The adaptive schedule's settings.
         flow: The Client's flow control (the poll budget).
         share: Deliveries published by other processes are looked up there.
+        events: The Client's events (polls' answers and deliveries are told there).
     """
 
     def __init__(
@@ -78,12 +80,14 @@ class Waits:
         config: PollConfig,
         flow: FlowControl,
         share: Share | None,
+        events: Events | None = None,
     ) -> None:
         self._loop = loop
         self._config = config
         self._poll_request = poll_request
         self._share = share
-        self._scheduler = PollScheduler(loop, poll, config, flow)
+        self._events = events = events if events is not None else Events()
+        self._scheduler = PollScheduler(loop, poll, config, flow, events)
         self._estimators: dict[str, DurationEstimator] = {}
         #: When and for which model each task of this Client was created.
         self._submitted: collections.OrderedDict[str, tuple[float, str]] = collections.OrderedDict()
@@ -109,6 +113,13 @@ class Waits:
         if webhook:
             _bounded_put(self._webhook_tasks, task_id, None)
 
+    def watching(self, task_id: str) -> tuple[bool, str | None]:
+        """Whether a wait for ``task_id`` is in progress, and the status it last saw."""
+        entry = self._scheduler.waiting_for(task_id)
+        if entry is None:
+            return False, None
+        return True, entry.last.status if entry.last is not None else None
+
     def knows(self, task_id: str) -> bool:
         """Whether ``task_id`` was created by this Client (and not waited for to its end)."""
         return task_id in self._submitted
@@ -132,11 +143,16 @@ class Waits:
         if self._closed:
             raise ClientClosedError("this Client is closed; create a new one")
         early = self._early.pop(task_id, None)
+        remote = False
         if early is None and self._share is not None:
             # Delivered to another process before this wait started? (Asked after the
             # subscription exists, so nothing is lost between the two.)
-            early = await self._share.stored_result(task_id) or self._early.pop(task_id, None)
+            early = await self._share.stored_result(task_id)
+            remote = early is not None
+            early = early or self._early.pop(task_id, None)
         if early is not None:
+            if self._events.active:
+                self._events.delivered(task_id, early, remote=remote)
             return finished(early)
         now = self._loop.time()
         known = self._submitted.get(task_id)
@@ -178,6 +194,8 @@ class Waits:
         if not self._scheduler.deliver(prediction):
             _bounded_put(self._early, prediction.id, prediction)
             return False
+        if self._events.active:
+            self._events.delivered(prediction.id, prediction, remote=False)
         log.debug(
             "task %s %s by webhook",
             prediction.id,
@@ -192,6 +210,8 @@ class Waits:
             return
         if self._scheduler.deliver(prediction):
             self.deliveries += 1
+            if self._events.active:
+                self._events.delivered(prediction.id, prediction, remote=True)
         elif prediction.id in self._submitted:
             # Created here and not waited for yet: its wait() is about to start.
             self.deliveries += 1

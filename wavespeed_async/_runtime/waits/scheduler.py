@@ -27,6 +27,7 @@ from typing import Final
 from wavespeed_async._core.errors import ClientClosedError
 from wavespeed_async._core.models import Prediction
 from wavespeed_async._core.settings import PollConfig
+from wavespeed_async._runtime.events import Events
 from wavespeed_async._runtime.flow import FlowControl
 from wavespeed_async._runtime.waits.heap import PollEntry, PollHeap
 
@@ -56,6 +57,7 @@ class PollScheduler:
             for any call).
         config: The adaptive schedule's settings.
         flow: The Client's flow control: each poll takes a token of its poll budget.
+        events: The Client's events: each answer is told there (a new status, the polls).
     """
 
     def __init__(
@@ -64,8 +66,10 @@ class PollScheduler:
         send: SendPoll,
         config: PollConfig,
         flow: FlowControl,
+        events: Events | None = None,
     ) -> None:
         self._loop = loop
+        self._events = events if events is not None else Events()
         self._send = send
         self._config = config
         self._flow = flow
@@ -136,6 +140,11 @@ class PollScheduler:
                 same.remove(entry)
             if not same:
                 del self._by_id[entry.task_id]
+
+    def waiting_for(self, task_id: str) -> PollEntry | None:
+        """A wait in progress for ``task_id``, if any."""
+        entries = self._by_id.get(task_id)
+        return entries[0] if entries else None
 
     def deliver(self, prediction: Prediction) -> bool:
         """End every wait for ``prediction``'s task with it (a webhook delivery).
@@ -235,6 +244,8 @@ class PollScheduler:
         entry.request = None
         entry.polls += 1
         entry.last = pred
+        if self._events.active:
+            self._events.polled(entry.task_id, pred)
         now = self._loop.time()
         seen_at = now - entry.started
         if not pred.done:
@@ -248,7 +259,13 @@ class PollScheduler:
             # Learn when the task ended (between the last two polls), not when it was seen:
             # a schedule that learned its own lateness could never recover.
             entry.estimator.observe_detection(seen_at, entry.pending_at)
-        log.debug("task %s %s after %d polls", entry.task_id, pred.status, entry.polls)
+        log.debug(
+            "task %s %s after %d polls",
+            entry.task_id,
+            pred.status,
+            entry.polls,
+            extra={"task_id": entry.task_id},
+        )
         self._resolve(entry, pred)
 
     def _resolve(self, entry: PollEntry, pred: Prediction) -> None:

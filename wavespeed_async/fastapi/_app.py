@@ -69,6 +69,12 @@ from wavespeed_async._core.webhooks import (
 )
 from wavespeed_async._facade.client import Client
 from wavespeed_async._facade.tasks import UNSET, Unset
+from wavespeed_async._runtime.replay import first_time
+from wavespeed_async.fastapi.events import (
+    DEFAULT_EVENTS_PATH,
+    DEFAULT_MAX_EVENT_STREAMS,
+    TaskEventRoute,
+)
 
 __all__ = [
     "CLIENT_CLOSED_STATUS",
@@ -200,6 +206,7 @@ async def run_until_disconnected(
             "the HTTP client disconnected: stopped waiting for task %s, which keeps running "
             "(and is billed) on WaveSpeed; collect it later with client.wait(task_id)",
             ", ".join(ids),
+            extra={"task_id": ids[0]} if len(ids) == 1 else {"task_ids": list(ids)},
         )
     else:
         log.warning(
@@ -255,12 +262,20 @@ class WaveSpeed:
         tolerance_s: Deliveries whose timestamp is further than this from now, in seconds,
             are refused (a finite number > 0).
         replay_cache_size: Ids of accepted deliveries remembered (within ``tolerance_s``)
-            so that a replayed delivery is acknowledged but not processed again.
+            so that a replayed delivery is acknowledged but not processed again. With a
+            ``share``, a delivery id is also recorded there: a replay that reaches another
+            worker process is refused too.
         max_body_bytes: Larger delivery bodies are refused (413) without being buffered.
         on_delivery: Called (sync or async) with every verified delivery, whether or not a
             wait in this process was pending for it: persist results here for tasks whose
             waiter is gone (a disconnected client, a restart, another worker process). Its
             exceptions are logged; the delivery is still acknowledged.
+        events_path: The path of the router's Server-Sent Events stream of one task's
+            events (``GET``, with ``{task_id}``; see ``wavespeed_async.fastapi.events``);
+            ``None``: no such route.
+        events_dependencies: FastAPI dependencies of that route only (your
+            authentication: anyone who knows a task id could follow it otherwise).
+        max_event_streams: Event streams open at once at most (more are answered 503).
         **client_kwargs: Passed to ``Client(...)`` at startup (``api_key``, ``base_url``,
             ``limits``, ``poll``, ``on_task_created``, ...).
 
@@ -282,6 +297,7 @@ class WaveSpeed:
         "deliveries_received",
         "deliveries_rejected",
         "deliveries_replayed",
+        "events",
         "max_body_bytes",
         "on_delivery",
         "public_url",
@@ -301,6 +317,9 @@ class WaveSpeed:
         max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
         replay_cache_size: int = DEFAULT_REPLAY_CACHE_SIZE,
         on_delivery: TaskHook | None = None,
+        events_path: str | None = DEFAULT_EVENTS_PATH,
+        events_dependencies: Sequence[Any] = (),
+        max_event_streams: int = DEFAULT_MAX_EVENT_STREAMS,
         **client_kwargs: Any,
     ) -> None:
         # Credentials masked first, so that no traceback's locals show them (a bad
@@ -342,6 +361,13 @@ class WaveSpeed:
             include_in_schema=False,
             response_model=None,
         )
+        #: The event-stream route (``None`` without ``events_path``).
+        self.events: TaskEventRoute | None = None
+        if events_path is not None:
+            self.events = TaskEventRoute(
+                self.get_client, path=events_path, max_streams=max_event_streams
+            )
+            self.events.add_to(self.router, events_dependencies)
 
     def __repr__(self) -> str:
         state = "open" if self._client is not None else "not open"
@@ -515,9 +541,14 @@ class WaveSpeed:
             pred = decode_delivery(body)
         except WebhookVerificationError as exc:  # signed, yet not a prediction
             return self._reject(400, str(exc))
-        if not self.replays.first_time(delivery):
+        if not await first_time(self.replays, self.client.flow.share, delivery):
             self.deliveries_replayed += 1
-            log.info("webhook: delivery %.80r for task %s replayed; ignored", delivery.id, pred.id)
+            log.info(
+                "webhook: delivery %.80r for task %s replayed; ignored",
+                delivery.id,
+                pred.id,
+                extra={"task_id": pred.id},
+            )
             return JSONResponse({"received": pred.id})
         self.deliveries_received += 1
         woke = self.client.deliver(pred)
@@ -526,6 +557,7 @@ class WaveSpeed:
             pred.id,
             pred.status,
             "a wait was pending" if woke else "no wait pending here",
+            extra={"task_id": pred.id},
         )
         hook = self.on_delivery
         if hook is not None:
@@ -534,7 +566,9 @@ class WaveSpeed:
                 if inspect.isawaitable(result):
                     await result
             except Exception:
-                log.exception("on_delivery hook failed for task %s", pred.id)
+                log.exception(
+                    "on_delivery hook failed for task %s", pred.id, extra={"task_id": pred.id}
+                )
         return JSONResponse({"received": pred.id})
 
     def _reject(self, status: int, detail: str) -> Response:
