@@ -161,21 +161,28 @@ def test_help_shows_each_command_its_own_options() -> None:
     assert "--timeout" in run.stdout and "--emulator-latency" in run.stdout
 
 
-def test_misspelt_fields_are_reported_per_line_and_once_for_run(tmp_path: Path) -> None:
+def test_misspelt_fields_are_refused_per_line_and_by_run_before_anything_is_sent(
+    tmp_path: Path,
+) -> None:
     jobs = write_jobs(
         tmp_path / "jobs.jsonl",
         [{"model": PRO, "prompt": "fine"}, {"model": PRO, "prompt": "x", "aspect_ration": "16:9"}],
     )
     r = cli("batch", str(jobs), "-o", str(tmp_path / "b"), "-q", "--emulator",
             "--emulator-latency", "fast")  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    assert f"{jobs}:2: warning: aspect_ration: not a field of {PRO}; did you mean " in r.stderr
+    assert r.returncode == 1, r.stderr  # a line is invalid
+    assert f"{jobs}:2: aspect_ration: not a field of {PRO} (did you mean 'aspect_ratio'?)" in (
+        r.stderr
+    )
     assert f"{jobs}:1:" not in r.stderr
     assert "UnknownFieldWarning" not in r.stderr  # the CLI's own report, not Python's
+    lines = (tmp_path / "b" / "results.jsonl").read_text().splitlines()
+    assert [json.loads(line)["status"] for line in lines] == ["completed", "invalid"]
     r = cli("run", PRO, "--prompt", "x", "--set", "aspect_ration=16:9", "-o", str(tmp_path),
             "--emulator", "--emulator-latency", "fast")  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    assert r.stderr.count("warning: aspect_ration: not a field of") == 1
+    assert r.returncode == 2, r.stderr  # bad inputs: nothing was sent
+    assert r.stderr.count("error: aspect_ration: not a field of") == 1
+    assert "created" not in r.stderr  # no task
     assert "UnknownFieldWarning" not in r.stderr
 
 

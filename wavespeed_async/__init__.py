@@ -14,6 +14,7 @@ The built-in emulator of the API lives in :mod:`wavespeed_async.emulator`.
 
 from types import FunctionType as _FunctionType
 
+from wavespeed_async._core.catalog import Model
 from wavespeed_async._core.errors import (
     APIStatusError,
     AsyncioRequiredError,
@@ -67,7 +68,9 @@ from wavespeed_async._core.requests import (
 )
 from wavespeed_async._core.settings import (
     TIERS,
+    CatalogConfig,
     FlowLimits,
+    InputCheckMode,
     PollConfig,
     RetryConfig,
     ScheduleTuning,
@@ -117,6 +120,7 @@ __all__ = [
     "BulkOutcome",
     "BulkResult",
     "BulkRun",
+    "CatalogConfig",
     "Client",
     "ClientClosedError",
     "CompletedEvent",
@@ -139,9 +143,11 @@ __all__ = [
     "HTTPResponse",
     "HTTPTransport",
     "HistoryEntry",
+    "InputCheckMode",
     "InsufficientBalanceError",
     "LedgerError",
     "LostSubmit",
+    "Model",
     "ModelSpend",
     "NotFoundError",
     "OutputRefusedError",

@@ -97,14 +97,18 @@ def test_missing_required_field_is_refused_naming_what_is_allowed() -> None:
     assert str(err) == f"prompt: required by {DEV}; allowed: a string"
 
 
-def test_a_required_field_with_a_default_is_not_required() -> None:
+def test_a_required_field_is_required_even_with_a_default() -> None:
+    # The model pages give their example prompt as the default of a required prompt.
     schema = obj(
-        {"a": {"type": "integer", "default": 1}, "b": {"type": "string"}}, required=["a", "b"]
+        {"a": {"type": "integer", "default": 1}, "b": {"type": "string"}, "c": {"default": 2}},
+        required=["a", "b"],
     )
     checker = compile_schema("acme/m", schema)
-    assert checker.required == ("b",)
-    assert checker.fields["a"].required is False
-    assert checker.problems({"b": "x"}) == []
+    assert checker.required == ("a", "b")
+    assert checker.fields["a"].required is True
+    assert checker.fields["c"].required is False
+    assert [p.field for p in checker.problems({"b": "x"})] == ["a"]
+    assert checker.problems({"a": 3, "b": "x"}) == []
 
 
 # ---------------------------------------------------------------------------------------
@@ -285,7 +289,7 @@ def test_null_passes_only_where_the_schema_allows_it() -> None:
 
 def test_nested_objects_in_arrays_are_checked_with_indexed_paths() -> None:
     checker = checker_of(LORA)
-    checker.check({"prompt": "x", "loras": [{"path": "a/b", "scale": 0.5}, {"path": "c/d"}]})
+    checker.check({"prompt": "x", "loras": [{"path": "a/b", "scale": 0.5}]})
     found = checker.problems(
         {
             "prompt": "x",
@@ -544,7 +548,7 @@ def test_checker_exposes_fields_types_bounds_enums_defaults_and_required() -> No
     lora = checker_of(LORA).fields["loras"]
     assert lora.items is not None and lora.items.properties is not None
     assert list(lora.items.properties) == ["path", "scale"]
-    assert lora.items.required_fields == ("path",)  # scale has a default
+    assert lora.items.required_fields == ("path", "scale")  # required, with a default
     assert repr(checker) == f"<Checker {WAN} exact, 9 fields>"
 
 
@@ -575,3 +579,19 @@ def test_compare_with_spec_reports_each_disagreement() -> None:
         "extra: only in the schema",
         "num_images: only in the spec",
     ]
+
+
+def test_a_string_with_bounds_is_a_wavespeed_size_checked_per_side() -> None:
+    schema = obj({"size": {"type": "string", "minimum": 512, "maximum": 1536}})
+    checker = compile_schema("acme/m", schema)
+    assert checker.fields["size"].allowed == '"W*H" with each dimension 512 ~ 1536'
+    assert checker.problems({"size": "1024*768"}) == []
+    assert checker.problems({"size": "512*1536"}) == []
+    found = [str(p) for p in checker.problems({"size": "4000*768"})]
+    assert found == [
+        "size: '4000*768' is out of acme/m's range; allowed: \"W*H\" with each dimension 512 ~ 1536"
+    ]
+    [hint] = checker.problems({"size": "1024x768"})
+    assert 'is not a size (write it "1024*768")' in str(hint)
+    [other] = checker.problems({"size": "large"})
+    assert str(other).startswith("size: 'large' is not a size; allowed: ")

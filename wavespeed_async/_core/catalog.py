@@ -22,7 +22,15 @@ import msgspec
 
 from wavespeed_async._core.errors import DecodeError
 
-__all__ = ["CatalogDecode", "CatalogProblem", "Model", "decode_models", "field_order"]
+__all__ = [
+    "RAW_ANSWER",
+    "CatalogDecode",
+    "CatalogProblem",
+    "Model",
+    "RawAnswer",
+    "decode_models",
+    "field_order",
+]
 
 # A model path as the client accepts one: ``owner/model[/variant...]``, segments of
 # letters, digits, ".", "_", "-", starting with a letter or digit (never "." or "..").
@@ -119,6 +127,45 @@ class _Entry(msgspec.Struct):
 _envelope_decoder: Final = msgspec.json.Decoder(_Envelope)
 _entries_decoder: Final = msgspec.json.Decoder(list[msgspec.Raw])
 _entry_decoder: Final = msgspec.json.Decoder(_Entry)
+
+
+class _Head(msgspec.Struct):
+    code: Any = None
+    message: Any = None
+
+
+_head_decoder: Final = msgspec.json.Decoder(_Head)
+
+
+class RawAnswer:
+    """An answer's envelope ``code`` and ``message``, with its whole body as ``data``.
+
+    What :data:`RAW_ANSWER` decodes: the API caller classifies the answer by its code (and
+    retries it) as any other, and the body is kept as it came, to be decoded leniently by
+    :func:`decode_models` and stored by the catalogue cache.
+    """
+
+    __slots__ = ("code", "data", "message")
+
+    def __init__(self, code: int | str | None, message: str | None, data: bytes) -> None:
+        self.code = code
+        self.message = message
+        self.data = data
+
+
+class _RawDecoder:
+    """A decoder for the API caller that keeps the body (see :class:`RawAnswer`)."""
+
+    def decode(self, buf: bytes, /) -> RawAnswer:
+        head = _head_decoder.decode(buf)  # not JSON: a msgspec.DecodeError, as any decoder
+        raw = head.code
+        code = raw if isinstance(raw, (int, str)) and not isinstance(raw, bool) else None
+        message = head.message if isinstance(head.message, str) else None
+        return RawAnswer(code, message, bytes(buf))
+
+
+#: Decodes an answer into a :class:`RawAnswer` (``Api.call(..., RAW_ANSWER)``).
+RAW_ANSWER: Final = _RawDecoder()
 
 
 def decode_models(body: bytes) -> CatalogDecode:

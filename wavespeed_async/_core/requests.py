@@ -42,7 +42,9 @@ __all__ = [
     "FluxKontextProTextToImage",
     "TypedRequest",
     "UnknownFieldWarning",
+    "check_with_spec",
     "coerce_request",
+    "request_body",
     "validate_input",
     "validate_model_path",
 ]
@@ -187,7 +189,8 @@ def _size_hint(spec: ModelSpec, data: Mapping[str, Any]) -> None:
             )
 
 
-def _validated(model: str, input: Mapping[str, Any]) -> dict[str, Any]:
+def _json_input(input: Mapping[str, Any]) -> dict[str, Any]:
+    """A fresh body of JSON values from an input mapping (no model's checks yet)."""
     if not isinstance(input, Mapping):
         raise ValidationError(
             "input", f"input: a {type(input).__name__} is not allowed; allowed: a dict of inputs"
@@ -199,6 +202,20 @@ def _validated(model: str, input: Mapping[str, Any]) -> dict[str, Any]:
                 "input", f"input: key {key!r:.40} is not allowed; allowed: string field names"
             )
         body[key] = _to_json(value, key, key)
+    return body
+
+
+def check_with_spec(model: str, body: Mapping[str, Any]) -> None:
+    """Check a JSON body against the client's built-in spec of ``model``, if it has one.
+
+    The checks of :func:`validate_input` after the JSON conversion: every field of a model
+    in the spec table (the FLUX.1 Kontext models), with an :class:`UnknownFieldWarning`
+    per field the model does not take; the control fields' types for any other model.
+    The model catalogue's check, where there is one, replaces this.
+
+    Raises:
+        ValidationError: The first problem found.
+    """
     spec = MODEL_SPECS.get(model)
     if spec is None:
         # Another model: its fields are unknown (it may not even take a prompt), so only
@@ -206,19 +223,24 @@ def _validated(model: str, input: Mapping[str, Any]) -> dict[str, Any]:
         problem = check_input(None, body, require_prompt=False)
         if problem is not None:
             raise ValidationError(problem[0], problem[1], allowed="a boolean")
-        return body
+        return
     _size_hint(spec, body)
     problem = check_input(spec, body)
     if problem is None:
         for message in unknown_fields(spec, body):
             warnings.warn(message, UnknownFieldWarning, stacklevel=_caller_stacklevel())
-    if problem is not None:
-        field, message = problem
-        f = spec.by_name.get(field)
-        allowed = f.allowed if f is not None else "a boolean"
-        if f is None and "allowed" not in message:
-            message = f"{message}; allowed: {allowed}"
-        raise ValidationError(field, message, allowed=allowed)
+        return
+    field, message = problem
+    f = spec.by_name.get(field)
+    allowed = f.allowed if f is not None else "a boolean"
+    if f is None and "allowed" not in message:
+        message = f"{message}; allowed: {allowed}"
+    raise ValidationError(field, message, allowed=allowed)
+
+
+def _validated(model: str, input: Mapping[str, Any]) -> dict[str, Any]:
+    body = _json_input(input)
+    check_with_spec(model, body)
     return body
 
 
@@ -328,6 +350,48 @@ TYPED_REQUESTS: Final[Mapping[str, type[TypedRequest]]] = {
 }
 
 
+def request_body(
+    model_or_request: str | TypedRequest,
+    input: Mapping[str, Any] | None = None,
+) -> tuple[str, dict[str, Any]]:
+    """What a caller passed to ``submit``/``run``, as ``(model path, JSON body)``, before
+    any model's checks: the path is checked, and the body made of JSON values.
+
+    The model's checks follow: the catalogue's (``Client.submit``), or the built-in spec's
+    (:func:`check_with_spec`, which :func:`coerce_request` adds).
+
+    Raises:
+        ValidationError: A bad path, a value that is not JSON, or a wrong combination (a
+            typed request with an input dict; a model path without one).
+    """
+    if isinstance(model_or_request, TypedRequest):
+        if input is not None:
+            raise ValidationError(
+                "input",
+                "input: not allowed with a typed request (its fields are the input); "
+                "pass either a typed request or a model path and an input dict",
+            )
+        return validate_model_path(type(model_or_request).MODEL), model_or_request.to_input()
+    given: object = input  # the annotation says a Mapping; a caller may pass anything
+    if isinstance(given, TypedRequest):
+        name = type(given).__name__
+        raise ValidationError(
+            "input",
+            f"input: a {name} is a typed request, which carries its model "
+            f"({type(given).MODEL}); pass a typed request alone: run({name}(...)), "
+            "without a model path",
+        )
+    # validate_model_path also refuses what is neither a string nor a typed request.
+    model = validate_model_path(model_or_request)
+    if input is None:
+        raise ValidationError(
+            "input",
+            f"input: required with a model path; pass a dict of {model}'s inputs, "
+            "or a typed request instead",
+        )
+    return model, _json_input(input)
+
+
 def coerce_request(
     model_or_request: str | TypedRequest,
     input: Mapping[str, Any] | None = None,
@@ -346,30 +410,6 @@ def coerce_request(
         ValidationError: A bad path or input, or a wrong combination (a typed request
             with an input dict; a model path without one).
     """
-    if isinstance(model_or_request, TypedRequest):
-        if input is not None:
-            raise ValidationError(
-                "input",
-                "input: not allowed with a typed request (its fields are the input); "
-                "pass either a typed request or a model path and an input dict",
-            )
-        model = validate_model_path(type(model_or_request).MODEL)
-        return model, _validated(model, model_or_request.to_input())
-    given: object = input  # the annotation says a Mapping; a caller may pass anything
-    if isinstance(given, TypedRequest):
-        name = type(given).__name__
-        raise ValidationError(
-            "input",
-            f"input: a {name} is a typed request, which carries its model "
-            f"({type(given).MODEL}); pass a typed request alone: run({name}(...)), "
-            "without a model path",
-        )
-    # validate_model_path also refuses what is neither a string nor a typed request.
-    model = validate_model_path(model_or_request)
-    if input is None:
-        raise ValidationError(
-            "input",
-            f"input: required with a model path; pass a dict of {model}'s inputs, "
-            "or a typed request instead",
-        )
-    return model, _validated(model, input)
+    model, body = request_body(model_or_request, input)
+    check_with_spec(model, body)
+    return model, body

@@ -22,6 +22,7 @@ __all__ = [
     "Validate",
     "accept",
     "allowed_text",
+    "is_size",
     "join_path",
     "json_kind",
     "kind_name",
@@ -148,10 +149,21 @@ class FieldRule:
 # Describing what is allowed
 
 
+def is_size(rule: FieldRule) -> bool:
+    """Whether a rule is WaveSpeed's ``"W*H"`` size: a string with ``minimum``/``maximum``,
+    the bounds of each side."""
+    return rule.types == frozenset({"string"}) and (
+        rule.minimum is not None or rule.maximum is not None
+    )
+
+
 def allowed_text(rule: FieldRule) -> str:
     """What a rule allows, in words: ``an integer 1 ~ 50``, ``one of '5', '10'``."""
     if not rule.checked:
         return "any value"
+    if is_size(rule) and rule.enum is None and rule.const is NO_VALUE:
+        text = f'"W*H" with each dimension {_range_text(rule)}'
+        return f"{text} or null" if rule.nullable else text
     if rule.const is not NO_VALUE:
         return f"exactly {show_value(rule.const)}"
     if rule.enum is not None:
@@ -221,9 +233,14 @@ def _range_text(rule: FieldRule) -> str:
 def _count_text(lo: int | None, hi: int | None, unit: str) -> str:
     if lo is None and hi is None:
         return ""
+    one = unit.removesuffix("s")  # "1 character", "1 item"
     if lo is not None and hi is not None:
-        return f"of {lo} ~ {hi} {unit}" if lo != hi else f"of exactly {lo} {unit}"
-    return f"of at least {lo} {unit}" if lo is not None else f"of at most {hi} {unit}"
+        if lo == hi:
+            return f"of exactly {lo} {one if lo == 1 else unit}"
+        return f"of {lo} ~ {hi} {unit}"
+    if lo is not None:
+        return f"of at least {lo} {one if lo == 1 else unit}"
+    return f"of at most {hi} {one if hi == 1 else unit}"
 
 
 def _num(x: float) -> str:

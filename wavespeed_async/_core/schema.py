@@ -12,7 +12,7 @@ required fields and values of the wrong type or out of range::
 
 What is checked: unknown keys (the control fields ``enable_sync_mode``,
 ``enable_base64_output``, ``enable_safety_checker`` are known to every model and must be
-booleans), ``required`` (a field with a ``default`` is never required), ``type`` (one type
+booleans), ``required`` (even for a field with a ``default``), ``type`` (one type
 or a list; a bool is not an integer, and a float is not an integer even when whole),
 ``nullable``, ``enum``, ``const``, ``minimum``/``maximum``, ``exclusiveMinimum``/
 ``exclusiveMaximum`` (numbers, or draft-4 booleans), ``minLength``/``maxLength``,
@@ -24,9 +24,11 @@ field whose schema does not allow it (leave the field out to get its default).
 Fail open: a checker refuses nothing the schema allows, but for two deliberate choices:
 a key the schema does not list is refused even where JSON Schema would let it through
 (the API drops it, so it is almost always a typo), and a whole float is not an integer
-(``2.0`` for ``num_images``). A field with a ``default`` is never required, even when
-``required`` lists it (the server has a value for it). What the checker cannot
-understand, it does not check, and says so (``exact=False``, ``reason``):
+(``2.0`` for ``num_images``). A field that ``required`` lists is required even when it
+has a ``default``: the model pages give their example prompt or image as the
+``default``, and a prompt left out is an error, or a task billed for the example. What
+the checker cannot understand, it does not check, and says so (``exact=False``,
+``reason``):
 
 * The whole schema is *uncheckable* (checks nothing) when it is not an object, does not
   say ``type: object``, has no ``properties``, or its top ``$ref`` cannot be resolved.
@@ -480,11 +482,10 @@ class _Compiler:
         listed: Mapping[str, Any] = raw if raw is not None else {}
         for key in field_order(schema):
             sub = listed[key]
-            # A field with a default is not required, whatever ``required`` says: the
-            # server has a value for it.
-            needed = key in required and not (isinstance(sub, Mapping) and "default" in sub)
+            # Required even with a default: a model page's default is often its example
+            # (a prompt), which the API does not run with.
             properties[key] = self.rule(
-                sub, key, depth=depth + 1, strict_keys=strict_keys, required=needed
+                sub, key, depth=depth + 1, strict_keys=strict_keys, required=key in required
             )
         for key in required:  # required, but without a schema of its own: any value
             if key not in properties:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -30,7 +31,9 @@ __all__ = [
     "TIERS",
     "TIERS_ALTERNATE",
     "AccountTier",
+    "CatalogConfig",
     "FlowLimits",
+    "InputCheckMode",
     "PollConfig",
     "RetryConfig",
     "ScheduleTuning",
@@ -475,3 +478,75 @@ class FlowLimits:
                 else split_usd(usd_amount(self.budget_usd, "budget_usd"), n)
             ),
         )
+
+
+#: What :attr:`CatalogConfig.check` accepts.
+InputCheckMode = Literal["on", "off", "strict"]
+_CHECK_MODES: Final = ("on", "off", "strict")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CatalogConfig:
+    """How inputs are checked against the model catalogue before a task is sent.
+
+    The API drops input keys a model does not take and bills the task with its defaults,
+    so every submit is checked against the model's schema from ``GET /api/v3/models``
+    first (see ``docs/input-checking.md``). The catalogue is fetched once per ``ttl_s``
+    and shared by every call of the Client, and through a file by other processes.
+
+    Attributes:
+        check: ``"on"``: a model the catalogue describes is checked, and an input it
+            refuses is a ``ValidationError`` before anything is sent; a model it does not
+            describe, a schema the checker does not understand, or a catalogue that cannot
+            be fetched lets the input go unchecked, with one warning logged per model and
+            reason. ``"strict"``: such inputs are refused instead. ``"off"``: submits
+            fetch no catalogue (``Client.models()`` still does). The FLUX.1 Kontext
+            models' built-in specs check their inputs whenever the catalogue does not
+            (off, or not at hand).
+        ttl_s: How long a fetched catalogue is used before it is fetched again.
+        fetch_timeout_s: The longest a submit waits for the catalogue, retries included.
+        retry_after_s: After a fetch failed, how long inputs go without the catalogue
+            before it is fetched again (a submit then waits for that fetch).
+        stale_if_error_s: When a refresh fails, a catalogue up to this old is used.
+        cache_dir: The folder of the catalogue file shared with other processes;
+            ``None``: the user's cache directory (``$XDG_CACHE_HOME/wavespeed-async``,
+            else ``~/.cache/wavespeed-async``), or no file at all when the API's host is a
+            loopback, private or ``.invalid`` address (an emulator, whose catalogue
+            changes with its configuration).
+        disk_cache: ``False``: keep the catalogue in memory only.
+    """
+
+    check: InputCheckMode = "on"
+    ttl_s: float = 3600.0
+    fetch_timeout_s: float = 10.0
+    retry_after_s: float = 30.0
+    stale_if_error_s: float = 86400.0
+    cache_dir: str | os.PathLike[str] | None = None
+    disk_cache: bool = True
+
+    def __post_init__(self) -> None:
+        if self.check not in _CHECK_MODES:
+            allowed = "one of " + ", ".join(repr(m) for m in _CHECK_MODES)
+            raise ValidationError(
+                "check",
+                f"CatalogConfig.check: {self.check!r:.40} is not allowed; allowed: {allowed}",
+                allowed=allowed,
+            )
+        _check_number(self, "ttl_s", low=0.0, high=30 * 86400.0)
+        _check_number(self, "fetch_timeout_s", low=0.0, low_open=True, high=3600.0)
+        _check_number(self, "retry_after_s", low=0.0, high=86400.0)
+        _check_number(self, "stale_if_error_s", low=0.0, high=30 * 86400.0)
+        if self.cache_dir is not None and not isinstance(self.cache_dir, (str, os.PathLike)):
+            raise ValidationError(
+                "cache_dir",
+                f"CatalogConfig.cache_dir: a {type(self.cache_dir).__name__} is not allowed; "
+                "allowed: a folder path, or None",
+                allowed="a folder path, or None",
+            )
+        if not isinstance(self.disk_cache, bool):
+            raise ValidationError(
+                "disk_cache",
+                f"CatalogConfig.disk_cache: {self.disk_cache!r:.40} is not allowed; "
+                "allowed: True or False",
+                allowed="True or False",
+            )

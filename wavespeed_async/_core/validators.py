@@ -20,6 +20,7 @@ from wavespeed_async._core.rules import (
     FieldRule,
     Validate,
     accept,
+    is_size,
     join_path,
     json_kind,
     kind_name,
@@ -117,10 +118,33 @@ def _number_check(rule: FieldRule, fail: _Fail) -> Validate:
     return check
 
 
+_SIZE_RE = re.compile(r"(\d{1,9})\*(\d{1,9})")
+_OTHER_SIZE_RE = re.compile(r"\s*(\d{1,9})\s*[xX,\u00d7]\s*(\d{1,9})\s*")
+
+
+def _size_check(rule: FieldRule, fail: _Fail) -> Validate:
+    """WaveSpeed's sizes: ``"W*H"``, each side within the rule's bounds."""
+    lo, hi = rule.minimum, rule.maximum
+
+    def check(value: Any, path: str, out: list[ValidationError]) -> None:
+        m = _SIZE_RE.fullmatch(value)
+        if m is None:
+            other = _OTHER_SIZE_RE.fullmatch(value)
+            hint = f'write it "{other[1]}*{other[2]}"' if other is not None else ""
+            out.append(fail.at(path, f"{show_value(value)} is not a size", hint))
+            return
+        sides = (int(m[1]), int(m[2]))
+        if any((lo is not None and d < lo) or (hi is not None and d > hi) for d in sides):
+            out.append(fail.at(path, f"{show_value(value)} is out of {fail.model}'s range"))
+
+    return check
+
+
 def _string_check(rule: FieldRule, fail: _Fail) -> Validate:
     lo, hi = rule.min_length, rule.max_length
     search = re.compile(rule.pattern).search if rule.pattern is not None else None
-    if lo is None and hi is None and search is None:
+    size = _size_check(rule, fail) if is_size(rule) else None
+    if lo is None and hi is None and search is None and size is None:
         return accept
 
     def check(value: Any, path: str, out: list[ValidationError]) -> None:
@@ -131,6 +155,8 @@ def _string_check(rule: FieldRule, fail: _Fail) -> Validate:
             out.append(fail.at(path, f"{n} characters is longer than {fail.model}'s maximum"))
         if search is not None and search(value) is None:
             out.append(fail.at(path, f"{show_value(value)} does not match {fail.model}'s pattern"))
+        if size is not None:
+            size(value, path, out)
 
     return check
 

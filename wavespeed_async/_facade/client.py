@@ -19,12 +19,14 @@ from wavespeed_async._core.errors import (
 )
 from wavespeed_async._core.secret import Secret, SigningKey, masked_url
 from wavespeed_async._core.settings import (
+    CatalogConfig,
     FlowLimits,
     PollConfig,
     RetryConfig,
     SizeLimits,
     Timeouts,
 )
+from wavespeed_async._facade.catalog import Catalog
 from wavespeed_async._facade.endpoints import Endpoints
 from wavespeed_async._facade.observing import EventListener, Observing
 from wavespeed_async._facade.spend import Spend
@@ -36,6 +38,7 @@ from wavespeed_async._runtime.api import Api
 from wavespeed_async._runtime.events import Events
 from wavespeed_async._runtime.fdlimit import fit_to_file_limit
 from wavespeed_async._runtime.flow import FlowControl
+from wavespeed_async._runtime.input_check import InputChecks
 from wavespeed_async._runtime.share import (
     Share,
     default_namespace,
@@ -66,7 +69,7 @@ def _require_asyncio() -> asyncio.AbstractEventLoop:
         ) from None
 
 
-class Client(Tasks, Endpoints, Observing, Spend):
+class Client(Catalog, Tasks, Endpoints, Observing, Spend):
     """An async client for the WaveSpeedAI API.
 
     Use it as ``async with Client() as client:``, or create it once (e.g. in a web app's
@@ -108,6 +111,9 @@ class Client(Tasks, Endpoints, Observing, Spend):
             status, a retry, a cool-down, an end, ...): keep it quick; it may not await.
             An exception from it is logged once and changes nothing else. More
             listeners: :meth:`add_event_listener`; as an async iterator: :meth:`events`.
+        catalog: How every input is checked against the model catalogue before it is
+            sent (:class:`CatalogConfig`: on by default, failing open; ``"strict"``;
+            ``"off"``).
 
     Raises:
         ValidationError: no API key was given or found in the environment, or a setting is
@@ -133,6 +139,7 @@ class Client(Tasks, Endpoints, Observing, Spend):
         proxy: str | None = None,
         trust_env: bool = False,
         on_event: EventListener | None = None,
+        catalog: CatalogConfig | None = None,
     ) -> None:
         if isinstance(share, str):
             share = masked_url(share)  # no traceback's locals show its password
@@ -160,6 +167,8 @@ class Client(Tasks, Endpoints, Observing, Spend):
         self._retry = _setting("retry", retry, RetryConfig)
         self._poll = _setting("poll", poll, PollConfig)
         self._limits = _setting("limits", limits, FlowLimits)
+        self._catalog_config = _setting("catalog", catalog, CatalogConfig)
+        self._input_checks: InputChecks | None = None
         if allow_private_media is None:
             allow_private_media = is_private_host(parts.hostname or "")
         self._allow_private_media = bool(allow_private_media)

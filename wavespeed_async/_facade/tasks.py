@@ -25,7 +25,7 @@ from wavespeed_async._core.errors import (
 from wavespeed_async._core.ids import check_task_id
 from wavespeed_async._core.models import Prediction, prediction_decoder
 from wavespeed_async._core.money import usd_amount
-from wavespeed_async._core.requests import TypedRequest, coerce_request
+from wavespeed_async._core.requests import TypedRequest, request_body
 from wavespeed_async._core.settings import FlowLimits, Timeouts
 from wavespeed_async._facade.bulk import (
     DEFAULT_SUBMIT_GRACE_S,
@@ -111,6 +111,9 @@ class Tasks:
     def _open(self) -> Api:
         raise NotImplementedError
 
+    async def _check_request(self, model: str, body: Mapping[str, Any]) -> None:
+        raise NotImplementedError  # the catalogue's check (``_facade/catalog.py``)
+
     def _waiting(self) -> Waits:
         raise NotImplementedError
 
@@ -147,13 +150,18 @@ class Tasks:
                 (``enable_sync_mode``). If the connection is lost while it holds, the task
                 id is lost with it: prefer polling or webhooks for bulk work.
 
+        Every input is checked before anything is sent: against the model's schema from
+        the catalogue (see ``Client(catalog=...)``), or the client's built-in spec.
+
         Raises:
-            ValidationError: bad input, before anything is sent.
+            ValidationError: bad input (an unknown field, a missing required one, a value
+                of the wrong type or out of range...), before anything is sent.
             SubmissionOutcomeUnknown: the answer was lost; a task may exist. Not re-sent.
             RateLimitError, APIStatusError, TransportError: the submit was refused or could
                 not be sent (re-sent first where provably safe).
         """
-        path, body = coerce_request(model, input)
+        path, body = request_body(model, input)
+        await self._check_request(path, body)
         if sync:
             body["enable_sync_mode"] = True
         if webhook is not None:

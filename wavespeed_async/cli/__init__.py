@@ -6,6 +6,9 @@
     wavespeed-async run wavespeed-ai/flux-kontext-pro/text-to-image --prompt "a fox" -o out
     wavespeed-async get TASK_ID -o out
     wavespeed-async balance
+    wavespeed-async models --type text-to-video
+    wavespeed-async schema wavespeed-ai/flux-dev-lora
+    wavespeed-async types wavespeed-ai/flux-dev-lora -o models.py
     wavespeed-async emulator --port 8080
 
 Exit codes, the same for every command: 0 every job succeeded; 1 some failed; 2 a usage
@@ -40,7 +43,7 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
-    from wavespeed_async.cli import _batch, _commands
+    from wavespeed_async.cli import _batch, _catalog, _commands
 
     p = argparse.ArgumentParser(
         prog="wavespeed-async",
@@ -56,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     _batch.add_parser(sub)
     _commands.add_parsers(sub)
+    _catalog.add_parsers(sub)
     sub.add_parser(
         "emulator",
         help="run the built-in emulator of the API as a server "

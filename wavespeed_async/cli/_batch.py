@@ -34,6 +34,7 @@ from wavespeed_async._core.errors import AuthenticationError, PermissionDeniedEr
 from wavespeed_async._core.requests import UnknownFieldWarning
 from wavespeed_async._core.secret import Secret
 from wavespeed_async._runtime.share import default_namespace
+from wavespeed_async.cli._catalog import check_plan
 from wavespeed_async.cli._common import (
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -229,6 +230,7 @@ def _run(
         else default_namespace(Secret(target.api_key), (target.base_url or "").rstrip("/"))
     )
     plan = make_plan(jobs, journal, args, key, account)
+    check_plan(target, plan, journal, args.share)  # before any submit: every bad line at once
     for job in plan.invalid:
         err(f"{args.jobs}:{job.line}: {job.error}")
     for job in jobs:

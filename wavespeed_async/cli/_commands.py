@@ -25,6 +25,7 @@ from wavespeed_async._core.settings import FlowLimits
 from wavespeed_async._core.specs import MODEL_SPECS
 from wavespeed_async._core.text import json_printable, printable
 from wavespeed_async._facade.client import Client
+from wavespeed_async.cli._catalog import check_run_inputs, retype_sets
 from wavespeed_async.cli._common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -53,7 +54,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument(
         "model", metavar="MODEL", help="e.g. wavespeed-ai/flux-kontext-pro/text-to-image"
     )
-    p.add_argument("--prompt", required=True, help="the prompt")
+    p.add_argument("--prompt", default=None, help="the prompt (for a model that takes one)")
     p.add_argument(
         "--image", default=None, metavar="PATH_OR_URL", help="an input image: a URL, or a "
         "local file (uploaded first)",
@@ -152,10 +153,10 @@ def _describe(pred: Prediction, files: list[Path], submit_s: float, total_s: flo
 def run_command(args: argparse.Namespace) -> int:
     target = resolve_target(args)
     inputs = parse_set(args.model, args.sets)
-    inputs["prompt"] = args.prompt
+    if args.prompt is not None:
+        inputs["prompt"] = args.prompt
     try:
-        for message in check_fields(args.model, inputs):
-            err(f"warning: {message}")
+        check_fields(args.model, inputs)  # the built-in spec's errors, before any request
     except WaveSpeedError as exc:
         raise UsageError(str(exc)) from None
     image: str | None = args.image
@@ -192,6 +193,9 @@ def run_command(args: argparse.Namespace) -> int:
             # batches count this task against their --concurrency and --rate.
             limits=FlowLimits() if args.share else None,
         ) as client:
+            await retype_sets(client, args.model, args.sets, inputs)
+            if not await check_run_inputs(client, args.model, inputs, local is not None):
+                return EXIT_USAGE  # refused by the catalogue: nothing uploaded or sent
             if local is not None:
                 inputs["image"] = await client.upload(local)
             try:

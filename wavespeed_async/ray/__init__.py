@@ -38,7 +38,13 @@ except ImportError as _exc:
 
 from wavespeed_async._core.errors import ValidationError
 from wavespeed_async._core.secret import masked_url
-from wavespeed_async._core.settings import FlowLimits, PollConfig, RetryConfig, Timeouts
+from wavespeed_async._core.settings import (
+    CatalogConfig,
+    FlowLimits,
+    PollConfig,
+    RetryConfig,
+    Timeouts,
+)
 from wavespeed_async._facade.client import Client
 from wavespeed_async.jobs.ledger import is_url
 from wavespeed_async.ray._generate import (
@@ -95,6 +101,7 @@ def generate(
     poll: PollConfig | None = None,
     retry: RetryConfig | None = None,
     timeouts: Timeouts | None = None,
+    catalog: CatalogConfig | None = None,
     batch_size: int = 64,
     num_cpus: float = 0.25,
     claim_timeout_s: float = 300.0,
@@ -128,6 +135,9 @@ def generate(
             set it on every node, or through ``ray.init(runtime_env=...)``.
         limits: The account's limits (default ``FlowLimits()``).
         poll, retry, timeouts: Each actor's Client settings.
+        catalog: How each actor's Client checks rows against the model catalogue before
+            sending them (default ``CatalogConfig()``: on, failing open); a refused row
+            is ``refused``, its error naming the field.
         batch_size: Rows handed to an actor at a time.
         num_cpus: CPUs each actor asks Ray for: a fraction, since the work is waiting on
             the network.
@@ -223,6 +233,7 @@ def generate(
         poll=poll,
         retry=retry,
         timeouts=timeouts,
+        catalog=catalog,
         claim_timeout_s=claim_timeout_s,
     )
     return ds.map_batches(

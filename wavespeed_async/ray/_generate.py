@@ -45,7 +45,13 @@ from wavespeed_async._core.errors import (
     WaveSpeedError,
 )
 from wavespeed_async._core.secret import SigningKey
-from wavespeed_async._core.settings import FlowLimits, PollConfig, RetryConfig, Timeouts
+from wavespeed_async._core.settings import (
+    CatalogConfig,
+    FlowLimits,
+    PollConfig,
+    RetryConfig,
+    Timeouts,
+)
 from wavespeed_async._facade.client import Client
 from wavespeed_async.jobs.ledger import (
     Ledger,
@@ -94,6 +100,7 @@ class GenerateOptions:
     poll: PollConfig | None = None
     retry: RetryConfig | None = None
     timeouts: Timeouts | None = None
+    catalog: CatalogConfig | None = None
     claim_timeout_s: float = 300.0
 
 
@@ -170,6 +177,7 @@ class GenerateWorker(Following):
                 poll=o.poll,
                 retry=o.retry,
                 timeouts=o.timeouts,
+                catalog=o.catalog,
                 **extra,
             )
             self._account = client.account_fingerprint
