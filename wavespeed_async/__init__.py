@@ -193,8 +193,9 @@ __all__ = [
 
 
 def _name_public_paths() -> None:
-    """Make tracebacks and reprs name the public path (``wavespeed_async.TaskFailedError``)
-    rather than the private module a class is defined in; pickling finds them there too.
+    """Make tracebacks and reprs name a class's public path, not the private module it is in.
+
+    Such as ``wavespeed_async.TaskFailedError``; pickling finds the classes there too.
 
     Errors, warnings, the Client, BulkRun and the functions only: a Struct's or a
     dataclass's annotations are resolved in its module's namespace (msgspec, typing), so

@@ -252,8 +252,10 @@ _CREDENTIALS: Final = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)[^\s/@]+@")
 
 
 def without_credentials(text: str) -> str:
-    """``text`` with the credentials of every URL in it replaced by ``***`` (a page is
-    shared more widely than the command line that made it)."""
+    """``text`` with the credentials of every URL in it replaced by ``***``.
+
+    A page is shared more widely than the command line that made it.
+    """
     return _CREDENTIALS.sub(r"\1***@", text)
 
 

@@ -105,8 +105,11 @@ def _backend_of(item: pytest.Item) -> str | None:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Run the tests that use these fixtures on asyncio only: with trio installed, anyio
-    parametrizes each test with every backend, and the trio runs could only fail."""
+    """Run the tests that use these fixtures on asyncio only.
+
+    With trio installed, anyio parametrizes each test with every backend, and the trio runs
+    could only fail.
+    """
     kept: list[pytest.Item] = []
     dropped: list[pytest.Item] = []
     for item in items:

@@ -228,8 +228,10 @@ class _Writer:
         return out
 
     def annotation(self, rule: FieldRule, owner: str, wire: str) -> str:
-        """The field's type, with its constraints and ``| None`` when null or absence is
-        allowed (an optional field without a default is ``None`` when not given)."""
+        """The field's type, with its constraints and ``| None`` when null or absence is allowed.
+
+        An optional field without a default is ``None`` when not given.
+        """
         base = self.base_type(rule, owner, wire, f"The ``{wire}`` of ``{owner}``.")
         meta = _meta(rule, base)
         annotated = f"Annotated[{base}, msgspec.Meta({meta})]" if meta else base
@@ -273,8 +275,10 @@ class _Writer:
         return _union(kinds)
 
     def object_type(self, rule: FieldRule, owner: str, wire: str, summary: str) -> str:
-        """A nested Struct for an object of listed fields only; else a dict (which admits
-        the keys the schema allows beyond the listed ones)."""
+        """A nested Struct for an object of listed fields only; else a dict.
+
+        The dict admits the keys the schema allows beyond the listed ones.
+        """
         if not rule.properties or rule.additional is not False:
             return "dict[str, Any]"
         name = _unique(owner + _pascal([wire]), self.taken)
@@ -283,8 +287,11 @@ class _Writer:
 
 
 def _union(kinds: list[str]) -> str:
-    """A union msgspec accepts: at most one list type and one object type (more become
-    ``list[Any]``, ``dict[str, Any]``), and a ``Literal`` only on its own (else ``Any``)."""
+    """A union msgspec accepts: at most one list type and one object type.
+
+    More list types become ``list[Any]``, more object types ``dict[str, Any]``; a ``Literal``
+    stays only on its own (else the union is ``Any``).
+    """
     kinds = [m for k in kinds for m in _members(k)]
     kinds = [k for k in dict.fromkeys(kinds) if k != "None"]
     if not kinds or "Any" in kinds:
@@ -339,8 +346,10 @@ def _field_line(f: _Field) -> str:
 
 
 def _default(rule: FieldRule, annotation: str) -> str | None:
-    """The source of a field's default: the schema's, else ``None`` for an optional field;
-    ``None`` (the Python value) for a required field."""
+    """The source of a field's default: the schema's, else ``None`` for an optional field.
+
+    A required field without a usable schema default gets ``None`` (the Python value).
+    """
     if _has_usable_default(rule, _strip_optional(annotation)):
         return _literal(rule.default)
     if rule.required:
@@ -349,8 +358,10 @@ def _default(rule: FieldRule, annotation: str) -> str | None:
 
 
 def _has_usable_default(rule: FieldRule, base: str) -> bool:
-    """Whether the schema's default can be written for a field of type ``base``: a JSON
-    scalar (or a list of them) that the field's own rule accepts."""
+    """Whether the schema's default can be written for a field of type ``base``.
+
+    It can when it is a JSON scalar (or a list of them) that the field's own rule accepts.
+    """
     if not rule.has_default or rule.default is None:
         return False
     if _literal(rule.default) is None or isinstance(rule.default, dict):
@@ -369,8 +380,10 @@ def _strip_optional(annotation: str) -> str:
 
 
 def _meta(rule: FieldRule, base: str) -> str:
-    """The ``msgspec.Meta`` arguments of a field: its constraints, when its type is one
-    type they apply to, and its description."""
+    """The ``msgspec.Meta`` arguments of a field: its constraints and its description.
+
+    The constraints are given only when the field's type is one type they apply to.
+    """
     args: list[str] = []
     if base in ("int", "float"):
         bounds = _int_bounds(rule) if base == "int" else _float_bounds(rule)
@@ -463,8 +476,11 @@ def _docstring(paragraphs: list[str], fields: list[_Field]) -> str:
 
 
 def _doc_text(text: str) -> str:
-    """Text that stays inside a triple-quoted string: backslashes doubled, no run of
-    quotes, no quote at the end, no control or format character but line breaks."""
+    """Text that stays inside a triple-quoted string.
+
+    Backslashes are doubled; no run of quotes, no quote at the end, and no control or format
+    character but line breaks.
+    """
     text = text.replace("\\", "\\\\")
     text = re.sub(r'(?<=")"', r'\\"', text)
     if text.endswith('"'):

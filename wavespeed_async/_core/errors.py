@@ -115,8 +115,9 @@ class ClientClosedError(WaveSpeedError, RuntimeError):
 
 
 class AsyncioRequiredError(WaveSpeedError, RuntimeError):
-    """The Client was used where no asyncio event loop runs: under trio (anyio's trio
-    backend included), or from synchronous code.
+    """The Client was used where no asyncio event loop runs.
+
+    That is under trio (anyio's trio backend included), or from synchronous code.
 
     wavespeed-async is built on aiohttp, which runs on asyncio only. Under anyio, run your
     code with ``anyio.run(main)`` (asyncio is its default backend), and pin the asyncio
@@ -190,14 +191,17 @@ class SubmissionOutcomeUnknown(WaveSpeedError):
 
 
 class SubmitSkipped(WaveSpeedError):
-    """A job of a batch was not sent because ``run_many(on_submitting=...)`` returned
-    ``False`` for it: nothing was sent, no task exists. Reported as that job's result."""
+    """A batch job not sent because ``run_many(on_submitting=...)`` returned ``False`` for it.
+
+    Nothing was sent, no task exists. Reported as that job's result.
+    """
 
 
 class BudgetExceeded(WaveSpeedError):
-    """A job held back because its quote would take committed spend over a budget
-    (``FlowLimits.budget_usd``, ``run_many(budget_usd=...)``): it was never sent, nothing
-    was charged. In a batch it is that job's result; the batch goes on.
+    """A job held back because its quote would take committed spend over a budget.
+
+    The budget is ``FlowLimits.budget_usd`` or ``run_many(budget_usd=...)``. The job was never
+    sent, nothing was charged. In a batch it is that job's result; the batch goes on.
 
     Attributes:
         quote: The job's :class:`~wavespeed_async.Quote`.
@@ -263,8 +267,11 @@ class PermissionDeniedError(APIStatusError):
 
 
 class InsufficientBalanceError(PermissionDeniedError):
-    """The account's balance is below the task's price (HTTP 402, or 403 with envelope
-    code 402): refused before anything was created or charged. Top up the account."""
+    """The account's balance is below the task's price (HTTP 402, or 403 with code 402).
+
+    The code is the envelope's. The submit was refused before anything was created or
+    charged. Top up the account.
+    """
 
 
 class NotFoundError(APIStatusError):
@@ -305,10 +312,11 @@ class DecodeError(WaveSpeedError):
 
 
 class OutputRefusedError(WaveSpeedError):
-    """An output was not fetched or saved, or a file not uploaded, on purpose: its URL (an
-    output's, or the storage URL of an upload ticket) points at an internal address
-    (loopback, private, link-local such as a cloud metadata service), the output is larger
-    than ``SizeLimits.max_download_bytes``, or the task has more outputs than
+    """An output was not fetched or saved, or a file not uploaded, on purpose.
+
+    Its URL (an output's, or the storage URL of an upload ticket) points at an internal
+    address (loopback, private, link-local such as a cloud metadata service), the output is
+    larger than ``SizeLimits.max_download_bytes``, or the task has more outputs than
     ``SizeLimits.max_outputs``. Not retried; no file is left behind.
 
     Attributes:
@@ -364,8 +372,9 @@ class TaskTimeoutError(WaveSpeedError, TimeoutError):
 
 
 class LedgerError(WaveSpeedError):
-    """The ledger of a Ray pipeline (:func:`wavespeed_async.ray.generate`) could not be read
-    or written: an SQLite file that cannot be opened or written, a Redis server that cannot
+    """The ledger of a Ray pipeline (:func:`wavespeed_async.ray.generate`) failed to read or write.
+
+    For example an SQLite file that cannot be opened or written, a Redis server that cannot
     be reached.
 
     Attributes:

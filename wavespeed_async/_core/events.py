@@ -88,8 +88,10 @@ class CreatedEvent(Event, frozen=True, kw_only=True, tag="created"):
 
 
 class WaitingEvent(Event, frozen=True, kw_only=True, tag="waiting"):
-    """A ``wait()`` started following a task that no follow of this Client had open
-    (an id from elsewhere, or one whose earlier follow ended)."""
+    """A ``wait()`` started following a task that no follow of this Client had open.
+
+    The task is an id from elsewhere, or one whose earlier follow ended.
+    """
 
     kind: ClassVar[str] = "waiting"
     model: str = ""
@@ -173,9 +175,12 @@ class CompletedEvent(EndEvent, frozen=True, kw_only=True, tag="completed"):
 
 
 class FailedEvent(EndEvent, frozen=True, kw_only=True, tag="failed"):
-    """The task ended in failure (``status`` is then ``failed``, ``cancelled``, ``timeout``
-    or ``deleted``), or the call ended with an error: a submit refused (no ``task_id``), a
-    task that cannot be followed (unknown id, retries used up)."""
+    """The task ended in failure, or the call ended with an error.
+
+    On a task failure ``status`` is ``failed``, ``cancelled``, ``timeout`` or ``deleted``. A
+    call's error is a submit refused (no ``task_id``), or a task that cannot be followed
+    (unknown id, retries used up).
+    """
 
     kind: ClassVar[str] = "failed"
     #: The error's message.
@@ -216,8 +221,10 @@ class AbandonedEvent(EndEvent, frozen=True, kw_only=True, tag="abandoned"):
 
 
 class DroppedEvent(Event, frozen=True, kw_only=True, tag="dropped"):
-    """Given by an ``events()`` stream in place of events it dropped: its reader fell
-    ``count`` events behind its buffer (the oldest were dropped)."""
+    """Given by an ``events()`` stream in place of events it dropped.
+
+    Its reader fell ``count`` events behind its buffer (the oldest were dropped).
+    """
 
     kind: ClassVar[str] = "dropped"
     count: int

@@ -78,6 +78,8 @@ def format_usd(amount: Decimal | None) -> str:
 
 
 def plain_usd(amount: Decimal) -> str:
-    """``amount`` as plain digits, without trailing zeros or an exponent (``0.05``, ``10``),
-    for files that are read by programs (a JSON string keeps it exact)."""
+    """``amount`` as plain digits, without trailing zeros or an exponent (``0.05``, ``10``).
+
+    For files that are read by programs (a JSON string keeps it exact).
+    """
     return format(amount.normalize(), "f") if amount else "0"

@@ -344,8 +344,10 @@ _ERROR_CLASSES: Final[dict[int, type[APIStatusError]]] = {
 
 
 def error_class_for(status: int, code: int | None = None) -> type[APIStatusError]:
-    """The exception class for an effective error status (see :func:`classify_status`);
-    ``code``, the envelope's, tells an empty balance (402) from other refusals."""
+    """The exception class for an effective error status (see :func:`classify_status`).
+
+    ``code``, the envelope's, tells an empty balance (402) from other refusals.
+    """
     if status == INSUFFICIENT_BALANCE or (status == 403 and code == INSUFFICIENT_BALANCE):
         return InsufficientBalanceError
     if status >= 500:

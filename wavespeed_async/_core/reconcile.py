@@ -96,8 +96,10 @@ def _canonical(value: Any) -> Any:
 
 
 def agreement(sent: Mapping[str, Any], echoed: Mapping[str, Any]) -> int:
-    """How many keys ``sent`` and ``echoed`` share, all with equal values; -1 if any common
-    key differs, 0 if none is common."""
+    """How many keys ``sent`` and ``echoed`` share, all with equal values.
+
+    -1 if any common key differs, 0 if none is common.
+    """
     common = sent.keys() & echoed.keys()
     for key in common:
         if _canonical(sent[key]) != _canonical(echoed[key]):
@@ -112,8 +114,10 @@ def match(
     exclude: Iterable[str] = (),
     slack_s: float = DEFAULT_SLACK_S,
 ) -> list[Reconciled]:
-    """Each lost submit's task among the history ``entries`` (see the module's rules), in
-    the order of ``submits``; no task is given to two submits."""
+    """Each lost submit's task among the history ``entries`` (see the module's rules).
+
+    In the order of ``submits``; no task is given to two submits.
+    """
     taken = set(exclude)
     timed: list[tuple[HistoryEntry, float]] = []
     for e in entries:

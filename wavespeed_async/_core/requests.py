@@ -161,8 +161,7 @@ _OTHER_SIZE_RE: Final = re.compile(r"^\s*(\d+)\s*[xX,\u00d7]\s*(\d+)\s*$")
 
 
 def _size_hint(spec: ModelSpec, data: Mapping[str, Any]) -> None:
-    """A helpful message for a ``(width, height)`` tuple or a ``"1024x768"`` string given
-    where ``"W*H"`` is expected."""
+    """A hint for a ``(width, height)`` tuple or a ``"1024x768"`` string given for ``"W*H"``."""
     for f in spec.fields:
         if f.size_range is None:
             continue
@@ -283,8 +282,10 @@ class TypedRequest(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=Fals
         return _struct_fields(self)
 
     def to_input(self) -> dict[str, Any]:
-        """The request body: every field, ``None`` values left out (typed items inside it
-        become dicts). A fresh dict each call."""
+        """The request body: every field, ``None`` values left out. A fresh dict each call.
+
+        Typed items inside it become dicts.
+        """
         return {
             k: v if isinstance(v, (str, int, float)) else _to_json(v, k, k)
             for k, v in self._fields().items()
@@ -354,8 +355,9 @@ def request_body(
     model_or_request: str | TypedRequest,
     input: Mapping[str, Any] | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """What a caller passed to ``submit``/``run``, as ``(model path, JSON body)``, before
-    any model's checks: the path is checked, and the body made of JSON values.
+    """What a caller passed to ``submit``/``run``, as ``(model path, JSON body)``.
+
+    This runs before any model's checks: the path is checked, and the body made of JSON values.
 
     The model's checks follow: the catalogue's (``Client.submit``), or the built-in spec's
     (:func:`check_with_spec`, which :func:`coerce_request` adds).

@@ -150,8 +150,10 @@ class FieldRule:
 
 
 def is_size(rule: FieldRule) -> bool:
-    """Whether a rule is WaveSpeed's ``"W*H"`` size: a string with ``minimum``/``maximum``,
-    the bounds of each side."""
+    """Whether a rule is WaveSpeed's ``"W*H"`` size.
+
+    That is a string with ``minimum``/``maximum``, the bounds of each side.
+    """
     return rule.types == frozenset({"string"}) and (
         rule.minimum is not None or rule.maximum is not None
     )
@@ -250,8 +252,10 @@ def _num(x: float) -> str:
 
 
 def show_value(value: Any) -> str:
-    """A value as a message shows it: short, and never a line break or control character
-    (a long string or list is cut before it is written out, not after)."""
+    """A value as a message shows it: short, and never a line break or control character.
+
+    A long string or list is cut before it is written out, not after.
+    """
     text = _repr.repr(value)
     return text if len(text) <= 60 else text[:59] + "\u2026"
 
@@ -272,8 +276,10 @@ def kind_name(value: Any) -> str:
 
 
 def label(text: str) -> str:
-    """A name or path as a message shows it: a control or format character is escaped, so
-    a name the server chose cannot act on the terminal the message is printed to."""
+    """A name or path as a message shows it: a control or format character is escaped.
+
+    So a name the server chose cannot act on the terminal the message is printed to.
+    """
     return text if text.isprintable() else repr(text)[1:-1]
 
 

@@ -194,8 +194,11 @@ class DurationEstimator:
         return value
 
     def _schedule_points(self, config: PollConfig) -> tuple[PollConfig, float, float]:
-        """``(config, first-poll time, tail time)``: the quantiles ``config``'s schedule
-        starts polling and starts backing off at, kept until the next observation."""
+        """``(config, first-poll time, tail time)``, kept until the next observation.
+
+        The times are the quantiles ``config``'s schedule starts polling and starts backing
+        off at.
+        """
         points = (
             config,
             self.quantile(config.tuning.first_poll_fraction),

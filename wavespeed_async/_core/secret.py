@@ -13,8 +13,10 @@ _MASK: Final = "'***'"
 
 
 class _Masked(str):
-    """A real ``str`` (for the HTTP layer, HMAC, ``Client(api_key=...)``), masked in
-    ``repr`` (which is what dict reprs and traceback locals show)."""
+    """A real ``str`` (for the HTTP layer, HMAC, ``Client(api_key=...)``), masked in ``repr``.
+
+    ``repr`` is what dict reprs and traceback locals show.
+    """
 
     __slots__ = ()
 
@@ -23,8 +25,11 @@ class _Masked(str):
 
 
 class Secret:
-    """A credential. ``repr()`` and ``str()`` are masked; :meth:`auth_header` is the only
-    way to the value, and builds the ``Authorization`` header with it."""
+    """A credential, masked in ``repr()`` and ``str()``.
+
+    :meth:`auth_header` is the only way to the value, and builds the ``Authorization``
+    header with it.
+    """
 
     __slots__ = ("_value",)
 
@@ -40,8 +45,10 @@ class Secret:
         return bool(self._value)
 
     def fingerprint(self, context: str) -> str:
-        """A SHA-256 (hex) of ``context`` and the value: names things per credential
-        (a shared namespace, say) without revealing it."""
+        """A SHA-256 (hex) of ``context`` and the value.
+
+        It names things per credential (a shared namespace, say) without revealing it.
+        """
         return hashlib.sha256(f"{context}\n{self._value}".encode()).hexdigest()
 
     def auth_header(self) -> str:
@@ -49,9 +56,11 @@ class Secret:
         return _Masked(f"Bearer {self._value}")
 
     def signing_key(self, label: str) -> SigningKey:
-        """A key for ``label`` derived from the value (an HMAC of the label keyed by it):
-        it authenticates what processes of one account share, and reveals nothing of the
-        value, nor of the keys of other labels."""
+        """A key for ``label`` derived from the value (an HMAC of the label keyed by it).
+
+        It authenticates what processes of one account share, and reveals nothing of the
+        value, nor of the keys of other labels.
+        """
         return SigningKey(hmac.digest(self._value.encode(), label.encode(), "sha256"))
 
 
@@ -93,9 +102,11 @@ class SigningKey:
 
 
 def masked(value: str) -> str:
-    """``value`` as a ``str`` whose ``repr`` is masked: for a credential that must stay a
-    string (an API key on its way to a Client, a webhook secret), so that a traceback
-    printed with its locals does not show it."""
+    """``value`` as a ``str`` whose ``repr`` is masked.
+
+    For a credential that must stay a string (an API key on its way to a Client, a webhook
+    secret), so that a traceback printed with its locals does not show it.
+    """
     return _Masked(value)
 
 
@@ -109,9 +120,11 @@ class _MaskedURL(str):
 
 
 def masked_url(url: str) -> str:
-    """``url`` as a ``str`` whose ``repr`` hides its credentials (``***@host``): for a URL
-    that may carry a password (a Redis share or ledger) held in a field or a local whose
-    repr a dataclass, a log line or a traceback printed with its locals may show."""
+    """``url`` as a ``str`` whose ``repr`` hides its credentials (``***@host``).
+
+    For a URL that may carry a password (a Redis share or ledger) held in a field or a local
+    whose repr a dataclass, a log line or a traceback printed with its locals may show.
+    """
     return _MaskedURL(url)
 
 

@@ -179,8 +179,10 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 def quote_from(model: str, data: Any) -> Quote | None:
-    """A :class:`Quote` from ``/model/price`` data (or the older ``/model/pricing``'s
-    ``unit_price``); ``None`` when it names no price."""
+    """A :class:`Quote` from ``/model/price`` data; ``None`` when it names no price.
+
+    The older ``/model/pricing``'s ``unit_price`` is read too.
+    """
     d = _mapping(data)
     price = _amount(d.get("price"))
     discounted = _amount(d.get("discounted_price"))
@@ -226,8 +228,10 @@ def billing_page(data: Any) -> tuple[list[BillingRecord], bool]:
 def costs_from_records(
     task_ids: Iterable[str], records: Iterable[BillingRecord]
 ) -> dict[str, Cost]:
-    """Each task's :class:`Cost` (every id of ``task_ids``, in order), from its records;
-    a record seen twice (pages that moved) counts once."""
+    """Each task's :class:`Cost` (every id of ``task_ids``, in order), from its records.
+
+    A record seen twice (pages that moved) counts once.
+    """
     found: dict[str, dict[str, BillingRecord]] = {}
     for r in records:
         found.setdefault(r.task_id, {})[r.id or f"{r.kind}:{r.order_id}:{r.created_at}"] = r
@@ -333,15 +337,20 @@ _JSONATA_WORDS: Final = frozenset({"and", "or", "in", "true", "false", "null", "
 
 
 def formula_inputs(formula: str) -> frozenset[str]:
-    """The input names a JSONata price formula may read: every bare word that is not a
-    function (``$exists``), a variable or a keyword. Words inside string literals count
-    too: reading too many inputs only costs quotes, too few would reuse a wrong one."""
+    """The input names a JSONata price formula may read.
+
+    Every bare word that is not a function (``$exists``), a variable or a keyword. Words
+    inside string literals count too: reading too many inputs only costs quotes, too few
+    would reuse a wrong one.
+    """
     return frozenset(w for w in _WORD.findall(formula) if w not in _JSONATA_WORDS)
 
 
 def price_rules(models: Iterable[Model]) -> dict[str, PriceRule]:
-    """The price rule of every catalogue model that has a ``formula`` (models without one
-    are left to the default shape)."""
+    """The price rule of every catalogue model that has a ``formula``.
+
+    Models without one are left to the default shape.
+    """
     rules: dict[str, PriceRule] = {}
     for model in models:
         if model.formula is None:

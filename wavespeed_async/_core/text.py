@@ -8,8 +8,9 @@ __all__ = ["json_printable", "printable"]
 
 
 def printable(text: str, *, limit: int = 500) -> str:
-    """``text`` without control, format or separator characters (a plain space is kept),
-    cut to ``limit`` characters.
+    """``text`` without control, format or separator characters, cut to ``limit`` characters.
+
+    A plain space is kept.
 
     For anything the server controls that is printed, logged or used in a file name: an
     ANSI escape, a NUL, a carriage return or a bidi override never reaches a terminal or a
@@ -24,9 +25,12 @@ def printable(text: str, *, limit: int = 500) -> str:
 
 
 def json_printable(text: str) -> str:
-    """JSON text with every non-printable character outside its strings' escapes written
-    as a ``\\uXXXX`` escape: the same JSON value, and nothing in it (a bidi override, a
-    line separator, DEL) acts on the terminal it is printed to."""
+    """JSON text with every non-printable character written as a ``\\uXXXX`` escape.
+
+    Characters its strings already write as escapes stay as they are. The result is the
+    same JSON value, and nothing in it (a bidi override, a line separator, DEL) acts on the
+    terminal it is printed to.
+    """
     if text.isprintable():
         return text
     return "".join(

@@ -18,9 +18,11 @@ __all__ = ["Catalog"]
 
 
 class Catalog:
-    """The catalogue calls of :class:`~wavespeed_async.Client`, and the check that
-    ``submit`` (so ``run``, ``run_many`` and everything built on them) makes of each input
-    before anything is sent."""
+    """The catalogue calls of :class:`~wavespeed_async.Client`, and the check of each input.
+
+    ``submit`` (so ``run``, ``run_many`` and everything built on them) checks each input
+    before anything is sent.
+    """
 
     base_url: str
     _catalog_config: CatalogConfig

@@ -245,16 +245,20 @@ class Client(Catalog, Tasks, Endpoints, Observing, Spend):
 
     @property
     def account_fingerprint(self) -> str:
-        """A short hash of the API key and base URL that names this account on this API
-        (never the key itself): what a share's default namespace and a ledger's entries
-        record, so that two accounts never take each other's results."""
+        """A short hash of the API key and base URL that names this account on this API.
+
+        Never the key itself: it is what a share's default namespace and a ledger's entries
+        record, so that two accounts never take each other's results.
+        """
         return self._namespace
 
     def signing_key(self, label: str) -> SigningKey:
-        """A key derived from the API key for ``label`` (an HMAC of the label keyed by it):
-        what the processes of this account, and only they, can sign with, to authenticate
+        """A key derived from the API key for ``label`` (an HMAC of the label keyed by it).
+
+        The processes of this account, and only they, can sign with it, to authenticate
         what they store in shared places. Its repr is masked; it reveals nothing of the
-        API key."""
+        API key.
+        """
         return self._key.signing_key(label)
 
     @property
@@ -320,8 +324,10 @@ class Client(Catalog, Tasks, Endpoints, Observing, Spend):
 
     @property
     def polls_sent(self) -> int:
-        """Polls of :meth:`wait` that got their task's state (the submit's answer and
-        webhook deliveries not counted)."""
+        """Polls of :meth:`wait` that got their task's state.
+
+        The submit's answer and webhook deliveries are not counted.
+        """
         api = self._api
         return self._polls_closed + (api.polls_answered if api else 0)
 

@@ -59,8 +59,10 @@ class Endpoints:
         return env.data.secret
 
     async def delete(self, task_ids: list[str]) -> None:
-        """Delete tasks and their outputs on the server (there is no cancel: a running task
-        is still billed)."""
+        """Delete tasks and their outputs on the server.
+
+        There is no cancel: a running task is still billed.
+        """
         if not task_ids:
             return
         for i, task_id in enumerate(task_ids):
@@ -73,9 +75,11 @@ class Endpoints:
         )
 
     def _media_options(self) -> dict[str, Any]:
-        """What the media sessions (downloads, upload PUTs) share with the API's: the
-        proxy settings when the Client built its transport, or the transport itself when
-        it serves media URLs too (an in-process emulator)."""
+        """What the media sessions (downloads, upload PUTs) share with the API's.
+
+        The proxy settings when the Client built its transport, or the transport itself when
+        it serves media URLs too (an in-process emulator).
+        """
         transport = self._open().transport
         if isinstance(transport, AiohttpTransport):
             return {**transport.session_options(), "route": None}

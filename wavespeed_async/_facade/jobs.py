@@ -57,8 +57,10 @@ def run_job(
     webhook: str | None,
     budget: Budget | None = None,
 ) -> Job:
-    """The job of ``run_many``: submit the item, then wait for its task (its quote
-    reserved against ``budget``, the batch's, before the submit)."""
+    """The job of ``run_many``: submit the item, then wait for its task.
+
+    Before the submit, its quote is reserved against ``budget``, the batch's.
+    """
 
     async def job(index: int, item: Any, created: Created) -> Prediction:
         job_model, job_input = job_request(model, index, item)

@@ -75,8 +75,11 @@ class BulkOk(BulkResult[T]):
 
 
 class BulkFailed(BulkResult[T]):
-    """A job that did not complete: ``error`` says why (``id`` is None when no task was
-    created; ``prediction`` is the failed task's, when there is one)."""
+    """A job that did not complete: ``error`` says why.
+
+    ``id`` is None when no task was created; ``prediction`` is the failed task's, when
+    there is one.
+    """
 
     __slots__ = ()
     if TYPE_CHECKING:
@@ -144,15 +147,20 @@ class Progress:
 
     @property
     def eta_s(self) -> float | None:
-        """Seconds left at the current rate; ``None`` when the number of inputs is not
-        known (a generator has no ``len()``) or nothing has ended yet."""
+        """Seconds left at the current rate, or ``None``.
+
+        ``None`` when the number of inputs is not known (a generator has no ``len()``) or
+        nothing has ended yet.
+        """
         if self.total is None or self.rate_per_s == 0:
             return None
         return max(0.0, (self.total - self.done) / self.rate_per_s)
 
     def __str__(self) -> str:
-        """``12/40 done (11 ok, 1 failed); 8 running, 20 queued; 3.1/s, ETA 9 s``, and with
-        a budget ``; $0.48 / $1.00 spent``."""
+        """``12/40 done (11 ok, 1 failed); 8 running, 20 queued; 3.1/s, ETA 9 s``.
+
+        With a budget, followed by ``; $0.48 / $1.00 spent``.
+        """
         total = f"/{self.total}" if self.total is not None else ""
         eta = self.eta_s
         eta_text = f", ETA {eta:.0f} s" if eta is not None and self.done != self.total else ""

@@ -1,6 +1,8 @@
-"""The submit of one job of a bulk run: its worker's state, and the hooks told before each
-send and after an answer that proves no task was created (see
-:mod:`wavespeed_async._runtime.attempts`)."""
+"""The submit of one job of a bulk run: its worker's state, and the hooks told of each send.
+
+The hooks are told before each send and after an answer that proves no task was created (see
+:mod:`wavespeed_async._runtime.attempts`).
+"""
 
 from __future__ import annotations
 
@@ -20,9 +22,11 @@ __all__ = ["WorkerJob", "call_hook", "current_index", "current_job", "submit_in_
 
 @dataclass(slots=True)
 class WorkerJob:
-    """One worker and the job it runs. Its scope is shielded: only the batch's teardown
-    ends it (one scope per worker, not per job: entering and leaving an anyio scope costs
-    more than a small job's own bookkeeping)."""
+    """One worker and the job it runs.
+
+    Its scope is shielded: only the batch's teardown ends it (one scope per worker, not per
+    job: entering and leaving an anyio scope costs more than a small job's own bookkeeping).
+    """
 
     scope: anyio.CancelScope
     #: A submit was sent and no task id came back yet: cancelling now could lose a task.
@@ -50,10 +54,12 @@ def _left(job: WorkerJob) -> bool:
 
 
 class _Attempts:
-    """The hooks of one job's submit (see :mod:`wavespeed_async._runtime.attempts`): what
-    the job's store is told before each send, and after an answer that proves no task was
-    created. A hook runs to its end even when the batch is left meanwhile (a store's write
-    is never cut in half); the job is then not sent."""
+    """The hooks of one job's submit (see :mod:`wavespeed_async._runtime.attempts`).
+
+    They are what the job's store is told before each send, and after an answer that proves
+    no task was created. A hook runs to its end even when the batch is left meanwhile (a
+    store's write is never cut in half); the job is then not sent.
+    """
 
     __slots__ = ("job",)
 

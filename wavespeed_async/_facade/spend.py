@@ -109,8 +109,11 @@ class Spend:
         return LocalBudget(limit, "client")
 
     def _count_spent(self, amount: Decimal) -> None:
-        """Count ``amount`` spent before this Client against its own budget (a resumed
-        batch's earlier runs); an account-wide budget counts them already."""
+        """Count ``amount`` spent before this Client against its own budget.
+
+        The amount is a resumed batch's earlier runs; an account-wide budget counts them
+        already.
+        """
         budget = self._gate().budget
         if isinstance(budget, LocalBudget):
             budget.commit(to_micros(amount))
@@ -172,10 +175,10 @@ class Spend:
     async def quote_many(
         self, model: str | None, inputs: Iterable[Any] | AsyncIterable[Any]
     ) -> BatchQuote:
-        """The quote of a whole batch: one :class:`Quote` per input (inputs as
-        ``run_many`` takes them), totals per model, and the total.
+        """The quote of a whole batch: one :class:`Quote` per input, totals per model, the total.
 
-        One request per input shape; shapes are quoted a few at a time.
+        Inputs are given as ``run_many`` takes them. One request per input shape; shapes are
+        quoted a few at a time.
 
         Raises:
             ValidationError: an input is bad (naming its index), before anything is sent.
@@ -204,8 +207,9 @@ class Spend:
         return summarise([q for q in quotes if q is not None])
 
     async def costs(self, tasks: Iterable[str | Prediction | BulkResult[Any]]) -> dict[str, Cost]:
-        """What each task cost, from the account's billing records: its charges, refunds
-        and net (``Cost``), by task id, in the order given. One ``billings/search`` per
+        """What each task cost, from the account's billing records, in the order given.
+
+        Its charges, refunds and net (``Cost``), by task id. One ``billings/search`` per
         100 tasks. Results without a task id are skipped; a task with no record has a
         ``Cost`` whose ``known`` is false.
 
@@ -226,8 +230,11 @@ class Spend:
         return await self._pricing().costs(ids)
 
     async def with_costs(self, results: Iterable[_B]) -> list[_B]:
-        """``results`` with ``cost_usd`` filled in from billing records (the net cost of
-        each task; 0 where no task was created, ``None`` where no record was found)."""
+        """``results`` with ``cost_usd`` filled in from billing records.
+
+        The net cost of each task; 0 where no task was created, ``None`` where no record was
+        found.
+        """
         kept = list(results)
         found = await self.costs([r for r in kept if r.id is not None])
         out = []
@@ -247,7 +254,9 @@ class Spend:
         created_before: datetime | float | str | None = None,
         page_size: int = PAGE_SIZE,
     ) -> AsyncIterator[HistoryEntry]:
-        """The account's task history (about the last 7 days), newest first, every page::
+        """The account's task history (about the last 7 days), newest first, every page.
+
+        For example::
 
             async for entry in client.predictions(model=MODEL, status="failed"):
                 print(entry.id, entry.created_at, entry.error)

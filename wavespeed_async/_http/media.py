@@ -129,9 +129,11 @@ INTERNAL_REFUSED: Final = "internal address refused (allow with Client(allow_pri
 
 
 def shown_url(url: str) -> str:
-    """A media URL as an error shows it: without its query string (which may hold a
-    signature) or the credentials of its ``user:password@``, printable, at most 200
-    characters."""
+    """A media URL as an error shows it: printable, at most 200 characters, nothing secret.
+
+    Without its query string (which may hold a signature) or the credentials of its
+    ``user:password@``.
+    """
     where = urlsplit(url)
     _credentials, at, host = where.netloc.rpartition("@")
     netloc = f"***@{host}" if at else host
@@ -139,8 +141,10 @@ def shown_url(url: str) -> str:
 
 
 class MediaRoute(HTTPTransport, Protocol):
-    """A transport that also serves some media URLs (an in-process emulator's outputs and
-    upload targets): those are fetched through it instead of the media pool."""
+    """A transport that also serves some media URLs, which are fetched through it.
+
+    Such as an in-process emulator's outputs and upload targets; they skip the media pool.
+    """
 
     def owns(self, url: str) -> bool:
         """Whether ``url`` is served by this transport."""
@@ -157,8 +161,9 @@ class InternalAddress(Exception):
 
 
 def public_socket(addr_info: Any) -> socket.socket:
-    """aiohttp's socket factory for media hosts (downloads, upload PUTs): refuses
-    non-global addresses.
+    """aiohttp's socket factory for media hosts: refuses non-global addresses.
+
+    Media hosts are those of downloads and upload PUTs.
 
     Called with the address actually connected to, after DNS and for every redirect hop,
     so neither a hostname resolving to an internal address nor DNS rebinding gets past it.
@@ -312,14 +317,17 @@ async def with_get_retries(
     rng: random.Random,
     give_up: Callable[[FailureKind, int | None, str], Exception],
 ) -> _T:
-    """Call ``once`` until it succeeds, retrying per the GET policy a connect failure, a
-    reset, a timeout or a retryable :class:`HostStatus`; raise ``give_up(kind, status,
-    text)`` when the policy says stop, from the last failure. For requests to storage and
-    output hosts, which carry no credentials and go through a pool of their own.
+    """Call ``once`` until it succeeds, retrying per the GET policy.
+
+    A connect failure, a reset, a timeout or a retryable :class:`HostStatus` is retried;
+    ``give_up(kind, status, text)`` is raised when the policy says stop, from the last
+    failure. For requests to storage and output hosts, which carry no credentials and go
+    through a pool of their own.
 
     ``text`` is the host's answer for a status, and :data:`TOO_MANY_OPEN_FILES` when a
     connection could not be opened for want of file descriptors (a connect failure that
-    is no fault of the host's)."""
+    is no fault of the host's).
+    """
     attempt = 0
     while True:
         attempt += 1

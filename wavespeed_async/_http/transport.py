@@ -35,8 +35,9 @@ def check_proxy(proxy: str | None) -> str | None:
 
 
 async def _read_rest(resp: aiohttp.ClientResponse, first: bytes, cap: int) -> bytes | None:
-    """The whole body after its ``first`` chunk, or ``None`` (and the connection closed)
-    once it passes ``cap`` bytes.
+    """The whole body after its ``first`` chunk, or ``None`` once it passes ``cap`` bytes.
+
+    On ``None`` the connection is closed.
 
     Counts decompressed bytes, so a small compressed answer cannot inflate past the cap.
     Most answers come whole in their first chunk, and never get here.
@@ -116,8 +117,7 @@ class AiohttpTransport:
         return self._proxy is not None or self.trust_env
 
     def session_options(self) -> dict[str, object]:
-        """What another session of the same Client (downloads, uploads) shares with this
-        one: the proxy settings."""
+        """What another session of this Client (downloads, uploads) shares: the proxy settings."""
         return {"proxy": self._proxy, "trust_env": self.trust_env}
 
     def _open(self) -> aiohttp.ClientSession:
@@ -147,10 +147,13 @@ class AiohttpTransport:
     def _prepare(
         self, request: HTTPRequest
     ) -> tuple[URL, CIMultiDict[str] | None, aiohttp.ClientTimeout]:
-        """What aiohttp needs for ``request``, made once per request object (a poll's
-        request is sent at every poll of its task): the parsed URL (aiohttp parses a str at
-        every request, and its parse cache of 128 misses once more tasks than that are
-        polled), the headers (``None`` when they are the session's own), the timeout."""
+        """What aiohttp needs for ``request``, made once per request object.
+
+        A poll's request is sent at every poll of its task. It holds the parsed URL (aiohttp
+        parses a str at every request, and its parse cache of 128 misses once more tasks
+        than that are polled), the headers (``None`` when they are the session's own), the
+        timeout.
+        """
         headers: CIMultiDict[str] | None = None
         if request.headers is not self._session_headers:
             last = self._headers_of

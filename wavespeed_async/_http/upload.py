@@ -136,8 +136,10 @@ async def put(
     trust_env: bool = False,
     route: MediaRoute | None = None,
 ) -> None:
-    """Send the bytes as the ticket says, from a session that has no credentials (or
-    through ``route``, a transport that serves the storage URL itself)."""
+    """Send the bytes as the ticket says, from a session that has no credentials.
+
+    Or through ``route``, a transport that serves the storage URL itself.
+    """
     parts = urlsplit(instruction.url)
     if (
         instruction.method.upper() != "PUT"
@@ -213,8 +215,10 @@ async def put(
 
 
 async def _head(resp: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The first ``limit`` bytes of the body (fewer if it ends first), never the rest: the
-    storage host is the ticket's word, not ours, and its body could be endless."""
+    """The first ``limit`` bytes of the body (fewer if it ends first), never the rest.
+
+    The storage host is the ticket's word, not ours, and its body could be endless.
+    """
     head = b""
     while len(head) < limit:
         chunk = await resp.content.read(limit - len(head))

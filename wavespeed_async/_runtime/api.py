@@ -208,8 +208,10 @@ class Api(Deciding):
         )
 
     def poll_request(self, task_id: str) -> HTTPRequest:
-        """The GET of a task's result, made once per wait and sent at each of its polls
-        (its deadline is kept by :meth:`poll`, not by the transport)."""
+        """The GET of a task's result, made once per wait and sent at each of its polls.
+
+        Its deadline is kept by :meth:`poll`, not by the transport.
+        """
         return HTTPRequest(
             "GET", self.url(result_path(task_id)), headers=self.headers, timeout=self._poll_timeout
         )
@@ -332,8 +334,10 @@ class Api(Deciding):
         retry_after: float | None,
         task_id: str | None,
     ) -> _Attempt:
-        """An error answer: typed by ``effective`` (the HTTP status, or the envelope's code
-        when a 2xx carries an error), keeping the HTTP status as ``.status``."""
+        """An error answer, typed by ``effective``, keeping the HTTP status as ``.status``.
+
+        ``effective`` is the HTTP status, or the envelope's code when a 2xx carries an error.
+        """
         ecode = _envelope_code(code)
         cls = _policy.error_class_for(effective, ecode)
         err: APIStatusError
@@ -393,9 +397,10 @@ class Api(Deciding):
         return out
 
     async def poll(self, wait: PollTarget) -> Prediction:
-        """One poll of a wait in progress: a GET of the task's result (``wait.target``,
-        from :meth:`poll_request`), retried as :meth:`call` retries a GET until
-        ``wait.deadline``.
+        """One poll of a wait in progress: a GET of the task's result, retried until its deadline.
+
+        The GET is ``wait.target`` (from :meth:`poll_request`), retried as :meth:`call`
+        retries a GET, until ``wait.deadline``.
 
         Each attempt's ``request_s`` deadline is kept by one timer for every poll in
         flight (which cancels the poll's task, and the attempt turns that into a
@@ -432,8 +437,11 @@ class Api(Deciding):
         *,
         poll: bool = False,
     ) -> E:
-        """A GET after its first attempt failed (``out``): sends ``request`` again per the
-        GET policy until one succeeds, or raises the last failure's error."""
+        """A GET after its first attempt failed (``out``).
+
+        Sends ``request`` again per the GET policy until one succeeds, or raises the last
+        failure's error.
+        """
         tries = 1
         while True:
             time_left = None if deadline is None else deadline - self.flow.now()
@@ -538,9 +546,11 @@ class Api(Deciding):
             raise self._final(out, None)
 
     async def _before_send(self, hooks: SubmitAttempts) -> None:
-        """Wait out a cool-down, then tell the hooks that the submit is being sent: a job
-        is never recorded as sent while it still waits (a cool-down that began while the
-        hooks ran takes the record back and waits again)."""
+        """Wait out a cool-down, then tell the hooks that the submit is being sent.
+
+        A job is never recorded as sent while it still waits: a cool-down that began while
+        the hooks ran takes the record back and waits again.
+        """
         flow = self.flow
         while True:
             if flow.cooldown.until > _NO_COOLDOWN:

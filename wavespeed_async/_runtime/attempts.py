@@ -1,6 +1,7 @@
-"""Hooks around each send of one submit: the seam that lets a job store record, before
-every send, that a request is going out, and after an answer that proves no task was
-created, that the job is re-sendable again.
+"""Hooks around each send of one submit, for a job store to record what was sent.
+
+They let a job store record, before every send, that a request is going out, and after an
+answer that proves no task was created, that the job is re-sendable again.
 
 ``Api.submit`` sends a submit, and sends it again only when the answer proves that no task
 was created (a 429, a 503 with ``Retry-After``, a connect failure). A bulk run sets
@@ -24,8 +25,10 @@ class SubmitAttempts(Protocol):
         """Just before each send; raises (``SubmitSkipped``, say) to send nothing."""
 
     async def not_sent(self) -> None:
-        """After an answer that proves no task was created (before a re-send, or before
-        the refusal is raised)."""
+        """After an answer that proves no task was created.
+
+        Called before a re-send, or before the refusal is raised.
+        """
 
 
 #: The hooks of the submit made in this context (a job of a bulk run), if any.

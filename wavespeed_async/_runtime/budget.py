@@ -179,8 +179,11 @@ class Hold:
 
 
 def refused_before_creation(exc: BaseException) -> bool:
-    """Whether a submit that raised ``exc`` provably created no task: a refusal, a
-    connection never made, a declined job; never a lost or unreadable answer."""
+    """Whether a submit that raised ``exc`` provably created no task.
+
+    True for a refusal, a connection never made, a declined job; never for a lost or
+    unreadable answer.
+    """
     if isinstance(exc, (SubmitSkipped, ConnectError, BudgetExceeded)):
         return True
     if not isinstance(exc, WaveSpeedError) or exc.task_id is not None:

@@ -76,8 +76,10 @@ DEFAULT_CACHE_DIR: Final = _Default.DIR
 
 
 def default_cache_dir() -> Path | None:
-    """``$XDG_CACHE_HOME/wavespeed-async``, else ``~/.cache/wavespeed-async``; ``None`` when
-    there is no home directory to put it in."""
+    """``$XDG_CACHE_HOME/wavespeed-async``, else ``~/.cache/wavespeed-async``.
+
+    ``None`` when there is no home directory to put it in.
+    """
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     if xdg and os.path.isabs(xdg):
         return Path(xdg) / "wavespeed-async"
@@ -88,8 +90,11 @@ def default_cache_dir() -> Path | None:
 
 
 def cache_key(base_url: str) -> str:
-    """The hash that names a base URL's cache file: credentials, query and fragment left
-    out, scheme and host in lower case, no trailing slash."""
+    """The hash that names a base URL's cache file.
+
+    The URL is hashed with credentials, query and fragment left out, scheme and host in lower
+    case, no trailing slash.
+    """
     try:
         url = urllib.parse.urlsplit(base_url.strip())
         host = (url.hostname or "").lower()

@@ -147,8 +147,10 @@ class EventStream:
         self.close()
 
     def get_nowait(self) -> Event | None:
-        """The next event if one is buffered (a :class:`DroppedEvent` first after a gap), else
-        ``None``."""
+        """The next event if one is buffered, else ``None``.
+
+        After a gap, a :class:`DroppedEvent` comes first.
+        """
         if self._gap:
             count, self._gap = self._gap, 0
             at, wall = self._gap_at
@@ -270,8 +272,10 @@ class Subscribers:
         """No listener and no stream is left (what is kept for them may go)."""
 
     def emit(self, event: Event) -> None:
-        """Hand ``event`` to every listener and stream (a listener's exception is logged
-        once, counted, and changes nothing else)."""
+        """Hand ``event`` to every listener and stream.
+
+        A listener's exception is logged once, counted, and changes nothing else.
+        """
         for listener in self._listeners:
             try:
                 listener(event)

@@ -145,9 +145,11 @@ class Events(Subscribers):
     # -- follows --------------------------------------------------------------------------
 
     def snapshot(self, task_id: str, status: str | None) -> StatusEvent | None:
-        """A ``status`` event of ``task_id``'s current status (for a new stream of it):
-        its open follow's, else ``status`` (a wait's last answer), which then opens a
-        follow, so that the next poll is told only if it sees something new."""
+        """A ``status`` event of ``task_id``'s current status, for a new stream of it.
+
+        The status is its open follow's, else ``status`` (a wait's last answer), which then
+        opens a follow, so that the next poll is told only if it sees something new.
+        """
         follow = self._follows.get(task_id)
         if follow is None:
             if status is None or task_id in self._ended:
@@ -167,8 +169,11 @@ class Events(Subscribers):
         )
 
     def _follow(self, task_id: str) -> _Follow | None:
-        """The open follow of ``task_id``; one made now if none is open or recently ended
-        (a listener that came after it started); ``None`` if it ended."""
+        """The open follow of ``task_id``; ``None`` if it ended.
+
+        One is made now if none is open or recently ended (a listener that came after it
+        started).
+        """
         follow = self._follows.get(task_id)
         if follow is None and task_id not in self._ended:
             follow = _Follow(next(self._refs), None, "", None, self._clock())
@@ -219,8 +224,11 @@ class Events(Subscribers):
         )
 
     def submit_failed(self, ref: int | None, exc: BaseException, model: str) -> None:
-        """The submit of ``ref`` ended without a task id: ``unknown`` or ``failed`` (nothing,
-        if it was never sent: a job declined by ``on_submitting``, a batch left first)."""
+        """The submit of ``ref`` ended without a task id: ``unknown`` or ``failed``.
+
+        Nothing is told if it was never sent: a job declined by ``on_submitting``, a batch
+        left first.
+        """
         submit = self._submits.pop(ref, None) if ref is not None else None
         if submit is not None and not submit.sent:
             return
@@ -395,9 +403,12 @@ class Events(Subscribers):
     # -- the end of a follow --------------------------------------------------------------
 
     def _end(self, task_id: str, *, final: bool, counted: bool = True) -> _Follow | None:
-        """One wait of ``task_id`` ended; the follow to report the end of, or ``None``
-        when it is not to be told (already told, or, unless ``final``, other waits go on).
-        ``counted``: the wait's start was told (:meth:`waiting`), so it counts as a waiter."""
+        """One wait of ``task_id`` ended; the follow to report the end of, or ``None``.
+
+        ``None`` when the end is not to be told (already told, or, unless ``final``, other
+        waits go on). ``counted``: the wait's start was told (:meth:`waiting`), so it counts
+        as a waiter.
+        """
         follow = self._follows.get(task_id)
         if follow is None:
             ended = self._ended.get(task_id)
@@ -449,8 +460,10 @@ class Events(Subscribers):
         )
 
     def failed(self, task_id: str, exc: BaseException, index: int | None) -> None:
-        """A wait of ``task_id`` (or the submit that named it) ended with ``exc``: the
-        task failed, or it cannot be followed."""
+        """A wait of ``task_id`` (or the submit that named it) ended with ``exc``.
+
+        The task failed, or it cannot be followed.
+        """
         follow = self._end(task_id, final=True)
         if follow is None:
             return

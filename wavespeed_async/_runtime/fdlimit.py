@@ -51,8 +51,10 @@ def open_file_limit() -> int | None:
 
 
 def fit_to_file_limit(limits: FlowLimits, *, reserved: int = 0) -> FlowLimits:
-    """``limits`` with ``max_connections`` lowered to fit the open-file limit (warned),
-    after ``reserved`` files held by something else of the Client."""
+    """``limits`` with ``max_connections`` lowered to fit the open-file limit (warned).
+
+    The limit is counted after ``reserved`` files held by something else of the Client.
+    """
     soft = open_file_limit()
     allowed = connections_allowed(limits.max_connections, soft, reserved=reserved)
     if allowed == limits.max_connections:

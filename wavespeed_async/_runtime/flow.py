@@ -68,8 +68,10 @@ class FlowControl:
         return self._clock()
 
     async def acquire_slot(self, token: object) -> None:
-        """Take an in-flight slot on behalf of ``token`` (give it back with
-        :meth:`release_slot`); without a trip through the event loop when one is free."""
+        """Take an in-flight slot on behalf of ``token``; give it back with :meth:`release_slot`.
+
+        A free slot is taken without a trip through the event loop.
+        """
         try:
             self.in_flight.acquire_on_behalf_of_nowait(token)
         except anyio.WouldBlock:
@@ -99,8 +101,10 @@ class FlowControl:
             self.share.start_cooldown(seconds)
 
     def note_cooldown(self, seconds: float) -> None:
-        """Hold back this Client for ``seconds``, without telling a share (which calls this
-        when another process started a cool-down)."""
+        """Hold back this Client for ``seconds``, without telling a share.
+
+        A share calls this when another process started a cool-down.
+        """
         now = self._clock()
         if self.cooldown.delay(now) < seconds:
             self.cooldowns_started += 1

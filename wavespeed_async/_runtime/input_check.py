@@ -51,9 +51,11 @@ MODELS_PATH: Final = "/api/v3/models"
 
 
 def cache_dir_for(config: CatalogConfig, base_url: str) -> Path | _Default | None:
-    """Where the catalogue file of ``base_url`` goes: ``config.cache_dir``, else the user's
-    cache directory; no file (``None``) with ``disk_cache=False``, or by default for a
-    loopback, private or ``.invalid`` host, whose catalogue is an emulator's."""
+    """Where the catalogue file of ``base_url`` goes: ``config.cache_dir``, else the user's.
+
+    No file (``None``) with ``disk_cache=False``, or by default for a loopback, private or
+    ``.invalid`` host, whose catalogue is an emulator's.
+    """
     if not config.disk_cache:
         return None
     if config.cache_dir is not None:
@@ -65,8 +67,10 @@ def cache_dir_for(config: CatalogConfig, base_url: str) -> Path | _Default | Non
 
 
 def catalogue_fetch(api: Callable[[], Api], timeout_s: float) -> Callable[[], Awaitable[bytes]]:
-    """The raw body of ``GET /api/v3/models`` through a Client's API caller (its retries,
-    headers and limits), all within ``timeout_s``."""
+    """The raw body of ``GET /api/v3/models`` through a Client's API caller.
+
+    The call has the caller's retries, headers and limits, all within ``timeout_s``.
+    """
 
     async def fetch() -> bytes:
         caller = api()
@@ -144,9 +148,11 @@ class InputChecks:
         return list(found.values())
 
     async def checker(self, model: str) -> Checker | tuple[str, str]:
-        """The model's checker, or ``(kind, reason)`` when the catalogue cannot check it:
-        kind ``"unavailable"`` (no catalogue at hand), ``"absent"`` (not listed) or
-        ``"uncheckable"`` (a schema the checker does not understand)."""
+        """The model's checker, or ``(kind, reason)`` when the catalogue cannot check it.
+
+        ``kind`` is ``"unavailable"`` (no catalogue at hand), ``"absent"`` (not listed) or
+        ``"uncheckable"`` (a schema the checker does not understand).
+        """
         if self._clock() < self._retry_at:
             return "unavailable", self._failure
         try:
@@ -166,8 +172,10 @@ class InputChecks:
         return checker
 
     def _keep(self, checker: Checker) -> None:
-        """Remember a checker of the current catalogue until it is due for a refresh (or,
-        for one kept after a failed refresh, until the next attempt)."""
+        """Remember a checker of the current catalogue until it is due for a refresh.
+
+        One kept after a failed refresh is remembered until the next attempt.
+        """
         fetched_at = self.cache.fetched_at
         if fetched_at is None:  # pragma: no cover - a checker comes from a catalogue
             return
@@ -180,9 +188,11 @@ class InputChecks:
         self._ready[checker.model_id] = checker
 
     async def problems(self, model: str, body: Mapping[str, Any]) -> list[ValidationError]:
-        """Every problem that keeps ``body`` from being sent to ``model``, per the rules of
-        the module doc (``[]``: send it). May log one warning, and emit the built-in spec's
-        ``UnknownFieldWarning``."""
+        """Every problem that keeps ``body`` from being sent to ``model`` (``[]``: send it).
+
+        Per the rules of the module doc. May log one warning, and emit the built-in spec's
+        ``UnknownFieldWarning``.
+        """
         if self.config.check == "off":
             return _spec_problems(model, body)
         found: Checker | tuple[str, str]

@@ -1,5 +1,6 @@
-"""The webhook replay guard for a whole account: one delivery is processed once, whichever
-worker process receives it (and however often it is sent).
+"""The webhook replay guard for a whole account: one delivery is processed once.
+
+That holds whichever worker process receives it, and however often it is sent.
 
 Each process keeps its own :class:`~wavespeed_async._core.webhooks.ReplayGuard` (a replay to
 the same process costs no call); with a share, a delivery id is also recorded there, set if
@@ -22,8 +23,10 @@ _MARGIN_S = 60.0
 
 
 async def first_time(guard: ReplayGuard, share: Share | None, delivery: Delivery) -> bool:
-    """Whether ``delivery`` is seen for the first time, by this process and, with a
-    ``share``, by every process of the account; records it either way."""
+    """Whether ``delivery`` is seen for the first time; records it either way.
+
+    First by this process and, with a ``share``, by every process of the account.
+    """
     if not guard.first_time(delivery):
         return False
     ask = getattr(share, "first_delivery", None)  # a Share of an older interface: local only

@@ -53,9 +53,11 @@ class Deciding:
         request: str,
         ref: int | None = None,
     ) -> _policy.RetryDecision:
-        """Ask ``policy`` whether to retry; a 429 also starts the shared cool-down. A retry
-        and a cool-down are told to the Client's events (``task_id``, ``request`` and
-        ``ref``: whose request, and which)."""
+        """Ask ``policy`` whether to retry; a 429 also starts the shared cool-down.
+
+        A retry and a cool-down are told to the Client's events (``task_id``, ``request``
+        and ``ref``: whose request, and which).
+        """
         decision = policy(
             out.kind,
             status=out.status,

@@ -49,8 +49,10 @@ class Share(Protocol):
 
     @property
     def connections(self) -> int:
-        """How many sockets the share may hold open at most (counted against the
-        process's open-file limit when the Client sizes its HTTP pool)."""
+        """How many sockets the share may hold open at most.
+
+        Counted against the process's open-file limit when the Client sizes its HTTP pool.
+        """
 
     def bind(
         self,
@@ -63,12 +65,15 @@ class Share(Protocol):
         signer: SigningKey,
         max_cooldown_s: float,
     ) -> None:
-        """Attach to one Client: its limits, the default namespace, the loop's clock, and
-        what to call when another process delivers a result or starts a cool-down.
+        """Attach to one Client.
+
+        Takes its limits, the default namespace, the loop's clock, and what to call when
+        another process delivers a result or starts a cool-down.
 
         ``signer`` authenticates shared results (derived from the API key: the same in
         every process of the account); ``max_cooldown_s`` bounds a cool-down read from
-        the share (the Client's ``RetryConfig.max_retry_after_s``)."""
+        the share (the Client's ``RetryConfig.max_retry_after_s``).
+        """
 
     async def start(self) -> None:
         """Connect and subscribe; raise ``ConnectError`` naming the server if it is down."""
@@ -83,13 +88,18 @@ class Share(Protocol):
         """Give back ``token``'s slot (at once locally; the server is told in background)."""
 
     async def acquire_start(self) -> object:
-        """Wait until one more task may start under the account-wide per-minute limit;
-        return a handle for :meth:`start_sent`."""
+        """Wait until one more task may start under the account-wide per-minute limit.
+
+        Returns a handle for :meth:`start_sent`.
+        """
 
     def start_sent(self, handle: object) -> None:
-        """The submit of ``handle`` was answered: count the start from now, the latest time
-        the server can have created the task, so that a request slowed on its way (a busy
-        process, a retry) cannot make the server count it later than the window did."""
+        """The submit of ``handle`` was answered: count the start from now.
+
+        Now is the latest time the server can have created the task, so a request slowed on
+        its way (a busy process, a retry) cannot make the server count it later than the
+        window did.
+        """
 
     async def acquire_poll(self) -> None:
         """Wait for this poll's share of the account-wide poll budget."""
@@ -101,18 +111,24 @@ class Share(Protocol):
         """Tell every process of the account that ``prediction`` ended (in background)."""
 
     async def stored_result(self, task_id: str) -> Prediction | None:
-        """A delivery published for ``task_id`` before anyone waited for it, if any: only
-        an authenticated, final result of that very task."""
+        """A delivery published for ``task_id`` before anyone waited for it, if any.
+
+        Only an authenticated, final result of that very task.
+        """
 
     async def first_delivery(self, delivery_id: str, ttl_s: float) -> bool | None:
-        """Record a webhook delivery id for the whole account (kept ``ttl_s``): ``True``
-        the first time, ``False`` for a replay, ``None`` when the share cannot tell (its
-        server is away: the caller's own guard decides)."""
+        """Record a webhook delivery id for the whole account (kept ``ttl_s``).
+
+        ``True`` the first time, ``False`` for a replay, ``None`` when the share cannot tell
+        (its server is away: the caller's own guard decides).
+        """
 
     async def reserve_spend(self, micros: int, limit_micros: int) -> bool:
-        """Add ``micros`` to the account's committed spend, atomically, only if it then
-        stays within ``limit_micros``; whether it was added. Optional with the two below:
-        without them, a Client with ``FlowLimits.budget_usd`` refuses the share."""
+        """Add ``micros`` to the committed spend if it stays within ``limit_micros``.
+
+        Atomic, for the whole account; returns whether it was added. Optional with the two
+        below: without them, a Client with ``FlowLimits.budget_usd`` refuses the share.
+        """
 
     def release_spend(self, micros: int) -> None:
         """Take ``micros`` back off the account's committed spend (in background)."""
@@ -132,8 +148,10 @@ def share_signer(api_key: Secret) -> SigningKey:
 
 
 def resolve_share(share: str | Share | None) -> Share | None:
-    """``Client(share=...)``: a URL is built by the backend its scheme names (see
-    :mod:`wavespeed_async._core.registry`; ``redis://`` needs the ``redis`` extra)."""
+    """``Client(share=...)``: a URL is built by the backend its scheme names.
+
+    See :mod:`wavespeed_async._core.registry`; ``redis://`` needs the ``redis`` extra.
+    """
     if share is None or not isinstance(share, str):
         return share
     backend: Share = registry.resolve("share", masked(share))

@@ -76,8 +76,10 @@ class _Catalogue(msgspec.Struct, frozen=True):
 
 
 class _CatalogueDecoder:
-    """Decodes ``GET /api/v3/models`` leniently (:func:`decode_models`: odd entries are
-    skipped); an answer that is no catalogue is a DecodeError."""
+    """Decodes ``GET /api/v3/models`` leniently; an answer that is no catalogue is a DecodeError.
+
+    Uses :func:`decode_models`: odd entries are skipped.
+    """
 
     def decode(self, buf: bytes, /) -> _Catalogue:
         return _Catalogue(decode_models(buf))
@@ -136,8 +138,10 @@ class Pricing:
     # -- price rules -----------------------------------------------------------------------
 
     async def rules(self) -> dict[str, PriceRule]:
-        """The catalogue's price rules by model (``{}`` when the catalogue is unavailable:
-        shapes then fall back to every input but text, URLs and seeds)."""
+        """The catalogue's price rules by model (``{}`` when the catalogue is unavailable).
+
+        Without rules, shapes fall back to every input but text, URLs and seeds.
+        """
         while True:
             if self._rules is not None and self._clock() < self._rules_until:
                 return self._rules
@@ -273,8 +277,10 @@ class Pricing:
         created_before: str | None = None,
         page_size: int = PAGE_SIZE,
     ) -> AsyncIterator[HistoryEntry]:
-        """The history, newest first, a page at a time (a page shorter than ``page_size``
-        is the last; a page with nothing new ends it too)."""
+        """The history, newest first, a page at a time.
+
+        A page shorter than ``page_size`` is the last; a page with nothing new ends it too.
+        """
         api = self._api()
         filters = {
             k: v
@@ -302,8 +308,11 @@ class Pricing:
     async def reconcile(
         self, lost: list[LostSubmit], *, exclude: Iterable[str], slack_s: float = DEFAULT_SLACK_S
     ) -> list[Reconciled]:
-        """Look for each lost submit's task in the history (per model, in the window that
-        covers every lost submit of that model); see :mod:`wavespeed_async._core.reconcile`."""
+        """Look for each lost submit's task in the history.
+
+        Per model, in the window that covers every lost submit of that model; see
+        :mod:`wavespeed_async._core.reconcile`.
+        """
         entries: list[HistoryEntry] = []
         for model in dict.fromkeys(s.model for s in lost):
             windows = [s.window(slack_s) for s in lost if s.model == model]

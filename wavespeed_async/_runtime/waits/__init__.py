@@ -132,8 +132,9 @@ class Waits:
         return est
 
     async def wait(self, task_id: str, last: Prediction | None, limit: float | None) -> Prediction:
-        """Wait until ``task_id`` ends (``last``: its state as known, if any); return it
-        completed.
+        """Wait until ``task_id`` ends; return it completed.
+
+        ``last`` is its state as known, if any.
 
         Raises:
             TaskFailedError: it ended in any other way.
@@ -188,8 +189,10 @@ class Waits:
         )
 
     def deliver(self, prediction: Prediction) -> bool:
-        """A verified delivery of this process: end the waits for its task, or keep it
-        for a wait about to start. Returns whether a wait was pending."""
+        """A verified delivery of this process: end the waits for its task.
+
+        With no wait, keep it for a wait about to start. Returns whether a wait was pending.
+        """
         self.deliveries += 1
         if not self._scheduler.deliver(prediction):
             _bounded_put(self._early, prediction.id, prediction)
@@ -218,7 +221,9 @@ class Waits:
             _bounded_put(self._early, prediction.id, prediction)
 
     def close(self) -> list[asyncio.Task[None]]:
-        """Fail every wait with ``ClientClosedError``; return the polls in flight,
-        cancelled (await them to let them end)."""
+        """Fail every wait with ``ClientClosedError``; return the polls in flight, cancelled.
+
+        Await them to let them end.
+        """
         self._closed = True
         return self._scheduler.close()

@@ -118,8 +118,10 @@ class Deadlines:
         self._pending.clear()
 
     def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
-        """The timer: cancel the task of every request past its deadline, re-arm for the
-        next one (none once nothing is in flight)."""
+        """The timer: cancel the task of every request past its deadline, re-arm for the next.
+
+        Not re-armed once nothing is in flight.
+        """
         self._timer = None
         pending = self._pending
         due = loop.time() + _SLACK_S

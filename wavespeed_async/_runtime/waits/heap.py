@@ -98,8 +98,10 @@ class PollEntry:
         return self.last.status if self.last is not None else "created"
 
     def next_due(self, now: float, config: PollConfig) -> tuple[float, float]:
-        """When to poll next (event-loop times): the earliest time it may be sent, and the
-        time it is due, from the adaptive schedule and the deadline."""
+        """When to poll next (event-loop times): the earliest time to send, and the due time.
+
+        Both come from the adaptive schedule and the deadline.
+        """
         if self.webhook:
             delay = config.webhook_fallback_s
         else:
@@ -142,8 +144,10 @@ class PollHeap:
         return self._live
 
     def push(self, entry: PollEntry, due: float, earliest: float | None = None) -> None:
-        """Schedule ``entry`` at ``due``, to be sent from ``earliest`` (default ``due``)
-        with the polls due by then; replaces its earlier schedule, if any."""
+        """Schedule ``entry`` at ``due``; replaces its earlier schedule, if any.
+
+        It may be sent from ``earliest`` (default ``due``) with the polls due by then.
+        """
         if entry.seq:
             self._live -= 1
         entry.seq = seq = next(self._seq)
@@ -173,8 +177,10 @@ class PollHeap:
         return None
 
     def pop_due(self, now: float) -> list[PollEntry]:
-        """Unschedule and return every entry that may be sent at ``now`` (its window has
-        opened), in the order of the windows' starts."""
+        """Unschedule and return every entry that may be sent at ``now``.
+
+        Those are the entries whose window has opened, in the order of the windows' starts.
+        """
         heap = self._by_lo
         out: list[PollEntry] = []
         while heap and heap[0][0] <= now:

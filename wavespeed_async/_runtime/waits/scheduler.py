@@ -40,8 +40,10 @@ _TIMER_SLACK_S: Final = 0.001
 
 
 class WaitExpired(Exception):
-    """A wait's deadline passed (the scheduler fails its future with this; the Client
-    turns it into ``TaskTimeoutError``)."""
+    """A wait's deadline passed.
+
+    The scheduler fails its future with this; the Client turns it into ``TaskTimeoutError``.
+    """
 
 
 #: Sends one poll of an entry's task (retries until ``entry.deadline``) -> its current state.
