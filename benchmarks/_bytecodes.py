@@ -39,8 +39,11 @@ PACKAGES = ("wavespeed_async", "aiohttp", "asyncio", "anyio", "yarl", "multidict
 
 
 def package_of(filename: str) -> str:
-    """The package a code object's file belongs to (``benchmarks`` for the clients' own
-    harness code, ``other`` for the rest of the standard library and site-packages)."""
+    """The package a code object's file belongs to.
+
+    ``benchmarks`` for the clients' own harness code, ``other`` for the rest of the standard
+    library and site-packages.
+    """
     parts = Path(filename).parts
     for name in PACKAGES:
         if name in parts:
@@ -136,8 +139,10 @@ def _short(key: str) -> str:
 
 
 def render(results: Sequence[Counted], *, top: int = 20) -> str:
-    """A table of bytecodes per job (and per request) by package for every client, then the
-    functions of ``wavespeed_async`` that run the most bytecodes per job."""
+    """A table of bytecodes per job (and per request) by package for every client.
+
+    Then the functions of ``wavespeed_async`` that run the most bytecodes per job.
+    """
     packages = [*PACKAGES, "benchmarks", "other"]
     lines = [
         "| client | requests/job | bytecodes/job | per request | " + " | ".join(packages) + " |",

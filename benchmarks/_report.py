@@ -169,8 +169,10 @@ def _pct(ratio: float) -> str:
 
 
 def median_run(runs: Sequence[RunFigures]) -> RunFigures:
-    """Of one client's runs, the one of median CPU per job (the lower middle of an even
-    number): a real run, all its figures from the same batch."""
+    """Of one client's runs, the one of median CPU per job.
+
+    The lower middle of an even number: a real run, all its figures from the same batch.
+    """
     ordered = sorted(runs, key=lambda f: f.cpu_ms_per_job)
     return ordered[(len(ordered) - 1) // 2]
 

@@ -177,8 +177,10 @@ FLOOR_SCALE = Scenario(
 
 
 def scenario_named(client: str) -> Scenario:
-    """The scenario of ``ours`` (``ours-events``, ``ours-stream``: with a subscriber to its
-    events) or ``floor-<interval s>`` (``floor-0.5`` or ``floor-0.5s``).
+    """The scenario of ``ours`` or ``floor-<interval s>`` by its name.
+
+    ``ours-events`` and ``ours-stream`` run ``ours`` with a subscriber to its events; the
+    floor's interval is written ``floor-0.5`` or ``floor-0.5s``.
 
     Raises:
         ValueError: another name, or an interval that is not a positive number of seconds.
@@ -314,8 +316,7 @@ def run_scenario(
     tag: str,
     around_measured: Callable[[int], AbstractContextManager[object]] | None = None,
 ) -> RunFigures:
-    """Run one client in its own process against ``emu``, gather its figures and log
-    their summary.
+    """Run one client in its own process against ``emu``, gather its figures, log a summary.
 
     ``around_measured``: given the worker's process id, a context entered just before the
     measured batch starts and left when it has ended (e.g. a profiler attached to it).
@@ -398,8 +399,11 @@ def _summary(fig: RunFigures) -> str:
 
 
 def execute(plan: Plan, only: Sequence[str] | None, command: str) -> Results:
-    """Run the plan; ``only`` restricts it to scenarios with these names; ``command`` is
-    recorded as the command that ran it (see :func:`command_line`)."""
+    """Run the plan.
+
+    ``only`` restricts it to scenarios with these names; ``command`` is recorded as the
+    command that ran it (see :func:`command_line`).
+    """
     started = time.monotonic()
     info = machine_info(ROOT)
     rounds: list[list[RunFigures]] = []

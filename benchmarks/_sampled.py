@@ -66,8 +66,7 @@ class ClientSamples:
 
 
 def parse_report(text: str) -> Counter[tuple[str, str]]:
-    """Samples per ``(shared object, symbol)`` from ``perf report --stdio -n --sort
-    dso,sym``."""
+    """Samples per ``(shared object, symbol)`` from ``perf report --stdio -n --sort dso,sym``."""
     counts: Counter[tuple[str, str]] = Counter()
     for line in text.splitlines():
         if line.startswith("#"):
@@ -172,8 +171,10 @@ def sample_clients(
     frequency: int,
     perf: str,
 ) -> list[ClientSamples]:
-    """Run the clients ``rounds`` times, interleaved, each sampled during its measured
-    batch; their samples and requests summed over the rounds."""
+    """Run the clients ``rounds`` times, interleaved, each sampled during its measured batch.
+
+    Returns their samples and requests summed over the rounds.
+    """
     scenarios = [scenario_named(c) for c in clients]
     totals = [ClientSamples(c) for c in clients]
     with (
@@ -209,8 +210,11 @@ def _per_request(n: int, requests: int) -> str:
 
 
 def render(results: Sequence[ClientSamples], frequency: int, top: int) -> str:
-    """Samples per request by shared object, then the ``top`` symbols: those whose samples
-    per request differ most between the first two clients (with one client, its largest)."""
+    """Samples per request by shared object, then the ``top`` symbols.
+
+    The top symbols are those whose samples per request differ most between the first two
+    clients (with one client, its largest).
+    """
     names = " | ".join(r.client for r in results)
     bar = "--:|" * len(results)
 

@@ -88,8 +88,10 @@ async def first_submit_ms(emu: Emulator, rounds: int, **catalog: Any) -> float:
 
 
 async def per_check_us(emu: Emulator, rounds: int, batch: int) -> tuple[float, float]:
-    """The median time of the check of one submit once the catalogue is loaded, through
-    the Client and by the compiled checker alone (alternating rounds), in us."""
+    """The median time in us of the check of one submit once the catalogue is loaded.
+
+    Measured through the Client and by the compiled checker alone (alternating rounds).
+    """
     async with client(emu) as c:
         await c.check_input(LORA, BODY)  # load and compile
         checker = compile_schema(LORA, CATALOGUE[LORA].request_schema)
@@ -108,8 +110,11 @@ async def per_check_us(emu: Emulator, rounds: int, batch: int) -> tuple[float, f
 
 
 async def per_submit_us(emu: Emulator, rounds: int, batch: int) -> tuple[float, float, float]:
-    """The median time of a whole submit with the check on and off, and the median of the
-    rounds' paired differences, in us (alternating, each first in half the rounds)."""
+    """The median time in us of a whole submit with the check on and off, and their difference.
+
+    The difference is the median of the rounds' paired differences (alternating, each first
+    in half the rounds).
+    """
     on: list[float] = []
     off: list[float] = []
     async with client(emu) as checked, client(emu, check="off") as unchecked:

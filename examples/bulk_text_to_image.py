@@ -70,8 +70,10 @@ async def open_client(emulator: bool, latency: str) -> AsyncIterator[Client]:
 
 @contextlib.contextmanager
 def progress_bar(progress: Progress, *, plain: bool) -> Iterator[Callable[[int], None]]:
-    """Yield ``show(handled)``: redraw with the results handled so far and the batch's
-    live counters (tasks running, failed...)."""
+    """Yield ``show(handled)``: redraw with the results handled so far and live counters.
+
+    The live counters are the batch's (tasks running, failed...).
+    """
     if not plain:
         try:
             from rich.progress import BarColumn, MofNCompleteColumn, TimeRemainingColumn

@@ -33,8 +33,11 @@ CANARY_KEY = "wsk-canary-9f8e7d6c5b4a39281706"
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """A test whose setup failed gets a line on the machine's state in its report: a fixture
-    that cannot start a service often ran out of something the test did not use itself."""
+    """A test whose setup failed gets a line on the machine's state in its report.
+
+    A fixture that cannot start a service often ran out of something the test did not use
+    itself.
+    """
     report: pytest.TestReport = yield
     if report.failed and report.when == "setup":
         report.sections.append(("machine state", machine_state()))

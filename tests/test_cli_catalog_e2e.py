@@ -1,6 +1,9 @@
-"""The catalogue end to end: the console script's ``models``/``schema``/``types`` and a batch's
-check against an emulator in another process; a generated module under ``mypy --strict``
-running a job; a second process that reads the catalogue file instead of fetching it."""
+"""The catalogue end to end, with the console script and an emulator in another process.
+
+The console script's ``models``/``schema``/``types`` and a batch's check against an emulator
+in another process; a generated module under ``mypy --strict`` running a job; a second
+process that reads the catalogue file instead of fetching it.
+"""
 
 from __future__ import annotations
 

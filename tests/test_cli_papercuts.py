@@ -1,5 +1,7 @@
-"""What a new user of the command line trips on, driven through the real CLI in a subprocess:
-clear messages and the documented exit codes instead of tracebacks and surprises."""
+"""What a new user of the command line trips on, driven through the real CLI in a subprocess.
+
+Clear messages and the documented exit codes instead of tracebacks and surprises.
+"""
 
 from __future__ import annotations
 

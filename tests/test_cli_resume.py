@@ -1,6 +1,8 @@
-"""Resuming a batch, through the real CLI against an emulator in another process: the
-collected tasks count against --concurrency, and a task id that answers with another job's
-model or prompt is reported, never saved as this line's result."""
+"""Resuming a batch, through the real CLI against an emulator in another process.
+
+The collected tasks count against --concurrency, and a task id that answers with another
+job's model or prompt is reported, never saved as this line's result.
+"""
 
 from __future__ import annotations
 

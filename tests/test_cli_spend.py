@@ -1,5 +1,8 @@
-"""The command line's spend options, in a subprocess: ``--dry-run``, the balance check,
-``--max-spend``, ``--reconcile``, and the cost in the manifest and the gallery."""
+"""The command line's spend options, in a subprocess.
+
+``--dry-run``, the balance check, ``--max-spend``, ``--reconcile``, and the cost in the
+manifest and the gallery.
+"""
 
 from __future__ import annotations
 

@@ -402,8 +402,11 @@ async def test_a_wait_parses_its_result_url_once_for_all_its_polls(
 
 
 async def test_settings_are_fixed_when_the_client_is_built(emulator: Emulator) -> None:
-    """A Client takes its settings when it is built: an assignment, which would take effect
-    in some places and not in others, is refused before and after it opens."""
+    """A Client takes its settings when it is built; assigning to them is refused.
+
+    An assignment, which would take effect in some places and not in others, is refused
+    before and after the Client opens.
+    """
     from wavespeed_async import FlowLimits, RetryConfig, SizeLimits
 
     client = Client(

@@ -1,5 +1,7 @@
-"""Whether a collected task is the job of its journal line: by model, and by prompt when the
-server echoes the inputs."""
+"""Whether a collected task is the job of its journal line.
+
+By model, and by prompt when the server echoes the inputs.
+"""
 
 from __future__ import annotations
 

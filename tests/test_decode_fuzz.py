@@ -1,5 +1,7 @@
-"""Whatever bytes the server or a webhook sender chooses, decoding them ends in a value or
-in the one family of errors the callers catch: never in an exception nobody expects.
+"""Whatever bytes the server or a webhook sender chooses, decoding them ends as expected.
+
+It ends in a value or in the one family of errors the callers catch: never in an exception
+nobody expects.
 
 The hostile-server tests send a few chosen answers through the whole client; these
 properties try thousands of arbitrary ones against the decoding layer itself.

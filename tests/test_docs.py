@@ -179,11 +179,13 @@ def _skip_reason(block: Block) -> str | None:
 def run_block(
     block: Block, argv: list[str], *, cwd: Path, emulator_url: str, **extra_env: str
 ) -> subprocess.CompletedProcess[str]:
-    """Run a block's process against the emulator, with the test key and resource warnings
-    shown (no other ``WAVESPEED_*`` variable of this environment), in a session of its own.
-    Whatever it started is stopped with it, by its process group: once it ends (a server it
-    left behind), or when it is still running after :data:`BLOCK_TIMEOUT_S` (the test
-    fails)."""
+    """Run a block's process against the emulator, in a session of its own.
+
+    It runs with the test key and resource warnings shown (no other ``WAVESPEED_*``
+    variable of this environment). Whatever it started is stopped with it, by its process
+    group: once it ends (a server it left behind), or when it is still running after
+    :data:`BLOCK_TIMEOUT_S` (the test fails).
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("WAVESPEED_")}
     env.update(
         WAVESPEED_API_KEY=KEY,
@@ -250,8 +252,10 @@ _OUT_FOLDER: Final = re.compile(r"\s-o\s+(\S+)")
 
 
 def missing_for_extras(extras: list[str]) -> list[str]:
-    """The requirements of the package's ``extras`` that this environment does not satisfy
-    (an extra that does not exist is reported as such)."""
+    """The requirements of the package's ``extras`` that this environment does not satisfy.
+
+    An extra that does not exist is reported as such.
+    """
     from importlib import metadata
 
     from packaging.requirements import Requirement
@@ -290,9 +294,12 @@ def test_an_extra_that_does_not_exist_is_missing() -> None:
 
 
 def shell_script(block: Block, redis_url: str | None) -> str:
-    """What runs for ``block``: its text, with install steps checked and replaced by ``true``,
-    ``.venv/bin/`` dropped (this environment's tools come first on PATH), the test command
-    checked against ``.ci/run`` (either lane), and the docs' Redis URL replaced by ``redis_url``."""
+    """What runs for ``block``: its text, with a few steps checked and replaced.
+
+    Install steps are checked and replaced by ``true``, ``.venv/bin/`` is dropped (this
+    environment's tools come first on PATH), the test command is checked against ``.ci/run``
+    (either lane), and the docs' Redis URL is replaced by ``redis_url``.
+    """
     ci_run = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     lines: list[str] = []
     for line in block.code.splitlines():

@@ -1,5 +1,8 @@
-"""The FastAPI integration, run for real: uvicorn on 127.0.0.1 (lifespan on), the emulator
-in-process, and requests over real HTTP, so that webhooks and disconnects are real too."""
+"""The FastAPI integration, run for real: uvicorn on 127.0.0.1 and real HTTP requests.
+
+Uvicorn runs with lifespan on, the emulator in process, and requests go over real HTTP, so
+that webhooks and disconnects are real too.
+"""
 
 # No `from __future__ import annotations`: FastAPI resolves handler annotations at runtime.
 

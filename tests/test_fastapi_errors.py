@@ -1,5 +1,8 @@
-"""The FastAPI error mapping, under real uvicorn on 127.0.0.1: each error a handler lets
-escape answers the status and JSON body a caller can act on, never a bare 500."""
+"""The FastAPI error mapping, under real uvicorn on 127.0.0.1.
+
+Each error a handler lets escape answers the status and JSON body a caller can act on,
+never a bare 500.
+"""
 
 # No `from __future__ import annotations`: FastAPI resolves handler annotations at runtime.
 

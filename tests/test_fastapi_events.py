@@ -1,5 +1,7 @@
-"""The event-stream route: a task's events as Server-Sent Events, over real HTTP (uvicorn
-in this process, the emulator in process)."""
+"""The event-stream route: a task's events as Server-Sent Events, over real HTTP.
+
+Uvicorn runs in this process, the emulator in process.
+"""
 
 # No `from __future__ import annotations`: FastAPI resolves handler annotations at runtime.
 

@@ -54,8 +54,10 @@ Answer = Callable[[HTTPRequest], Awaitable[HTTPResponse]]
 
 
 class Spy:
-    """The emulator's in-process transport, counting catalogue GETs; ``answer`` replaces
-    the catalogue's answer (a failure, junk, a hang)."""
+    """The emulator's in-process transport, counting catalogue GETs.
+
+    ``answer`` replaces the catalogue's answer (a failure, junk, a hang).
+    """
 
     def __init__(self, emu: Emulator, answer: Answer | None = None) -> None:
         self.inner = emu.transport()

@@ -1,5 +1,8 @@
-"""Install hints that work before the package is on an index: from the source this
-installation came from (a clone, a git URL), the index form only after an index install."""
+"""Install hints that work before the package is on an index.
+
+From the source this installation came from (a clone, a git URL), the index form only after
+an index install.
+"""
 
 from __future__ import annotations
 
@@ -56,8 +59,10 @@ def test_this_checkout_hints_at_itself() -> None:
 
 @pytest.mark.e2e
 def test_the_readmes_clone_install_works_in_a_project_of_ones_own(tmp_path: Path) -> None:
-    """``pip install '/path/to/wavespeed-async[cli]'`` into a new project's venv: the
-    package and its command work there, and an extra's hint names that clone."""
+    """``pip install '/path/to/wavespeed-async[cli]'`` into a new project's venv works.
+
+    The package and its command work there, and an extra's hint names that clone.
+    """
     root = Path(wavespeed_async.__file__).resolve().parent.parent
     project = tmp_path / "my-project"
     project.mkdir()

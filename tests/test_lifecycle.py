@@ -1,5 +1,7 @@
-"""One job lifecycle: the table of steps, enforced by the journal and the SQLite ledger
-(the Redis ledger's are in ``tests/ray/test_ledger.py``), and damage as a LedgerError."""
+"""One job lifecycle: the table of steps, enforced by the journal and the SQLite ledger.
+
+The Redis ledger's are in ``tests/ray/test_ledger.py``. Damage is a LedgerError.
+"""
 
 from __future__ import annotations
 

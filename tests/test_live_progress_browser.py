@@ -1,5 +1,8 @@
-"""examples/live_progress.py in a real headless Chromium: the page submits a prompt, follows
-its task with ``EventSource`` and shows "queued -> running -> done", then the image."""
+"""examples/live_progress.py in a real headless Chromium, from prompt to image.
+
+The page submits a prompt, follows its task with ``EventSource`` and shows
+"queued -> running -> done", then the image.
+"""
 
 from __future__ import annotations
 

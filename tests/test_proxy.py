@@ -19,8 +19,11 @@ PASSWORD = "pr0xy-s3cret-771"
 
 
 async def _everything(client: Client, tmp_path: Path) -> None:
-    """One of each kind of request: a task run (submit, polls), an upload (ticket, PUT),
-    a download of the outputs, the balance."""
+    """One of each kind of request.
+
+    A task run (submit, polls), an upload (ticket, PUT), a download of the outputs, the
+    balance.
+    """
     url = await client.upload(b"\x89PNG\r\n\x1a\n" + b"\0" * 64, filename="in.png")
     assert url.startswith("http://127.0.0.1")
     pred = await client.run(PRO, {"prompt": "through the proxy"})

@@ -1,5 +1,8 @@
-"""Shared state and the output folder: a planted symbolic link never redirects a write, and
-a share's password shows nowhere (pages, reprs, tracebacks' locals)."""
+"""Shared state and the output folder: no write redirected, no password shown.
+
+A planted symbolic link never redirects a write, and a share's password shows nowhere
+(pages, reprs, tracebacks' locals).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""The native sampling harness: perf's report read right, the tables, bad options, a real
-short run where perf can sample."""
+"""The native sampling harness: perf's report, the tables, bad options, a real short run.
+
+Checks that perf's report is read right, and runs a real short run where perf can sample.
+"""
 
 from __future__ import annotations
 

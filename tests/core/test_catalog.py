@@ -1,5 +1,8 @@
-"""The model catalogue decodes leniently: odd entries are skipped and noted, prices are exact,
-and only an answer that is not a catalogue at all raises DecodeError."""
+"""The model catalogue decodes leniently; only an answer that is not a catalogue raises.
+
+Odd entries are skipped and noted, prices are exact, and only an answer that is not a
+catalogue at all raises DecodeError.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
-"""The catalogue is fetched once however many tasks ask, kept for its TTL, shared with other
-processes through a file that can never break a call, and a failed fetch is not cached
-beyond a short cool-down."""
+"""The catalogue is fetched once however many tasks ask, and kept for its TTL.
+
+It is shared with other processes through a file that can never break a call, and a failed
+fetch is not cached beyond a short cool-down.
+"""
 
 from __future__ import annotations
 

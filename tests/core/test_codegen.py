@@ -1,6 +1,9 @@
-"""Typed requests generated from the catalogue import, type-check under mypy --strict, build
-the same bodies as the hand-written ones, and run through the client; nothing the catalogue
-says can break or inject code into the generated module."""
+"""Typed requests generated from the catalogue import, type-check and build the right bodies.
+
+They type-check under mypy --strict, build the same bodies as the hand-written ones, and
+run through the client; nothing the catalogue says can break or inject code into the
+generated module.
+"""
 
 from __future__ import annotations
 

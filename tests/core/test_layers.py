@@ -1,5 +1,7 @@
-"""The pure core stays pure: no event loop, no HTTP, no threads in ``_core``, and the
-catalogue cache of the runtime never reaches the HTTP library."""
+"""The pure core stays pure: no event loop, no HTTP, no threads in ``_core``.
+
+And the catalogue cache of the runtime never reaches the HTTP library.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,9 @@
-"""A compiled request schema refuses what the model does not take (a misspelt key, a missing
-field, a value of the wrong type or out of range) with a message naming the model, the field
-and what is allowed; what it cannot understand, it does not check."""
+"""A compiled request schema refuses what the model does not take, with a clear message.
+
+What it refuses: a misspelt key, a missing field, a value of the wrong type or out of range;
+the message names the model, the field and what is allowed. What it cannot understand, it
+does not check.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Compiled checkers agree with a reference JSON Schema validator (``jsonschema``), and never
-refuse what it accepts; whatever the schema and the input, they raise nothing unexpected.
+"""Compiled checkers agree with a reference JSON Schema validator (``jsonschema``).
+
+They never refuse what it accepts; whatever the schema and the input, they raise nothing
+unexpected.
 
 Each generated object schema states ``additionalProperties``, so that JSON Schema's verdict
 on other keys is the checker's (which refuses them by default, where the API would drop

@@ -106,8 +106,10 @@ async def _completed(server: HostileServer, request: web.Request) -> web.StreamR
 
 @answer("completed_in_pieces")
 async def _completed_in_pieces(server: HostileServer, request: web.Request) -> web.StreamResponse:
-    """A completed answer whose second half is sent only once the client reads on past the
-    first (``reading_rest``, set by the test): a body that cannot come whole in one read."""
+    """A completed answer whose second half is sent only once the client reads past the first.
+
+    ``reading_rest`` is set by the test: a body that cannot come whole in one read.
+    """
     data = {"id": _task_id(request), "status": "completed", "outputs": server.outputs}
     body = json.dumps({"code": 200, "message": "success", "data": data}).encode()
     resp = web.StreamResponse(status=200, headers={"Content-Type": "application/json"})

@@ -260,9 +260,11 @@ async def test_an_oversized_error_answer_keeps_its_status_and_retry_after(
 async def test_an_api_answer_that_redirects_is_an_error_not_followed(
     hostile: HostileServer,
 ) -> None:
-    """A redirect could lead a request that carries the key anywhere (an internal address, a
-    host whose answer would be taken for the API's): the API never redirects, so a 3xx is
-    the answer, typed, and its Location is not requested."""
+    """An API answer that redirects is the answer, typed, and its Location is not requested.
+
+    A redirect could lead a request that carries the key anywhere (an internal address, a
+    host whose answer would be taken for the API's), and the API never redirects.
+    """
     hostile.result = "redirect"
     async with make_client(hostile) as client:
         with pytest.raises(APIStatusError) as info:

@@ -1,5 +1,7 @@
-"""The command line against a hostile server: a clear message and an exit code, never a
-traceback, and nothing written outside the output folder, on every run and re-run."""
+"""The command line against a hostile server: a clear message and an exit code, never a traceback.
+
+Nothing is written outside the output folder, on every run and re-run.
+"""
 
 from __future__ import annotations
 

@@ -190,8 +190,10 @@ async def test_every_download_failure_is_a_wavespeed_error(
 async def test_an_output_url_s_credentials_and_signature_are_never_shown(
     hostile: HostileServer, tmp_path: Path
 ) -> None:
-    """An output URL may carry ``user:password@`` or a signed query: an error shows where it
-    went, never those."""
+    """An output URL's ``user:password@`` or signed query never shows in an error.
+
+    The error shows where the download went, never those.
+    """
     secret_url = (
         hostile.media("missing").replace("http://", "http://someone:pa55word@")
         + "?X-Amz-Signature=sig123"
@@ -223,9 +225,12 @@ async def test_allow_private_media_is_fixed_when_the_client_is_created(
 async def test_cookies_the_servers_set_are_never_kept_or_sent_back(
     hostile: HostileServer, tmp_path: Path
 ) -> None:
-    """An API or output host that sets cookies (40 an answer here) makes the client keep
-    nothing: no request carries a Cookie header, and no state grows with what it set.
-    (By a host name: aiohttp's default jar already ignores cookies of an IP address.)"""
+    """An API or output host that sets cookies makes the client keep nothing.
+
+    Here 40 are set in an answer: no request carries a Cookie header, and no state grows
+    with what it set. (By a host name: aiohttp's default jar already ignores cookies of an
+    IP address.)
+    """
     by_name = hostile.url.replace("127.0.0.1", "localhost")
     hostile.submit = "created_with_cookies"
     hostile.result = "completed_with_cookies"
@@ -242,8 +247,10 @@ async def test_cookies_the_servers_set_are_never_kept_or_sent_back(
 async def test_a_task_with_more_outputs_than_the_cap_is_refused_before_any_is_fetched(
     hostile: HostileServer, tmp_path: Path
 ) -> None:
-    """Each output is capped in size; their number is capped too, so a server answering
-    thousands of outputs cannot fill the disk one capped file at a time."""
+    """The number of outputs is capped, as each output's size is.
+
+    So a server answering thousands of outputs cannot fill the disk one capped file at a time.
+    """
     many = done(*[hostile.media("png.sh")] * 5)
     async with make_client(hostile, sizes=SizeLimits(max_outputs=4)) as client:
         with pytest.raises(OutputRefusedError, match=r"5 outputs.*SizeLimits.max_outputs"):

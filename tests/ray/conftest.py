@@ -170,8 +170,11 @@ def _reap(pids: set[int]) -> None:
 
 @pytest.fixture(autouse=True)
 def _key_in_the_driver(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The key in the driver's environment, as in a user's shell: ``generate`` checks it
-    there before anything runs (the workers got it when Ray started them)."""
+    """The key in the driver's environment, as in a user's shell.
+
+    ``generate`` checks it there before anything runs (the workers got it when Ray started
+    them).
+    """
     monkeypatch.setenv("WAVESPEED_API_KEY", CANARY_KEY)
 
 

@@ -1,6 +1,8 @@
-"""The ledger under faults and misuse, without Ray: rows killed while they wait out a 429,
-keys reused by another job or account, entries of an earlier version, damage, a locked
-file, and URLs with passwords."""
+"""The ledger under faults and misuse, without Ray.
+
+Rows killed while they wait out a 429, keys reused by another job or account, entries of an
+earlier version, damage, a locked file, and URLs with passwords.
+"""
 
 from __future__ import annotations
 

@@ -283,8 +283,11 @@ def test_a_ledger_that_cannot_be_reached_fails_the_pipeline_with_a_ledger_error(
 def test_a_block_that_failed_on_its_ledger_is_retried_by_ray_without_billing_a_row_twice(
     ray_emulator: RayEmulator, redis: RedisServer
 ) -> None:
-    """With Ray Data told to retry blocks that fail with a LedgerError, a ledger that cannot
-    be reached at first costs a retry, never a task: the retried block sends each row once."""
+    """A ledger that cannot be reached at first costs a Ray retry of the block, never a task.
+
+    With Ray Data told to retry blocks that fail with a LedgerError, the retried block sends
+    each row once.
+    """
     ctx = ray.data.DataContext.get_current()
     if not hasattr(ctx, "retried_map_errors"):
         pytest.skip("this Ray Data has no DataContext.retried_map_errors")
@@ -377,8 +380,11 @@ def test_two_pipelines_sharing_limits_never_exceed_the_account(
 def test_without_a_share_each_actor_keeps_its_part_of_the_in_flight_cap(
     ray_emulator: RayEmulator,
 ) -> None:
-    """Without ``share``, each of 2 actors gets ``limits.split(2)``: together they keep the
-    account's cap of 4 tasks in flight (with the whole limits each, they would reach 8)."""
+    """Without ``share``, each of 2 actors gets ``limits.split(2)``.
+
+    Together they keep the account's cap of 4 tasks in flight (with the whole limits each,
+    they would reach 8).
+    """
     limits = FlowLimits(max_in_flight=4, max_polls_per_s=None)
     rows = [{"prompt": f"[latency:250] split {n}"} for n in range(32)]
     out = pipeline(ray_emulator, rows, limits=limits, actors=2, batch_size=8).take_all()

@@ -62,8 +62,10 @@ def kill_while(
     rate: int,
     ready: Callable[[list[Entry | None]], bool],
 ) -> list[str]:
-    """Run the worker on ``n`` rows (``rate`` tasks a minute, 0: no window) and kill it
-    once ``ready`` says so of the rows' ledger entries; the prompts."""
+    """Run the worker on ``n`` rows, kill it once ``ready`` says so, and return the prompts.
+
+    ``rate``: tasks a minute (0: no window); ``ready`` is asked of the rows' ledger entries.
+    """
     keys = [row_key(model, {"prompt": p}) for p in prompts(n)]
     book = open_ledger(location, NAMESPACE)
     env = {**os.environ, "WAVESPEED_API_KEY": CANARY_KEY}

@@ -26,8 +26,10 @@ def peak_in_flight(stats: EmulatorStats) -> int:
 
 
 class SlowProxy:
-    """A TCP proxy in front of a server that holds every chunk a client sends for
-    ``delay_s`` (changeable while it runs): a server that answers slowly, in process."""
+    """A TCP proxy that holds every chunk a client sends for ``delay_s``.
+
+    ``delay_s`` can be changed while it runs: a server that answers slowly, in process.
+    """
 
     def __init__(self, target_port: int, delay_s: float) -> None:
         self.target_port = target_port

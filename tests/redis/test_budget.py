@@ -1,5 +1,7 @@
-"""The account-wide spending budget through a real redis-server: several Clients in one
-process, each with its own share, as several processes would have."""
+"""The account-wide spending budget through a real redis-server.
+
+Several Clients in one process, each with its own share, as several processes would have.
+"""
 
 from __future__ import annotations
 

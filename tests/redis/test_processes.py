@@ -168,9 +168,12 @@ async def _line(stream: ByteReceiveStream, buffer: bytearray) -> bytes:
 async def test_a_real_429_in_one_client_holds_back_a_client_in_another_process(
     redis: RedisServer,
 ) -> None:
-    """A 429 with ``Retry-After`` answered to Client A pauses Client B (its own process, its
-    own share connection) until the cool-down ends: by the emulator's records, B's first
-    request arrives only then, though B was told to go well inside it."""
+    """A 429 with ``Retry-After`` answered to Client A pauses Client B in another process.
+
+    B has its own process and its own share connection, and waits until the cool-down ends:
+    by the emulator's records, B's first request arrives only then, though B was told to go
+    well inside it.
+    """
     retry_after = 3  # seconds, as the emulator's 429 says
     config = EmulatorConfig(seed=5, latency=SHORT, retry_after_s=retry_after)
     async with Emulator(config) as emu:

@@ -1,5 +1,8 @@
-"""RedisShare against a real redis-server: several Clients in one process, each with its
-own share (its own lease holder), as several processes would have."""
+"""RedisShare against a real redis-server.
+
+Several Clients in one process, each with its own share (its own lease holder), as several
+processes would have.
+"""
 
 from __future__ import annotations
 
@@ -189,9 +192,11 @@ async def test_a_429_cool_down_in_one_client_pauses_the_other(
 async def test_the_stored_cool_down_alone_holds_back_starts_in_a_process_that_missed_it(
     emulator: Emulator, redis: RedisServer
 ) -> None:
-    """The two ways a cool-down reaches another process, apart: here only the stored one (a
-    process that was not listening when it was announced still waits before a start under
-    a shared window)."""
+    """Only the stored cool-down here, apart from its announcement.
+
+    The two ways a cool-down reaches another process, tested apart: a process that was not
+    listening when it was announced still waits before a start under a shared window.
+    """
     async with (
         make_client(emulator, redis.url) as a,
         make_client(emulator, redis.url, max_tasks_per_minute=100) as b,
@@ -213,8 +218,11 @@ async def test_the_stored_cool_down_alone_holds_back_starts_in_a_process_that_mi
 async def test_the_announced_cool_down_alone_holds_back_every_request_of_another_process(
     emulator: Emulator, redis: RedisServer
 ) -> None:
-    """Only the announcement this time (no stored key): the listening process holds back
-    all its requests, polls and reads included, not only starts."""
+    """Only the announcement this time (no stored key).
+
+    The listening process holds back all its requests, polls and reads included, not only
+    starts.
+    """
     import redis.asyncio as aioredis
 
     async with make_client(emulator, redis.url) as b:
@@ -287,8 +295,11 @@ async def test_a_restarted_server_loses_no_result_and_sharing_resumes(
 async def test_after_a_restart_no_connection_from_before_it_is_used(
     emulator: Emulator, redis: RedisServer
 ) -> None:
-    """Idle pooled connections to the old server are dead: one used after the server is
-    back would end sharing again at once (a second outage for one restart)."""
+    """Idle pooled connections to the old server are dead, so none is used after a restart.
+
+    One used after the server is back would end sharing again at once (a second outage for
+    one restart).
+    """
     share = RedisShare(redis.url, reconnect_interval_s=0.05, socket_timeout_s=1.0)
     async with make_client(emulator, share, max_in_flight=4):
 
@@ -313,9 +324,11 @@ async def test_after_a_restart_no_connection_from_before_it_is_used(
 async def test_a_restarted_server_learns_the_window_and_cool_down_again(
     emulator: Emulator, redis: RedisServer
 ) -> None:
-    """An empty server after a restart is told the starts of the last minute and a
-    cool-down still running by the processes that made them: the account's limits hold
-    across the restart (for the other processes too)."""
+    """An empty server after a restart is told the starts and cool-down it lost.
+
+    The processes that made them tell it the starts of the last minute and a cool-down still
+    running: the account's limits hold across the restart (for the other processes too).
+    """
     share_a = RedisShare(redis.url, reconnect_interval_s=0.05, socket_timeout_s=1.0)
     share_b = RedisShare(redis.url, reconnect_interval_s=0.05, socket_timeout_s=1.0)
     async with (
@@ -446,9 +459,12 @@ POLLS_PER_S = 20.0
 
 
 async def polls_of_two_waiting_clients(emulator: Emulator, share: object) -> tuple[int, float]:
-    """Two Clients, each with ``max_polls_per_s=POLLS_PER_S``, wait on 8 long tasks each:
-    the polls the emulator received over a window once all 16 exist, and the window's
-    length by the emulator's clock."""
+    """The polls of two waiting Clients over a window, and its length.
+
+    Two Clients, each with ``max_polls_per_s=POLLS_PER_S``, wait on 8 long tasks each: the
+    polls the emulator received over a window once all 16 exist, and the window's length by
+    the emulator's clock.
+    """
     created = 0
     all_created = anyio.Event()
 
@@ -481,9 +497,12 @@ async def polls_of_two_waiting_clients(emulator: Emulator, share: object) -> tup
 
 
 def one_bucket_bound(seconds: float) -> float:
-    """The most polls one bucket lets out in ``seconds``: its rate, plus its burst
-    (``max(1, rate / 10)``, see ``RedisShare.acquire_poll``), plus half a second at the rate
-    for the time a poll takes from leaving the bucket to reaching the emulator."""
+    """The most polls one bucket lets out in ``seconds``.
+
+    Its rate, plus its burst (``max(1, rate / 10)``, see ``RedisShare.acquire_poll``), plus
+    half a second at the rate for the time a poll takes from leaving the bucket to reaching
+    the emulator.
+    """
     return POLLS_PER_S * (seconds + 0.5) + max(1.0, POLLS_PER_S / 10)
 
 
@@ -497,8 +516,10 @@ async def test_two_clients_together_stay_within_one_poll_budget(
 
 
 async def test_without_a_share_two_clients_exceed_one_poll_budget(emulator: Emulator) -> None:
-    """The control for the test above: each Client keeps its own budget, and together they
-    poll about twice as often."""
+    """The control for the test above: each Client keeps its own budget.
+
+    Together they poll about twice as often.
+    """
     polls, seconds = await polls_of_two_waiting_clients(emulator, None)
     print(f"not shared: {polls} polls in {seconds:.2f} s (bound {one_bucket_bound(seconds):.0f})")
     assert polls > one_bucket_bound(seconds)

@@ -1,5 +1,7 @@
-"""The share against a hostile writer: anything that can write to its Redis, using plain
-Redis commands, can neither deliver a result nor stop the account's processes for good.
+"""The share against a hostile writer of its Redis.
+
+Anything that can write to its Redis, using plain Redis commands, can neither deliver a
+result nor stop the account's processes for good.
 
 Each test plants what such a writer can plant (forged results, junk messages, huge numbers,
 fake leases), or makes the server slow or absent, and checks what the Clients do.

@@ -1,5 +1,7 @@
-"""The webhook replay guard with a share: one delivery is processed once per account, not
-once per worker process that a replay reaches."""
+"""The webhook replay guard with a share: one delivery is processed once per account.
+
+Not once per worker process that a replay reaches.
+"""
 
 # No `from __future__ import annotations`: FastAPI resolves handler annotations at runtime.
 

@@ -1,5 +1,7 @@
-"""``models``, ``schema`` and ``types``: the model catalogue on the command line; and the
-check of a batch's lines against it before the first submit."""
+"""``models``, ``schema`` and ``types``: the model catalogue on the command line.
+
+Also the check of a batch's lines against the catalogue before the first submit.
+"""
 
 from __future__ import annotations
 
@@ -387,9 +389,11 @@ def check_plan(target: Target, plan: Plan, journal: Journal, share: str | None =
 
 
 async def check_run_inputs(client: Client, model: str, inputs: dict[str, Any], local: bool) -> bool:
-    """Check ``run``'s inputs as its submit will, before anything is uploaded or sent; print
-    each problem (and each field the built-in spec does not know, when the catalogue
-    cannot check). ``local``: the image is a local file, uploaded only if this passes."""
+    """Check ``run``'s inputs as its submit will, before anything is uploaded or sent.
+
+    Prints each problem (and each field the built-in spec does not know, when the catalogue
+    cannot check). ``local``: the image is a local file, uploaded only if this passes.
+    """
     checked = {**inputs, "image": _UPLOAD_PLACEHOLDER} if local else inputs
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnknownFieldWarning)
@@ -403,8 +407,10 @@ async def check_run_inputs(client: Client, model: str, inputs: dict[str, Any], l
 
 
 async def retype_sets(client: Client, model: str, items: list[str], inputs: dict[str, Any]) -> None:
-    """``run --set KEY=VALUE`` values of the model's string fields, kept as text: ``--set
-    KEY=2`` read as JSON is a number, where the catalogue's schema wants the string."""
+    """``run --set KEY=VALUE`` values of the model's string fields, kept as text.
+
+    ``--set KEY=2`` read as JSON is a number, where the catalogue's schema wants the string.
+    """
     try:
         found = await client.model(model)
     except WaveSpeedError:

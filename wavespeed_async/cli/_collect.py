@@ -1,5 +1,4 @@
-"""Collecting the tasks of an earlier run: is the task that answers to a journaled id the
-job of that line?
+"""Collecting the tasks of an earlier run, each checked to be the job of its journaled line.
 
 A task id is the server's word. A server that hands out an id again (an emulator that was
 restarted with the same seed, another server behind the same URL) would answer a

@@ -80,8 +80,10 @@ class UsageError(Exception):
 
 
 def usage_error_in(exc: BaseException) -> UsageError | None:
-    """``exc`` if it is a UsageError, or the first of an exception group holding only it
-    (and cancellations of the group's other tasks)."""
+    """``exc`` if it is a UsageError, or the first of an exception group holding only it.
+
+    The group may also hold cancellations of its other tasks.
+    """
     if isinstance(exc, UsageError):
         return exc
     inner = getattr(exc, "exceptions", None)  # an exception group (3.10: the backport)
@@ -263,8 +265,10 @@ def _check_share(share: str | None) -> None:
 
 
 def output_folder(value: str) -> Path:
-    """The ``-o`` folder, created if missing, or UsageError (exit 2) before anything is sent:
-    a task whose outputs cannot be saved is paid for all the same."""
+    """The ``-o`` folder, created if missing, or UsageError (exit 2) before anything is sent.
+
+    A task whose outputs cannot be saved is paid for all the same.
+    """
     out = Path(value)
     if out.exists() and not out.is_dir():
         raise UsageError(f"-o {value}: is a file; allowed: a folder (created if missing)")

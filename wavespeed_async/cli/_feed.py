@@ -1,5 +1,7 @@
-"""Taking jobs into a batch: each waits for room and for the start rate, has its local
-files uploaded, and is journaled ``submitting`` just before each send of its request
+"""Taking jobs into a batch: waiting for room and the start rate, uploads, journaling.
+
+Each job waits for room and for the start rate, has its local files uploaded, and is
+journaled ``submitting`` just before each send of its request
 (``run_many(on_submitting=...)``, after the Client's own limits, shared ones included),
 and ``pending`` again after an answer that proves no task was created
 (``on_not_sent``: a 429, a 503 with ``Retry-After``, a connect failure).
@@ -73,9 +75,11 @@ class Intake:
         self._owed = 0
 
     def hold(self, running: int) -> None:
-        """Count ``running`` tasks of an earlier run, collected by this one, against
-        ``--concurrency``: they run on the server whether or not they are polled, so a
-        new job starts only once fewer than ``--concurrency`` of them remain."""
+        """Count ``running`` tasks collected from an earlier run against ``--concurrency``.
+
+        They run on the server whether or not they are polled, so a new job starts only once
+        fewer than ``--concurrency`` of them remain.
+        """
         for _ in range(running):
             try:
                 self.gate.acquire_nowait()
@@ -122,15 +126,16 @@ class Feed:
         self._unsent.pop(index, None)
 
     def submitting(self, index: int) -> None:
-        """``run_many`` is about to send job ``index`` (again, after a 429): journal the
-        intent first."""
+        """Journal the intent before ``run_many`` sends job ``index`` (again, after a 429)."""
         body, model = self._unsent[index]
         self.intake.journal.mark_submitting(self.lines[index], body, model)
 
     def not_sent(self, index: int) -> None:
-        """Job ``index``'s submit was answered in a way that proves no task was created:
-        ``pending`` again while it waits to be sent again (a process killed meanwhile leaves
-        it to be submitted by the next run, not held back as unknown)."""
+        """Job ``index``'s submit was answered in a way that proves no task was created.
+
+        It is ``pending`` again while it waits to be sent again (a process killed meanwhile
+        leaves it to be submitted by the next run, not held back as unknown).
+        """
         self.intake.journal.mark_not_sent(self.lines[index])
 
     def __aiter__(self) -> Feed:

@@ -144,8 +144,10 @@ def items_from_records(
 
 
 def _redacted_arg(arg: str) -> str:
-    """``arg`` with the credentials of a URL in it (``--share URL``, ``--base-url=URL``)
-    replaced by ``***``."""
+    """``arg`` with the credentials of a URL in it replaced by ``***``.
+
+    For example ``--share URL`` or ``--base-url=URL``.
+    """
     if "://" not in arg:
         return arg
     head, sep, url = arg.partition("=") if arg.startswith("-") else ("", "", arg)
@@ -246,8 +248,10 @@ class BatchGallery:
             await anyio.sleep(max(MIN_INTERVAL_S, COST_FACTOR * self._last_cost_s))
 
     def _refresh(self) -> None:
-        """Read the journal through a connection of this thread (WAL: readers never block
-        the batch's writes), then write the page."""
+        """Read the journal through a connection of this thread, then write the page.
+
+        WAL: readers never block the batch's writes.
+        """
         t0 = time.perf_counter()
         try:
             with Journal.open(self.out / JOURNAL_NAME) as journal:

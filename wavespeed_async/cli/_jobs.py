@@ -39,8 +39,9 @@ MAX_UPLOAD_BYTES: Final = 300 * 1000 * 1000
 
 
 def _open_regular(path: Path) -> tuple[int, os.stat_result]:
-    """An fd for reading ``path`` and its stat, without blocking on a FIFO or a device
-    (``O_NONBLOCK``) that was put where a file was.
+    """An fd for reading ``path`` and its stat, without blocking on a FIFO or a device.
+
+    ``O_NONBLOCK`` guards against a FIFO or a device put where a file was.
 
     Raises:
         OSError: It cannot be opened.
@@ -67,8 +68,10 @@ def _content_problem(key: str, shown: str, size: int, head: bytes) -> str | None
 
 @dataclass(frozen=True, slots=True)
 class LocalFile:
-    """A local input file as it was when the jobs file was read: its resolved path and
-    the identity (device, inode) of the file found there."""
+    """A local input file as it was when the jobs file was read.
+
+    Its resolved path and the identity (device, inode) of the file found there.
+    """
 
     path: Path
     device: int
@@ -131,8 +134,11 @@ class Job:
 
 
 def check_fields(model: str, inputs: dict[str, Any]) -> list[str]:
-    """Check inputs as the client will (raises ValidationError); return the messages of
-    each :class:`UnknownFieldWarning` (misspelt or unknown fields of a known model)."""
+    """Check inputs as the client will (raises ValidationError); return the warnings' messages.
+
+    The messages are those of each :class:`UnknownFieldWarning` (misspelt or unknown fields
+    of a known model).
+    """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnknownFieldWarning)
         validate_input(model, inputs)

@@ -156,8 +156,11 @@ def manifest_entry(rec: JobRecord, cost_usd: Decimal | None = None) -> dict[str,
 
 
 def _cost_of(rec: JobRecord, costs: Mapping[str, Decimal]) -> Decimal | None:
-    """A line's cost: its task's; 0 for a line that created no task (never sent, or
-    refused); unknown for a submit whose outcome is unknown."""
+    """A line's cost: its task's; 0 or unknown for a line without a known task.
+
+    0 for a line that created no task (never sent, or refused); unknown for a submit whose
+    outcome is unknown.
+    """
     if rec.task_id is not None:
         return costs.get(rec.task_id)
     return Decimal(0) if rec.state in ("invalid", "pending", "failed") else None
@@ -166,9 +169,11 @@ def _cost_of(rec: JobRecord, costs: Mapping[str, Decimal]) -> Decimal | None:
 def write_manifest(
     out: Path, records: list[JobRecord], costs: Mapping[str, Decimal] | None = None
 ) -> Path:
-    """Rewrite ``results.jsonl`` (atomically, under a fresh name: never through a link):
-    one line per job line, in line order, with each task's cost from ``costs`` (by task
-    id) when known."""
+    """Rewrite ``results.jsonl``: one line per job line, in line order.
+
+    Written atomically, under a fresh name (never through a link), with each task's cost
+    from ``costs`` (by task id) when known.
+    """
     path = out / MANIFEST_NAME
     costs = costs or {}
     fd, tmp = tempfile.mkstemp(prefix=f".{MANIFEST_NAME}.", suffix=".tmp", dir=out)

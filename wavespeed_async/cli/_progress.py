@@ -65,8 +65,11 @@ class Counters:
         )
 
     def ended(self) -> list[tuple[str, int]]:
-        """How the ended jobs ended, in the summary's words: ok and failed always, the
-        others when there are some. The bar and the plain lines both show these."""
+        """How the ended jobs ended, in the summary's words.
+
+        Ok and failed always, the others when there are some. The bar and the plain lines
+        both show these.
+        """
         parts = [("ok", self.completed), ("failed", self.failed)]
         for label, n in (
             ("invalid", self.invalid),

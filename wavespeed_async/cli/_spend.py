@@ -1,5 +1,4 @@
-"""What a batch costs: ``--dry-run``, ``--max-spend``, the balance check, ``--reconcile``,
-and each task's real cost in the manifest and the gallery.
+"""What a batch costs: quotes, the spend cap, the balance check and each task's real cost.
 
 * ``--dry-run`` quotes the jobs that a run would submit (per model, in total, against the
   balance) and sends no submit: nothing is written to the output folder either.
@@ -164,8 +163,10 @@ def quote_body(job: Job) -> dict[str, Any]:
 
 
 async def quote_jobs(client: Client, jobs: Iterable[Job]) -> tuple[list[Quote], list[str]]:
-    """The quotes of ``jobs`` (one request per input shape), and why a model could not be
-    quoted (its jobs then count for nothing)."""
+    """The quotes of ``jobs`` (one request per input shape), and why a model could not be quoted.
+
+    The jobs of a model that could not be quoted count for nothing.
+    """
     quotes: list[Quote] = []
     problems: dict[str, str] = {}
     for job in jobs:
@@ -197,8 +198,10 @@ def _table(quotes: list[Quote]) -> list[str]:
 
 
 def _would_run(jobs: list[Job], args: argparse.Namespace, out: Path) -> tuple[list[Job], int]:
-    """The jobs a run would submit (read from an existing journal, never written), and how
-    many finished or have a task already."""
+    """The jobs a run would submit, and how many finished or have a task already.
+
+    They are read from an existing journal, never written.
+    """
     valid = [j for j in jobs if j.error is None]
     path = out / "journal.sqlite3"
     if not path.is_file():
@@ -250,8 +253,11 @@ def dry_run(args: argparse.Namespace, target: Target, jobs: list[Job]) -> int:
 
 
 async def preflight(client: Client, args: argparse.Namespace, jobs: list[Job]) -> None:
-    """Refuse (UsageError, exit 2) a batch whose quote, up to ``--max-spend``, exceeds the
-    balance, unless ``--ignore-balance``; say which models could not be quoted."""
+    """Refuse (UsageError, exit 2) a batch whose quote exceeds the balance.
+
+    The quote counts up to ``--max-spend``; ``--ignore-balance`` lets the batch run anyway.
+    Says which models could not be quoted.
+    """
     if not jobs:
         return
     quotes, problems = await quote_jobs(client, jobs)
@@ -289,9 +295,12 @@ async def before_run(
     emulator: bool,
     fail: Callable[[BaseException], None],
 ) -> None:
-    """What a batch does about money before it submits anything: count what its earlier
-    runs cost against ``--max-spend``, check the quote against the balance, and show the
-    budget in the progress. A refused key or account ends the batch (``fail``)."""
+    """What a batch does about money before it submits anything.
+
+    Counts what its earlier runs cost against ``--max-spend``, checks the quote against the
+    balance, and shows the budget in the progress. A refused key or account ends the batch
+    (``fail``).
+    """
     try:
         if not emulator:  # the emulator's earlier tasks ended with it, unbilled
             await count_earlier_spend(client, journal, {j.line for j in plan.jobs})
@@ -315,8 +324,10 @@ async def after_run(client: Client, journal: Journal, plan: Plan) -> None:
 
 
 async def count_earlier_spend(client: Client, journal: Journal, lines: set[int]) -> None:
-    """Count what the batch's earlier runs cost against ``--max-spend`` (no share: the
-    account-wide budget counts them already)."""
+    """Count what the batch's earlier runs cost against ``--max-spend``.
+
+    Not with a share: the account-wide budget counts them already.
+    """
     if client.spend_status().scope != "client":
         return
     records = [r for r in journal.all() if r.line in lines and r.task_id is not None]
@@ -351,8 +362,10 @@ def cached_costs(journal: Journal) -> dict[str, Decimal]:
 
 
 async def record_costs(client: Client, journal: Journal, records: list[JobRecord]) -> None:
-    """Read the cost of every task of the batch that has none kept yet (or that failed and
-    whose refund may have come since), and keep them in the journal."""
+    """Read the cost of every task of the batch that has none yet, and keep it in the journal.
+
+    Failed tasks are read again too, since their refund may have come since.
+    """
     kept = cached_costs(journal)
     wanted = [
         r.task_id

@@ -194,8 +194,11 @@ class LatencyProfile:
 
     @classmethod
     def realistic(cls) -> LatencyProfile:
-        """Images in a few seconds (100-600 ms queued, 1-6 s of inference; LoRA and the
-        upscaler up to 9-10 s); a 5 s video in 1-3 minutes (8 s videos take 8/5 as long)."""
+        """Images in a few seconds; a 5 s video in 1-3 minutes.
+
+        Images: 100-600 ms queued, 1-6 s of inference; LoRA and the upscaler up to 9-10 s.
+        8 s videos take 8/5 as long as 5 s ones.
+        """
         dev = LatencyDist((100, 250, 600), (1000, 2200, 6000))
         pro = LatencyDist((100, 300, 700), (1200, 2800, 6000))
         return cls(

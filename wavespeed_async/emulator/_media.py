@@ -1,5 +1,6 @@
-"""Media: uploads kept in memory, the generated output PNGs, and whether an input URL
-that points at the emulator itself resolves.
+"""Media: uploads kept in memory and the generated output PNGs.
+
+It also tells whether an input URL that points at the emulator itself resolves.
 
 Two upload flows are served: the documented multipart ``POST /api/v3/media/upload/binary``,
 and the two-step flow of the newest official SDK: ``POST /api/v3/media/uploads`` with

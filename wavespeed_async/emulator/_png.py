@@ -34,8 +34,11 @@ _MAX_SIDE: Final = 4096
 
 
 def output_size(body: Mapping[str, object]) -> tuple[int, int]:
-    """The output size a request asks for: ``size`` ("W*H"), ``aspect_ratio`` or an
-    upscaler's ``target_resolution`` (scaled down to at most 4096 per side)."""
+    """The output size a request asks for.
+
+    From ``size`` ("W*H"), ``aspect_ratio`` or an upscaler's ``target_resolution`` (scaled
+    down to at most 4096 per side).
+    """
     size = body.get("size")
     if isinstance(size, str):
         parsed = parse_size(size)

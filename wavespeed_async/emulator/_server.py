@@ -169,8 +169,10 @@ class Emulator:
 
     @property
     def base_url(self) -> str:
-        """``http://host:port`` of the running server; ``http://emulator.invalid`` when
-        the emulator opens no socket (``port=None``)."""
+        """``http://host:port`` of the running server.
+
+        ``http://emulator.invalid`` when the emulator opens no socket (``port=None``).
+        """
         if self._requested_port is None:
             return IN_PROCESS_BASE_URL
         if self._port is None:
@@ -288,7 +290,9 @@ class Emulator:
     # ------------------------------------------------------------------ in process
 
     def transport(self) -> EmulatorTransport:
-        """A Client transport serving this emulator in process, with no socket::
+        """A Client transport serving this emulator in process, with no socket.
+
+        Example::
 
             async with Emulator(port=None) as emu:
                 async with Client("any-key", base_url=emu.base_url,

@@ -127,16 +127,20 @@ def error_response(exc: WaveSpeedError) -> JSONResponse:
 
 
 async def wavespeed_error_handler(request: Request, exc: Exception) -> Response:
-    """A FastAPI exception handler for :class:`~wavespeed_async.WaveSpeedError`:
-    ``app.add_exception_handler(WaveSpeedError, wavespeed_error_handler)``."""
+    """A FastAPI exception handler for :class:`~wavespeed_async.WaveSpeedError`.
+
+    Use: ``app.add_exception_handler(WaveSpeedError, wavespeed_error_handler)``.
+    """
     if not isinstance(exc, WaveSpeedError):  # registered for another class: not ours
         raise exc
     return error_response(exc)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Answer every :class:`~wavespeed_async.WaveSpeedError` a handler of ``app`` raises
-    with its status and a JSON body (see the module's table) instead of a bare 500.
+    """Answer each :class:`~wavespeed_async.WaveSpeedError` from ``app`` with its status.
+
+    Every such error a handler of ``app`` raises gets its status and a JSON body (see the
+    module's table) instead of a bare 500.
 
     Handlers for more specific classes that you add yourself still win.
     """

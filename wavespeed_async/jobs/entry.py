@@ -125,8 +125,10 @@ def decode_entry(raw: bytes, *, key: str, location: str) -> Entry:
 
 
 def _host() -> str:
-    """This host's name, plus the process-id namespace where there is one (containers that
-    share a host name, such as ``--network host`` ones, keep their pids apart)."""
+    """This host's name, plus the process-id namespace where there is one.
+
+    Containers that share a host name, such as ``--network host`` ones, keep their pids apart.
+    """
     name = socket.gethostname()
     try:
         return f"{name}#{os.stat('/proc/self/ns/pid').st_ino}"
@@ -142,10 +144,11 @@ def new_owner() -> str:
 
 
 def owner_gone(owner: str | None) -> bool:
-    """Whether ``owner`` is known to be dead: a process of this host (and pid namespace)
-    that no longer runs.
+    """Whether ``owner`` is known to be dead: a process of this host that no longer runs.
 
-    ``False`` when it cannot be told (another host, an id of another form)."""
+    The process must be of this host and pid namespace. ``False`` when it cannot be told
+    (another host, an id of another form).
+    """
     if owner is None or owner.count("/") < 2:
         return False
     host, pid_text, _ = owner.rsplit("/", 2)
@@ -181,18 +184,27 @@ def failing(location: str, what: str, errors: tuple[type[BaseException], ...]) -
 
 
 class Ledger(JobStore[str], Protocol):
-    """Row key -> task, shared by every worker of a pipeline (the lifecycle steps of
-    :class:`~wavespeed_async.jobs.lifecycle.JobStore`, plus claims)."""
+    """Row key -> task, shared by every worker of a pipeline.
+
+    It offers the lifecycle steps of :class:`~wavespeed_async.jobs.lifecycle.JobStore`,
+    plus claims.
+    """
 
     def claim(self, key: str, owner: str, stamp: Stamp | None = None) -> Entry | None:
-        """Claim a key the ledger does not know for ``owner`` (state ``claimed``), as the
-        task of ``stamp`` (``None``: an entry that records nothing, as an earlier version's);
-        ``None`` if claimed now, else the entry that was there (nothing changed)."""
+        """Claim a key the ledger does not know for ``owner`` (state ``claimed``).
+
+        The claim is the task of ``stamp`` (``None``: an entry that records nothing, as an
+        earlier version's). Returns ``None`` if claimed now, else the entry that was there
+        (nothing changed).
+        """
         ...
 
     def take_over(self, key: str, owner: str, seen: Entry, stamp: Stamp | None = None) -> bool:
-        """Make ``owner`` the holder of a ``claimed`` key, if it is still as ``seen``
-        (same owner, same claim time); ``False`` if it changed meanwhile."""
+        """Make ``owner`` the holder of a ``claimed`` key, if it is still as ``seen``.
+
+        Still as ``seen``: the same owner, the same claim time. ``False`` if it changed
+        meanwhile.
+        """
         ...
 
     def get(self, key: str) -> Entry | None: ...
@@ -211,8 +223,10 @@ class Ledger(JobStore[str], Protocol):
         ...
 
     def release(self, key: str, owner: str) -> None:
-        """Drop ``owner``'s claim on a key that has no task: its submit was refused, or
-        it was never sent (``claimed``)."""
+        """Drop ``owner``'s claim on a key that has no task.
+
+        Its submit was refused, or it was never sent (``claimed``).
+        """
         ...
 
     def close(self) -> None: ...

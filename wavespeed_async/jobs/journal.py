@@ -312,8 +312,9 @@ class Journal:
         *,
         owner: str = "",
     ) -> bool:
-        """Record the intent to submit, BEFORE each send of the request (``body``: what is
-        sent; kept from the previous send when ``None``).
+        """Record the intent to submit, BEFORE each send of the request.
+
+        ``body``: what is sent; kept from the previous send when ``None``.
 
         A job left in this state by a dead process has an unknown outcome.
         """
@@ -330,9 +331,11 @@ class Journal:
         return True
 
     def mark_not_sent(self, line: int, *, owner: str = "") -> bool:
-        """The submit was answered in a way that proves no task was created (a 429, a 503
-        with ``Retry-After``, a connect failure): ``pending`` again while it waits to be
-        sent again. ``False`` if the job was not ``submitting``."""
+        """The submit was answered in a way that proves no task was created: ``pending`` again.
+
+        Such an answer is a 429, a 503 with ``Retry-After``, or a connect failure; the job
+        waits to be sent again. ``False`` if the job was not ``submitting``.
+        """
         cur = self._write(
             "UPDATE jobs SET state = 'pending', submitted_at = NULL "
             "WHERE line = ? AND state = 'submitting' AND task_id IS NULL",
@@ -408,8 +411,10 @@ class Journal:
         self._step(line, JobState.UNKNOWN, "state = 'unknown', error = ?", (error,))
 
     def reset(self, line: int) -> None:
-        """Make a job ``pending`` again (to re-submit it; its old task id is dropped): the
-        user's decision (``--retry-failed``, ``--resubmit-unknown``), not a lifecycle step."""
+        """Make a job ``pending`` again, to re-submit it; its old task id is dropped.
+
+        The user's decision (``--retry-failed``, ``--resubmit-unknown``), not a lifecycle step.
+        """
         self._update(
             line,
             "state = 'pending', task_id = NULL, outputs = NULL, error = NULL, code = NULL, "

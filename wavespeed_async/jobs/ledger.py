@@ -130,8 +130,10 @@ def _migrate(conn: sqlite3.Connection) -> None:
 
 
 class SqliteLedger:
-    """A ledger in ``<folder>/ledger.sqlite3`` for the workers of one machine (safe to use
-    from several threads: one statement at a time)."""
+    """A ledger in ``<folder>/ledger.sqlite3`` for the workers of one machine.
+
+    Safe to use from several threads: one statement at a time.
+    """
 
     def __init__(self, conn: sqlite3.Connection, location: str = "") -> None:
         self.conn = conn
@@ -333,8 +335,9 @@ def open_ledger(
     *,
     account: str | None = None,
 ) -> Ledger:
-    """A URL opens the ledger its scheme's backend serves (``redis://``: a
-    ``RedisLedger``, with the ``redis`` extra); anything else is a folder.
+    """The ledger at a URL (its scheme's backend serves it) or in a folder (anything else).
+
+    ``redis://``: a ``RedisLedger``, with the ``redis`` extra.
 
     Args:
         namespace: The Redis hash; default one per ``account`` (its fingerprint), where

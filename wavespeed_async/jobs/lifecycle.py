@@ -1,5 +1,4 @@
-"""One job lifecycle for every store: the states a job goes through, the steps allowed
-between them, and the interface every store implements.
+"""One job lifecycle for every store: its states, the steps allowed, and the store interface.
 
 A job (a line of the command line's jobs file, a row of a Ray pipeline) becomes at most one
 billed task. Every store, the command line's journal and the Ray ledger (SQLite or Redis),
@@ -105,8 +104,10 @@ def check_step(
     error: type[LedgerError] = LedgerError,
     task_id: str | None = None,
 ) -> None:
-    """Raise ``error`` (a LedgerError naming ``what``, e.g. the row) unless ``old -> new``
-    is a step of the lifecycle."""
+    """Raise ``error`` unless ``old -> new`` is a step of the lifecycle.
+
+    ``error`` is a LedgerError naming ``what``, e.g. the row.
+    """
     if new not in STEPS[old]:
         shown_old = "no entry" if old is None else old.value
         shown_new = "no entry" if new is None else new.value
@@ -133,8 +134,10 @@ K_contra = TypeVar("K_contra", contravariant=True)
 
 
 class JobStore(Protocol[K_contra]):
-    """The lifecycle steps of one store of jobs, by key (the journal: a line number; a
-    ledger: a row key). Every method enforces :data:`STEPS`.
+    """The lifecycle steps of one store of jobs, by key.
+
+    The key is a line number for the journal, a row key for a ledger. Every method enforces
+    :data:`STEPS`.
 
     Raises (every method):
         LedgerError: the step is not allowed from the job's state, or the store cannot be
@@ -151,13 +154,18 @@ class JobStore(Protocol[K_contra]):
         ...
 
     def mark_submitting(self, key: K_contra, *, owner: str = "") -> bool:
-        """Just before each send of the job's submit; ``False``: do not send it (a ledger:
-        the claim is no longer ``owner``'s)."""
+        """Just before each send of the job's submit.
+
+        ``False``: do not send it (a ledger: the claim is no longer ``owner``'s).
+        """
         ...
 
     def mark_not_sent(self, key: K_contra, *, owner: str = "") -> bool:
-        """The submit was answered in a way that proves no task was created: the job is
-        re-sendable again (``pending`` / ``claimed``). ``False``: it was not submitting."""
+        """The submit was answered in a way that proves no task was created.
+
+        The job is re-sendable again (``pending`` / ``claimed``). ``False``: it was not
+        submitting.
+        """
         ...
 
     def mark_created(self, key: K_contra, task_id: str) -> None:

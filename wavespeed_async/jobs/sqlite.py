@@ -37,8 +37,9 @@ def _set_up(conn: sqlite3.Connection, schema: str, version: int) -> str | None:
 
 
 def refuse_links(path: Path, *, what: str) -> None:
-    """Raise if the SQLite file at ``path``, or its ``-wal`` / ``-shm`` companions, is a
-    symbolic link: SQLite would follow it and write wherever it points.
+    """Raise if the SQLite file at ``path``, or its ``-wal`` / ``-shm`` companions, is a link.
+
+    SQLite would follow a symbolic link and write wherever it points.
 
     Raises:
         LedgerError: one of them is a link (nothing was opened or written).

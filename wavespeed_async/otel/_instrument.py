@@ -152,8 +152,7 @@ class Instrumentation:
         return len(self._open)
 
     def uninstrument(self) -> None:
-        """Stop listening; spans still open end (``wavespeed.task.outcome`` =
-        ``not_followed``)."""
+        """Stop listening; spans still open end (``wavespeed.task.outcome=not_followed``)."""
         remove, self._remove = self._remove, None
         if remove is not None:
             remove()

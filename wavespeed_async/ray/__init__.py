@@ -73,8 +73,11 @@ _KEY = "WAVESPEED_API_KEY"
 
 
 def _key_reaches_actors() -> bool:
-    """Whether the actors will find an API key: set in this driver's environment (a local
-    ``ray.init()`` hands it to its workers), or in the job's ``runtime_env``."""
+    """Whether the actors will find an API key.
+
+    It is set in this driver's environment (a local ``ray.init()`` hands it to its
+    workers), or in the job's ``runtime_env``.
+    """
     if os.environ.get(_KEY, "").strip():
         return True
     if not ray.is_initialized():

@@ -1,5 +1,6 @@
-"""A worker's rows that the ledger knows: followed to their result, checked to be this
-job's, and recorded when they end.
+"""A worker's rows that the ledger knows: followed to their result and checked to be this job's.
+
+Each is recorded when it ends.
 
 :class:`Following` is the part of :class:`~wavespeed_async.ray._generate.GenerateWorker`
 that handles a row key with an entry: answered from the ledger when it is final (and
@@ -140,9 +141,12 @@ class Following:
         return hmac.compare_digest(expected, entry.proof)
 
     def _checked(self, key: str, entry: Entry | None, inp: dict[str, Any]) -> Entry | None:
-        """``entry``, if it is this job's: another account's, or another model's or input's,
-        is a LedgerError naming the row (never someone else's result). An entry of an
-        earlier version records none of it: it is followed conservatively."""
+        """``entry``, if it is this job's; else a LedgerError naming the row.
+
+        Another account's entry, or another model's or input's, is an error (never someone
+        else's result). An entry of an earlier version records none of it: it is followed
+        conservatively.
+        """
         if entry is None or not entry.verified:
             return entry
         stamp = self._stamp(inp)
@@ -236,8 +240,10 @@ class Following:
         results: dict[str, RowResult],
         tg: TaskGroup,
     ) -> None:
-        """A key the ledger knows: followed; submitted here only once this worker holds
-        its claim (taken over, or claimed afresh after a release)."""
+        """A key the ledger knows: followed; submitted here only once this worker holds it.
+
+        This worker holds its claim once taken over, or claimed afresh after a release.
+        """
         async with self._limiter():
             outcome = await self._follow(client, key, inp, entry)
         if isinstance(outcome, RowResult):
@@ -302,8 +308,11 @@ class Following:
     async def _poll(
         self, client: Client, key: str, entry: Entry, task_id: str, stamp: Stamp
     ) -> RowResult:
-        """A row's recorded task, asked of the API (an entry of an earlier version is never
-        answered from the ledger alone: its task must be this account's and this model's)."""
+        """A row's recorded task, asked of the API.
+
+        An entry of an earlier version is never answered from the ledger alone: its task
+        must be this account's and this model's.
+        """
         try:
             pred = await client.wait(task_id)
         except NotFoundError as exc:

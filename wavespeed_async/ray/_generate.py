@@ -82,9 +82,11 @@ COST_SCALE = 9
 
 @dataclass(frozen=True, kw_only=True)
 class GenerateOptions:
-    """Everything a worker needs, sent to each actor (no credentials: the key is read from
-    ``$WAVESPEED_API_KEY`` in the actor's process; a ``share`` or ``ledger`` URL's password
-    is hidden from its repr)."""
+    """Everything a worker needs, sent to each actor, with no credentials.
+
+    The key is read from ``$WAVESPEED_API_KEY`` in the actor's process; a ``share`` or
+    ``ledger`` URL's password is hidden from its repr.
+    """
 
     model: str
     concurrency: int
@@ -109,8 +111,10 @@ def model_input(
     columns: tuple[str, ...] | tuple[tuple[str, str], ...] | None,
     key: str | None,
 ) -> dict[str, Any]:
-    """The model's input for one row: every column but the key column, or the picked ones
-    (``(column, field)`` pairs rename); null values are left out."""
+    """The model's input for one row: every column but the key column, or the picked ones.
+
+    ``(column, field)`` pairs rename; null values are left out.
+    """
     if columns is None:
         pairs = [(name, name) for name in row if name != key]
     else:
@@ -292,10 +296,12 @@ class GenerateWorker(Following):
         *,
         held: bool,
     ) -> None:
-        """Submit ``rows`` through ``run_many``, each claimed by ``owner`` as it is pulled
-        (``held``: the claims are ``owner``'s already) and moved to ``submitting`` just
-        before each send of its request (and back to ``claimed`` after an answer that
-        proves no task was created); a row another worker holds is followed instead."""
+        """Submit ``rows`` through ``run_many``, each claimed by ``owner`` as it is pulled.
+
+        ``held``: the claims are ``owner``'s already. Each row is moved to ``submitting``
+        just before each send of its request (and back to ``claimed`` after an answer that
+        proves no task was created); a row another worker holds is followed instead.
+        """
         slots, ledger = self._limiter(), self._ledger
         keys: list[str] = []  # run_many index -> row key
         inputs: list[dict[str, Any]] = []
@@ -392,8 +398,11 @@ class GenerateWorker(Following):
 
 
 async def _costs(client: Client, rows: list[RowResult]) -> list[Decimal | None]:
-    """Each row's net cost from the billing records (one search per 100 tasks): 0 for a
-    row that created no task; ``None`` when unknown (no record yet, or the search failed)."""
+    """Each row's net cost from the billing records (one search per 100 tasks).
+
+    0 for a row that created no task; ``None`` when unknown (no record yet, or the search
+    failed).
+    """
     ids = [r.task_id for r in rows if r.task_id is not None]
     found = {}
     if ids:

@@ -1,5 +1,6 @@
-"""The RedisShare's connection to its server: start and close, the subscription, lease
-renewal, and what happens while the server is away or slow (the local fallback).
+"""The RedisShare's connection to its server: start and close, subscription, lease renewal.
+
+Also what happens while the server is away or slow (the local fallback).
 
 :class:`Link` holds no state of its own: :class:`~wavespeed_async.redis.share.RedisShare`
 sets every attribute declared here, and implements the Share interface on top.
@@ -212,8 +213,10 @@ class Link:
     # -- outage ----------------------------------------------------------------------------
 
     def _away(self, why: BaseException | str) -> FlowControl:
-        """The server is away (or slow): share the limits locally (1/N of each, the slots
-        already held included) until it is back."""
+        """The server is away (or slow): share the limits locally until it is back.
+
+        Each limit is shared 1/N, the slots already held included.
+        """
         if self._fallback is None:
             n = max(1, self.live_processes)
             lim = self._limits
@@ -274,10 +277,12 @@ class Link:
             return
 
     async def _remind(self) -> dict[object, str]:
-        """Tell a server that is back what this process knows (it may have restarted empty):
-        the slots it holds, its starts in the window and a cool-down still running; and
-        learn a cool-down that began while this process could not hear of it. Returns the
-        leases given to the slots taken locally meanwhile."""
+        """Tell a server that is back what this process knows (it may have restarted empty).
+
+        That is the slots it holds, its starts in the window and a cool-down still running;
+        and learn a cool-down that began while this process could not hear of it. Returns the
+        leases given to the slots taken locally meanwhile.
+        """
         moved = {token: self._member() for token in self._local}
         members = [*self._shared.values(), *moved.values()]
         released = list(self._released_away)
@@ -305,8 +310,11 @@ class Link:
         return moved
 
     def _resume(self, moved: dict[object, str]) -> None:
-        """Sharing is back: the slots taken locally become leases (those given back while
-        the server was told are released again; those taken since are told now)."""
+        """Sharing is back: the slots taken locally become leases.
+
+        Those given back while the server was told are released again; those taken since
+        are told now.
+        """
         gone = [member for token, member in moved.items() if token not in self._local]
         for token, member in moved.items():
             if token in self._local:

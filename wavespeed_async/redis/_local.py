@@ -8,8 +8,10 @@ __all__ = ["Latency", "RecentStarts"]
 
 
 class RecentStarts:
-    """This process's starts within the window, oldest first, by its monotonic clock: what
-    it tells a server that lost them (a restart) when it is back."""
+    """This process's starts within the window, oldest first, by its monotonic clock.
+
+    What it tells a server that lost them (a restart) when it is back.
+    """
 
     def __init__(self, window_s: float) -> None:
         self._window_s = window_s
@@ -38,8 +40,10 @@ class RecentStarts:
 
 
 class Latency:
-    """How long the server's calls take, smoothed: one slow call (a pause of this process)
-    is not a slow server; a few in a row are."""
+    """How long the server's calls take, smoothed.
+
+    One slow call (a pause of this process) is not a slow server; a few in a row are.
+    """
 
     #: The weight of the newest call.
     ALPHA: Final = 0.3

@@ -79,8 +79,10 @@ def check_budget_name(name: object) -> str:
 
 
 class SharedSpend:
-    """The spend side of the Share protocol, mixed into ``RedisShare`` (which provides the
-    connection, the namespace, outages and background tasks)."""
+    """The spend side of the Share protocol, mixed into ``RedisShare``.
+
+    ``RedisShare`` provides the connection, the namespace, outages and background tasks.
+    """
 
     # What RedisShare provides.
     namespace: str | None
@@ -161,8 +163,11 @@ class SharedSpend:
             return True
 
     def release_spend(self, micros: int) -> None:
-        """Take ``micros`` back off the budget: at once in what this process says it has
-        committed (its next call tells the server), and in background for the others."""
+        """Take ``micros`` back off the budget.
+
+        At once in what this process says it has committed (its next call tells the
+        server), and in background for the others.
+        """
         amount = min(micros, self._spend_own)
         if amount > 0:
             self._spend_own -= amount
@@ -178,8 +183,10 @@ class SharedSpend:
                     self._away(exc)
 
     async def _watch_spend(self) -> None:
-        """After an outage, tell the server at once what this process has committed (a
-        restarted server forgot it), rather than with the next reservation."""
+        """After an outage, tell the server at once what this process has committed.
+
+        A restarted server forgot it; this does not wait for the next reservation.
+        """
         seen = self.reconnects
         while True:
             await anyio.sleep(_WATCH_S)
@@ -192,8 +199,10 @@ class SharedSpend:
         return self._spend_total
 
     async def reset_spend(self) -> None:
-        """Delete the budget's keys: it starts again from nothing. Another process still
-        running puts back what it has committed with its next call."""
+        """Delete the budget's keys: it starts again from nothing.
+
+        Another process still running puts back what it has committed with its next call.
+        """
         await self.start()
         async with self._spending():
             if self._redis is not None:

@@ -45,8 +45,9 @@ return 1
 
 
 class RedisLedger:
-    """A ledger in one Redis hash (``namespace``), shared by every machine (safe to use
-    from several threads).
+    """A ledger in one Redis hash (``namespace``), shared by every machine.
+
+    Safe to use from several threads.
 
     Args:
         url: ``redis://[:password@]host:port/db``; never shown with its password.
@@ -110,8 +111,7 @@ class RedisLedger:
         return raw.encode() if isinstance(raw, str) else raw
 
     def _adopt(self, key: str, legacy: str) -> bytes | None:
-        """The entry of ``key`` in ``legacy``, copied into this hash if it may stand for a
-        task."""
+        """The entry of ``key`` in ``legacy``, copied into this hash if it may stand for a task."""
         raw = self._raw(legacy, key)
         if raw is None:
             return None
@@ -123,9 +123,12 @@ class RedisLedger:
         return self._raw(self._hash, key)
 
     def _change(self, key: str, what: str, decide: Callable[[Entry | None], Entry | None]) -> bool:
-        """Apply ``decide`` to the key's entry atomically (a compare-and-set, tried again
-        if another process changed the entry meanwhile). ``decide`` returns the new entry,
-        ``None`` to delete it, or the entry it was given to leave it alone (then ``False``)."""
+        """Apply ``decide`` to the key's entry atomically.
+
+        A compare-and-set, tried again if another process changed the entry meanwhile.
+        ``decide`` returns the new entry, ``None`` to delete it, or the entry it was given to
+        leave it alone (then ``False``).
+        """
         for _ in range(100):
             raw = self._raw(self._hash, key)
             old = None if raw is None else decode_entry(raw, key=key, location=self._location)

@@ -379,8 +379,10 @@ class RedisShare(Link, SharedSpend):
         )
 
     async def stored_result(self, task_id: str) -> Prediction | None:
-        """A result published for ``task_id`` before this wait started, if any (only a
-        final one of that task, signed with this account's key)."""
+        """A result published for ``task_id`` before this wait started, if any.
+
+        Only a final one of that task, signed with this account's key.
+        """
         if self._fallback is not None:
             return None
         try:
@@ -406,8 +408,10 @@ class RedisShare(Link, SharedSpend):
             return None
 
     async def first_delivery(self, delivery_id: str, ttl_s: float) -> bool | None:
-        """Record a webhook delivery for the account (set if absent, kept ``ttl_s``):
-        ``True`` the first time, ``False`` for a replay, ``None`` while the server is away."""
+        """Record a webhook delivery for the account (set if absent, kept ``ttl_s``).
+
+        ``True`` the first time, ``False`` for a replay, ``None`` while the server is away.
+        """
         if self._fallback is not None:
             return None
         digest = hashlib.sha256(delivery_id.encode("utf-8", "replace")).hexdigest()[:32]
