@@ -28,10 +28,11 @@ def _set_up(conn: sqlite3.Connection, schema: str, version: int) -> str | None:
     # FULL: a commit is fsync'ed, so a recorded task id survives even an OS crash.
     conn.execute("PRAGMA synchronous = FULL")
     conn.executescript(schema)
+    # OR IGNORE: processes opening a new file at once each try to write the version; the
+    # first one's stands and the others read it.
+    conn.execute("INSERT OR IGNORE INTO meta(key, value) VALUES ('schema', ?)", (str(version),))
     row = conn.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
-    if row is None:
-        conn.execute("INSERT INTO meta(key, value) VALUES ('schema', ?)", (str(version),))
-    elif int(row[0]) > version:
+    if row is not None and int(row[0]) > version:
         return f"written by a newer wavespeed-async (schema {row[0]}); upgrade it"
     return None
 
