@@ -297,6 +297,20 @@ async def test_two_hundred_concurrent_first_submits_fetch_the_catalogue_once(
     assert emu.stats().tasks_created == 200
 
 
+async def test_a_batch_with_a_budget_fetches_the_catalogue_once_for_checks_and_prices(
+    emu: Emulator,
+) -> None:
+    spy = Spy(emu)
+    inputs = [{"prompt": f"fox {i}", "loras": [{"path": "a/b", "scale": 1}]} for i in range(20)]
+    async with client_of(emu, spy) as client:
+        async with client.run_many(LORA, inputs, budget_usd=Decimal("1")) as run:
+            results = [r async for r in run]
+        quote = await client.quote(LORA, inputs[0])
+    assert all(r.ok for r in results) and len(results) == 20
+    assert quote.cost_usd > 0
+    assert spy.catalogue_gets == 1
+
+
 async def test_the_hand_written_kontext_specs_agree_with_the_emulators_catalogue(
     emu: Emulator,
 ) -> None:

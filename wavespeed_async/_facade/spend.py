@@ -35,8 +35,10 @@ from wavespeed_async._runtime.budget import (
 from wavespeed_async._runtime.spend import PAGE_SIZE, Pricing, iso_time
 
 if TYPE_CHECKING:
+    from wavespeed_async._core.catalog import Model
     from wavespeed_async._core.settings import FlowLimits
     from wavespeed_async._runtime.api import Api
+    from wavespeed_async._runtime.input_check import InputChecks
     from wavespeed_async._runtime.share import Share
 
 __all__ = ["Spend", "SpendStatus"]
@@ -80,9 +82,16 @@ class Spend:
     def _open(self) -> Api:
         raise NotImplementedError
 
+    def _checks(self) -> InputChecks:
+        raise NotImplementedError
+
+    async def _catalogue_models(self) -> list[Model]:
+        return await self._checks().models()
+
     def _pricing(self) -> Pricing:
         if self._pricing_state is None:
-            self._pricing_state = Pricing(self._open)
+            # One catalogue per Client: the price rules come from the input check's cache.
+            self._pricing_state = Pricing(self._open, models=self._catalogue_models)
         return self._pricing_state
 
     def _gate(self) -> SpendGate:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Final
@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import msgspec
 
-from wavespeed_async._core.catalog import CatalogDecode, decode_models
+from wavespeed_async._core.catalog import Model
 from wavespeed_async._core.errors import (
     AuthenticationError,
     DecodeError,
@@ -67,27 +67,6 @@ COST_SEARCHES: Final = 4
 envelope_decoder: Final = msgspec.json.Decoder(AnyEnvelope, float_hook=Decimal)
 
 
-class _Catalogue(msgspec.Struct, frozen=True):
-    """The catalogue answer, as the API caller wants an envelope."""
-
-    data: CatalogDecode
-    code: int = 200
-    message: str = "success"
-
-
-class _CatalogueDecoder:
-    """Decodes ``GET /api/v3/models`` leniently; an answer that is no catalogue is a DecodeError.
-
-    Uses :func:`decode_models`: odd entries are skipped.
-    """
-
-    def decode(self, buf: bytes, /) -> _Catalogue:
-        return _Catalogue(decode_models(buf))
-
-
-_catalogue_decoder: Final = _CatalogueDecoder()
-
-
 def iso_time(value: datetime | float | str | None, name: str) -> str | None:
     """A time for a search: a datetime (naive: UTC), unix seconds, or ISO 8601 text."""
     if value is None or isinstance(value, str):
@@ -117,11 +96,20 @@ class Pricing:
 
     Args:
         api: Returns the Client's API caller (opening the Client on first use).
+        models: Returns the catalogue's models (the Client's one catalogue: its fetch, cache
+            and file are shared with the input check).
         clock: Monotonic seconds, for the caches' ages.
     """
 
-    def __init__(self, api: Callable[[], Api], *, clock: Callable[[], float] = time.monotonic):
+    def __init__(
+        self,
+        api: Callable[[], Api],
+        *,
+        models: Callable[[], Awaitable[Iterable[Model]]],
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self._api = api
+        self._models = models
         self._clock = clock
         self._rules: dict[str, PriceRule] | None = None
         self._rules_until = 0.0
@@ -152,8 +140,7 @@ class Pricing:
         pending = self._rules_pending = _Pending()
         try:
             try:
-                env = await self._api().call("GET", "/api/v3/models", _catalogue_decoder)
-                rules, ttl = price_rules(env.data.models), QUOTE_TTL_S
+                rules, ttl = price_rules(await self._models()), QUOTE_TTL_S
             except AuthenticationError:
                 raise
             except WaveSpeedError as exc:
