@@ -463,6 +463,17 @@ def test_a_keyword_it_cannot_evaluate_is_noted_and_never_refuses(
     checker.check({"p": accepted})
 
 
+@pytest.mark.parametrize(
+    "pattern", [r"^(a+)+$", r"^(\w+\s?)*$", r"(a|aa)*b", r"^(x)\1$", r"(?=(a*)*)b"]
+)
+def test_a_pattern_that_could_backtrack_for_minutes_is_not_run(pattern: str) -> None:
+    # A catalogue's pattern runs on the event loop at every submit: ``^(a+)+$`` alone
+    # takes seconds on 30 characters and doubles with each one more.
+    checker = compile_schema("acme/m", obj({"p": {"type": "string", "pattern": pattern}}))
+    assert checker.reason is not None and "could backtrack" in checker.reason
+    assert checker.problems({"p": "a" * 40 + "!"}) == []
+
+
 def test_local_refs_are_resolved() -> None:
     checker = checker_of("acme/refs")
     assert checker.exact, checker.reason

@@ -16,7 +16,8 @@ booleans), ``required`` (even for a field with a ``default``), ``type`` (one typ
 or a list; a bool is not an integer, and a float is not an integer even when whole),
 ``nullable``, ``enum``, ``const``, ``minimum``/``maximum``, ``exclusiveMinimum``/
 ``exclusiveMaximum`` (numbers, or draft-4 booleans), ``minLength``/``maxLength``,
-``pattern`` (when Python's ``re`` compiles it), ``items``/``minItems``/``maxItems``, nested
+``pattern`` (when Python's ``re`` compiles it and it cannot backtrack without bound:
+:mod:`wavespeed_async._core.patterns`), ``items``/``minItems``/``maxItems``, nested
 ``properties``/``required``/``additionalProperties``, local ``$ref`` (``#/...``), and
 ``anyOf``/``oneOf``/``allOf`` whose branches are all understood. ``null`` is refused for a
 field whose schema does not allow it (leave the field out to get its default).
@@ -45,13 +46,13 @@ Checking a valid ten-field input takes a few microseconds (``benchmarks/schema_c
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final, Protocol
 
 from wavespeed_async._core.catalog import field_order
 from wavespeed_async._core.errors import ValidationError
+from wavespeed_async._core.patterns import pattern_problem
 from wavespeed_async._core.rules import (
     CONTROL_FIELDS,
     JSON_TYPES,
@@ -370,12 +371,11 @@ class _Compiler:
                 else:
                     notes.append(f"{key} {schema[key]!r:.40} is not a count; not checked")
         if "pattern" in schema:
-            if _compiles(schema["pattern"]):
+            why = pattern_problem(schema["pattern"])
+            if why is None:
                 kw["pattern"] = schema["pattern"]
             else:
-                notes.append(
-                    f"pattern {schema['pattern']!r:.60} is not a Python regex; not checked"
-                )
+                notes.append(f"pattern {schema['pattern']!r:.60} {why}; not checked")
         if "enum" in schema:
             if isinstance(schema["enum"], list):
                 kw["enum"] = tuple(schema["enum"])
@@ -555,16 +555,6 @@ def _is_count(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return value >= 0 and (isinstance(value, int) or value.is_integer())
-
-
-def _compiles(pattern: Any) -> bool:
-    if not isinstance(pattern, str):
-        return False
-    try:
-        re.compile(pattern)
-    except (re.error, ValueError, OverflowError, RecursionError):
-        return False
-    return True
 
 
 def _text(value: Any) -> str:
