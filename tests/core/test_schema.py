@@ -376,6 +376,16 @@ def test_names_the_server_chose_reach_a_message_escaped() -> None:
     assert "bad\\x1b[31mname" in str(err)
 
 
+def test_names_the_server_chose_reach_the_reason_escaped() -> None:
+    # The reason is logged at submit and printed by ``wavespeed-async schema``.
+    odd = {"multipleOf": 2, "items": {"not": {}}}
+    schema = obj({"a\x1b]0;owned\x07": {"properties": {"b\x1b[2J": odd}}})
+    reason = compile_schema("acme/m", schema).reason
+    assert reason is not None and "multipleOf is not checked" in reason
+    assert reason.isprintable()
+    assert "a\\x1b]0;owned\\x07['b\\x1b[2J']: multipleOf" in reason
+
+
 # ---------------------------------------------------------------------------------------
 # Fail open: what is not understood is not checked, and the checker says so.
 

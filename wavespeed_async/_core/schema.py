@@ -61,6 +61,7 @@ from wavespeed_async._core.rules import (
     allowed_text,
     join_path,
     kind_name,
+    label,
     types_text,
 )
 from wavespeed_async._core.validators import json_equal, make_validator
@@ -528,7 +529,8 @@ def _all_notes(rule: FieldRule, path: str = "") -> list[str]:
     """Every note of a rule and of the rules under it, each after its path."""
     out = [f"{path}: {n}" if path else n for n in rule.notes]
     for name, sub in (rule.properties or {}).items():
-        out.extend(_all_notes(sub, join_path(path, name)))
+        # A name the server chose is escaped: the reason is logged and printed.
+        out.extend(_all_notes(sub, join_path(path, name) if path else label(name)))
     if rule.items is not None:
         out.extend(_all_notes(rule.items, f"{path}[]"))
     if isinstance(rule.additional, FieldRule):
