@@ -244,6 +244,15 @@ def test_enum_names_the_choices_and_hints_at_the_written_form() -> None:
     assert "(did you mean '832*480'?)" in str(err)
 
 
+def test_a_huge_enum_is_checked_in_full_but_named_in_short() -> None:
+    schema = obj({"e": {"type": "integer", "enum": list(range(100_000))}})
+    assert problems(schema, {"e": 99_999}) == []
+    [(field, message)] = problems(schema, {"e": -1})
+    assert field == "e"
+    assert message.endswith("allowed: one of 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, "
+                            "15, 16, 17, 18, 19, \u2026 (100000 choices)")  # fmt: skip
+
+
 def test_enum_and_const_compare_as_json_does() -> None:
     schema = obj(
         {
