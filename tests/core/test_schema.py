@@ -470,6 +470,10 @@ def test_a_field_it_cannot_understand_is_unchecked_and_the_rest_still_checked() 
         ({"type": "string", "not": {"const": "x"}}, "x", "not is not checked"),
         ({"anyOf": [{"type": "string"}, {"$ref": "x.json"}]}, 5, "anyOf has a branch"),
         ({"enum": "abc"}, "z", "enum is not a list"),
+        ({"enum": []}, "z", "enum lists no value"),
+        ({"type": "integer", "minimum": 10, "maximum": 1}, 5, "minimum 10 above maximum 1"),
+        ({"type": "string", "minLength": 3, "maxLength": 2}, "ab", "min_length 3 above"),
+        ({"type": "array", "minItems": 2, "maxItems": 1}, [1], "min_items 2 above"),
     ],
 )
 def test_a_keyword_it_cannot_evaluate_is_noted_and_never_refuses(

@@ -377,8 +377,19 @@ class _Compiler:
                 kw["pattern"] = schema["pattern"]
             else:
                 notes.append(f"pattern {schema['pattern']!r:.60} {why}; not checked")
+        for lo, hi in (
+            ("minimum", "maximum"),
+            ("min_length", "max_length"),
+            ("min_items", "max_items"),
+        ):
+            if lo in kw and hi in kw and kw[lo] > kw[hi]:
+                # Bounds no value meets are a slip of the schema, not a model that takes
+                # nothing: refusing every value would block what the API accepts.
+                notes.append(f"{lo} {kw.pop(lo)!r} above {hi} {kw.pop(hi)!r}; not checked")
         if "enum" in schema:
-            if isinstance(schema["enum"], list):
+            if schema["enum"] == []:
+                notes.append("enum lists no value; not checked")
+            elif isinstance(schema["enum"], list):
                 kw["enum"] = tuple(schema["enum"])
                 allows_null = allows_null and any(v is None for v in kw["enum"])
             else:
