@@ -72,6 +72,17 @@ def test_control_fields_are_known_to_every_model_but_must_be_booleans() -> None:
     assert err.allowed == "true or false"
 
 
+def test_a_boolean_control_field_passes_whatever_the_schema_says_of_it() -> None:
+    odd = {"type": "string", "enum": ["x"]}
+    schema = obj(
+        {"prompt": {"type": "string"}, "enable_sync_mode": odd, "enable_base64_output": odd}
+    )
+    assert problems(schema, {"prompt": "p", "enable_sync_mode": True}) == []
+    assert problems(schema, {"prompt": "p", "enable_base64_output": False}) == []
+    [(field, _)] = problems(schema, {"prompt": "p", "enable_sync_mode": 5})
+    assert field == "enable_sync_mode"
+
+
 def test_a_misspelt_control_field_gets_a_did_you_mean() -> None:
     [err] = checker_of(WAN).problems({"prompt": "x", "enable_sync_mod": True})
     assert "did you mean 'enable_sync_mode'?" in str(err)
