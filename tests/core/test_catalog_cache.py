@@ -11,6 +11,7 @@ import logging
 import os
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import anyio
@@ -318,6 +319,36 @@ async def test_a_file_of_another_key_or_from_the_future_is_not_trusted(tmp_path:
         fetch = FakeFetch()
         await make(fetch, clock, tmp_path).models()
         assert fetch.calls == 1, change
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
+async def test_a_fifo_planted_at_the_file_path_is_ignored_not_waited_on(tmp_path: Path) -> None:
+    fifo = tmp_path / "planted"
+    os.mkfifo(fifo)
+    cache = make(FakeFetch(), FakeClock(), tmp_path)
+    assert cache.path is not None
+    cache.path.symlink_to(fifo)
+    blocked: list[bool] = []
+
+    def unblock() -> None:
+        # A reader stuck opening the FIFO is let go (so the test fails rather than hangs).
+        try:
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:  # no reader has it open: nothing was stuck
+            return
+        blocked.append(True)
+
+    guard = threading.Timer(2.0, unblock)
+    guard.start()
+    try:
+        fetch = FakeFetch()
+        assert DEV in await make(fetch, FakeClock(), tmp_path).models()
+    finally:
+        guard.cancel()
+    assert blocked == []
+    assert fetch.calls == 1
+    assert not cache.path.is_symlink()  # replaced by the catalogue, the FIFO left alone
+    assert json.loads(cache.path.read_bytes())["key"] == cache_key(BASE)
 
 
 async def test_an_unwritable_cache_dir_never_fails_a_call(tmp_path: Path) -> None:

@@ -93,6 +93,28 @@ def test_fields_follow_the_model_pages_order_and_defaults(generated: ModuleType)
     }
 
 
+def test_a_required_field_is_required_even_when_the_schema_gives_a_default() -> None:
+    # Model pages give their example prompt as the default of a required prompt; as a
+    # Python default it would send, and bill, the example when the prompt is forgotten.
+    from wavespeed_async.emulator import CATALOGUE
+
+    dev = "wavespeed-ai/flux-kontext-dev"
+    schema = CATALOGUE[dev].request_schema
+    assert schema["properties"]["prompt"].get("default")  # the example, as on the page
+    source = generate_module([Model(id=dev, input_schema=dict(schema))])
+    module = ModuleType(f"generated_required_{next(_counter)}")
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(source, "generated_required.py", "exec"), module.__dict__)  # noqa: S102
+        with pytest.raises(TypeError, match="prompt"):
+            module.FluxKontextDev(image="https://x/y.png")
+        with pytest.raises(msgspec.ValidationError, match="prompt"):
+            msgspec.convert({"image": "https://x/y.png"}, module.FluxKontextDev)
+        assert module.FluxKontextDev(prompt="p", image="https://x/y.png").guidance_scale == 2.5
+    finally:
+        del sys.modules[module.__name__]
+
+
 def test_an_optional_field_without_a_default_is_left_out_of_the_body(generated: ModuleType) -> None:
     body = generated.FluxKontextProTextToImage(prompt="p").to_input()
     assert "seed" not in body  # the server picks one
@@ -103,8 +125,11 @@ def test_lists_of_objects_are_nested_structs_and_become_dicts_in_the_body(
     generated: ModuleType,
 ) -> None:
     lora = generated.FluxDevLoraLora(path="owner/watercolour", scale=0.8)
+    # The fixture's LoRA items list ``scale`` as required: required, default or not.
+    with pytest.raises(TypeError, match="scale"):
+        generated.FluxDevLoraLora(path="o/x")
     request = generated.FluxDevLora(
-        prompt="a fox", loras=[lora, generated.FluxDevLoraLora(path="o/x")]
+        prompt="a fox", loras=[lora, generated.FluxDevLoraLora(path="o/x", scale=1)]
     )
     body = request.to_input()
     assert body["loras"] == [

@@ -72,6 +72,17 @@ def test_control_fields_are_known_to_every_model_but_must_be_booleans() -> None:
     assert err.allowed == "true or false"
 
 
+def test_a_boolean_control_field_passes_whatever_the_schema_says_of_it() -> None:
+    odd = {"type": "string", "enum": ["x"]}
+    schema = obj(
+        {"prompt": {"type": "string"}, "enable_sync_mode": odd, "enable_base64_output": odd}
+    )
+    assert problems(schema, {"prompt": "p", "enable_sync_mode": True}) == []
+    assert problems(schema, {"prompt": "p", "enable_base64_output": False}) == []
+    [(field, _)] = problems(schema, {"prompt": "p", "enable_sync_mode": 5})
+    assert field == "enable_sync_mode"
+
+
 def test_a_misspelt_control_field_gets_a_did_you_mean() -> None:
     [err] = checker_of(WAN).problems({"prompt": "x", "enable_sync_mod": True})
     assert "did you mean 'enable_sync_mode'?" in str(err)
@@ -244,6 +255,15 @@ def test_enum_names_the_choices_and_hints_at_the_written_form() -> None:
     assert "(did you mean '832*480'?)" in str(err)
 
 
+def test_a_huge_enum_is_checked_in_full_but_named_in_short() -> None:
+    schema = obj({"e": {"type": "integer", "enum": list(range(100_000))}})
+    assert problems(schema, {"e": 99_999}) == []
+    [(field, message)] = problems(schema, {"e": -1})
+    assert field == "e"
+    assert message.endswith("allowed: one of 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, "
+                            "15, 16, 17, 18, 19, \u2026 (100000 choices)")  # fmt: skip
+
+
 def test_enum_and_const_compare_as_json_does() -> None:
     schema = obj(
         {
@@ -376,6 +396,16 @@ def test_names_the_server_chose_reach_a_message_escaped() -> None:
     assert "bad\\x1b[31mname" in str(err)
 
 
+def test_names_the_server_chose_reach_the_reason_escaped() -> None:
+    # The reason is logged at submit and printed by ``wavespeed-async schema``.
+    odd = {"multipleOf": 2, "items": {"not": {}}}
+    schema = obj({"a\x1b]0;owned\x07": {"properties": {"b\x1b[2J": odd}}})
+    reason = compile_schema("acme/m", schema).reason
+    assert reason is not None and "multipleOf is not checked" in reason
+    assert reason.isprintable()
+    assert "a\\x1b]0;owned\\x07['b\\x1b[2J']: multipleOf" in reason
+
+
 # ---------------------------------------------------------------------------------------
 # Fail open: what is not understood is not checked, and the checker says so.
 
@@ -451,6 +481,10 @@ def test_a_field_it_cannot_understand_is_unchecked_and_the_rest_still_checked() 
         ({"type": "string", "not": {"const": "x"}}, "x", "not is not checked"),
         ({"anyOf": [{"type": "string"}, {"$ref": "x.json"}]}, 5, "anyOf has a branch"),
         ({"enum": "abc"}, "z", "enum is not a list"),
+        ({"enum": []}, "z", "enum lists no value"),
+        ({"type": "integer", "minimum": 10, "maximum": 1}, 5, "minimum 10 above maximum 1"),
+        ({"type": "string", "minLength": 3, "maxLength": 2}, "ab", "min_length 3 above"),
+        ({"type": "array", "minItems": 2, "maxItems": 1}, [1], "min_items 2 above"),
     ],
 )
 def test_a_keyword_it_cannot_evaluate_is_noted_and_never_refuses(
@@ -461,6 +495,17 @@ def test_a_keyword_it_cannot_evaluate_is_noted_and_never_refuses(
     assert not checker.exact
     assert checker.reason is not None and note in checker.reason
     checker.check({"p": accepted})
+
+
+@pytest.mark.parametrize(
+    "pattern", [r"^(a+)+$", r"^(\w+\s?)*$", r"(a|aa)*b", r"^(x)\1$", r"(?=(a*)*)b"]
+)
+def test_a_pattern_that_could_backtrack_for_minutes_is_not_run(pattern: str) -> None:
+    # A catalogue's pattern runs on the event loop at every submit: ``^(a+)+$`` alone
+    # takes seconds on 30 characters and doubles with each one more.
+    checker = compile_schema("acme/m", obj({"p": {"type": "string", "pattern": pattern}}))
+    assert checker.reason is not None and "could backtrack" in checker.reason
+    assert checker.problems({"p": "a" * 40 + "!"}) == []
 
 
 def test_local_refs_are_resolved() -> None:

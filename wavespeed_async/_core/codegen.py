@@ -12,8 +12,9 @@ defaults, ``Literal[...]`` for choices, ``Annotated[..., msgspec.Meta(ge=, le=,
 min_length=, max_length=, pattern=, description=)]`` for constraints (enforced when data is
 decoded or converted into the class, e.g. ``msgspec.convert(row, FluxDevLora)``), a nested
 Struct for a list of objects (``loras: list[FluxDevLoraLora]``), and a docstring from the
-descriptions. A field without a default is required; an optional field without one is
-``None`` by default and left out of the body (the server applies its own default).
+descriptions. A required field has no default (a model page's default for it is its
+example); an optional field without one is ``None`` by default and left out of the body
+(the server applies its own default).
 
 Everything the catalogue says reaches the module only as a string literal or an escaped
 docstring or comment: no description, name or id can break or inject code.
@@ -348,12 +349,14 @@ def _field_line(f: _Field) -> str:
 def _default(rule: FieldRule, annotation: str) -> str | None:
     """The source of a field's default: the schema's, else ``None`` for an optional field.
 
-    A required field without a usable schema default gets ``None`` (the Python value).
+    A required field has none (``None``, the Python value), even when the schema gives
+    one: a model page's default of a required prompt or image is its example, which the
+    input check refuses to send in the user's place.
     """
-    if _has_usable_default(rule, _strip_optional(annotation)):
-        return _literal(rule.default)
     if rule.required:
         return None
+    if _has_usable_default(rule, _strip_optional(annotation)):
+        return _literal(rule.default)
     return "None"
 
 

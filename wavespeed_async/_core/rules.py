@@ -159,6 +159,10 @@ def is_size(rule: FieldRule) -> bool:
     )
 
 
+#: An enum's choices a message lists before it says how many there are in all.
+_MAX_CHOICES_SHOWN: Final = 20
+
+
 def allowed_text(rule: FieldRule) -> str:
     """What a rule allows, in words: ``an integer 1 ~ 50``, ``one of '5', '10'``."""
     if not rule.checked:
@@ -169,7 +173,11 @@ def allowed_text(rule: FieldRule) -> str:
     if rule.const is not NO_VALUE:
         return f"exactly {show_value(rule.const)}"
     if rule.enum is not None:
-        return "one of " + ", ".join(show_value(v) for v in rule.enum) if rule.enum else "no value"
+        if not rule.enum:
+            return "no value"
+        shown = ", ".join(show_value(v) for v in rule.enum[:_MAX_CHOICES_SHOWN])
+        more = len(rule.enum) - _MAX_CHOICES_SHOWN
+        return f"one of {shown}" + (f", \u2026 ({len(rule.enum)} choices)" if more > 0 else "")
     branches = rule.any_of or rule.one_of
     if branches and rule.types is None:
         return " or ".join(dict.fromkeys(b.allowed for b in branches))

@@ -16,7 +16,8 @@ booleans), ``required`` (even for a field with a ``default``), ``type`` (one typ
 or a list; a bool is not an integer, and a float is not an integer even when whole),
 ``nullable``, ``enum``, ``const``, ``minimum``/``maximum``, ``exclusiveMinimum``/
 ``exclusiveMaximum`` (numbers, or draft-4 booleans), ``minLength``/``maxLength``,
-``pattern`` (when Python's ``re`` compiles it), ``items``/``minItems``/``maxItems``, nested
+``pattern`` (when Python's ``re`` compiles it and it cannot backtrack without bound:
+:mod:`wavespeed_async._core.patterns`), ``items``/``minItems``/``maxItems``, nested
 ``properties``/``required``/``additionalProperties``, local ``$ref`` (``#/...``), and
 ``anyOf``/``oneOf``/``allOf`` whose branches are all understood. ``null`` is refused for a
 field whose schema does not allow it (leave the field out to get its default).
@@ -45,13 +46,13 @@ Checking a valid ten-field input takes a few microseconds (``benchmarks/schema_c
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, Final, Protocol
 
 from wavespeed_async._core.catalog import field_order
 from wavespeed_async._core.errors import ValidationError
+from wavespeed_async._core.patterns import pattern_problem
 from wavespeed_async._core.rules import (
     CONTROL_FIELDS,
     JSON_TYPES,
@@ -60,6 +61,7 @@ from wavespeed_async._core.rules import (
     allowed_text,
     join_path,
     kind_name,
+    label,
     types_text,
 )
 from wavespeed_async._core.validators import json_equal, make_validator
@@ -370,14 +372,24 @@ class _Compiler:
                 else:
                     notes.append(f"{key} {schema[key]!r:.40} is not a count; not checked")
         if "pattern" in schema:
-            if _compiles(schema["pattern"]):
+            why = pattern_problem(schema["pattern"])
+            if why is None:
                 kw["pattern"] = schema["pattern"]
             else:
-                notes.append(
-                    f"pattern {schema['pattern']!r:.60} is not a Python regex; not checked"
-                )
+                notes.append(f"pattern {schema['pattern']!r:.60} {why}; not checked")
+        for lo, hi in (
+            ("minimum", "maximum"),
+            ("min_length", "max_length"),
+            ("min_items", "max_items"),
+        ):
+            if lo in kw and hi in kw and kw[lo] > kw[hi]:
+                # Bounds no value meets are a slip of the schema, not a model that takes
+                # nothing: refusing every value would block what the API accepts.
+                notes.append(f"{lo} {kw.pop(lo)!r} above {hi} {kw.pop(hi)!r}; not checked")
         if "enum" in schema:
-            if isinstance(schema["enum"], list):
+            if schema["enum"] == []:
+                notes.append("enum lists no value; not checked")
+            elif isinstance(schema["enum"], list):
                 kw["enum"] = tuple(schema["enum"])
                 allows_null = allows_null and any(v is None for v in kw["enum"])
             else:
@@ -528,7 +540,8 @@ def _all_notes(rule: FieldRule, path: str = "") -> list[str]:
     """Every note of a rule and of the rules under it, each after its path."""
     out = [f"{path}: {n}" if path else n for n in rule.notes]
     for name, sub in (rule.properties or {}).items():
-        out.extend(_all_notes(sub, join_path(path, name)))
+        # A name the server chose is escaped: the reason is logged and printed.
+        out.extend(_all_notes(sub, join_path(path, name) if path else label(name)))
     if rule.items is not None:
         out.extend(_all_notes(rule.items, f"{path}[]"))
     if isinstance(rule.additional, FieldRule):
@@ -555,16 +568,6 @@ def _is_count(value: Any) -> bool:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return False
     return value >= 0 and (isinstance(value, int) or value.is_integer())
-
-
-def _compiles(pattern: Any) -> bool:
-    if not isinstance(pattern, str):
-        return False
-    try:
-        re.compile(pattern)
-    except (re.error, ValueError, OverflowError, RecursionError):
-        return False
-    return True
 
 
 def _text(value: Any) -> str:

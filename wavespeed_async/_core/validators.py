@@ -187,6 +187,8 @@ def _object_check(model: str, rule: FieldRule, *, root: bool) -> Validate:
     additional = rule.additional
     extra = additional.validate if isinstance(additional, FieldRule) else None
     controls = frozenset(CONTROL_FIELDS) - set(properties) if root else frozenset()
+    # The API takes a boolean for a control field whatever a schema says of it.
+    listed_controls = frozenset(CONTROL_FIELDS) & set(properties) if root else frozenset()
     known = sorted({*properties, *controls})
     listing = ", ".join(label(name) for name in properties)
     whose = _whose(model, label(rule.name)) if not root else model
@@ -206,6 +208,8 @@ def _object_check(model: str, rule: FieldRule, *, root: bool) -> Validate:
         for key, item in value.items():
             sub = get(key)
             if sub is not None:
+                if key in listed_controls and item.__class__ is bool:
+                    continue
                 sub.validate(item, key if root else join_path(path, key), out)
                 continue
             if not isinstance(key, str):

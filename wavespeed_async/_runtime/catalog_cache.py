@@ -40,6 +40,7 @@ import hashlib
 import logging
 import math
 import os
+import stat
 import tempfile
 import time
 import urllib.parse
@@ -381,7 +382,13 @@ class CatalogCache:
     def _read(self, path: Path, now: float) -> _Catalog | None:
         """The cache file's catalogue, or ``None`` when there is none that can be used."""
         try:
-            with path.open("rb") as f:
+            # Non-blocking, and a regular file only: a FIFO or device planted at the path
+            # would otherwise hold the read (and every submit waiting on it) forever.
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+            with os.fdopen(fd, "rb") as f:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    log.debug("catalogue cache %s ignored: not a regular file", path)
+                    return None
                 raw = f.read(_MAX_FILE_BYTES + 1)
         except FileNotFoundError:
             return None
