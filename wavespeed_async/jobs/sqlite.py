@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import sqlite3
+import time
 from pathlib import Path
+from typing import Any, Final
 
 from wavespeed_async._core.errors import LedgerError
 
 __all__ = ["open_database", "refuse_links"]
+
+#: How long a statement waits while another connection holds the file.
+_BUSY_S: Final = 10.0
 
 
 def _os_cause(path: Path, exc: sqlite3.Error) -> str:
@@ -20,9 +25,27 @@ def _os_cause(path: Path, exc: sqlite3.Error) -> str:
     return str(exc)
 
 
+def _to_wal(conn: sqlite3.Connection, wait_s: float) -> Any:
+    """Switch the file to WAL mode, waiting up to ``wait_s`` while others hold it.
+
+    SQLite answers "database is locked" at once, without its busy timeout, when several
+    connections switch a new file at the same moment; the switch is tried again.
+    """
+    deadline = time.monotonic() + wait_s
+    delay = 0.001
+    while True:
+        try:
+            return conn.execute("PRAGMA journal_mode = WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
 def _set_up(conn: sqlite3.Connection, schema: str, version: int) -> str | None:
     """Configure a new connection and create the tables; return a problem, if any."""
-    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    mode = _to_wal(conn, _BUSY_S)
     if mode is None or str(mode[0]).lower() != "wal":
         return "cannot switch the file to WAL mode"
     # FULL: a commit is fsync'ed, so a recorded task id survives even an OS crash.
@@ -72,9 +95,9 @@ def open_database(
     p.parent.mkdir(parents=True, exist_ok=True)
     refuse_links(p, what=what)
     # Autocommit: every statement is its own transaction, committed when it returns.
-    conn = sqlite3.connect(p, isolation_level=None, timeout=10.0, check_same_thread=not threads)
+    conn = sqlite3.connect(p, isolation_level=None, timeout=_BUSY_S, check_same_thread=not threads)
     try:
-        conn.execute("PRAGMA busy_timeout = 10000")
+        conn.execute(f"PRAGMA busy_timeout = {int(_BUSY_S * 1000)}")
         problem = _set_up(conn, schema, version)
     except sqlite3.OperationalError as exc:
         conn.close()
