@@ -80,3 +80,19 @@ def test_a_bad_share_setting_shows_no_redis_password_in_its_locals() -> None:
     text = with_locals(info.value)
     assert "reconnect_interval_s" in text  # the constructor's frame was captured
     assert CANARY_KEY[::-1] not in text
+
+
+@pytest.mark.parametrize(
+    "url", ["http://user:pAssw0rd@127.0.0.1:9", "ftp://user:pAssw0rd@example.com"]
+)
+def test_a_base_url_with_a_password_is_refused_without_showing_it(url: str) -> None:
+    with pytest.raises(ValidationError, match="base_url") as info:
+        Client(CANARY_KEY, base_url=url)
+    assert info.value.field == "base_url"
+    tb = info.value.__traceback__
+    assert tb is not None and tb.tb_next is not None
+    # From the Client's frames on (this test's own frame holds the URL it wrote).
+    text = with_locals(info.value.with_traceback(tb.tb_next))
+    assert "__init__" in text
+    assert "pAssw0rd" not in text and CANARY_KEY not in text
+    assert "127.0.0.1" in str(info.value) or "example.com" in str(info.value)

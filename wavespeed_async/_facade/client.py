@@ -17,7 +17,7 @@ from wavespeed_async._core.errors import (
     ClientClosedError,
     ValidationError,
 )
-from wavespeed_async._core.secret import Secret, SigningKey, masked_url
+from wavespeed_async._core.secret import Secret, SigningKey, masked_url, redacted_url
 from wavespeed_async._core.settings import (
     CatalogConfig,
     FlowLimits,
@@ -67,6 +67,16 @@ def _require_asyncio() -> asyncio.AbstractEventLoop:
             "loop is running here. Under anyio, use anyio.run(main) or "
             "anyio.run(main, backend='asyncio'), not the trio backend"
         ) from None
+
+
+def _url_shape(url: str) -> tuple[bool, bool]:
+    """Whether ``url`` is an http(s) URL with a host, and whether it carries credentials.
+
+    Its parts stay in this frame, gone before a caller raises: no traceback shows them.
+    """
+    parts = urlsplit(url)
+    web = parts.scheme in ("http", "https") and bool(parts.netloc)
+    return web, parts.username is not None or parts.password is not None
 
 
 class Client(Catalog, Tasks, Endpoints, Observing, Spend):
@@ -154,11 +164,22 @@ class Client(Catalog, Tasks, Endpoints, Observing, Spend):
                 "WAVESPEED_BASE_URL at it too)",
             )
         proxy = check_proxy(proxy)  # masked: no traceback's locals show its password
-        url = base_url or os.environ.get("WAVESPEED_BASE_URL") or DEFAULT_BASE_URL
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        # Masked at once: a traceback's locals show neither URL's password.
+        url = base_url = masked_url(
+            base_url or os.environ.get("WAVESPEED_BASE_URL") or DEFAULT_BASE_URL
+        )
+        web, credentials = _url_shape(url)
+        if not web:
             raise ValidationError(
-                "base_url", f"base_url: {url!r} is not allowed; allowed: an http(s) URL"
+                "base_url",
+                f"base_url: {redacted_url(url)!r} is not allowed; allowed: an http(s) URL",
+            )
+        if credentials:
+            raise ValidationError(
+                "base_url",
+                f"base_url: {redacted_url(url)!r} carries a user name or password, which is "
+                "not allowed (the API key is the credential; a proxy's go in proxy=); "
+                "allowed: http(s)://host[:port][/path]",
             )
         self.base_url = url.rstrip("/")
         self._key = key
@@ -170,7 +191,7 @@ class Client(Catalog, Tasks, Endpoints, Observing, Spend):
         self._catalog_config = _setting("catalog", catalog, CatalogConfig)
         self._input_checks: InputChecks | None = None
         if allow_private_media is None:
-            allow_private_media = is_private_host(parts.hostname or "")
+            allow_private_media = is_private_host(urlsplit(self.base_url).hostname or "")
         self._allow_private_media = bool(allow_private_media)
         if transport is not None and (proxy is not None or trust_env):
             raise ValidationError(
