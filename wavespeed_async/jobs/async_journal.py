@@ -22,9 +22,9 @@ The promises of :class:`~wavespeed_async.jobs.journal.Journal` hold for each cal
 * a commit that fails (a full disk, a read-only file) raises
   :class:`~wavespeed_async.jobs.journal.JournalWriteError` from every call it held: none of
   them happened, and what was committed before stays;
-* a call runs to its end even when its caller is cancelled meanwhile (the cancellation is
-  delivered once it returns): a write is never abandoned half-way, and when the last call
-  returns no thread is writing any more.
+* a call runs to its end, and returns its outcome, even when its caller is cancelled
+  meanwhile (the cancellation comes at the caller's next checkpoint): a write is never
+  abandoned half-way, and once the last call returns no thread is writing any more.
 
 Between calls, and once no call is under way, the journal may be used directly too (its
 calls are safe from any thread, one at a time).
