@@ -8,6 +8,7 @@ submitted twice.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -163,11 +164,20 @@ def check_png(path: Path) -> tuple[int, int]:
 # -- an emulator in another process -----------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[str]:
-    """``python -m wavespeed_async.emulator`` on a free port; yields its base URL."""
+@contextlib.contextmanager
+def emulator_process(*options: str) -> Iterator[str]:
+    """``python -m wavespeed_async.emulator`` on a free port, with ``options``; its base URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "wavespeed_async.emulator", "--port", "0", "--latency", "fast"],
+        [
+            sys.executable,
+            "-m",
+            "wavespeed_async.emulator",
+            "--port",
+            "0",
+            "--latency",
+            "fast",
+            *options,
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -188,6 +198,13 @@ def server() -> Iterator[str]:
             proc.kill()
             proc.wait()
         proc.stdout.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    """An emulator in another process; yields its base URL."""
+    with emulator_process() as url:
+        yield url
 
 
 def stats(base: str) -> dict[str, Any]:

@@ -10,6 +10,7 @@ import json
 import signal
 import urllib.request
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from tests.test_cli import (
     DEV,
     PRO,
     cli,
+    emulator_process,
     finish,
     manifest,
     popen,
@@ -115,3 +117,35 @@ def test_a_collected_id_that_answers_with_another_model_is_reported_not_saved(
     assert again.returncode == 0, again.stderr
     [entry] = manifest(out)
     assert entry["status"] == "completed" and entry["task_id"] != other
+
+
+@pytest.fixture(scope="module")
+def echoing() -> Iterator[str]:
+    """An emulator whose every answer about a task carries its inputs, polls included."""
+    with emulator_process("--echo-input") as url:
+        yield url
+
+
+def test_a_collected_id_that_answers_with_another_prompt_is_reported_not_saved(
+    tmp_path: Path, echoing: str
+) -> None:
+    # The journal says line 1's task is X; on the server, X is the same model's task of
+    # another prompt, which the server's answers echo.
+    other = _submit(echoing, PRO, f"someone else's job {uuid.uuid4().hex[:8]}")
+    jobs_path = write_jobs(tmp_path / "jobs.jsonl", [{"model": PRO, "prompt": "a lighthouse"}])
+    [job] = parse_jobs(jobs_path.read_text(), default_model=None, base=tmp_path)
+    out = tmp_path / "out"
+    out.mkdir()
+    with Journal.open(out / "journal.sqlite3") as journal:
+        journal.set_meta("target", echoing)
+        journal.ensure(1, job.hash, PRO)
+        journal.mark_submitting(1, {"prompt": "a lighthouse"}, PRO)
+        journal.mark_created(1, other)
+
+    r = cli("batch", str(jobs_path), "-o", str(out), "--base-url", echoing, key=CANARY)
+    assert r.returncode == 1, r.stderr
+    assert "Traceback" not in r.stderr
+    assert f'line 1: task {other} answers with another prompt ("someone else' in r.stderr
+    [entry] = manifest(out)
+    assert entry["status"] == "failed" and "another job" in entry["error"]
+    assert not list(out.glob("line00001_*")), "another job's image was saved as line 1's"

@@ -245,3 +245,17 @@ async def test_a_body_over_the_limit_is_413() -> None:
         answer = await emu.handle("POST", f"/api/v3/{PRO}", KEY, b" " * (17 * 1024 * 1024))
         assert answer.status == 413
         assert isinstance(answer, EmulatedResponse)
+
+
+@pytest.mark.parametrize("echo", [False, True])
+async def test_polls_carry_the_tasks_inputs_only_when_asked(echo: bool) -> None:
+    emu, _ = in_process(echo_input=echo)
+    async with emu:
+        data = await run_task(emu, PRO, {"prompt": "an echo", "seed": 7})
+        assert data["input"] == {"prompt": "an echo", "seed": 7}  # a submit's answer always
+        status, answer = await call(emu, "GET", f"/api/v3/predictions/{data['id']}/result")
+    assert status == 200
+    if echo:
+        assert answer["data"]["input"] == {"prompt": "an echo", "seed": 7}
+    else:
+        assert "input" not in answer["data"]

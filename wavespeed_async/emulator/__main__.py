@@ -164,6 +164,11 @@ def parse_args(
         help="larger uploads get 413 (default: %(default)s)",
     )
     p.add_argument(
+        "--echo-input",
+        action="store_true",
+        help="every answer about a task carries its inputs, polls too (default: submits only)",
+    )
+    p.add_argument(
         "--webhook-failure-rate",
         type=float,
         default=0.0,
@@ -216,6 +221,7 @@ def build_config(args: argparse.Namespace) -> EmulatorConfig:
         serve_model_price=not args.no_model_price,
         accept_unknown_models=not args.reject_unknown_models,
         max_upload_bytes=args.max_upload_bytes,
+        echo_input=args.echo_input,
         webhook_failure_rate=args.webhook_failure_rate,
         webhook_any_host=args.webhook_any_host,
     )

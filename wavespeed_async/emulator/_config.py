@@ -273,6 +273,9 @@ class EmulatorConfig:
     #: fallback to the older ``/api/v3/model/pricing`` can be tested.
     serve_model_price: bool = True
     max_upload_bytes: int = 300 * 1024 * 1024
+    #: Every answer about a task carries its inputs (``input``), polls included, as the
+    #: API's answers may; by default only the submit's answer does.
+    echo_input: bool = False
     #: Fraction of webhook deliveries dropped (recorded as failures, never retried).
     webhook_failure_rate: float = 0.0
     #: Deliver webhooks to any host; by default only to loopback addresses (127.0.0.0/8,

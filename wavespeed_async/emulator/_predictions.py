@@ -220,7 +220,10 @@ class Predictions:
             return answer
         if task is None:
             return error(404, f"prediction {task_id!r:.80} not found")
-        payload = envelope(self._render(task, request.base))
+        data = self._render(task, request.base)
+        if self._config.echo_input:
+            data["input"] = task.input
+        payload = envelope(data)
         if kind == "malformed":
             return self._faults.malformed(payload)
         task.seen(self._scheduler.now())
