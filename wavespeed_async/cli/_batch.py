@@ -229,7 +229,8 @@ def _run(
         if target.emulator
         else default_namespace(Secret(target.api_key), (target.base_url or "").rstrip("/"))
     )
-    plan = make_plan(jobs, journal, args, key, account)
+    with journal.transaction():  # one commit (one fsync) for every line's row
+        plan = make_plan(jobs, journal, args, key, account)
     check_plan(target, plan, journal, args.share)  # before any submit: every bad line at once
     for job in plan.invalid:
         err(f"{args.jobs}:{job.line}: {job.error}")

@@ -23,7 +23,7 @@ from wavespeed_async._facade.client import Client
 from wavespeed_async.cli._jobs import Job
 from wavespeed_async.cli._progress import Counters
 from wavespeed_async.cli._uploads import Uploads
-from wavespeed_async.jobs.journal import Journal
+from wavespeed_async.jobs.async_journal import AsyncJournal
 
 __all__ = ["Feed", "Intake", "Pacer"]
 
@@ -58,7 +58,7 @@ class Intake:
     def __init__(
         self,
         client: Client,
-        journal: Journal,
+        journal: AsyncJournal,
         counters: Counters,
         stop: anyio.Event,
         *,
@@ -98,7 +98,7 @@ class Intake:
         try:
             return await self.uploads.request_body(job)
         except WaveSpeedError as exc:
-            self.journal.mark_failed(job.line, f"upload failed: {exc}")
+            await self.journal.mark_failed(job.line, f"upload failed: {exc}")
             self.counters.queued -= 1
             self.counters.failed += 1
             self.counters.ended_this_run += 1
@@ -125,18 +125,21 @@ class Feed:
         """Job ``index`` has its result (whether or not it was ever sent)."""
         self._unsent.pop(index, None)
 
-    def submitting(self, index: int) -> None:
-        """Journal the intent before ``run_many`` sends job ``index`` (again, after a 429)."""
-        body, model = self._unsent[index]
-        self.intake.journal.mark_submitting(self.lines[index], body, model)
+    async def submitting(self, index: int) -> None:
+        """Journal the intent before ``run_many`` sends job ``index`` (again, after a 429).
 
-    def not_sent(self, index: int) -> None:
+        ``run_many`` awaits this before the send: the intent is durable first.
+        """
+        body, model = self._unsent[index]
+        await self.intake.journal.mark_submitting(self.lines[index], body, model)
+
+    async def not_sent(self, index: int) -> None:
         """Job ``index``'s submit was answered in a way that proves no task was created.
 
         It is ``pending`` again while it waits to be sent again (a process killed meanwhile
         leaves it to be submitted by the next run, not held back as unknown).
         """
-        self.intake.journal.mark_not_sent(self.lines[index])
+        await self.intake.journal.mark_not_sent(self.lines[index])
 
     def __aiter__(self) -> Feed:
         return self

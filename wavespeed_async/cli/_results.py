@@ -24,7 +24,8 @@ from wavespeed_async._facade.bulk import BulkResult
 from wavespeed_async._facade.client import Client
 from wavespeed_async.cli._outdir import PARTIAL_DIR, output_name, partial_dir
 from wavespeed_async.cli._progress import Counters
-from wavespeed_async.jobs.journal import Journal, JournalError
+from wavespeed_async.jobs.async_journal import AsyncJournal
+from wavespeed_async.jobs.journal import JournalError
 
 __all__ = ["MAX_SAVING", "Downloads", "record_end"]
 
@@ -37,7 +38,7 @@ class Downloads:
 
     def __init__(
         self,
-        journal: Journal,
+        journal: AsyncJournal,
         counters: Counters,
         out: Path,
         *,
@@ -70,7 +71,7 @@ class Downloads:
                     await anyio.Path(path).replace(self.out / name)
                     names.append(name)
             except (WaveSpeedError, OSError) as exc:  # OSError: a full disk, EMFILE, ...
-                self.journal.note_error(
+                await self.journal.note_error(
                     line, f"task completed but its outputs could not be saved: {exc}; "
                     "re-run the same command to download them",
                 )  # fmt: skip
@@ -81,7 +82,7 @@ class Downloads:
             finally:
                 with suppress(OSError):
                     await anyio.Path(tmp).rmdir()
-            self.journal.mark_completed(line, names, inference_ms=pred.inference_ms)
+            await self.journal.mark_completed(line, names, inference_ms=pred.inference_ms)
             c.saving -= 1
             c.completed += 1
             c.ended_this_run += 1
@@ -91,8 +92,8 @@ class Downloads:
             self._slots.release()
 
 
-def record_end(
-    journal: Journal, counters: Counters, line: int, r: BulkResult[Any], *, resumed: bool
+async def record_end(
+    journal: AsyncJournal, counters: Counters, line: int, r: BulkResult[Any], *, resumed: bool
 ) -> None:
     """Journal a job that ended without outputs to save: failed, unknown, or incomplete.
 
@@ -108,7 +109,7 @@ def record_end(
     text = str(error) if error is not None else "no result"
     if isinstance(error, BudgetExceeded):
         # Never sent: the job stays pending, for a run with a higher --max-spend.
-        journal.note_error(
+        await journal.note_error(
             line,
             f"budget: held back by --max-spend {format_usd(error.budget_usd)} (it costs "
             f"{format_usd(error.quote.cost_usd)}; {format_usd(error.committed_usd)} was "
@@ -117,11 +118,11 @@ def record_end(
         c.held_back += 1
     elif isinstance(error, InsufficientBalanceError) and r.id is None:
         # Refused before anything was created: pending, for a run after a top-up.
-        journal.reset(line)
-        journal.note_error(line, f"balance: {text}; top up and re-run to submit it")
+        await journal.reset(line)
+        await journal.note_error(line, f"balance: {text}; top up and re-run to submit it")
         c.held_back += 1
     elif isinstance(error, TaskFailedError):
-        journal.mark_failed(
+        await journal.mark_failed(
             line,
             text,
             task_id=error.task_id,
@@ -130,7 +131,7 @@ def record_end(
         )
         c.failed += 1
     elif isinstance(error, NotFoundError) and resumed:
-        journal.mark_failed(
+        await journal.mark_failed(
             line,
             f"task {r.id} is unknown to the server (expired, deleted, or created on "
             "another server); --retry-failed submits the job again",
@@ -138,13 +139,13 @@ def record_end(
         )
         c.failed += 1
     elif isinstance(error, SubmissionOutcomeUnknown):
-        journal.mark_unknown(line, text)
+        await journal.mark_unknown(line, text)
         c.unknown += 1
     elif r.id is not None:
         # The task exists and did not end here (a timeout, a network failure): keep it.
-        journal.note_error(line, f"{text}; re-run the same command to collect it")
+        await journal.note_error(line, f"{text}; re-run the same command to collect it")
         c.incomplete += 1
     else:  # refused before any task existed (bad input, no balance, network)
         code = getattr(error, "code", None)
-        journal.mark_failed(line, text, code=code if isinstance(code, int) else None)
+        await journal.mark_failed(line, text, code=code if isinstance(code, int) else None)
         c.failed += 1

@@ -27,6 +27,7 @@ from wavespeed_async.cli._plan import Plan
 from wavespeed_async.cli._progress import Counters, Display, make_display
 from wavespeed_async.cli._results import Downloads, record_end
 from wavespeed_async.cli._stop import Stop
+from wavespeed_async.jobs.async_journal import AsyncJournal
 from wavespeed_async.jobs.journal import Journal, JournalError
 
 __all__ = ["Batch"]
@@ -45,14 +46,17 @@ class Batch:
     ) -> None:
         self.args = args
         self.target = target
-        self.journal = journal
+        # Off the event loop, committed in groups: an fsync never stalls the batch.
+        self.journal = AsyncJournal(journal)
         self.out = out
         self.plan = plan
         self.concurrency: int = args.concurrency
         self.counters = Counters(total=len(plan.jobs))
         self.display: Display = make_display(self.counters, quiet=args.quiet)
         self.stop = Stop(self.counters, self.display, grace_s=args.grace)
-        self.downloads = Downloads(journal, self.counters, out, on_journal_error=self.stop.fail)
+        self.downloads = Downloads(
+            self.journal, self.counters, out, on_journal_error=self.stop.fail
+        )
         self.task_ids: dict[int, str] = {}
         self.resumed_lines: set[int] = set()
         self._jobs = {job.line: job for job in plan.jobs}
@@ -136,7 +140,7 @@ class Batch:
             self.display.refresh()
             await anyio.sleep(0.2)
 
-    def _created(self, line: int, task_id: str) -> None:
+    async def _created(self, line: int, task_id: str) -> None:
         """Record a new task: committed (fsync'ed) before the job goes on to poll.
 
         If the journal cannot take it, the batch stops (it could no longer promise to
@@ -144,7 +148,7 @@ class Batch:
         """
         self.task_ids[line] = task_id
         try:
-            self.journal.mark_created(line, task_id)
+            await self.journal.mark_created(line, task_id)
         except JournalError as exc:
             err(f"line {line}: task {task_id} was created but could not be journaled: {exc}")
             self.stop.fail(exc)
@@ -156,8 +160,8 @@ class Batch:
     async def _submit(self, client: Client, intake: Intake, model: str, jobs: list[Job]) -> None:
         feed = Feed(intake, jobs)
 
-        def created(index: int, task_id: str) -> None:
-            self._created(feed.lines[index], task_id)
+        async def created(index: int, task_id: str) -> None:
+            await self._created(feed.lines[index], task_id)
 
         try:
             async with client.run_many(
@@ -194,26 +198,26 @@ class Batch:
     async def _dispatch(self, client: Client, line: int, r: BulkResult[Any]) -> None:
         if r.id is not None and self.task_ids.get(line) != r.id:
             # A task named only by an error answer: record it before anything else.
-            self._created(line, r.id)
+            await self._created(line, r.id)
         job = self._jobs.get(line)
         if line in self.resumed_lines and r.prediction is not None and job is not None:
             why = foreign_task(job, r.prediction)
             if why is not None:
-                self._foreign(line, why)
+                await self._foreign(line, why)
                 return
         if r.ok and r.prediction is not None and self._work is not None:
             await self.downloads.start(self._work, client, line, r.prediction)
             return
-        record_end(self.journal, self.counters, line, r, resumed=line in self.resumed_lines)
+        await record_end(self.journal, self.counters, line, r, resumed=line in self.resumed_lines)
 
-    def _foreign(self, line: int, why: str) -> None:
+    async def _foreign(self, line: int, why: str) -> None:
         """A collected id answers with another job: say so, record it, save nothing."""
         text = (
             f"{why}: the id belongs to another job (a server that reused it); its outputs "
             "are not saved. --retry-failed submits this line again"
         )
+        await self.journal.mark_failed(line, text)
         self.display.note(f"line {line}: {text}")
-        self.journal.mark_failed(line, text)
         c = self.counters
         c.running -= 1
         c.failed += 1

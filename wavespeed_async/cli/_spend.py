@@ -37,6 +37,7 @@ from wavespeed_async.cli._common import REFUSED, Target, UsageError, err, open_c
 from wavespeed_async.cli._jobs import Job, is_url
 from wavespeed_async.cli._plan import EMULATOR_TARGET, Plan, lines_text
 from wavespeed_async.cli._progress import Counters
+from wavespeed_async.jobs.async_journal import AsyncJournal
 from wavespeed_async.jobs.journal import JobRecord, Journal
 
 if TYPE_CHECKING:
@@ -288,7 +289,7 @@ async def preflight(client: Client, args: argparse.Namespace, jobs: list[Job]) -
 async def before_run(
     client: Client,
     args: argparse.Namespace,
-    journal: Journal,
+    journal: AsyncJournal,
     plan: Plan,
     counters: Counters,
     *,
@@ -317,20 +318,20 @@ def _spent_text(client: Client) -> str:
     return f"{format_usd(status.committed_usd)} / {format_usd(status.budget_usd)} spent"
 
 
-async def after_run(client: Client, journal: Journal, plan: Plan) -> None:
+async def after_run(client: Client, journal: AsyncJournal, plan: Plan) -> None:
     """Keep the real cost of the batch's tasks (for the manifest and the gallery)."""
     lines = {j.line for j in plan.jobs}
-    await record_costs(client, journal, [r for r in journal.all() if r.line in lines])
+    await record_costs(client, journal, [r for r in await journal.all() if r.line in lines])
 
 
-async def count_earlier_spend(client: Client, journal: Journal, lines: set[int]) -> None:
+async def count_earlier_spend(client: Client, journal: AsyncJournal, lines: set[int]) -> None:
     """Count what the batch's earlier runs cost against ``--max-spend``.
 
     Not with a share: the account-wide budget counts them already.
     """
     if client.spend_status().scope != "client":
         return
-    records = [r for r in journal.all() if r.line in lines and r.task_id is not None]
+    records = [r for r in await journal.all() if r.line in lines and r.task_id is not None]
     if not records:
         return
     try:
@@ -361,12 +362,12 @@ def cached_costs(journal: Journal) -> dict[str, Decimal]:
         return {}
 
 
-async def record_costs(client: Client, journal: Journal, records: list[JobRecord]) -> None:
+async def record_costs(client: Client, journal: AsyncJournal, records: list[JobRecord]) -> None:
     """Read the cost of every task of the batch that has none yet, and keep it in the journal.
 
     Failed tasks are read again too, since their refund may have come since.
     """
-    kept = cached_costs(journal)
+    kept = await journal.call(cached_costs)
     wanted = [
         r.task_id
         for r in records
@@ -384,7 +385,7 @@ async def record_costs(client: Client, journal: Journal, records: list[JobRecord
         for task_id, cost in found.items():
             if cost.known:
                 kept[task_id] = cost.net_usd
-        journal.set_meta(COSTS_META, json.dumps({k: plain_usd(v) for k, v in kept.items()}))
+        await journal.set_meta(COSTS_META, json.dumps({k: plain_usd(v) for k, v in kept.items()}))
 
 
 def spend_summary(

@@ -23,8 +23,11 @@ sent again (:meth:`Journal.mark_not_sent`). Lines that cannot be run at all are
 
 Every write is its own transaction, committed before the call returns, with
 ``synchronous=FULL`` (WAL): once :meth:`Journal.mark_created` returns, the task id
-survives ``kill -9`` and an operating-system crash. The calls are synchronous and small
-(one row each): call them from one thread (the event loop's, in the command line).
+survives ``kill -9`` and an operating-system crash. Calls inside :meth:`Journal.transaction`
+share one commit (one fsync) instead, made when it ends. The calls are synchronous and
+small (one row each), and safe from any thread (one at a time); an event loop makes them
+through :class:`wavespeed_async.jobs.async_journal.AsyncJournal`, off the loop and
+committed together.
 
 A write that fails (``database or disk is full``, any SQLite or operating-system error)
 raises :class:`JournalWriteError` naming the cause: a batch must stop there, since it
@@ -38,9 +41,10 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -185,6 +189,8 @@ class Journal:
         self._conn = conn
         self._clock = clock
         self.path = path
+        # One thread at a time, a transaction included (reentrant: calls inside it).
+        self._lock = threading.RLock()
 
     @property
     def location(self) -> str:
@@ -199,14 +205,15 @@ class Journal:
             JournalError: the file is not a journal, or was written by a newer version.
         """
         try:
-            conn = open_database(path, _SCHEMA, SCHEMA_VERSION, what="journal")
+            conn = open_database(path, _SCHEMA, SCHEMA_VERSION, what="journal", threads=True)
         except LedgerError as exc:
             raise JournalError(str(exc), location=exc.location) from None
         return cls(conn, path=Path(path))
 
     def close(self) -> None:
         """Close the file. Everything was committed already."""
-        self._conn.close()
+        with self._lock:
+            self._conn.close()
 
     def __enter__(self) -> Journal:
         return self
@@ -222,7 +229,8 @@ class Journal:
     # -- metadata --------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
-        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        with self._lock:
+            row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
@@ -236,10 +244,11 @@ class Journal:
 
     def get(self, line: int) -> JobRecord | None:
         """The job on ``line``, or ``None`` if the journal has never seen it."""
-        row = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM jobs WHERE line = ?",  # noqa: S608 - constant columns
-            (line,),
-        ).fetchone()
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM jobs WHERE line = ?",  # noqa: S608 - constant columns
+                (line,),
+            ).fetchone()
         return None if row is None else _record(row, self.path)
 
     def state_of(self, line: int) -> JobState | None:
@@ -251,14 +260,16 @@ class Journal:
 
     def all(self) -> list[JobRecord]:
         """Every job, in line order."""
-        rows = self._conn.execute(
-            f"SELECT {_COLUMNS} FROM jobs ORDER BY line"  # noqa: S608 - constant columns
-        ).fetchall()
+        with self._lock:
+            rows = self._conn.execute(
+                f"SELECT {_COLUMNS} FROM jobs ORDER BY line"  # noqa: S608 - constant columns
+            ).fetchall()
         return [_record(r, self.path) for r in rows]
 
     def counts(self) -> dict[str, int]:
         """How many jobs are in each state."""
-        rows = self._conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
+        with self._lock:
+            rows = self._conn.execute("SELECT state, COUNT(*) FROM jobs GROUP BY state").fetchall()
         return {str(state): int(n) for state, n in rows}
 
     # -- writing ---------------------------------------------------------------------
@@ -424,15 +435,16 @@ class Journal:
 
     def submitting_to_unknown(self, error: str) -> list[int]:
         """Turn every ``submitting`` job into ``unknown``; return their lines."""
-        rows = self._conn.execute(
-            "SELECT line FROM jobs WHERE state = 'submitting' ORDER BY line"
-        ).fetchall()
-        lines = [int(r[0]) for r in rows]
-        if lines:
-            self._write(
-                "UPDATE jobs SET state = 'unknown', error = ? WHERE state = 'submitting'",
-                (error,),
-            )
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT line FROM jobs WHERE state = 'submitting' ORDER BY line"
+            ).fetchall()
+            lines = [int(r[0]) for r in rows]
+            if lines:
+                self._write(
+                    "UPDATE jobs SET state = 'unknown', error = ? WHERE state = 'submitting'",
+                    (error,),
+                )
         return lines
 
     def _step(
@@ -488,9 +500,49 @@ class Journal:
     def _writing(self) -> Iterator[None]:
         """Turn any failure of the writes inside into a JournalWriteError naming it."""
         try:
-            yield
+            with self._lock:
+                yield
         except (sqlite3.Error, OSError) as exc:
-            where = f" {self.path}" if self.path is not None else ""
-            raise JournalWriteError(
-                f"cannot write the journal{where}: {exc}", location=str(self.path or "")
-            ) from exc
+            raise self.write_error(exc) from exc
+
+    def write_error(self, cause: BaseException) -> JournalWriteError:
+        """A JournalWriteError naming the journal and ``cause``."""
+        where = f" {self.path}" if self.path is not None else ""
+        return JournalWriteError(
+            f"cannot write the journal{where}: {cause}", location=str(self.path or "")
+        )
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Make the calls inside one transaction: one commit (one fsync) when it ends.
+
+        This thread holds the journal meanwhile. If the block raises, or the commit fails,
+        none of its writes happen (a failed commit raises :class:`JournalWriteError`).
+        """
+        with self._lock:
+            with self._writing():
+                self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+                with self._writing():
+                    self._conn.execute("COMMIT")
+            finally:
+                if self._conn.in_transaction:  # raised, or the commit failed
+                    with suppress(sqlite3.Error):
+                        self._conn.execute("ROLLBACK")
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Inside :meth:`transaction`: undo the writes of the block if it raises."""
+        with self._writing():
+            self._conn.execute("SAVEPOINT one")
+        try:
+            yield
+        except BaseException:
+            if self._conn.in_transaction:  # not when SQLite rolled it all back already
+                with self._writing():
+                    self._conn.execute("ROLLBACK TO one")
+                    self._conn.execute("RELEASE one")
+            raise
+        with self._writing():
+            self._conn.execute("RELEASE one")
