@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
 
@@ -23,6 +24,7 @@ from wavespeed_async._core.spend import (
     costs_from_records,
     formula_inputs,
     history_page,
+    parse_time,
     price_rules,
     quote_from,
     shape_of,
@@ -324,3 +326,21 @@ def test_money_records_survive_a_round_trip_through_json() -> None:
     cost = costs_from_records(["t1"], billing_page({"items": [_billing("t1", "deduct", 1)]})[0])
     again = msgspec.json.decode(msgspec.json.encode(cost["t1"]), type=Cost)
     assert again == cost["t1"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2026-12-07T13:43:00.712768768Z", datetime(2026, 12, 7, 13, 43, 0, 712768, timezone.utc)),
+        ("2026-12-07T13:43:00.7Z", datetime(2026, 12, 7, 13, 43, 0, 700000, timezone.utc)),
+        ("2026-12-07T13:43:00Z", datetime(2026, 12, 7, 13, 43, 0, tzinfo=timezone.utc)),
+        ("2026-12-07T14:43:00.5+0100", datetime(2026, 12, 7, 13, 43, 0, 500000, timezone.utc)),
+        ("2026-12-07T13:43:00", datetime(2026, 12, 7, 13, 43, 0, tzinfo=timezone.utc)),
+        ("yesterday", None),
+        ("", None),
+    ],
+)
+def test_history_times_are_read_on_every_supported_python(
+    text: str, expected: datetime | None
+) -> None:
+    assert parse_time(text) == expected

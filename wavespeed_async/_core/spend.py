@@ -303,12 +303,26 @@ def history_page(data: Any) -> list[HistoryEntry]:
     return entries
 
 
+#: A fraction of a second (any number of digits) and an offset without its colon, which
+#: ``datetime.fromisoformat`` takes only from Python 3.11.
+_FRACTION: Final = re.compile(r"\.(\d+)")
+_OFFSET: Final = re.compile(r"([+-]\d{2})(\d{2})$")
+
+
 def parse_time(text: str | None) -> datetime | None:
-    """An ISO 8601 time (``Z``, an offset, or none for UTC) as an aware datetime."""
+    """An ISO 8601 time (``Z``, an offset, or none for UTC) as an aware datetime.
+
+    Fractions finer than a microsecond (the API's nanoseconds) are cut to microseconds.
+    """
     if not text:
         return None
+    iso = text.strip()
+    if iso[-1:] in ("Z", "z"):
+        iso = iso[:-1] + "+00:00"
+    iso = _FRACTION.sub(lambda m: "." + m.group(1)[:6].ljust(6, "0"), iso, count=1)
+    iso = _OFFSET.sub(r"\1:\2", iso)
     try:
-        when = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        when = datetime.fromisoformat(iso)
     except ValueError:
         return None
     return when if when.tzinfo is not None else when.replace(tzinfo=timezone.utc)
