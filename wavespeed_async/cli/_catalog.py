@@ -18,7 +18,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, Final
 
-import anyio
 import msgspec
 
 from wavespeed_async._core.catalog import Model
@@ -43,6 +42,7 @@ from wavespeed_async.cli._common import (
     public_url,
     refused_message,
     resolve_target,
+    run_loop,
 )
 from wavespeed_async.cli._jobs import Job, is_url
 from wavespeed_async.cli._plan import Plan
@@ -108,7 +108,7 @@ def _fetch(target: Target, share: str | None = None) -> list[Model]:
         async with open_client(target, timeout_s=None, share=share, limits=limits) as client:
             return await client.models()
 
-    return anyio.run(go)
+    return run_loop(go)
 
 
 def _catalogue(args: argparse.Namespace) -> tuple[list[Model], Target] | int:

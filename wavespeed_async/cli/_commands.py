@@ -39,6 +39,7 @@ from wavespeed_async.cli._common import (
     output_folder,
     refused_message,
     resolve_target,
+    run_loop,
 )
 from wavespeed_async.cli._jobs import check_fields, check_local_image, is_url
 
@@ -214,7 +215,7 @@ def run_command(args: argparse.Namespace) -> int:
             return EXIT_OK
 
     try:
-        return anyio.run(go)
+        return run_loop(go)
     except KeyboardInterrupt:
         if created:
             err(
@@ -253,7 +254,7 @@ def _with_client(
                 return await work(client)
 
     try:
-        return anyio.run(go)
+        return run_loop(go)
     except REFUSED as exc:
         err(refused_message(exc))
         return EXIT_USAGE

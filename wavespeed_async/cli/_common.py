@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import errno
 import os
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final, TextIO
+from typing import Any, Final, TextIO, TypeVar
 from urllib.parse import urlsplit
+
+import anyio
 
 from wavespeed_async._core.errors import (
     AuthenticationError,
@@ -45,8 +48,11 @@ __all__ = [
     "output_folder",
     "refused_message",
     "resolve_target",
+    "run_loop",
     "usage_error_in",
 ]
+
+T = TypeVar("T")
 
 # One table for every command (see docs/cli.md): 128 + N is "ended by signal N".
 EXIT_OK: Final = 0
@@ -358,3 +364,18 @@ async def open_client(
             # Nothing was sent: a share that cannot be used is the command line's to fix.
             raise UsageError(f"--share: {exc}") from None
         yield client
+
+
+def run_loop(fn: Callable[[], Awaitable[T]]) -> T:
+    """``anyio.run(fn)``, where Ctrl-C is a ``KeyboardInterrupt`` on every Python.
+
+    Ctrl-C cancels the main task, and the runner turns that into ``KeyboardInterrupt``; on
+    Python 3.10 (no ``Task.uncancel``) it cannot tell, and ``CancelledError`` escapes. A
+    command's main task is cancelled by nothing else, so on 3.10 that is the Ctrl-C.
+    """
+    try:
+        return anyio.run(fn)
+    except asyncio.CancelledError:
+        if sys.version_info >= (3, 11):
+            raise
+        raise KeyboardInterrupt from None

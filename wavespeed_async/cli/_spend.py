@@ -33,7 +33,14 @@ from wavespeed_async._core.reconcile import LostSubmit
 from wavespeed_async._core.settings import FlowLimits
 from wavespeed_async._core.spend import Quote
 from wavespeed_async._facade.client import Client
-from wavespeed_async.cli._common import REFUSED, Target, UsageError, err, open_client
+from wavespeed_async.cli._common import (
+    REFUSED,
+    Target,
+    UsageError,
+    err,
+    open_client,
+    run_loop,
+)
 from wavespeed_async.cli._jobs import Job, is_url
 from wavespeed_async.cli._plan import EMULATOR_TARGET, Plan, lines_text
 from wavespeed_async.cli._progress import Counters
@@ -230,7 +237,7 @@ def dry_run(args: argparse.Namespace, target: Target, jobs: list[Job]) -> int:
             quotes, problems = await quote_jobs(client, todo)
             return quotes, problems, await client.balance()
 
-    quotes, problems, balance = anyio.run(go)
+    quotes, problems, balance = run_loop(go)
     total = sum((q.cost_usd for q in quotes), ZERO)
     print(
         f"Dry run of {args.jobs}: {len(todo)} job(s) to submit ({invalid} invalid, "
@@ -445,7 +452,7 @@ def reconcile_journal(args: argparse.Namespace, target: Target, journal: Journal
             found = await client.reconcile(submits, exclude=known)
         return [f.task_id for f in found]
 
-    task_ids = anyio.run(go)
+    task_ids = run_loop(go)
     for rec, task_id in zip(lost, task_ids, strict=True):
         if task_id is None:
             err(f"line {rec.line}: no task found in the history: it stays unknown")
