@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import sqlite3
 import subprocess
@@ -532,7 +533,9 @@ async def test_a_block_cancelled_while_rows_wait_releases_their_claims(
     finally:
         book.close()
         await close(w)
-    assert [e.state if e else None for e in entries] == ["completed"] * 2 + [None] * 3
+    # Which two rows are sent first depends on the order their submits start.
+    states = [e.state if e else None for e in entries]
+    assert collections.Counter(states) == {"completed": 2, None: 3}
     assert emulator.stats().tasks_created == 2
 
 
