@@ -44,15 +44,12 @@ from wavespeed_async.cli._common import (
     resolve_target,
     run_loop,
 )
-from wavespeed_async.cli._jobs import Job, is_url
+from wavespeed_async.cli._jobs import LOCAL_FILE_URL, inputs_as_sent
 from wavespeed_async.cli._plan import Plan
 from wavespeed_async.jobs.journal import Journal
 
 __all__ = ["add_parsers", "check_plan", "check_run_inputs", "retype_sets"]
 
-#: What a local file of a job stands for while its inputs are checked (it is uploaded, and
-#: its URL sent, only when the job runs).
-_UPLOAD_PLACEHOLDER: Final = "https://upload.invalid/local-file"
 _TYPE_NAMES: Final = {"array": "list"}
 _DEFAULT_WIDTH: Final = 24
 _encoder: Final = msgspec.json.Encoder(decimal_format="number")
@@ -325,20 +322,6 @@ def types_command(args: argparse.Namespace) -> int:
 # The batch's check before its first submit
 
 
-def _checked_inputs(job: Job) -> dict[str, Any]:
-    """A job's inputs as they will be sent: each local file stands as a URL."""
-    inputs = dict(job.inputs)
-    for key in job.local_media:
-        value = inputs[key]
-        if isinstance(value, list):
-            inputs[key] = [
-                v if not isinstance(v, str) or is_url(v) else _UPLOAD_PLACEHOLDER for v in value
-            ]
-        else:
-            inputs[key] = _UPLOAD_PLACEHOLDER
-    return inputs
-
-
 def _models_quietly(target: Target, share: str | None) -> dict[str, Model] | None:
     try:
         return {m.id: m for m in _fetch(target, share)}
@@ -372,7 +355,7 @@ def check_plan(target: Target, plan: Plan, journal: Journal, share: str | None =
             checker = checkers[model.id] = compile_schema(model.id, model.input_schema)
         if checker.uncheckable:
             continue
-        problems = checker.problems(_checked_inputs(job))
+        problems = checker.problems(inputs_as_sent(job))
         if problems:
             refused[job.line] = "; ".join(str(p) for p in problems)
     if not refused:
@@ -394,7 +377,7 @@ async def check_run_inputs(client: Client, model: str, inputs: dict[str, Any], l
     Prints each problem (and each field the built-in spec does not know, when the catalogue
     cannot check). ``local``: the image is a local file, uploaded only if this passes.
     """
-    checked = {**inputs, "image": _UPLOAD_PLACEHOLDER} if local else inputs
+    checked = {**inputs, "image": LOCAL_FILE_URL} if local else inputs
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnknownFieldWarning)
         problems = await client.check_input(model, checked)

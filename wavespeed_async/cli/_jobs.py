@@ -16,11 +16,13 @@ from wavespeed_async._core.requests import UnknownFieldWarning, validate_input, 
 from wavespeed_async._http.media import image_kind
 
 __all__ = [
+    "LOCAL_FILE_URL",
     "NO_MODEL",
     "Job",
     "LocalFile",
     "check_fields",
     "image_kind",
+    "inputs_as_sent",
     "is_url",
     "media_keys",
     "parse_jobs",
@@ -29,6 +31,10 @@ __all__ = [
 
 #: The error of a line that names no model when no ``--model`` is given.
 NO_MODEL: Final = 'no model: add "model": "owner/model" to the line, or pass --model'
+
+#: What a job's local file stands for before it is uploaded (in a check or a quote): a URL
+#: that names no host, and never drives a price.
+LOCAL_FILE_URL: Final = "https://upload.invalid/local-file"
 
 #: Prefixes of values that are already remote (or inline) media, never local paths.
 _REMOTE: Final = ("http://", "https://", "data:")
@@ -147,6 +153,20 @@ def check_fields(model: str, inputs: dict[str, Any]) -> list[str]:
 
 def is_url(value: str) -> bool:
     return value.startswith(_REMOTE)
+
+
+def inputs_as_sent(job: Job) -> dict[str, Any]:
+    """A job's inputs as they will be sent, each local file standing as a URL."""
+    inputs = dict(job.inputs)
+    for key in job.local_media:
+        value = inputs[key]
+        if isinstance(value, list):
+            inputs[key] = [
+                v if not isinstance(v, str) or is_url(v) else LOCAL_FILE_URL for v in value
+            ]
+        else:
+            inputs[key] = LOCAL_FILE_URL
+    return inputs
 
 
 def media_keys(inputs: dict[str, Any]) -> list[str]:

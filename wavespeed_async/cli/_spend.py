@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Final
 
 import anyio
 
@@ -41,7 +41,7 @@ from wavespeed_async.cli._common import (
     open_client,
     run_loop,
 )
-from wavespeed_async.cli._jobs import Job, is_url
+from wavespeed_async.cli._jobs import Job, inputs_as_sent
 from wavespeed_async.cli._plan import EMULATOR_TARGET, Plan, lines_text
 from wavespeed_async.cli._progress import Counters
 from wavespeed_async.jobs.async_journal import AsyncJournal
@@ -68,8 +68,6 @@ __all__ = [
 
 #: The journal's metadata key holding ``{task_id: net cost}`` of the batch's tasks.
 COSTS_META: Final = "costs"
-#: Stands for a local file in a quote (a dry run uploads nothing; URLs never drive prices).
-_LOCAL_FILE_URL: Final = "https://example.invalid/local-file"
 _CLOSE_S: Final = 15.0
 
 
@@ -156,20 +154,6 @@ def spend_share(args: argparse.Namespace) -> str | Share | None:
 # -- quotes --------------------------------------------------------------------------------
 
 
-def quote_body(job: Job) -> dict[str, Any]:
-    """A job's inputs for a quote: local files stand in as URLs (nothing is uploaded)."""
-    body = dict(job.inputs)
-    for key in job.local_media:
-        value = body[key]
-        if isinstance(value, list):
-            body[key] = [
-                v if not isinstance(v, str) or is_url(v) else _LOCAL_FILE_URL for v in value
-            ]
-        else:
-            body[key] = _LOCAL_FILE_URL
-    return body
-
-
 async def quote_jobs(client: Client, jobs: Iterable[Job]) -> tuple[list[Quote], list[str]]:
     """The quotes of ``jobs`` (one request per input shape), and why a model could not be quoted.
 
@@ -182,7 +166,7 @@ async def quote_jobs(client: Client, jobs: Iterable[Job]) -> tuple[list[Quote], 
         if model in problems:
             continue
         try:
-            quotes.append(await client.quote(model, quote_body(job)))
+            quotes.append(await client.quote(model, inputs_as_sent(job)))
         except ValidationError as exc:
             problems.setdefault(model, f"line {job.line}: {exc}")
         except REFUSED:
