@@ -80,6 +80,45 @@ def fast_retry() -> RetryConfig:
     return RetryConfig(backoff_base_s=0.001, max_backoff_s=0.01, max_retry_after_s=0.05)
 
 
+class NullShare:
+    """A share backend that limits nothing and keeps nothing: the methods every share has."""
+
+    connections = 0
+
+    def bind(self, limits: Any, **kwargs: Any) -> None:
+        pass
+
+    async def start(self) -> None:
+        pass
+
+    async def aclose(self) -> None:
+        pass
+
+    async def acquire_slot(self, token: object) -> None:
+        pass
+
+    def release_slot(self, token: object) -> None:
+        pass
+
+    async def acquire_start(self) -> object:
+        return None
+
+    def start_sent(self, handle: object) -> None:
+        pass
+
+    async def acquire_poll(self) -> None:
+        pass
+
+    def start_cooldown(self, seconds: float) -> None:
+        pass
+
+    def publish(self, prediction: Any) -> None:
+        pass
+
+    async def stored_result(self, task_id: str) -> Any:
+        return None
+
+
 @pytest.fixture
 async def emulator() -> AsyncIterator[Emulator]:
     async with Emulator(EmulatorConfig(seed=7, latency=LatencyProfile.fast())) as emu:

@@ -13,7 +13,7 @@ import anyio
 import msgspec
 import pytest
 
-from tests.conftest import CANARY_KEY, fast_poll, fast_retry
+from tests.conftest import CANARY_KEY, NullShare, fast_poll, fast_retry
 from wavespeed_async import (
     BulkResult,
     Client,
@@ -372,44 +372,12 @@ async def test_a_job_declined_before_its_send_tells_nothing(emulator: Emulator) 
     assert next(e.kind for e in told if e.index == 0) == "submitting"
 
 
-class _LocalShare:
+class _LocalShare(NullShare):
     """A share of one process: what another process would tell arrives by hand."""
-
-    connections = 0
 
     def bind(self, limits: Any, **kwargs: Any) -> None:
         self.on_delivery = kwargs["on_delivery"]
         self.on_cooldown = kwargs["on_cooldown"]
-
-    async def start(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
-
-    async def acquire_slot(self, token: object) -> None:
-        pass
-
-    def release_slot(self, token: object) -> None:
-        pass
-
-    async def acquire_start(self) -> object:
-        return None
-
-    def start_sent(self, handle: object) -> None:
-        pass
-
-    async def acquire_poll(self) -> None:
-        pass
-
-    def start_cooldown(self, seconds: float) -> None:
-        pass
-
-    def publish(self, prediction: Prediction) -> None:
-        pass
-
-    async def stored_result(self, task_id: str) -> Prediction | None:
-        return None
 
     async def first_delivery(self, delivery_id: str, ttl_s: float) -> bool | None:
         return None

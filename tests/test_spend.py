@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import CANARY_KEY, fast_poll, fast_retry
+from tests.conftest import CANARY_KEY, NullShare, fast_poll, fast_retry
 from wavespeed_async import (
     BudgetExceeded,
     Client,
@@ -386,49 +386,10 @@ async def test_the_gallery_of_a_batch_shows_each_jobs_cost_and_the_total(
     assert page.count("· $0.05") == 1 and page.count("· $0.00") == 1
 
 
-class _ShareWithoutBudget:
-    """A share backend of the older interface: limits, no budget."""
-
-    connections = 0
-
-    def bind(self, limits: Any, **kwargs: Any) -> None:
-        pass
-
-    async def start(self) -> None:
-        pass
-
-    async def aclose(self) -> None:
-        pass
-
-    async def acquire_slot(self, token: object) -> None:
-        pass
-
-    def release_slot(self, token: object) -> None:
-        pass
-
-    async def acquire_start(self) -> object:
-        return None
-
-    def start_sent(self, handle: object) -> None:
-        pass
-
-    async def acquire_poll(self) -> None:
-        pass
-
-    def start_cooldown(self, seconds: float) -> None:
-        pass
-
-    def publish(self, prediction: Any) -> None:
-        pass
-
-    async def stored_result(self, task_id: str) -> None:
-        return None
-
-
 async def test_a_budget_with_a_share_that_keeps_none_is_refused_not_kept_per_process(
     emu: Emulator,
 ) -> None:
-    share: Any = _ShareWithoutBudget()
+    share: Any = NullShare()  # the older interface: limits, no budget
     async with client_of(emu, limits=FlowLimits(budget_usd=1), share=share) as client:
         with pytest.raises(ValidationError, match="keeps no budget"):
             await client.run(DEV, {"prompt": "x"})
