@@ -88,11 +88,8 @@ def _submit(base: str, model: str, prompt: str) -> str:
     return task_id
 
 
-def test_a_collected_id_that_answers_with_another_model_is_reported_not_saved(
-    tmp_path: Path, server: str
-) -> None:
-    # The journal says line 1's task is X; on the server, X is another job (another model).
-    other = _submit(server, DEV, f"someone else's job {uuid.uuid4().hex[:8]}")
+def _journaled_as_line_one(tmp_path: Path, server: str, task_id: str) -> tuple[Path, Path]:
+    """A one-line jobs file and a journal that says its task is ``task_id``: (jobs, out)."""
     jobs_path = write_jobs(tmp_path / "jobs.jsonl", [{"model": PRO, "prompt": "a lighthouse"}])
     [job] = parse_jobs(jobs_path.read_text(), default_model=None, base=tmp_path)
     out = tmp_path / "out"
@@ -101,8 +98,16 @@ def test_a_collected_id_that_answers_with_another_model_is_reported_not_saved(
         journal.set_meta("target", server)
         journal.ensure(1, job.hash, PRO)
         journal.mark_submitting(1, {"prompt": "a lighthouse"}, PRO)
-        journal.mark_created(1, other)
+        journal.mark_created(1, task_id)
+    return jobs_path, out
 
+
+def test_a_collected_id_that_answers_with_another_model_is_reported_not_saved(
+    tmp_path: Path, server: str
+) -> None:
+    # The journal says line 1's task is X; on the server, X is another job (another model).
+    other = _submit(server, DEV, f"someone else's job {uuid.uuid4().hex[:8]}")
+    jobs_path, out = _journaled_as_line_one(tmp_path, server, other)
     r = cli("batch", str(jobs_path), "-o", str(out), "--base-url", server, key=CANARY)
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr
@@ -132,16 +137,7 @@ def test_a_collected_id_that_answers_with_another_prompt_is_reported_not_saved(
     # The journal says line 1's task is X; on the server, X is the same model's task of
     # another prompt, which the server's answers echo.
     other = _submit(echoing, PRO, f"someone else's job {uuid.uuid4().hex[:8]}")
-    jobs_path = write_jobs(tmp_path / "jobs.jsonl", [{"model": PRO, "prompt": "a lighthouse"}])
-    [job] = parse_jobs(jobs_path.read_text(), default_model=None, base=tmp_path)
-    out = tmp_path / "out"
-    out.mkdir()
-    with Journal.open(out / "journal.sqlite3") as journal:
-        journal.set_meta("target", echoing)
-        journal.ensure(1, job.hash, PRO)
-        journal.mark_submitting(1, {"prompt": "a lighthouse"}, PRO)
-        journal.mark_created(1, other)
-
+    jobs_path, out = _journaled_as_line_one(tmp_path, echoing, other)
     r = cli("batch", str(jobs_path), "-o", str(out), "--base-url", echoing, key=CANARY)
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr
