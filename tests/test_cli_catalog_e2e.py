@@ -18,8 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_cli import CANARY, REPO, _env, cli, manifest, write_jobs
-from tests.test_cli_exit_codes import _start, _stop
+from tests.test_cli import CANARY, REPO, _env, cli, emulator_process, manifest, write_jobs
 
 pytestmark = pytest.mark.e2e
 
@@ -30,11 +29,8 @@ VIDEO = "wavespeed-ai/wan-2.2/t2v-480p"
 
 @pytest.fixture(scope="module")
 def url() -> Iterator[str]:
-    proc, base_url = _start()
-    try:
+    with emulator_process() as base_url:
         yield base_url
-    finally:
-        _stop(proc)
 
 
 def stats(url: str) -> dict[str, Any]:
@@ -82,11 +78,8 @@ def test_models_against_a_server_and_a_refused_key(url: str) -> None:
     r = cli("models", "--json", "--base-url", url, key=CANARY)
     assert r.returncode == 0, r.stderr
     assert {m["id"] for m in json.loads(r.stdout)} >= {LORA, PRO, VIDEO}
-    proc, guarded = _start("--api-key", CANARY)
-    try:
+    with emulator_process("--api-key", CANARY) as guarded:
         r = cli("models", "--base-url", guarded, key="wsk-refused-0000")
-    finally:
-        _stop(proc)
     assert r.returncode == 2
     assert "refused the API key" in r.stderr
 

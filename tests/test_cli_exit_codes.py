@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -27,6 +26,7 @@ from tests.test_cli import (
     _env,
     cli,
     cli_cmd,
+    emulator_process,
     popen,
     write_jobs,
 )
@@ -37,40 +37,14 @@ GOOD: Final = CANARY
 BAD: Final = "wsk-refused-0000"
 
 
-def _start(*extra: str) -> tuple[subprocess.Popen[str], str]:
-    cmd = [sys.executable, "-m", "wavespeed_async.emulator", "--port", "0", "--latency", "fast"]
-    proc = subprocess.Popen(
-        [*cmd, *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env()
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "listening on" in line, line
-    return proc, line.rsplit(" ", 1)[1].strip()
-
-
-def _stop(proc: subprocess.Popen[str]) -> None:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    if proc.stdout is not None:
-        proc.stdout.close()
-
-
 @pytest.fixture(scope="module")
 def servers() -> Iterator[tuple[str, str]]:
     """``(keyed, broke)``: one accepts only GOOD (401 otherwise); one refuses submits (403)."""
-    keyed, keyed_url = _start("--api-key", GOOD)
-    try:
-        broke, broke_url = _start("--enforce-balance", "--initial-balance", "0")
-        try:
-            yield keyed_url, broke_url
-        finally:
-            _stop(broke)
-    finally:
-        _stop(keyed)
+    with (
+        emulator_process("--api-key", GOOD) as keyed,
+        emulator_process("--enforce-balance", "--initial-balance", "0") as broke,
+    ):
+        yield keyed, broke
 
 
 def _no_traceback(r: subprocess.CompletedProcess[str]) -> None:

@@ -19,10 +19,8 @@ from typing import Final
 
 import pytest
 
-from tests.test_cli import CANARY, PRO, REPO, _env, cli, cli_cmd, write_jobs
+from tests.test_cli import CANARY, PRO, REPO, _env, cli, cli_cmd, emulator_process, write_jobs
 from tests.test_cli import server as server  # an emulator in another process (a fixture)
-from tests.test_cli_exit_codes import _start as start_emulator
-from tests.test_cli_exit_codes import _stop as stop_emulator
 
 pytestmark = pytest.mark.e2e
 
@@ -52,11 +50,8 @@ def test_a_journal_row_that_is_not_json_ends_the_batch_with_exit_2_naming_the_jo
 @pytest.fixture(scope="module")
 def keyed() -> Iterator[str]:
     """An emulator in another process that takes only CANARY as a key (401 otherwise)."""
-    proc, url = start_emulator("--api-key", CANARY)
-    try:
+    with emulator_process("--api-key", CANARY) as url:
         yield url
-    finally:
-        stop_emulator(proc)
 
 
 def _create(base: str, prompt: str) -> str:

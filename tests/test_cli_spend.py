@@ -7,9 +7,6 @@ manifest and the gallery.
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
-import sys
 import urllib.request
 from collections.abc import Iterator
 from decimal import Decimal
@@ -18,7 +15,7 @@ from typing import Any, Final
 
 import pytest
 
-from tests.test_cli import DEV, _env, cli, manifest, stats, write_jobs
+from tests.test_cli import DEV, cli, emulator_process, manifest, stats, write_jobs
 from wavespeed_async.cli._jobs import parse_jobs
 from wavespeed_async.jobs.journal import Journal
 
@@ -27,41 +24,18 @@ pytestmark = pytest.mark.e2e
 VIDEO: Final = "wavespeed-ai/wan-2.2/t2v-480p"
 
 
-def _start(*extra: str) -> tuple[subprocess.Popen[str], str]:
-    cmd = [sys.executable, "-m", "wavespeed_async.emulator", "--port", "0", "--latency", "fast"]
-    proc = subprocess.Popen(
-        [*cmd, *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=_env()
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert "listening on" in line, line
-    return proc, line.rsplit(" ", 1)[1].strip()
-
-
 @pytest.fixture
 def server() -> Iterator[str]:
     """An emulator of its own (a fresh balance of $100) in another process."""
-    proc, url = _start()
-    try:
+    with emulator_process() as url:
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
-        assert proc.stdout is not None
-        proc.stdout.close()
 
 
 @pytest.fixture
 def poor() -> Iterator[str]:
     """An emulator whose account has $0.10 and refuses what it cannot pay."""
-    proc, url = _start("--initial-balance", "0.1", "--enforce-balance")
-    try:
+    with emulator_process("--initial-balance", "0.1", "--enforce-balance") as url:
         yield url
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(10)
-        assert proc.stdout is not None
-        proc.stdout.close()
 
 
 JOBS: Final[list[dict[str, Any]]] = [
